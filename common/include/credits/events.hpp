@@ -1,0 +1,122 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include <nlohmann/json.hpp>
+
+namespace credits {
+
+// Amounts are whole credits. JSON numbers above 2^53 - 1 lose precision in JavaScript clients, so no amount
+// and no balance may exceed it.
+using amount_t = std::int64_t;
+inline constexpr amount_t amount_max = (std::int64_t{1} << 53) - 1;
+
+// Milliseconds since the Unix epoch, UTC.
+using time_ms = std::int64_t;
+
+struct account_created {
+  std::string name;
+  std::string external_id;
+  std::string email;
+  nlohmann::json metadata = nlohmann::json::object();
+};
+
+struct credits_added {
+  std::string transaction_id;
+  amount_t amount = 0;
+  amount_t balance_after = 0;
+  std::string description;
+  std::string payment_method;
+  nlohmann::json metadata = nlohmann::json::object();
+};
+
+struct credits_deducted {
+  std::string transaction_id;
+  amount_t amount = 0;
+  amount_t balance_after = 0;
+  std::string description;
+  nlohmann::json metadata = nlohmann::json::object();
+};
+
+struct credits_reserved {
+  std::string reservation_id;
+  amount_t amount = 0;
+  time_ms expires_at = 0;
+  std::string operation;
+  std::string model;
+  nlohmann::json metadata = nlohmann::json::object();
+};
+
+// charged + released always equals the reserved amount.
+struct reservation_confirmed {
+  std::string reservation_id;
+  std::string transaction_id;
+  amount_t charged = 0;
+  amount_t released = 0;
+  amount_t balance_after = 0;
+};
+
+struct reservation_cancelled {
+  std::string reservation_id;
+  amount_t released = 0;
+};
+
+struct reservation_expired {
+  std::string reservation_id;
+  amount_t released = 0;
+};
+
+// Usage moves no credits; it lives on its own topic.
+struct usage_recorded {
+  std::string usage_id;
+  std::string context;  // "customer" or "system"
+  std::string transaction_id;  // empty when not linked
+  std::string model_id;
+  std::string usage_type;
+  std::int64_t input_tokens = 0;
+  std::int64_t output_tokens = 0;
+  std::int64_t cached_tokens = 0;
+  nlohmann::json metadata = nlohmann::json::object();
+};
+
+using event_payload = std::variant<account_created, credits_added, credits_deducted, credits_reserved,
+                                   reservation_confirmed, reservation_cancelled, reservation_expired,
+                                   usage_recorded>;
+
+inline constexpr int event_schema_version = 1;
+
+// The envelope is the final stored form of every event: nothing written to the log needs migrating later.
+struct event {
+  std::string event_id;  // UUID
+  int schema_version = event_schema_version;
+  std::string tenant;
+  std::string account_id;
+  std::string api_key_id;  // which key caused it, never the key itself
+  std::string request_id;
+  std::string idempotency_key;  // empty when the request carried none
+  std::string request_hash;     // fingerprint of the request, to tell a retry from a reused key
+  time_ms occurred_at = 0;
+  event_payload payload;
+};
+
+std::string_view type_name(const event_payload& payload);
+
+// Balance-affecting events go to the ledger topic, usage to the usage topic.
+enum class stream { ledger, usage };
+stream stream_of(const event_payload& payload);
+
+nlohmann::json to_json(const event& e);
+std::string encode(const event& e);
+
+// Decoding never throws: a malformed or unknown event yields nullopt and an explanation.
+std::optional<event> decode(std::string_view text, std::string* error = nullptr);
+
+// RFC 3339 in UTC with milliseconds, e.g. 2026-11-29T16:01:22.123Z.
+std::string format_time(time_ms t);
+std::optional<time_ms> parse_time(std::string_view text);
+
+}  // namespace credits

@@ -1,0 +1,36 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace credits {
+
+// Identifier shapes. An account id is "acc_" + 24 hex digits. Every id that belongs to an account
+// (reservation "rsv_", ledger transaction "txn_", usage record "use_") embeds those 24 digits, so the owning
+// account, and with it the Kafka partition, follows from the id alone without a lookup.
+inline constexpr std::size_t account_hex_len = 24;
+inline constexpr std::size_t child_hex_len = 16;
+
+// The account id of (tenant, externalId): stable across processes and versions, so either id names the
+// same partition and a single writer decides whether an externalId is taken.
+std::string derive_account_id(std::string_view tenant, std::string_view external_id);
+
+// Builds ids from caller-supplied random bits (kept out of here so callers and tests choose the source).
+std::string account_id_from_bits(std::uint64_t hi, std::uint32_t lo);
+std::string child_id(std::string_view prefix, std::string_view account_id, std::uint64_t bits);
+
+bool is_account_id(std::string_view id);
+// The account a reservation, transaction or usage id belongs to; nullopt if the id is malformed or its prefix
+// is not `prefix`.
+std::optional<std::string> account_of(std::string_view prefix, std::string_view id);
+
+// Lowercase hex SHA-256.
+std::string sha256_hex(std::string_view data);
+
+// Kafka's murmur2 as used by the Java client's default partitioner and librdkafka's murmur2_random.
+std::uint32_t murmur2(std::string_view key);
+std::int32_t partition_of(std::string_view key, std::int32_t partition_count);
+
+}  // namespace credits

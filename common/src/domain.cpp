@@ -1,0 +1,290 @@
+#include "credits/domain.hpp"
+
+#include "credits/assert.hpp"
+#include "credits/ids.hpp"
+
+namespace credits {
+namespace {
+
+template <class... F>
+struct overloaded : F... {
+  using F::operator()...;
+};
+
+event make_event(const request_context& ctx, std::string account_id, event_payload payload) {
+  return event{.event_id = {},
+               .schema_version = event_schema_version,
+               .tenant = ctx.tenant,
+               .account_id = std::move(account_id),
+               .api_key_id = ctx.api_key_id,
+               .request_id = ctx.request_id,
+               .idempotency_key = ctx.idempotency_key,
+               .request_hash = ctx.request_hash,
+               .occurred_at = ctx.now,
+               .payload = std::move(payload)};
+}
+
+decision one(event e) {
+  std::vector<event> events;
+  events.push_back(std::move(e));
+  return events;
+}
+
+rejection reject(error_code code, std::string message, std::string field = {}, nlohmann::json details = nullptr) {
+  return rejection{code, std::move(message), std::move(field), std::move(details)};
+}
+
+// Another tenant's account is reported exactly like a missing one, so ids reveal nothing across tenants.
+const account_state* find_account(const ledger_state& state, const std::string& id, const std::string& tenant) {
+  auto it = state.accounts.find(id);
+  if (it == state.accounts.end() || it->second.tenant != tenant) return nullptr;
+  return &it->second;
+}
+
+rejection no_account() { return reject(error_code::account_not_found, "account not found"); }
+
+rejection insufficient(amount_t needed, amount_t available) {
+  return reject(error_code::insufficient_credits, "insufficient credits", "amount",
+                {{"needed", needed}, {"available", available}});
+}
+
+// Resolves a reservation id to its account and the reservation, which must still be pending and unexpired.
+struct pending_reservation {
+  const account_state* account = nullptr;
+  const reservation_state* reservation = nullptr;
+};
+std::variant<pending_reservation, rejection> find_pending(const ledger_state& state, const std::string& id,
+                                                          const request_context& ctx) {
+  const auto account_id = account_of("rsv", id);
+  const account_state* account = account_id ? find_account(state, *account_id, ctx.tenant) : nullptr;
+  const auto it = account ? account->reservations.find(id) : decltype(account->reservations.end()){};
+  if (!account || it == account->reservations.end())
+    return reject(error_code::reservation_not_found, "reservation not found", "reservationId");
+  const auto& r = it->second;
+  if (r.status == reservation_status::expired || (r.status == reservation_status::pending && ctx.now >= r.expires_at))
+    return reject(error_code::reservation_expired, "reservation expired at " + format_time(r.expires_at),
+                  "reservationId", {{"status", "expired"}, {"expiresAt", format_time(r.expires_at)}});
+  if (r.status != reservation_status::pending)
+    return reject(error_code::reservation_not_pending,
+                  "reservation is already " + std::string(to_string(r.status)), "reservationId",
+                  {{"status", to_string(r.status)}});
+  return pending_reservation{account, &r};
+}
+
+decision decide_one(const ledger_state& state, const create_account& c, const request_context& ctx) {
+  if (state.accounts.contains(c.account_id))
+    return reject(error_code::account_exists,
+                  c.external_id.empty() ? "account already exists"
+                                        : "an account with this externalId already exists",
+                  "externalId", {{"accountId", c.account_id}});
+  return one(make_event(ctx, c.account_id, account_created{c.name, c.external_id, c.email, c.metadata}));
+}
+
+decision decide_one(const ledger_state& state, const add_credits& c, const request_context& ctx) {
+  const auto* account = find_account(state, c.account_id, ctx.tenant);
+  if (!account) return no_account();
+  if (c.amount > amount_max - account->balance)
+    return reject(error_code::invalid_request, "the balance would exceed the maximum of 2^53-1 credits", "amount",
+                  {{"balance", account->balance}, {"max", amount_max}});
+  return one(make_event(ctx, c.account_id,
+                        credits_added{c.transaction_id, c.amount, account->balance + c.amount, c.description,
+                                      c.payment_method, c.metadata}));
+}
+
+decision decide_one(const ledger_state& state, const deduct_credits& c, const request_context& ctx) {
+  const auto* account = find_account(state, c.account_id, ctx.tenant);
+  if (!account) return no_account();
+  if (c.amount > account->available()) return insufficient(c.amount, account->available());
+  return one(make_event(ctx, c.account_id,
+                        credits_deducted{c.transaction_id, c.amount, account->balance - c.amount, c.description,
+                                         c.metadata}));
+}
+
+decision decide_one(const ledger_state& state, const create_reservation& c, const request_context& ctx) {
+  const auto* account = find_account(state, c.account_id, ctx.tenant);
+  if (!account) return no_account();
+  if (c.amount > account->available()) return insufficient(c.amount, account->available());
+  return one(make_event(ctx, c.account_id,
+                        credits_reserved{c.reservation_id, c.amount, ctx.now + c.expires_in_ms, c.operation, c.model,
+                                         c.metadata}));
+}
+
+decision decide_one(const ledger_state& state, const confirm_reservation& c, const request_context& ctx) {
+  auto found = find_pending(state, c.reservation_id, ctx);
+  if (auto* r = std::get_if<rejection>(&found)) return std::move(*r);
+  const auto [account, reservation] = std::get<pending_reservation>(found);
+  if (c.actual_amount > reservation->amount)
+    return reject(error_code::invalid_request, "actualAmount exceeds the reserved amount", "actualAmount",
+                  {{"reserved", reservation->amount}, {"actualAmount", c.actual_amount}});
+  return one(make_event(ctx, account->id,
+                        reservation_confirmed{c.reservation_id, c.transaction_id, c.actual_amount,
+                                              reservation->amount - c.actual_amount,
+                                              account->balance - c.actual_amount}));
+}
+
+decision decide_one(const ledger_state& state, const cancel_reservation& c, const request_context& ctx) {
+  auto found = find_pending(state, c.reservation_id, ctx);
+  if (auto* r = std::get_if<rejection>(&found)) return std::move(*r);
+  const auto [account, reservation] = std::get<pending_reservation>(found);
+  return one(make_event(ctx, account->id, reservation_cancelled{c.reservation_id, reservation->amount}));
+}
+
+decision decide_one(const ledger_state& state, const record_usage& c, const request_context& ctx) {
+  const auto* account = find_account(state, c.account_id, ctx.tenant);
+  if (!account) return no_account();
+  if (!c.transaction_id.empty() && !account->transactions.contains(c.transaction_id)) {
+    const auto owner_id = account_of("txn", c.transaction_id);
+    const auto* owner = owner_id ? find_account(state, *owner_id, ctx.tenant) : nullptr;
+    if (owner && owner->transactions.contains(c.transaction_id))
+      return reject(error_code::transaction_account_mismatch, "the transaction belongs to another account",
+                    "transactionId");
+    return reject(error_code::transaction_not_found, "transaction not found", "transactionId");
+  }
+  return one(make_event(ctx, c.account_id,
+                        usage_recorded{c.usage_id, c.context, c.transaction_id, c.model_id, c.usage_type,
+                                       c.input_tokens, c.output_tokens, c.cached_tokens, c.metadata}));
+}
+
+reservation_state& pending_in(account_state& account, const std::string& id) {
+  auto it = account.reservations.find(id);
+  CREDITS_ASSERT(it != account.reservations.end(), "event names an unknown reservation");
+  CREDITS_ASSERT(it->second.status == reservation_status::pending, "reservation resolved twice");
+  return it->second;
+}
+
+void release(ledger_state& state, account_state& account, reservation_state& r, reservation_status status) {
+  account.reserved -= r.amount;
+  r.status = status;
+  state.pending_by_expiry.erase({r.expires_at, r.id});
+}
+
+}  // namespace
+
+std::string_view to_string(error_code code) {
+  switch (code) {
+    case error_code::invalid_request: return "invalid_request";
+    case error_code::unauthorized: return "unauthorized";
+    case error_code::account_not_found: return "account_not_found";
+    case error_code::reservation_not_found: return "reservation_not_found";
+    case error_code::transaction_not_found: return "transaction_not_found";
+    case error_code::route_not_found: return "not_found";
+    case error_code::method_not_allowed: return "method_not_allowed";
+    case error_code::insufficient_credits: return "insufficient_credits";
+    case error_code::account_exists: return "account_exists";
+    case error_code::reservation_not_pending: return "reservation_not_pending";
+    case error_code::reservation_expired: return "reservation_expired";
+    case error_code::transaction_account_mismatch: return "transaction_account_mismatch";
+    case error_code::idempotency_key_reused: return "idempotency_key_reused";
+    case error_code::idempotency_key_in_flight: return "idempotency_key_in_flight";
+    case error_code::payload_too_large: return "payload_too_large";
+    case error_code::unavailable: return "unavailable";
+    case error_code::internal: return "internal";
+  }
+  return "internal";
+}
+
+std::string_view to_string(reservation_status status) {
+  switch (status) {
+    case reservation_status::pending: return "pending";
+    case reservation_status::confirmed: return "confirmed";
+    case reservation_status::cancelled: return "cancelled";
+    case reservation_status::expired: return "expired";
+  }
+  return "pending";
+}
+
+std::string target_account(const command& cmd) {
+  return std::visit(overloaded{
+                        [](const confirm_reservation& c) { return account_of("rsv", c.reservation_id).value_or(""); },
+                        [](const cancel_reservation& c) { return account_of("rsv", c.reservation_id).value_or(""); },
+                        [](const auto& c) { return c.account_id; },
+                    },
+                    cmd);
+}
+
+decision decide(const ledger_state& state, const command& cmd, const request_context& ctx) {
+  return std::visit([&](const auto& c) { return decide_one(state, c, ctx); }, cmd);
+}
+
+std::vector<event> expire_due(const ledger_state& state, time_ms now, std::size_t max_events) {
+  std::vector<event> events;
+  for (const auto& [expires_at, id] : state.pending_by_expiry) {
+    if (expires_at > now || events.size() >= max_events) break;
+    const auto account_id = account_of("rsv", id);
+    CREDITS_ASSERT(account_id.has_value(), "indexed reservation id is malformed");
+    const auto& account = state.accounts.at(*account_id);
+    const auto& r = account.reservations.at(id);
+    request_context ctx{.tenant = account.tenant, .api_key_id = "system", .request_id = {}, .idempotency_key = {},
+                        .request_hash = {}, .now = now};
+    events.push_back(make_event(ctx, account.id, reservation_expired{id, r.amount}));
+  }
+  return events;
+}
+
+void apply(ledger_state& state, const event& e) {
+  if (const auto* created = std::get_if<account_created>(&e.payload)) {
+    CREDITS_ASSERT(!state.accounts.contains(e.account_id), "account created twice");
+    auto& a = state.accounts[e.account_id];
+    a.id = e.account_id;
+    a.tenant = e.tenant;
+    a.name = created->name;
+    a.external_id = created->external_id;
+    a.email = created->email;
+    a.metadata = created->metadata;
+    a.created_at = e.occurred_at;
+    return;
+  }
+  if (std::holds_alternative<usage_recorded>(e.payload)) return;  // usage moves no credits
+
+  auto it = state.accounts.find(e.account_id);
+  CREDITS_ASSERT(it != state.accounts.end(), "event for an unknown account");
+  auto& account = it->second;
+  std::visit(overloaded{
+                 [](const account_created&) {},
+                 [](const usage_recorded&) {},
+                 [&](const credits_added& p) {
+                   account.balance += p.amount;
+                   CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
+                   account.transactions.insert(p.transaction_id);
+                 },
+                 [&](const credits_deducted& p) {
+                   account.balance -= p.amount;
+                   CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
+                   account.transactions.insert(p.transaction_id);
+                 },
+                 [&](const credits_reserved& p) {
+                   CREDITS_ASSERT(!account.reservations.contains(p.reservation_id), "reservation created twice");
+                   account.reserved += p.amount;
+                   account.reservations.emplace(
+                       p.reservation_id, reservation_state{p.reservation_id, p.amount, e.occurred_at, p.expires_at,
+                                                           reservation_status::pending, 0, p.operation, p.model,
+                                                           p.metadata});
+                   state.pending_by_expiry.emplace(p.expires_at, p.reservation_id);
+                 },
+                 [&](const reservation_confirmed& p) {
+                   auto& r = pending_in(account, p.reservation_id);
+                   CREDITS_ASSERT(p.charged + p.released == r.amount, "confirm does not account for the hold");
+                   release(state, account, r, reservation_status::confirmed);
+                   r.charged = p.charged;
+                   account.balance -= p.charged;
+                   CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
+                   account.transactions.insert(p.transaction_id);
+                 },
+                 [&](const reservation_cancelled& p) {
+                   auto& r = pending_in(account, p.reservation_id);
+                   CREDITS_ASSERT(p.released == r.amount, "cancel does not release the whole hold");
+                   release(state, account, r, reservation_status::cancelled);
+                 },
+                 [&](const reservation_expired& p) {
+                   auto& r = pending_in(account, p.reservation_id);
+                   CREDITS_ASSERT(p.released == r.amount, "expiry does not release the whole hold");
+                   release(state, account, r, reservation_status::expired);
+                 },
+             },
+             e.payload);
+  CREDITS_ASSERT(account.reserved >= 0, "reserved below zero");
+  CREDITS_ASSERT(account.balance <= amount_max, "balance above the maximum");
+  CREDITS_ASSERT(account.available() >= 0, "available below zero (overdraft)");
+}
+
+}  // namespace credits

@@ -1,0 +1,213 @@
+#include "credits/events.hpp"
+
+#include <array>
+#include <charconv>
+#include <cstdio>
+
+namespace credits {
+namespace {
+
+using nlohmann::json;
+
+template <class... F>
+struct overloaded : F... {
+  using F::operator()...;
+};
+
+// Metadata is always an object on the wire, even when a caller built the event with a null one.
+json meta(const json& m) { return m.is_null() ? json::object() : m; }
+
+json payload_json(const account_created& p) {
+  return {{"name", p.name}, {"externalId", p.external_id}, {"email", p.email}, {"metadata", meta(p.metadata)}};
+}
+json payload_json(const credits_added& p) {
+  return {{"transactionId", p.transaction_id}, {"amount", p.amount},           {"balanceAfter", p.balance_after},
+          {"description", p.description},      {"paymentMethod", p.payment_method}, {"metadata", meta(p.metadata)}};
+}
+json payload_json(const credits_deducted& p) {
+  return {{"transactionId", p.transaction_id}, {"amount", p.amount}, {"balanceAfter", p.balance_after},
+          {"description", p.description},      {"metadata", meta(p.metadata)}};
+}
+json payload_json(const credits_reserved& p) {
+  return {{"reservationId", p.reservation_id}, {"amount", p.amount}, {"expiresAt", format_time(p.expires_at)},
+          {"operation", p.operation},          {"model", p.model},   {"metadata", meta(p.metadata)}};
+}
+json payload_json(const reservation_confirmed& p) {
+  return {{"reservationId", p.reservation_id}, {"transactionId", p.transaction_id}, {"charged", p.charged},
+          {"released", p.released},            {"balanceAfter", p.balance_after}};
+}
+json payload_json(const reservation_cancelled& p) {
+  return {{"reservationId", p.reservation_id}, {"released", p.released}};
+}
+json payload_json(const reservation_expired& p) {
+  return {{"reservationId", p.reservation_id}, {"released", p.released}};
+}
+json payload_json(const usage_recorded& p) {
+  return {{"usageId", p.usage_id},         {"context", p.context},           {"transactionId", p.transaction_id},
+          {"modelId", p.model_id},         {"usageType", p.usage_type},      {"inputTokens", p.input_tokens},
+          {"outputTokens", p.output_tokens}, {"cachedTokens", p.cached_tokens}, {"metadata", meta(p.metadata)}};
+}
+
+// Readers for decoding: each throws json::exception on a missing field or a wrong type, and decode()
+// turns that into a rejection of the whole event.
+std::string str(const json& j, const char* key) { return j.at(key).get<std::string>(); }
+std::int64_t num(const json& j, const char* key) {
+  const auto& v = j.at(key);
+  if (!v.is_number_integer()) throw std::invalid_argument(std::string("field is not an integer: ") + key);
+  return v.get<std::int64_t>();
+}
+json obj(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return json::object();
+  return *it;
+}
+time_ms when(const json& j, const char* key) {
+  auto t = parse_time(str(j, key));
+  if (!t) throw std::invalid_argument(std::string("field is not an RFC 3339 time: ") + key);
+  return *t;
+}
+
+std::optional<event_payload> payload_from(std::string_view type, const json& p) {
+  if (type == "AccountCreated") return account_created{str(p, "name"), str(p, "externalId"), str(p, "email"), obj(p, "metadata")};
+  if (type == "CreditsAdded")
+    return credits_added{str(p, "transactionId"), num(p, "amount"),        num(p, "balanceAfter"),
+                         str(p, "description"),   str(p, "paymentMethod"), obj(p, "metadata")};
+  if (type == "CreditsDeducted")
+    return credits_deducted{str(p, "transactionId"), num(p, "amount"), num(p, "balanceAfter"), str(p, "description"),
+                            obj(p, "metadata")};
+  if (type == "CreditsReserved")
+    return credits_reserved{str(p, "reservationId"), num(p, "amount"), when(p, "expiresAt"), str(p, "operation"),
+                            str(p, "model"),         obj(p, "metadata")};
+  if (type == "ReservationConfirmed")
+    return reservation_confirmed{str(p, "reservationId"), str(p, "transactionId"), num(p, "charged"),
+                                 num(p, "released"),      num(p, "balanceAfter")};
+  if (type == "ReservationCancelled") return reservation_cancelled{str(p, "reservationId"), num(p, "released")};
+  if (type == "ReservationExpired") return reservation_expired{str(p, "reservationId"), num(p, "released")};
+  if (type == "UsageRecorded")
+    return usage_recorded{str(p, "usageId"),      str(p, "context"),     str(p, "transactionId"),
+                          str(p, "modelId"),      str(p, "usageType"),   num(p, "inputTokens"),
+                          num(p, "outputTokens"), num(p, "cachedTokens"), obj(p, "metadata")};
+  return std::nullopt;
+}
+
+// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const auto yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
+}
+
+}  // namespace
+
+std::string_view type_name(const event_payload& payload) {
+  return std::visit(overloaded{
+                        [](const account_created&) { return "AccountCreated"; },
+                        [](const credits_added&) { return "CreditsAdded"; },
+                        [](const credits_deducted&) { return "CreditsDeducted"; },
+                        [](const credits_reserved&) { return "CreditsReserved"; },
+                        [](const reservation_confirmed&) { return "ReservationConfirmed"; },
+                        [](const reservation_cancelled&) { return "ReservationCancelled"; },
+                        [](const reservation_expired&) { return "ReservationExpired"; },
+                        [](const usage_recorded&) { return "UsageRecorded"; },
+                    },
+                    payload);
+}
+
+stream stream_of(const event_payload& payload) {
+  return std::holds_alternative<usage_recorded>(payload) ? stream::usage : stream::ledger;
+}
+
+json to_json(const event& e) {
+  return {{"eventId", e.event_id},
+          {"type", type_name(e.payload)},
+          {"schemaVersion", e.schema_version},
+          {"tenant", e.tenant},
+          {"accountId", e.account_id},
+          {"apiKeyId", e.api_key_id},
+          {"requestId", e.request_id},
+          {"idempotencyKey", e.idempotency_key},
+          {"requestHash", e.request_hash},
+          {"occurredAt", format_time(e.occurred_at)},
+          {"payload", std::visit([](const auto& p) { return payload_json(p); }, e.payload)}};
+}
+
+std::string encode(const event& e) { return to_json(e).dump(); }
+
+std::optional<event> decode(std::string_view text, std::string* error) {
+  try {
+    const json j = json::parse(text);
+    const auto type = str(j, "type");
+    auto payload = payload_from(type, j.at("payload"));
+    if (!payload) {
+      if (error) *error = "unknown event type: " + type;
+      return std::nullopt;
+    }
+    event e{str(j, "eventId"),   static_cast<int>(num(j, "schemaVersion")),
+            str(j, "tenant"),    str(j, "accountId"),
+            str(j, "apiKeyId"),  str(j, "requestId"),
+            str(j, "idempotencyKey"), str(j, "requestHash"),
+            when(j, "occurredAt"), std::move(*payload)};
+    if (e.schema_version != event_schema_version) {
+      if (error) *error = "unsupported schema version " + std::to_string(e.schema_version);
+      return std::nullopt;
+    }
+    return e;
+  } catch (const std::exception& ex) {
+    if (error) *error = ex.what();
+    return std::nullopt;
+  }
+}
+
+std::string format_time(time_ms t) {
+  std::int64_t days = t >= 0 ? t / 86'400'000 : (t - 86'399'999) / 86'400'000;
+  const std::int64_t ms_of_day = t - days * 86'400'000;
+  // civil_from_days, the inverse of days_from_civil.
+  days += 719468;
+  const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+  const auto doe = static_cast<unsigned>(days - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  const unsigned d = doy - (153 * mp + 2) / 5 + 1;
+  const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+  const std::int64_t y = static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2);
+  std::array<char, 32> buf{};
+  std::snprintf(buf.data(), buf.size(), "%04lld-%02u-%02uT%02lld:%02lld:%02lld.%03lldZ", static_cast<long long>(y), m, d,
+                static_cast<long long>(ms_of_day / 3'600'000), static_cast<long long>(ms_of_day / 60'000 % 60),
+                static_cast<long long>(ms_of_day / 1000 % 60), static_cast<long long>(ms_of_day % 1000));
+  return buf.data();
+}
+
+std::optional<time_ms> parse_time(std::string_view s) {
+  // Accepts YYYY-MM-DDTHH:MM:SS[.fff]Z, the form format_time writes.
+  auto field = [&](std::size_t pos, std::size_t len, int& out) {
+    if (pos + len > s.size()) return false;
+    auto [p, ec] = std::from_chars(s.data() + pos, s.data() + pos + len, out);
+    return ec == std::errc{} && p == s.data() + pos + len;
+  };
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, ms = 0;
+  if (s.size() < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
+      s[16] != ':')
+    return std::nullopt;
+  if (!field(0, 4, y) || !field(5, 2, mo) || !field(8, 2, d) || !field(11, 2, h) || !field(14, 2, mi) ||
+      !field(17, 2, sec))
+    return std::nullopt;
+  std::size_t pos = 19;
+  if (s[pos] == '.') {
+    const std::size_t start = ++pos;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') ++pos;
+    if (pos == start) return std::nullopt;
+    std::string digits(s.substr(start, std::min<std::size_t>(pos - start, 3)));
+    digits.resize(3, '0');
+    ms = std::stoi(digits);
+  }
+  if (pos + 1 != s.size() || (s[pos] != 'Z' && s[pos] != 'z')) return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return std::nullopt;
+  const auto days = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
+  return ((days * 24 + h) * 60 + mi) * 60'000 + sec * 1000 + ms;
+}
+
+}  // namespace credits

@@ -1,0 +1,110 @@
+#include "credits/ids.hpp"
+
+#include <array>
+#include <cstdio>
+
+#include <openssl/sha.h>
+
+namespace credits {
+namespace {
+
+constexpr char hex_digits[] = "0123456789abcdef";
+
+std::string to_hex(const unsigned char* data, std::size_t len) {
+  std::string out;
+  out.reserve(len * 2);
+  for (std::size_t i = 0; i < len; ++i) {
+    out.push_back(hex_digits[data[i] >> 4]);
+    out.push_back(hex_digits[data[i] & 0xf]);
+  }
+  return out;
+}
+
+std::string hex_of(std::uint64_t v, std::size_t digits) {
+  std::string out(digits, '0');
+  for (std::size_t i = digits; i-- > 0; v >>= 4) out[i] = hex_digits[v & 0xf];
+  return out;
+}
+
+bool is_hex(std::string_view s) {
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+}  // namespace
+
+std::string sha256_hex(std::string_view data) {
+  std::array<unsigned char, SHA256_DIGEST_LENGTH> digest{};
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest.data());
+  return to_hex(digest.data(), digest.size());
+}
+
+std::string derive_account_id(std::string_view tenant, std::string_view external_id) {
+  std::string material;
+  material.reserve(tenant.size() + external_id.size() + 16);
+  material.append("credits/account/").append(tenant).push_back('\0');
+  material.append(external_id);
+  return "acc_" + sha256_hex(material).substr(0, account_hex_len);
+}
+
+std::string account_id_from_bits(std::uint64_t hi, std::uint32_t lo) {
+  return "acc_" + hex_of(hi, 16) + hex_of(lo, 8);
+}
+
+std::string child_id(std::string_view prefix, std::string_view account_id, std::uint64_t bits) {
+  std::string out(prefix);
+  out.append("_").append(account_id.substr(4)).append("_").append(hex_of(bits, child_hex_len));
+  return out;
+}
+
+bool is_account_id(std::string_view id) {
+  return id.size() == 4 + account_hex_len && id.substr(0, 4) == "acc_" && is_hex(id.substr(4));
+}
+
+std::optional<std::string> account_of(std::string_view prefix, std::string_view id) {
+  const std::size_t expected = prefix.size() + 1 + account_hex_len + 1 + child_hex_len;
+  if (id.size() != expected || id.substr(0, prefix.size()) != prefix || id[prefix.size()] != '_' ||
+      id[prefix.size() + 1 + account_hex_len] != '_')
+    return std::nullopt;
+  const auto account_hex = id.substr(prefix.size() + 1, account_hex_len);
+  if (!is_hex(account_hex) || !is_hex(id.substr(expected - child_hex_len))) return std::nullopt;
+  return "acc_" + std::string(account_hex);
+}
+
+std::uint32_t murmur2(std::string_view key) {
+  // Transcribed from Kafka's org.apache.kafka.common.utils.Utils.murmur2 (seed 0x9747b28c).
+  constexpr std::uint32_t seed = 0x9747b28c;
+  constexpr std::uint32_t m = 0x5bd1e995;
+  constexpr int r = 24;
+  const auto len = static_cast<std::uint32_t>(key.size());
+  std::uint32_t h = seed ^ len;
+  const auto* data = reinterpret_cast<const unsigned char*>(key.data());
+  const std::uint32_t blocks = len / 4;
+  for (std::uint32_t i = 0; i < blocks; ++i) {
+    std::uint32_t k = static_cast<std::uint32_t>(data[i * 4]) | (static_cast<std::uint32_t>(data[i * 4 + 1]) << 8) |
+                      (static_cast<std::uint32_t>(data[i * 4 + 2]) << 16) |
+                      (static_cast<std::uint32_t>(data[i * 4 + 3]) << 24);
+    k *= m;
+    k ^= k >> r;
+    k *= m;
+    h *= m;
+    h ^= k;
+  }
+  const unsigned char* tail = data + blocks * 4;
+  switch (len & 3) {
+    case 3: h ^= static_cast<std::uint32_t>(tail[2]) << 16; [[fallthrough]];
+    case 2: h ^= static_cast<std::uint32_t>(tail[1]) << 8; [[fallthrough]];
+    case 1: h ^= tail[0]; h *= m;
+  }
+  h ^= h >> 13;
+  h *= m;
+  h ^= h >> 15;
+  return h;
+}
+
+std::int32_t partition_of(std::string_view key, std::int32_t partition_count) {
+  return static_cast<std::int32_t>((murmur2(key) & 0x7fffffff) % static_cast<std::uint32_t>(partition_count));
+}
+
+}  // namespace credits

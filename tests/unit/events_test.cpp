@@ -1,0 +1,109 @@
+#include <gtest/gtest.h>
+
+#include "credits/events.hpp"
+#include "credits/ids.hpp"
+
+namespace credits {
+namespace {
+
+event sample(event_payload payload) {
+  return event{"8d6f1f7e-0000-4000-8000-000000000001", 1, "t1", "acc_0123456789abcdef01234567", "key_1", "req_1",
+               "idem_1", "hash_1", 1'764'432'082'123, std::move(payload)};
+}
+
+void expect_round_trip(const event& e) {
+  std::string error;
+  const auto back = decode(encode(e), &error);
+  ASSERT_TRUE(back.has_value()) << error;
+  EXPECT_EQ(encode(*back), encode(e));
+  EXPECT_EQ(back->payload.index(), e.payload.index());
+}
+
+TEST(codec, every_event_type_round_trips) {
+  expect_round_trip(sample(account_created{"Alice", "user_abc123", "alice@example.com", {{"plan", "pro"}}}));
+  expect_round_trip(sample(credits_added{"txn_1", 1000, 1000, "Starter credits", "card", {{"source", "onboarding"}}}));
+  expect_round_trip(sample(credits_deducted{"txn_2", 5, 995, "fee", {}}));
+  expect_round_trip(sample(credits_reserved{"rsv_1", 500, 1'764'432'982'123, "chat", "gpt-4o", {}}));
+  expect_round_trip(sample(reservation_confirmed{"rsv_1", "txn_3", 320, 180, 675}));
+  expect_round_trip(sample(reservation_cancelled{"rsv_1", 500}));
+  expect_round_trip(sample(reservation_expired{"rsv_1", 500}));
+  expect_round_trip(sample(usage_recorded{"use_1", "customer", "txn_3", "gpt-4o", "text", 1000, 320, 0, {}}));
+}
+
+TEST(codec, envelope_has_the_documented_fields) {
+  const auto j = to_json(sample(credits_added{"txn_1", 1000, 1000, "d", "", {}}));
+  for (const char* key : {"eventId", "type", "schemaVersion", "tenant", "accountId", "apiKeyId", "requestId",
+                          "idempotencyKey", "occurredAt", "payload"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_EQ(j["type"], "CreditsAdded");
+  EXPECT_EQ(j["occurredAt"], "2025-11-29T16:01:22.123Z");
+}
+
+TEST(codec, amounts_up_to_2_pow_53_survive_exactly) {
+  expect_round_trip(sample(credits_added{"txn_1", amount_max, amount_max, "", "", {}}));
+}
+
+TEST(codec, malformed_events_are_refused_with_a_reason) {
+  std::string error;
+  EXPECT_FALSE(decode("not json", &error));
+  EXPECT_FALSE(error.empty());
+  auto j = to_json(sample(reservation_cancelled{"rsv_1", 500}));
+  j["type"] = "Teleported";
+  EXPECT_FALSE(decode(j.dump(), &error));
+  EXPECT_NE(error.find("unknown event type"), std::string::npos);
+  j = to_json(sample(reservation_cancelled{"rsv_1", 500}));
+  j["payload"]["released"] = "500";
+  EXPECT_FALSE(decode(j.dump()));
+  j = to_json(sample(reservation_cancelled{"rsv_1", 500}));
+  j["schemaVersion"] = 2;
+  EXPECT_FALSE(decode(j.dump()));
+  j = to_json(sample(reservation_cancelled{"rsv_1", 500}));
+  j.erase("tenant");
+  EXPECT_FALSE(decode(j.dump()));
+}
+
+TEST(time, formats_rfc3339_utc_with_milliseconds) {
+  EXPECT_EQ(format_time(0), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(format_time(951'782'400'000), "2000-02-29T00:00:00.000Z");
+  EXPECT_EQ(format_time(-1), "1969-12-31T23:59:59.999Z");
+}
+
+TEST(time, parse_inverts_format) {
+  for (time_ms t : {0LL, 1LL, 951'782'400'000LL, 1'764'432'082'123LL, 4'102'444'799'999LL})
+    EXPECT_EQ(parse_time(format_time(t)), t);
+  EXPECT_EQ(parse_time("2026-11-29T16:01:22Z"), parse_time("2026-11-29T16:01:22.000Z"));
+  EXPECT_FALSE(parse_time("2026-11-29 16:01:22Z"));
+  EXPECT_FALSE(parse_time("2026-13-01T00:00:00Z"));
+  EXPECT_FALSE(parse_time("2026-11-29T16:01:22+01:00"));
+}
+
+TEST(ids, murmur2_matches_the_java_client) {
+  // Vectors from Kafka's UtilsTest.testMurmur2.
+  EXPECT_EQ(static_cast<std::int32_t>(murmur2("21")), -973932308);
+  EXPECT_EQ(static_cast<std::int32_t>(murmur2("foobar")), -790332482);
+  EXPECT_EQ(static_cast<std::int32_t>(murmur2("a-little-bit-long-string")), -985981536);
+  EXPECT_EQ(static_cast<std::int32_t>(murmur2("a-little-bit-longer-string")), -1486304829);
+  EXPECT_EQ(static_cast<std::int32_t>(murmur2("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8")), -58897971);
+  EXPECT_EQ(static_cast<std::int32_t>(murmur2("abc")), 479470107);
+}
+
+TEST(ids, children_embed_their_account) {
+  const auto account = derive_account_id("t1", "user_abc123");
+  EXPECT_TRUE(is_account_id(account));
+  const auto rsv = child_id("rsv", account, 0xabcdef);
+  EXPECT_EQ(account_of("rsv", rsv), account);
+  EXPECT_FALSE(account_of("txn", rsv));
+  EXPECT_FALSE(account_of("rsv", rsv.substr(1)));
+  EXPECT_FALSE(account_of("rsv", "rsv_zz3456789abcdef01234567_0000000000abcdef"));
+  EXPECT_FALSE(is_account_id("acc_short"));
+}
+
+TEST(ids, derived_account_id_is_stable) {
+  // Changing the derivation would orphan every account created with an externalId: pin it.
+  EXPECT_EQ(derive_account_id("demo", "user_abc123"), derive_account_id("demo", "user_abc123"));
+  EXPECT_EQ(derive_account_id("demo", "user_abc123").size(), 28u);
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+}  // namespace
+}  // namespace credits
