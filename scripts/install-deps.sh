@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Installs everything needed to build, run and test the ledger on Debian 12 (bookworm), as root.
+# Idempotent and cheap when all is present: apt only runs for missing packages (so no network and
+# no apt lock is touched on a ready machine), pip only runs when an import fails.
+set -euo pipefail
+
+APT_LOCK_TIMEOUT=900   # seconds to wait for another apt/dpkg (e.g. a parallel install) to finish
+APT_RETRY_SLEEP=5
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build pkg-config git curl
+  libboost1.81-dev librdkafka-dev libhiredis-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libssl-dev
+  redis-server redis-tools kcat maven
+  python3 python3-pip
+)
+JAVA_PACKAGE=openjdk-17-jre-headless   # Kafka 4.x needs Java 17+
+# pip name -> import name (the test suites' Python helpers)
+PIP_PACKAGES=(confluent-kafka jsonschema openapi-spec-validator requests pytest pyyaml)
+PIP_IMPORTS=(confluent_kafka jsonschema openapi_spec_validator requests pytest yaml)
+
+log() { printf '[install-deps] %s\n' "$*"; }
+
+[[ $EUID -eq 0 ]] || { echo "run as root" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive
+
+# --- Java: keep an existing 17+ (it may be a different vendor/version than Debian's 17) ---------
+java_major() {
+  # `java -version` prints e.g. 'openjdk version "17.0.15"' or '"1.8.0_392"' (old scheme) to stderr.
+  local v
+  v="$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -1)"
+  [[ "$v" == 1.* ]] && v="${v#1.}"
+  echo "${v%%[.+-]*}"
+}
+if command -v java >/dev/null 2>&1 && (( $(java_major || echo 0) >= 17 )); then
+  log "java $(java_major) present, not installing $JAVA_PACKAGE"
+else
+  APT_PACKAGES+=("$JAVA_PACKAGE")
+fi
+
+# --- apt -----------------------------------------------------------------------------------------
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+# apt_retry CMD...: another apt/dpkg may be running (a parallel install); wait for its lock rather
+# than fail. DPkg::Lock::Timeout covers the dpkg frontend lock; the lists lock of `apt-get update`
+# is not covered, hence the retry loop on the "Could not get lock" message.
+apt_retry() {
+  local deadline=$((SECONDS + APT_LOCK_TIMEOUT)) out rc
+  out="$(mktemp)"
+  while :; do
+    # apt's own exit code, not tee's (independent of pipefail / errexit).
+    "$@" -o DPkg::Lock::Timeout="$APT_LOCK_TIMEOUT" 2>&1 | tee "$out" && rc=0 || rc=${PIPESTATUS[0]}
+    if ((rc == 0)); then rm -f "$out"; return 0; fi
+    if grep -qiE 'could not get lock|unable to lock|is held by process' "$out" && ((SECONDS < deadline)); then
+      log "apt is locked by another process; retrying in ${APT_RETRY_SLEEP}s"
+      sleep "$APT_RETRY_SLEEP"
+      continue
+    fi
+    rm -f "$out"
+    return "$rc"
+  done
+}
+
+if ((${#missing[@]})); then
+  log "installing: ${missing[*]}"
+  apt_retry apt-get update -q
+  apt_retry apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  log "apt packages: all present"
+fi
+
+# --- python ----------------------------------------------------------------------------------------
+# Use whichever python3 is first on PATH (may be a pyenv one, not Debian's): that is what the tests run.
+imports_ok() {
+  local m
+  for m in "${PIP_IMPORTS[@]}"; do python3 -c "import $m" 2>/dev/null || return 1; done
+}
+if imports_ok; then
+  log "python packages: all importable"
+else
+  log "pip installing: ${PIP_PACKAGES[*]} (for $(command -v python3))"
+  pip_log="$(mktemp)"
+  if ! python3 -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}" 2>"$pip_log"; then
+    # Debian's own python3 is "externally managed" (PEP 668) and refuses without this flag; a
+    # pyenv/venv python doesn't need it, so it is only added when pip asks for it.
+    if grep -q externally-managed-environment "$pip_log"; then
+      python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${PIP_PACKAGES[@]}"
+    else
+      cat "$pip_log" >&2
+      exit 1
+    fi
+  fi
+  rm -f "$pip_log"
+  imports_ok || { echo "python packages installed but still not importable" >&2; exit 1; }
+fi
+log "done"

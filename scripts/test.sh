@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests (no network), then integration tests against a real Kafka and Redis that this
+# script brings up (and stops again if it started them). .ci/run calls exactly this.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PRESET="${CREDITS_TEST_PRESET:-dev}"     # dev = ASan + UBSan
+TEST_LEDGER_TOPIC=credits-test.ledger   # the integration tests' own topics: a running stack is not disturbed
+TEST_USAGE_TOPIC=credits-test.usage
+PYTEST_TIMEOUT_S=1200
+
+cd "$REPO"
+"$REPO/scripts/install-deps.sh"
+
+log "build: preset $PRESET"
+cmake --preset "$PRESET" >/dev/null
+cmake --build --preset "$PRESET"
+
+log "unit tests"
+ctest --preset "$PRESET" -LE integration
+
+started_here=0
+if ! "$REPO/scripts/status.sh" >/dev/null 2>&1; then
+  started_here=1
+  trap '"$REPO/scripts/down.sh" || true' EXIT
+fi
+"$REPO/scripts/up.sh" --infra-only
+LEDGER_TOPIC="$TEST_LEDGER_TOPIC" USAGE_TOPIC="$TEST_USAGE_TOPIC" create_topics
+
+export CREDITS_KAFKA_BROKERS="$KAFKA_BOOTSTRAP" CREDITS_REDIS_PORT="$REDIS_PORT"
+export CREDITS_TEST_LEDGER_TOPIC="$TEST_LEDGER_TOPIC" CREDITS_TEST_USAGE_TOPIC="$TEST_USAGE_TOPIC"
+export CREDITS_TEST_BUILD_DIR="$REPO/build/$PRESET"
+
+log "integration tests (C++)"
+ctest --preset "$PRESET" -L integration
+
+log "integration tests (HTTP, pytest)"
+timeout "$PYTEST_TIMEOUT_S" python3 -m pytest -q tests/integration
+
+log "all tests passed (the stack was $( ((started_here)) && echo "started and is stopped again" || echo "already running and is left running"))"
