@@ -104,6 +104,8 @@ decision decide_one(const ledger_state& state, const create_reservation& c, cons
   const auto* account = find_account(state, c.account_id, ctx.tenant);
   if (!account) return no_account();
   if (c.amount > account->available()) return insufficient(c.amount, account->available());
+  if (account->reservations.contains(c.reservation_id))  // 64 random bits collided: the client may retry
+    return reject(error_code::internal, "reservation id collision, please retry");
   return one(make_event(ctx, c.account_id,
                         credits_reserved{c.reservation_id, c.amount, ctx.now + c.expires_in_ms, c.operation, c.model,
                                          c.metadata}));

@@ -1,0 +1,98 @@
+#include <charconv>
+#include <stdexcept>
+
+#include "credits/api_config.hpp"
+#include "credits/ids.hpp"
+
+namespace credits::api {
+namespace {
+
+struct reader {
+  const std::function<const char*(const char*)>& getenv;
+
+  void text(const char* name, std::string& out) const {
+    if (const char* v = getenv(name)) {
+      if (*v == '\0') throw std::invalid_argument(std::string(name) + " is set but empty");
+      out = v;
+    }
+  }
+
+  template <class T>
+  void number(const char* name, T& out, std::int64_t min, std::int64_t max) const {
+    const char* v = getenv(name);
+    if (!v) return;
+    std::int64_t n = 0;
+    const std::string_view s(v);
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    if (ec != std::errc{} || p != s.data() + s.size())
+      throw std::invalid_argument(std::string(name) + "=" + v + " is not an integer");
+    if (n < min || n > max)
+      throw std::invalid_argument(std::string(name) + "=" + v + " is out of range [" + std::to_string(min) + ", " +
+                                  std::to_string(max) + "]");
+    out = static_cast<T>(n);
+  }
+
+  void millis(const char* name, std::chrono::milliseconds& out, std::int64_t min, std::int64_t max) const {
+    std::int64_t n = out.count();
+    number(name, n, min, max);
+    out = std::chrono::milliseconds(n);
+  }
+};
+
+}  // namespace
+
+std::map<std::string, api_key> parse_api_keys(const std::string& text) {
+  std::map<std::string, api_key> keys;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const auto end = std::min(text.find(',', start), text.size());
+    const auto entry = text.substr(start, end - start);
+    const auto colon = entry.find(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == entry.size())
+      throw std::invalid_argument("CREDITS_API_KEYS: entry \"" + entry.substr(0, colon) +
+                                  ":...\" is not of the form tenant:key");
+    const auto tenant = entry.substr(0, colon);
+    const auto key = entry.substr(colon + 1);
+    if (key.size() < 8) throw std::invalid_argument("CREDITS_API_KEYS: a key of tenant " + tenant + " is shorter than 8 characters");
+    const auto hash = sha256_hex(key);
+    if (!keys.emplace(hash, api_key{tenant, "key_" + hash.substr(0, 16)}).second)
+      throw std::invalid_argument("CREDITS_API_KEYS: a key is listed twice");
+    start = end + 1;
+  }
+  return keys;
+}
+
+config load_config(const std::function<const char*(const char*)>& getenv) {
+  config c;
+  const reader r{getenv};
+  r.text("CREDITS_HTTP_ADDRESS", c.http_address);
+  r.number("CREDITS_HTTP_PORT", c.http_port, 0, 65535);
+  r.number("CREDITS_HTTP_THREADS", c.http_threads, 1, 64);
+  r.text("CREDITS_KAFKA_BROKERS", c.kafka_brokers);
+  r.text("CREDITS_LEDGER_TOPIC", c.ledger_topic);
+  r.text("CREDITS_USAGE_TOPIC", c.usage_topic);
+  r.text("CREDITS_TRANSACTIONAL_ID", c.transactional_id);
+  r.text("CREDITS_REDIS_HOST", c.redis_host);
+  r.number("CREDITS_REDIS_PORT", c.redis_port, 1, 65535);
+  r.number("CREDITS_REDIS_CONNECTIONS_MAX", c.redis_connections_max, 1, 256);
+  r.number("CREDITS_BODY_BYTES_MAX", c.body_bytes_max, 1024, 16 * 1024 * 1024);
+  r.number("CREDITS_HEADER_BYTES_MAX", c.header_bytes_max, 1024, 1024 * 1024);
+  r.number("CREDITS_BATCH_COMMANDS_MAX", c.batch_commands_max, 1, 100'000);
+  r.number("CREDITS_QUEUE_COMMANDS_MAX", c.queue_commands_max, 1, 10'000'000);
+  r.millis("CREDITS_KAFKA_TRANSACTION_TIMEOUT_MS", c.kafka_transaction_timeout_ms, 1000, 900'000);
+  r.millis("CREDITS_APPEND_TIMEOUT_MS", c.append_timeout_ms, 100, 900'000);
+  r.millis("CREDITS_STARTUP_TIMEOUT_MS", c.startup_timeout_ms, 1000, 3'600'000);
+  r.millis("CREDITS_READ_WAIT_MS", c.read_wait_ms, 0, 60'000);
+  r.millis("CREDITS_IDLE_TIMEOUT_MS", c.idle_timeout_ms, 100, 3'600'000);
+  r.millis("CREDITS_EXPIRY_SCAN_INTERVAL_MS", c.expiry_scan_interval_ms, 10, 60'000);
+  r.millis("CREDITS_REDIS_TIMEOUT_MS", c.redis_timeout_ms, 10, 60'000);
+  r.number("CREDITS_RESERVATION_TIMEOUT_S", c.limits.reservation_timeout_s, 1, c.limits.reservation_timeout_s_max);
+  if (c.append_timeout_ms > c.kafka_transaction_timeout_ms)
+    throw std::invalid_argument("CREDITS_APPEND_TIMEOUT_MS must not exceed CREDITS_KAFKA_TRANSACTION_TIMEOUT_MS");
+  const char* keys = getenv("CREDITS_API_KEYS");
+  if (!keys || *keys == '\0') throw std::invalid_argument("CREDITS_API_KEYS is required (tenant:key,...)");
+  c.api_keys = parse_api_keys(keys);
+  return c;
+}
+
+}  // namespace credits::api

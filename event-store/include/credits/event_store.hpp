@@ -1,0 +1,106 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+// The Kafka-backed event log: transactional append, and reading a topic's committed records. The rest of
+// the code never touches a librdkafka handle.
+namespace credits::store {
+
+using settings = std::map<std::string, std::string>;  // extra librdkafka properties
+
+struct record {
+  std::string topic;
+  std::string key;    // the account id: all of an account stream lands in one partition, in order
+  std::string value;  // the encoded event
+};
+
+// Where a record sits in the log.
+struct position {
+  std::int32_t partition = -1;
+  std::int64_t offset = -1;
+};
+
+enum class append_status {
+  committed,  // the Kafka transaction committed; positions are filled in
+  aborted,    // definitely not in the log
+  unknown,    // may or may not have committed: the log must be read to know
+};
+
+struct append_result {
+  append_status status = append_status::aborted;
+  std::vector<position> positions;  // one per record, in order, when committed
+  std::string error;
+  bool producer_lost = false;  // a fatal error: the producer must be re-created before the next append
+};
+
+// Appends batches of records in one Kafka transaction each. Lives on one thread (the writer's); not
+// thread-safe. Construction runs init_transactions, which fences any older producer with the same
+// transactional.id and aborts its open transaction.
+class transactional_producer {
+ public:
+  transactional_producer(const std::string& brokers, const std::string& transactional_id,
+                         std::chrono::milliseconds transaction_timeout, const settings& extra = {});
+  ~transactional_producer();
+  transactional_producer(const transactional_producer&) = delete;
+  transactional_producer& operator=(const transactional_producer&) = delete;
+
+  // Blocks until the Kafka transaction commits or fails, at most about `timeout`.
+  append_result append(std::span<const record> records, std::chrono::milliseconds timeout);
+
+  std::int32_t partition_count(const std::string& topic, std::chrono::milliseconds timeout);
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+struct message {
+  std::string topic;
+  std::int32_t partition = 0;
+  std::int64_t offset = 0;
+  std::string key;
+  std::string value;
+};
+
+struct start_point {
+  std::string topic;
+  std::int32_t partition = 0;
+  std::int64_t offset = 0;  // the first offset to read; 0 reads from the beginning
+};
+
+// A read_committed consumer over explicitly assigned partitions (no group membership, no offset commits:
+// callers keep their own positions). Lives on one thread.
+class consumer {
+ public:
+  consumer(const std::string& brokers, bool report_end_of_partition, const settings& extra = {});
+  ~consumer();
+  consumer(const consumer&) = delete;
+  consumer& operator=(const consumer&) = delete;
+
+  void assign(const std::vector<start_point>& from);
+  std::int32_t partition_count(const std::string& topic, std::chrono::milliseconds timeout);
+
+  // Up to `max` messages; waits at most `timeout` for the first. End-of-partition markers are reported
+  // through `on_end` when the consumer was built to report them.
+  std::vector<message> poll(std::size_t max, std::chrono::milliseconds timeout,
+                            const std::function<void(const std::string&, std::int32_t)>& on_end = {});
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+// Reads every committed record of `topics` from the beginning to the current end of each partition.
+// Throws if the end is not reached within `timeout`.
+void read_to_end(const std::string& brokers, const std::vector<std::string>& topics,
+                 const std::function<void(const message&)>& on_message, std::chrono::milliseconds timeout);
+
+}  // namespace credits::store

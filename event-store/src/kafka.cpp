@@ -1,0 +1,284 @@
+#include <librdkafka/rdkafka.h>
+
+#include <set>
+#include <stdexcept>
+
+#include "credits/event_store.hpp"
+
+namespace credits::store {
+namespace {
+
+using clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+struct kafka_deleter {
+  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+};
+using kafka_ptr = std::unique_ptr<rd_kafka_t, kafka_deleter>;
+
+struct conf_deleter {
+  void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
+};
+using conf_ptr = std::unique_ptr<rd_kafka_conf_t, conf_deleter>;
+
+struct error_deleter {
+  void operator()(rd_kafka_error_t* e) const { rd_kafka_error_destroy(e); }
+};
+using error_ptr = std::unique_ptr<rd_kafka_error_t, error_deleter>;
+
+struct topic_partitions_deleter {
+  void operator()(rd_kafka_topic_partition_list_t* l) const { rd_kafka_topic_partition_list_destroy(l); }
+};
+using partition_list_ptr = std::unique_ptr<rd_kafka_topic_partition_list_t, topic_partitions_deleter>;
+
+struct message_deleter {
+  void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
+};
+using message_ptr = std::unique_ptr<rd_kafka_message_t, message_deleter>;
+
+void set(rd_kafka_conf_t* conf, const std::string& key, const std::string& value) {
+  char err[512];
+  if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
+    throw std::runtime_error("kafka setting " + key + "=" + value + ": " + err);
+}
+
+conf_ptr make_conf(const std::string& brokers, const settings& base, const settings& extra) {
+  conf_ptr conf(rd_kafka_conf_new());
+  set(conf.get(), "bootstrap.servers", brokers);
+  for (const auto& [k, v] : base) set(conf.get(), k, v);
+  for (const auto& [k, v] : extra) set(conf.get(), k, v);
+  return conf;
+}
+
+kafka_ptr make_client(rd_kafka_type_t type, conf_ptr conf) {
+  char err[512];
+  rd_kafka_t* rk = rd_kafka_new(type, conf.get(), err, sizeof err);
+  if (!rk) throw std::runtime_error(std::string("kafka client: ") + err);
+  conf.release();  // owned by rk now
+  return kafka_ptr(rk);
+}
+
+std::int32_t count_partitions(rd_kafka_t* rk, const std::string& topic, milliseconds timeout) {
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+  const rd_kafka_metadata_t* md = nullptr;
+  const auto err = rd_kafka_metadata(rk, 0, rkt, &md, static_cast<int>(timeout.count()));
+  rd_kafka_topic_destroy(rkt);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    throw std::runtime_error("kafka metadata for " + topic + ": " + rd_kafka_err2str(err));
+  std::int32_t count = -1;
+  if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR) count = md->topics[0].partition_cnt;
+  const auto topic_err = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+  rd_kafka_metadata_destroy(md);
+  if (count <= 0) throw std::runtime_error("kafka topic " + topic + ": " + rd_kafka_err2str(topic_err));
+  return count;
+}
+
+milliseconds remaining(clock::time_point deadline) {
+  return std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(deadline - clock::now()));
+}
+
+// Filled by the delivery report callback, one per produced record.
+struct delivery_slot {
+  bool reported = false;
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  position where;
+};
+
+void on_delivery(rd_kafka_t*, const rd_kafka_message_t* m, void*) {
+  auto* slot = static_cast<delivery_slot*>(m->_private);
+  if (!slot) return;
+  slot->reported = true;
+  slot->err = m->err;
+  slot->where = position{m->partition, m->offset};
+}
+
+}  // namespace
+
+struct transactional_producer::impl {
+  kafka_ptr rk;
+};
+
+transactional_producer::transactional_producer(const std::string& brokers, const std::string& transactional_id,
+                                               milliseconds transaction_timeout, const settings& extra)
+    : impl_(std::make_unique<impl>()) {
+  auto conf = make_conf(brokers,
+                        {{"transactional.id", transactional_id},
+                         {"enable.idempotence", "true"},
+                         {"acks", "all"},
+                         {"transaction.timeout.ms", std::to_string(transaction_timeout.count())},
+                         // Same key to partition mapping as the Java clients.
+                         {"partitioner", "murmur2_random"},
+                         // The writer already batches a whole group commit; do not wait for more.
+                         {"linger.ms", "0"}},
+                        extra);
+  rd_kafka_conf_set_dr_msg_cb(conf.get(), on_delivery);
+  impl_->rk = make_client(RD_KAFKA_PRODUCER, std::move(conf));
+  error_ptr err(rd_kafka_init_transactions(impl_->rk.get(), static_cast<int>(transaction_timeout.count())));
+  if (err) throw std::runtime_error(std::string("kafka init_transactions: ") + rd_kafka_error_string(err.get()));
+}
+
+transactional_producer::~transactional_producer() = default;
+
+std::int32_t transactional_producer::partition_count(const std::string& topic, milliseconds timeout) {
+  return count_partitions(impl_->rk.get(), topic, timeout);
+}
+
+append_result transactional_producer::append(std::span<const record> records, milliseconds timeout) {
+  rd_kafka_t* rk = impl_->rk.get();
+  const auto deadline = clock::now() + timeout;
+  append_result result;
+  auto fail = [&](append_status status, const rd_kafka_error_t* e, const std::string& what) {
+    result.status = status;
+    result.error = what + (e ? std::string(": ") + rd_kafka_error_string(e) : std::string());
+    if (e && rd_kafka_error_is_fatal(e)) result.producer_lost = true;
+    return result;
+  };
+  // Aborting is only safe to report as "not in the log" if the abort itself succeeded.
+  auto abort = [&](const std::string& what) {
+    error_ptr abort_err(rd_kafka_abort_transaction(rk, static_cast<int>(remaining(deadline).count())));
+    if (abort_err) {
+      auto r = fail(append_status::unknown, abort_err.get(), what + "; abort failed");
+      r.producer_lost = true;
+      return r;
+    }
+    result.status = append_status::aborted;
+    result.error = what;
+    return result;
+  };
+
+  if (error_ptr err{rd_kafka_begin_transaction(rk)}) {
+    auto r = fail(append_status::aborted, err.get(), "begin_transaction");
+    r.producer_lost = true;  // a producer that cannot begin is in a state we do not try to repair
+    return r;
+  }
+
+  std::vector<delivery_slot> slots(records.size());
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
+    for (;;) {
+      const auto err = rd_kafka_producev(
+          rk, RD_KAFKA_V_TOPIC(r.topic.c_str()), RD_KAFKA_V_KEY(r.key.data(), r.key.size()),
+          RD_KAFKA_V_VALUE(const_cast<char*>(r.value.data()), r.value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+          RD_KAFKA_V_OPAQUE(&slots[i]), RD_KAFKA_V_END);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+      if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && remaining(deadline).count() > 0) {
+        rd_kafka_poll(rk, 5);
+        continue;
+      }
+      return abort(std::string("produce: ") + rd_kafka_err2str(err));
+    }
+  }
+
+  for (;;) {
+    error_ptr err(rd_kafka_commit_transaction(rk, static_cast<int>(remaining(deadline).count())));
+    if (!err) break;
+    if (rd_kafka_error_is_fatal(err.get())) return fail(append_status::unknown, err.get(), "commit_transaction");
+    if (rd_kafka_error_txn_requires_abort(err.get()))
+      return abort(std::string("commit_transaction: ") + rd_kafka_error_string(err.get()));
+    if (rd_kafka_error_is_retriable(err.get()) && remaining(deadline).count() > 0) continue;
+    // Timed out while committing: the coordinator may still commit it. Only a new producer (whose
+    // init_transactions completes or aborts it) and a read of the log can tell.
+    auto r = fail(append_status::unknown, err.get(), "commit_transaction");
+    r.producer_lost = true;
+    return r;
+  }
+
+  // The commit flushed every record; serve the delivery reports that carry their offsets.
+  rd_kafka_poll(rk, 0);
+  for (auto& slot : slots) {
+    while (!slot.reported && remaining(deadline).count() > 0) rd_kafka_poll(rk, 5);
+    if (!slot.reported || slot.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      // Committed, so the records are in the log; only their offsets are unknown to us.
+      result.status = append_status::unknown;
+      result.error = "committed without a delivery report";
+      result.producer_lost = true;
+      return result;
+    }
+    result.positions.push_back(slot.where);
+  }
+  result.status = append_status::committed;
+  return result;
+}
+
+struct consumer::impl {
+  kafka_ptr rk;
+};
+
+consumer::consumer(const std::string& brokers, bool report_end_of_partition, const settings& extra)
+    : impl_(std::make_unique<impl>()) {
+  auto conf = make_conf(brokers,
+                        {{"group.id", "credits-reader"},  // required by librdkafka; never joined or committed
+                         {"enable.auto.commit", "false"},
+                         {"enable.auto.offset.store", "false"},
+                         {"isolation.level", "read_committed"},
+                         {"enable.partition.eof", report_end_of_partition ? "true" : "false"},
+                         {"auto.offset.reset", "earliest"}},
+                        extra);
+  impl_->rk = make_client(RD_KAFKA_CONSUMER, std::move(conf));
+  rd_kafka_poll_set_consumer(impl_->rk.get());
+}
+
+consumer::~consumer() {
+  if (impl_ && impl_->rk) rd_kafka_consumer_close(impl_->rk.get());
+}
+
+std::int32_t consumer::partition_count(const std::string& topic, milliseconds timeout) {
+  return count_partitions(impl_->rk.get(), topic, timeout);
+}
+
+void consumer::assign(const std::vector<start_point>& from) {
+  partition_list_ptr list(rd_kafka_topic_partition_list_new(static_cast<int>(from.size())));
+  for (const auto& p : from)
+    rd_kafka_topic_partition_list_add(list.get(), p.topic.c_str(), p.partition)->offset =
+        p.offset <= 0 ? RD_KAFKA_OFFSET_BEGINNING : p.offset;
+  const auto err = rd_kafka_assign(impl_->rk.get(), list.get());
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) throw std::runtime_error(std::string("kafka assign: ") + rd_kafka_err2str(err));
+}
+
+std::vector<message> consumer::poll(std::size_t max, milliseconds timeout,
+                                    const std::function<void(const std::string&, std::int32_t)>& on_end) {
+  std::vector<message> out;
+  int wait_ms = static_cast<int>(timeout.count());
+  while (out.size() < max) {
+    message_ptr m(rd_kafka_consumer_poll(impl_->rk.get(), wait_ms));
+    if (!m) break;
+    wait_ms = 0;  // only the first message is waited for
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      if (on_end) on_end(rd_kafka_topic_name(m->rkt), m->partition);
+      continue;
+    }
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      // Transient consumer errors (a broker restarting) are retried by librdkafka itself.
+      if (m->err == RD_KAFKA_RESP_ERR__FATAL)
+        throw std::runtime_error(std::string("kafka consumer: ") + rd_kafka_message_errstr(m.get()));
+      continue;
+    }
+    out.push_back(message{rd_kafka_topic_name(m->rkt), m->partition, m->offset,
+                          std::string(static_cast<const char*>(m->key), m->key_len),
+                          std::string(static_cast<const char*>(m->payload), m->len)});
+  }
+  return out;
+}
+
+void read_to_end(const std::string& brokers, const std::vector<std::string>& topics,
+                 const std::function<void(const message&)>& on_message, milliseconds timeout) {
+  consumer c(brokers, true);
+  const auto deadline = clock::now() + timeout;
+  std::vector<start_point> all;
+  for (const auto& topic : topics) {
+    const auto n = c.partition_count(topic, timeout);
+    for (std::int32_t p = 0; p < n; ++p) all.push_back({topic, p, 0});
+  }
+  c.assign(all);
+  std::set<std::pair<std::string, std::int32_t>> open;
+  for (const auto& p : all) open.emplace(p.topic, p.partition);
+  while (!open.empty()) {
+    if (remaining(deadline).count() == 0)
+      throw std::runtime_error("reading the log: " + std::to_string(open.size()) + " partitions not read to the end in time");
+    for (const auto& m : c.poll(10'000, milliseconds(100),
+                                [&](const std::string& topic, std::int32_t p) { open.erase({topic, p}); }))
+      on_message(m);
+  }
+}
+
+}  // namespace credits::store

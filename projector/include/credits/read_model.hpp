@@ -1,0 +1,110 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "credits/events.hpp"
+
+// The Redis read model: its key layout, the fold of events into Redis commands, and the reads the query
+// endpoints make. The projector is its only writer; command-api only reads it.
+//
+// Key layout (every per-account key carries the account id as a hash tag, for Redis Cluster later):
+//   credits:account:{<accountId>}                 HASH id tenant name externalId email metadata(JSON) createdAt
+//                                                       balance reserved
+//   credits:reservation:{<accountId>}:<rsvId>      HASH id accountId amount status createdAt expiresAt operation
+//                                                       model metadata(JSON) charged released transactionId
+//                                                       resolvedAt
+//   credits:reservations:{<accountId>}             ZSET reservation ids scored by creation time (ms)
+//   credits:usage:{<accountId>}:<usageId>          HASH the usage record's fields
+//   credits:usage-daily:{<accountId>}:<yyyy-mm-dd> HASH <modelId>:<field> counters (inputTokens, outputTokens,
+//                                                       cachedTokens, records)
+//   credits:positions                              HASH "<topic>:<partition>" -> offset of the last applied event
+namespace credits::read_model {
+
+// One synchronous hiredis connection. Not thread-safe: one owner at a time (see connection_pool).
+class redis_connection {
+ public:
+  redis_connection(const std::string& host, int port, std::chrono::milliseconds timeout);
+  ~redis_connection();
+  redis_connection(const redis_connection&) = delete;
+  redis_connection& operator=(const redis_connection&) = delete;
+
+  // Runs one command; throws std::runtime_error on a connection or protocol error. Integer replies come back
+  // as their decimal text, nil as nullopt, arrays flattened into `array`.
+  struct reply {
+    std::optional<std::string> value;
+    std::vector<std::optional<std::string>> array;
+  };
+  reply run(const std::vector<std::string>& args);
+
+  // Sends all commands in one round trip and returns their replies in order.
+  std::vector<reply> pipeline(const std::vector<std::vector<std::string>>& commands);
+
+  bool broken() const;  // true after an I/O error: discard and reconnect
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+// An error reply from Redis (run and pipeline throw it): the connection is still usable, unlike after the
+// plain std::runtime_error of an I/O error. The message starts with Redis's error code, e.g. "NOSCRIPT".
+class reply_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+std::string account_key(std::string_view account_id);
+std::string reservation_key(std::string_view account_id, std::string_view reservation_id);
+std::string reservations_key(std::string_view account_id);
+inline constexpr std::string_view positions_key = "credits:positions";
+std::string position_field(std::string_view topic, std::int32_t partition);
+std::string usage_key(std::string_view account_id, std::string_view usage_id);
+std::string usage_daily_key(std::string_view account_id, std::string_view day);  // day: yyyy-mm-dd (UTC)
+
+struct account_view {
+  std::string id;
+  std::string tenant;
+  std::string name;
+  std::string external_id;
+  std::string email;
+  nlohmann::json metadata = nlohmann::json::object();
+  std::string created_at;  // RFC 3339
+  amount_t balance = 0;
+  amount_t reserved = 0;
+};
+
+struct reservation_view {
+  std::string id;
+  std::string account_id;
+  amount_t amount = 0;
+  std::string status;
+  std::string created_at;
+  std::string expires_at;
+  std::string operation;
+  std::string model;
+  nlohmann::json metadata = nlohmann::json::object();
+  amount_t charged = 0;
+  amount_t released = 0;
+  std::string transaction_id;
+};
+
+std::optional<account_view> get_account(redis_connection& redis, std::string_view account_id);
+std::optional<reservation_view> get_reservation(redis_connection& redis, std::string_view account_id,
+                                                std::string_view reservation_id);
+// The offset of the last event the projector applied from (topic, partition); -1 when none.
+std::int64_t applied_offset(redis_connection& redis, std::string_view topic, std::int32_t partition);
+
+// The Redis commands that fold one event into the read model. Pure: a function of the event alone, so the
+// projector can apply it exactly once by guarding it with the partition's position (see projector.hpp).
+std::vector<std::vector<std::string>> fold(const event& e);
+
+}  // namespace credits::read_model

@@ -1,0 +1,336 @@
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "credits/event_store.hpp"
+#include "credits/events.hpp"
+#include "credits/ids.hpp"
+#include "credits/projector.hpp"
+#include "credits/read_model.hpp"
+
+// These run against the real Kafka and Redis of scripts/up.sh --infra-only, on the shared topics. Each test
+// uses fresh account ids, so tests (and other users of the stack) never see each other's accounts; the
+// projector itself folds everything it reads, which the Lua guard makes safe even beside another projector.
+namespace credits {
+namespace {
+
+using namespace std::chrono_literals;
+using clock = std::chrono::steady_clock;
+
+constexpr auto catch_up_timeout = 60s;
+constexpr auto kafka_timeout = 15s;
+
+std::mt19937_64& rng() {
+  static std::mt19937_64 gen{std::random_device{}()};
+  return gen;
+}
+
+std::string fresh_account() {
+  return account_id_from_bits(rng()(), static_cast<std::uint32_t>(rng()()));
+}
+
+std::string hex_suffix() {
+  std::ostringstream s;
+  s << std::hex << rng()();
+  return s.str();
+}
+
+// Polls `done` until it holds or the deadline passes; the caller asserts on the result.
+template <class F>
+bool eventually(F&& done, std::chrono::seconds timeout = catch_up_timeout) {
+  const auto deadline = clock::now() + timeout;
+  while (clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return done();
+}
+
+// A projector on its own thread, stopped and joined on destruction.
+class running_projector {
+ public:
+  explicit running_projector(projector_config config) : projector_(std::move(config)) {
+    thread_ = std::thread([this] {
+      try {
+        projector_.run(stop_);
+      } catch (const std::exception& e) {
+        error_ = e.what();
+      }
+    });
+  }
+  ~running_projector() { stop(); }
+  running_projector(const running_projector&) = delete;
+  running_projector& operator=(const running_projector&) = delete;
+
+  // Stops the thread and returns the projector's counters, which are safe to read only once it has stopped.
+  projector_stats stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+    EXPECT_EQ(error_, "") << "the projector thread threw";
+    return projector_.stats();
+  }
+
+ private:
+  projector projector_;
+  std::atomic<bool> stop_{false};
+  std::string error_;
+  std::thread thread_;
+};
+
+class projector_test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto parsed = projector_config_from_env([](const char* name) { return std::getenv(name); });
+    ASSERT_TRUE(std::holds_alternative<projector_config>(parsed)) << std::get<std::string>(parsed);
+    config_ = std::get<projector_config>(parsed);
+    config_.redis_client_name = "credits-projector-test-" + hex_suffix();
+    redis_ = std::make_unique<read_model::redis_connection>(config_.redis_host, config_.redis_port, 2000ms);
+    producer_ = std::make_unique<store::transactional_producer>(config_.brokers,
+                                                                "credits-projector-test-" + hex_suffix(), 10s);
+  }
+
+  event make(const std::string& account, event_payload payload) {
+    return event{"evt-" + hex_suffix(), event_schema_version, "t1", account, "key_test", "req_test", "", "",
+                 1'764'432'082'123, std::move(payload)};
+  }
+
+  store::record record_of(const event& e) {
+    const auto& topic = stream_of(e.payload) == stream::usage ? config_.usage_topic : config_.ledger_topic;
+    return store::record{topic, e.account_id, encode(e)};
+  }
+
+  // Appends in one Kafka transaction; returns each record's position.
+  std::vector<store::position> produce(const std::vector<store::record>& records) {
+    const auto result = producer_->append(records, kafka_timeout);
+    EXPECT_EQ(result.status, store::append_status::committed) << result.error;
+    return result.positions;
+  }
+  std::vector<store::position> produce_events(const std::vector<event>& events) {
+    std::vector<store::record> records;
+    for (const auto& e : events) records.push_back(record_of(e));
+    return produce(records);
+  }
+
+  // True once the stored position of every (topic, partition) covers the given offsets.
+  bool applied(const std::string& topic, const std::vector<store::position>& positions) {
+    for (const auto& p : positions)
+      if (read_model::applied_offset(*redis_, topic, p.partition) < p.offset) return false;
+    return true;
+  }
+
+  amount_t balance(const std::string& account) {
+    const auto a = read_model::get_account(*redis_, account);
+    return a ? a->balance : -1;
+  }
+
+  projector_config config_;
+  std::unique_ptr<read_model::redis_connection> redis_;
+  std::unique_ptr<store::transactional_producer> producer_;
+};
+
+TEST_F(projector_test, folds_a_reservation_lifecycle_and_usage_into_the_read_model) {
+  const auto acc = fresh_account();
+  const auto rsv_1 = child_id("rsv", acc, 1);
+  const auto rsv_2 = child_id("rsv", acc, 2);
+  const auto txn = child_id("txn", acc, 3);
+  const auto ledger = produce_events({
+      make(acc, account_created{"Alice", "user-" + acc, "a@example.com", {{"plan", "pro"}}}),
+      make(acc, credits_added{child_id("txn", acc, 4), 1000, 1000, "top-up", "card", {}}),
+      make(acc, credits_reserved{rsv_1, 500, 1'764'432'142'123, "chat", "gpt-4o", {}}),
+      make(acc, reservation_confirmed{rsv_1, txn, 320, 180, 680}),
+      make(acc, credits_reserved{rsv_2, 200, 1'764'432'142'123, "chat", "gpt-4o", {}}),
+      make(acc, reservation_cancelled{rsv_2, 200}),
+  });
+  const auto usage = produce_events(
+      {make(acc, usage_recorded{child_id("use", acc, 5), "customer", txn, "gpt-4o", "text", 1000, 320, 0, {}})});
+
+  running_projector projector(config_);
+  ASSERT_TRUE(eventually([&] { return applied(config_.ledger_topic, ledger) && applied(config_.usage_topic, usage); }));
+  projector.stop();
+
+  const auto account = read_model::get_account(*redis_, acc);
+  ASSERT_TRUE(account.has_value());
+  EXPECT_EQ(account->name, "Alice");
+  EXPECT_EQ(account->metadata, (nlohmann::json{{"plan", "pro"}}));
+  EXPECT_EQ(account->created_at, "2025-11-29T16:01:22.123Z");
+  EXPECT_EQ(account->balance, 680);
+  EXPECT_EQ(account->reserved, 0);
+
+  const auto confirmed = read_model::get_reservation(*redis_, acc, rsv_1);
+  ASSERT_TRUE(confirmed.has_value());
+  EXPECT_EQ(confirmed->status, "confirmed");
+  EXPECT_EQ(confirmed->amount, 500);
+  EXPECT_EQ(confirmed->charged, 320);
+  EXPECT_EQ(confirmed->released, 180);
+  EXPECT_EQ(confirmed->transaction_id, txn);
+  const auto cancelled = read_model::get_reservation(*redis_, acc, rsv_2);
+  ASSERT_TRUE(cancelled.has_value());
+  EXPECT_EQ(cancelled->status, "cancelled");
+  EXPECT_EQ(cancelled->released, 200);
+  EXPECT_EQ(redis_->run({"ZCARD", read_model::reservations_key(acc)}).value, "2");
+
+  const auto daily = read_model::usage_daily_key(acc, "2025-11-29");
+  EXPECT_EQ(redis_->run({"HGET", daily, "gpt-4o:inputTokens"}).value, "1000");
+  EXPECT_EQ(redis_->run({"HGET", daily, "gpt-4o:records"}).value, "1");
+}
+
+TEST_F(projector_test, a_restarted_projector_resumes_after_the_stored_position_without_applying_twice) {
+  const auto acc = fresh_account();
+  const auto first = produce_events({make(acc, account_created{"B", "user-" + acc, "", {}}),
+                                     make(acc, credits_added{child_id("txn", acc, 1), 100, 100, "", "", {}})});
+  {
+    running_projector projector(config_);
+    ASSERT_TRUE(eventually([&] { return applied(config_.ledger_topic, first); }));
+  }  // destroyed as a crash would leave it: all that survives is in Redis
+  ASSERT_EQ(balance(acc), 100);
+
+  const auto second = produce_events({make(acc, credits_added{child_id("txn", acc, 2), 50, 150, "", "", {}})});
+  running_projector restarted(config_);
+  ASSERT_TRUE(eventually([&] { return applied(config_.ledger_topic, second); }));
+  restarted.stop();
+  EXPECT_EQ(balance(acc), 150);
+}
+
+TEST_F(projector_test, replaying_applied_events_changes_nothing) {
+  const auto acc = fresh_account();
+  const auto positions = produce_events({make(acc, account_created{"C", "user-" + acc, "", {}}),
+                                         make(acc, credits_added{child_id("txn", acc, 1), 700, 700, "", "", {}}),
+                                         make(acc, credits_deducted{child_id("txn", acc, 2), 200, 500, "", {}})});
+  {
+    running_projector projector(config_);
+    ASSERT_TRUE(eventually([&] { return applied(config_.ledger_topic, positions); }));
+  }
+  ASSERT_EQ(balance(acc), 500);
+
+  // A brand-new projector forced back to the first of these events reads them all again.
+  projector replayer(config_);
+  const auto partition = positions.front().partition;
+  replayer.rewind({{config_.ledger_topic, partition, positions.front().offset}});
+  ASSERT_TRUE(eventually([&] {
+    replayer.step();
+    return replayer.stats().replayed >= positions.size();
+  }));
+  EXPECT_EQ(balance(acc), 500);
+  EXPECT_EQ(read_model::get_account(*redis_, acc)->reserved, 0);
+
+  // The script itself, called with an already-covered offset, writes nothing.
+  const auto field = read_model::position_field(config_.ledger_topic, partition);
+  const auto old_offset = positions.back().offset;
+  const auto reply = redis_->run(guarded_apply_args(
+      *redis_->run({"SCRIPT", "LOAD", std::string(guarded_apply_script())}).value, field, old_offset, old_offset - 1,
+      {{"HINCRBY", read_model::account_key(acc), "balance", "1000"}}));
+  EXPECT_EQ(reply.value, "0");
+  EXPECT_EQ(balance(acc), 500);
+  EXPECT_GE(read_model::applied_offset(*redis_, config_.ledger_topic, partition), old_offset);
+}
+
+TEST_F(projector_test, the_script_refuses_an_event_that_would_skip_an_unapplied_one) {
+  // The stored position is P; an event claiming to follow P + 5 must not apply, or whatever lies between
+  // would be lost. A private position field keeps this away from the real partitions.
+  const auto field = "credits.test-gap-" + hex_suffix() + ":0";
+  const auto key = "credits:test-gap:" + hex_suffix();
+  const auto sha = *redis_->run({"SCRIPT", "LOAD", std::string(guarded_apply_script())}).value;
+  EXPECT_EQ(redis_->run(guarded_apply_args(sha, field, 10, -1, {{"INCRBY", key, "1"}})).value, "1");
+  EXPECT_THROW(redis_->run(guarded_apply_args(sha, field, 20, 15, {{"INCRBY", key, "1"}})), read_model::reply_error);
+  EXPECT_EQ(redis_->run(guarded_apply_args(sha, field, 20, 10, {{"INCRBY", key, "1"}})).value, "1");
+  EXPECT_EQ(redis_->run({"GET", key}).value, "2");
+  redis_->run({"DEL", key});
+  redis_->run({"HDEL", std::string(read_model::positions_key), field});
+}
+
+TEST_F(projector_test, a_poison_event_is_skipped_and_its_position_advances) {
+  const auto acc = fresh_account();
+  // Same key, so the same partition, in this order: the garbage sits before the good events.
+  const auto poison = produce({store::record{config_.ledger_topic, acc, "{not an event"}});
+  ASSERT_EQ(poison.size(), 1u);
+  const auto good = produce_events({make(acc, account_created{"D", "user-" + acc, "", {}}),
+                                    make(acc, credits_added{child_id("txn", acc, 1), 10, 10, "", "", {}})});
+  ASSERT_EQ(good.front().partition, poison.front().partition);
+
+  running_projector projector(config_);
+  ASSERT_TRUE(eventually([&] { return applied(config_.ledger_topic, good); }));
+  projector.stop();
+  EXPECT_GE(read_model::applied_offset(*redis_, config_.ledger_topic, poison.front().partition),
+            poison.front().offset);
+  EXPECT_EQ(balance(acc), 10);
+}
+
+// Finds the id of the Redis client with the given name in CLIENT LIST.
+std::optional<std::string> client_id(read_model::redis_connection& redis, const std::string& name) {
+  std::istringstream lines(*redis.run({"CLIENT", "LIST"}).value);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find(" name=" + name + " ") == std::string::npos) continue;
+    const auto start = line.find("id=") + 3;
+    return line.substr(start, line.find(' ', start) - start);
+  }
+  return std::nullopt;
+}
+
+TEST_F(projector_test, a_lost_redis_connection_is_re_established_and_nothing_is_skipped) {
+  const auto acc = fresh_account();
+  const auto first = produce_events({make(acc, account_created{"E", "user-" + acc, "", {}}),
+                                     make(acc, credits_added{child_id("txn", acc, 1), 100, 100, "", "", {}})});
+  running_projector projector(config_);
+  ASSERT_TRUE(eventually([&] { return applied(config_.ledger_topic, first); }));
+
+  const auto id = client_id(*redis_, config_.redis_client_name);
+  ASSERT_TRUE(id.has_value());
+  redis_->run({"CLIENT", "KILL", "ID", *id});
+  // These arrive on a dead connection: the pipeline fails and the projector must re-read them.
+  std::vector<event> more;
+  for (std::uint64_t i = 2; i < 12; ++i) more.push_back(make(acc, credits_added{child_id("txn", acc, i), 10, 0, "", "", {}}));
+  const auto second = produce_events(more);
+  ASSERT_TRUE(eventually([&] { return applied(config_.ledger_topic, second); }));
+  const auto stats = projector.stop();
+  EXPECT_GE(stats.recoveries, 1u);
+  EXPECT_EQ(balance(acc), 200);
+}
+
+TEST_F(projector_test, catches_up_on_a_backlog_and_reports_its_throughput) {
+  const char* requested = std::getenv("CREDITS_THROUGHPUT_EVENTS");
+  const std::size_t events_total = requested ? std::stoul(requested) : 10'000;
+  constexpr std::size_t accounts_total = 200;
+  constexpr std::size_t records_per_append = 1000;
+
+  std::vector<std::string> accounts;
+  std::map<std::string, amount_t> expected;
+  std::vector<event> events;
+  for (std::size_t i = 0; i < accounts_total; ++i) {
+    accounts.push_back(fresh_account());
+    events.push_back(make(accounts.back(), account_created{"T", "user-" + accounts.back(), "", {}}));
+  }
+  for (std::size_t i = events.size(); i < events_total; ++i) {
+    const auto& acc = accounts[i % accounts_total];
+    events.push_back(make(acc, credits_added{child_id("txn", acc, i), 1, 0, "", "", {}}));
+    ++expected[acc];
+  }
+  std::map<std::int32_t, std::int64_t> last_offset;  // partition -> highest offset produced
+  for (std::size_t i = 0; i < events.size(); i += records_per_append) {
+    const auto end = std::min(events.size(), i + records_per_append);
+    for (const auto& p : produce_events({events.begin() + static_cast<std::ptrdiff_t>(i),
+                                         events.begin() + static_cast<std::ptrdiff_t>(end)}))
+      last_offset[p.partition] = std::max(last_offset[p.partition], p.offset);
+  }
+  std::vector<store::position> targets;
+  for (const auto& [partition, offset] : last_offset) targets.push_back({partition, offset});
+
+  running_projector projector(config_);
+  const auto started = clock::now();
+  ASSERT_TRUE(eventually([&] { return applied(config_.ledger_topic, targets); }, 120s));
+  const auto elapsed = std::chrono::duration<double>(clock::now() - started).count();
+  const auto stats = projector.stop();
+  std::printf("projector: %zu events (this test's) caught up in %.2f s: %.0f events/s; applied %llu in total\n",
+              events.size(), elapsed, static_cast<double>(events.size()) / elapsed,
+              static_cast<unsigned long long>(stats.applied));
+
+  for (const auto& acc : {accounts.front(), accounts.back()}) EXPECT_EQ(balance(acc), expected[acc]) << acc;
+}
+
+}  // namespace
+}  // namespace credits

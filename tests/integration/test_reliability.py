@@ -1,0 +1,88 @@
+"""Idempotency, concurrency on one account, expiry, and restarts of both processes."""
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from conftest import LEDGER_TOPIC, Client, fold_balance, read_topic
+
+EXPIRY_WAIT_S = 10
+
+
+def open_account(client, external_id, credits):
+    account = client.post("/v1/accounts/create", {"name": "R", "externalId": external_id}).json()["account"]
+    if credits:
+        assert client.post("/v1/accounts/credits/add", {"accountId": account["id"], "amount": credits}).status_code == 200
+    return account["id"]
+
+
+def test_idempotency_key_retry_returns_the_first_result_once(client, external_id):
+    account_id = open_account(client, external_id, 0)
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = client.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 50}, headers=key)
+    again = client.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 50}, headers=key)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Credits-Position"] == first.headers["Credits-Position"]
+    other = client.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 51}, headers=key)
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
+    added = [e for e in read_topic(LEDGER_TOPIC, key=account_id) if e["type"] == "CreditsAdded"]
+    assert len(added) == 1 and added[0]["idempotencyKey"] == key["Idempotency-Key"]
+    assert client.get("/v1/accounts/balance", accountId=account_id).json()["balance"] == 50
+
+
+def test_parallel_reservations_never_overdraw(stack, client, external_id):
+    account_id = open_account(client, external_id, 1000)
+    attempts, amount = 40, 100  # the balance covers exactly 10 of them
+
+    def reserve(_):
+        c = Client(stack.url)
+        return c.post("/v1/reservations/create", {"accountId": account_id, "amount": amount}).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        codes = list(pool.map(reserve, range(attempts)))
+    assert codes.count(200) == 10 and codes.count(402) == attempts - 10, codes
+    balance = client.get("/v1/accounts/balance", accountId=account_id).json()
+    assert (balance["balance"], balance["reserved"], balance["available"]) == (1000, 1000, 0)
+    assert fold_balance(read_topic(LEDGER_TOPIC, key=account_id)) == (1000, 1000)
+
+
+def test_unconfirmed_reservation_expires_and_releases(client, external_id):
+    account_id = open_account(client, external_id, 100)
+    rsv = client.post("/v1/reservations/create", {"accountId": account_id, "amount": 60, "expiresInSeconds": 1}).json()
+    assert rsv["reservation"]["status"] == "pending"
+    time.sleep(1.1)
+    r = client.post("/v1/reservations/confirm", {"reservationId": rsv["reservation"]["id"], "actualAmount": 10})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "reservation_expired"
+    deadline = time.monotonic() + EXPIRY_WAIT_S
+    while time.monotonic() < deadline:
+        if client.get("/v1/accounts/balance", accountId=account_id).json()["reserved"] == 0:
+            break
+        time.sleep(0.1)
+    assert client.get("/v1/accounts/balance", accountId=account_id).json()["available"] == 100
+    types = [e["type"] for e in read_topic(LEDGER_TOPIC, key=account_id)]
+    assert types[-1] == "ReservationExpired"
+
+
+def test_restart_keeps_state_and_idempotency(stack, client, external_id):
+    account_id = open_account(client, external_id, 500)
+    rsv = client.post("/v1/reservations/create", {"accountId": account_id, "amount": 200}).json()["reservation"]["id"]
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = client.post("/v1/accounts/credits/deduct", {"accountId": account_id, "amount": 30}, headers=key)
+    assert first.status_code == 200
+    before = client.get("/v1/accounts/balance", accountId=account_id).json()
+
+    stack.restart()
+    client = Client(stack.url)
+
+    assert client.get("/v1/accounts/balance", accountId=account_id).json() == before
+    retry = client.post("/v1/accounts/credits/deduct", {"accountId": account_id, "amount": 30}, headers=key)
+    assert retry.status_code == 200 and retry.json() == first.json()
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    # New commands continue from the same state: the hold survived, and it can still be confirmed.
+    r = client.post("/v1/reservations/confirm", {"reservationId": rsv, "actualAmount": 150})
+    assert r.status_code == 200, r.text
+    after = client.get("/v1/accounts/balance", accountId=account_id).json()
+    assert (after["balance"], after["reserved"]) == (500 - 30 - 150, 0)
+    events = read_topic(LEDGER_TOPIC, key=account_id)
+    assert sum(e["type"] == "CreditsDeducted" for e in events) == 1
+    assert fold_balance(events) == (320, 0)

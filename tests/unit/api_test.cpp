@@ -1,0 +1,104 @@
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "credits/api_config.hpp"
+#include "credits/responses.hpp"
+#include "credits/writer.hpp"
+
+namespace credits::api {
+namespace {
+
+config load(std::map<std::string, std::string> env) {
+  return load_config([env = std::move(env)](const char* name) -> const char* {
+    auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  });
+}
+
+TEST(config, defaults_need_only_api_keys) {
+  const auto c = load({{"CREDITS_API_KEYS", "demo:ck_demo_key_123"}});
+  EXPECT_EQ(c.http_port, 8080);
+  ASSERT_EQ(c.api_keys.size(), 1u);
+  const auto& key = c.api_keys.begin()->second;
+  EXPECT_EQ(key.tenant, "demo");
+  EXPECT_EQ(key.key_id.rfind("key_", 0), 0u);
+  EXPECT_EQ(key.key_id.find("ck_demo"), std::string::npos) << "the key id must not reveal the key";
+}
+
+TEST(config, bad_values_are_refused_with_the_variable_named) {
+  const std::map<std::string, std::string> keys{{"CREDITS_API_KEYS", "demo:ck_demo_key_123"}};
+  auto with = [&](const char* name, const char* value) {
+    auto env = keys;
+    env[name] = value;
+    return env;
+  };
+  for (const auto& env : {with("CREDITS_HTTP_PORT", "http"), with("CREDITS_HTTP_PORT", "70000"),
+                          with("CREDITS_BATCH_COMMANDS_MAX", "0"), with("CREDITS_KAFKA_BROKERS", ""),
+                          with("CREDITS_READ_WAIT_MS", "-5")}) {
+    try {
+      load(env);
+      ADD_FAILURE() << "accepted a bad configuration";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("CREDITS_"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(load({}), std::invalid_argument);
+  EXPECT_THROW(load({{"CREDITS_API_KEYS", "no-colon"}}), std::invalid_argument);
+  EXPECT_THROW(load({{"CREDITS_API_KEYS", "t:short"}}), std::invalid_argument);
+  EXPECT_THROW(load({{"CREDITS_API_KEYS", "a:ck_same_key_1,b:ck_same_key_1"}}), std::invalid_argument);
+}
+
+TEST(config, several_tenants_each_with_keys) {
+  const auto keys = parse_api_keys("a:ck_key_for_a_1,a:ck_key_for_a_2,b:ck_key_for_b_1");
+  EXPECT_EQ(keys.size(), 3u);
+}
+
+TEST(log_position, round_trips_and_rejects_garbage) {
+  const auto p = log_position::parse("credits.ledger:3:1234");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->topic, "credits.ledger");
+  EXPECT_EQ(p->partition, 3);
+  EXPECT_EQ(p->offset, 1234);
+  EXPECT_EQ(p->to_string(), "credits.ledger:3:1234");
+  for (const char* bad : {"", "x", "t:1", "t:x:1", "t:1:x", ":1:2", "t:-1:2", "t:1:2junk"})
+    EXPECT_FALSE(log_position::parse(bad)) << bad;
+}
+
+TEST(status_table, maps_each_error_once) {
+  EXPECT_EQ(http_status(error_code::invalid_request), 400u);
+  EXPECT_EQ(http_status(error_code::unauthorized), 401u);
+  EXPECT_EQ(http_status(error_code::insufficient_credits), 402u);
+  EXPECT_EQ(http_status(error_code::account_not_found), 404u);
+  EXPECT_EQ(http_status(error_code::reservation_expired), 409u);
+  EXPECT_EQ(http_status(error_code::idempotency_key_reused), 409u);
+  EXPECT_EQ(http_status(error_code::payload_too_large), 413u);
+  EXPECT_EQ(http_status(error_code::unavailable), 503u);
+}
+
+TEST(error_body, carries_code_message_field_and_details) {
+  const auto body = error_body(rejection{error_code::insufficient_credits, "insufficient credits", "amount",
+                                         {{"needed", 5}, {"available", 1}}});
+  EXPECT_EQ(body["success"], false);
+  EXPECT_EQ(body["error"]["code"], "insufficient_credits");
+  EXPECT_EQ(body["error"]["field"], "amount");
+  EXPECT_EQ(body["error"]["details"]["available"], 1);
+  EXPECT_FALSE(error_body(rejection{error_code::internal, "x", "", nullptr})["error"].contains("field"));
+}
+
+TEST(render, confirm_reports_charged_released_and_the_transaction) {
+  account_state account;
+  account.id = "acc_1";
+  account.external_id = "user_abc123";
+  event e{"id", 1, "t", "acc_1", "k", "r", "", "", 0, reservation_confirmed{"rsv_1", "txn_1", 320, 180, 680}};
+  const auto body = render(e, account);
+  EXPECT_EQ(body["success"], true);
+  EXPECT_EQ(body["reservationId"], "rsv_1");
+  EXPECT_EQ(body["transactionId"], "txn_1");
+  EXPECT_EQ(body["accountId"], "acc_1");
+  EXPECT_EQ(body["amountCharged"], 320);
+  EXPECT_EQ(body["amountReleased"], 180);
+}
+
+}  // namespace
+}  // namespace credits::api

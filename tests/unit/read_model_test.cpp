@@ -1,0 +1,287 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+
+#include "credits/projector.hpp"
+#include "credits/read_model.hpp"
+
+namespace credits {
+namespace {
+
+using commands = std::vector<std::vector<std::string>>;
+using words = std::vector<std::string>;
+
+const std::string account = "acc_0123456789abcdef01234567";
+const std::string account_hash = "credits:account:{acc_0123456789abcdef01234567}";
+const std::string rsv_hash = "credits:reservation:{acc_0123456789abcdef01234567}:rsv_1";
+
+// 2025-11-29T16:01:22.123Z
+constexpr time_ms occurred = 1'764'432'082'123;
+
+event sample(event_payload payload) {
+  return event{"8d6f1f7e-0000-4000-8000-000000000001", 1, "t1", account, "key_1", "req_1", "", "", occurred,
+               std::move(payload)};
+}
+
+// The fields an HSET sets, as a map, so tests need not depend on their order.
+std::map<std::string, std::string> hset_fields(const words& command) {
+  std::map<std::string, std::string> out;
+  for (std::size_t i = 2; i + 1 < command.size(); i += 2) out[command[i]] = command[i + 1];
+  return out;
+}
+
+const words* find(const commands& cs, const std::string& verb, const std::string& key, const std::string& field = "") {
+  const auto it = std::find_if(cs.begin(), cs.end(), [&](const words& c) {
+    return c.size() >= 2 && c[0] == verb && c[1] == key && (field.empty() || (c.size() > 2 && c[2] == field));
+  });
+  return it == cs.end() ? nullptr : &*it;
+}
+
+// The delta of the one HINCRBY on key/field; fails the test when there is none or more than one.
+std::string delta(const commands& cs, const std::string& key, const std::string& field) {
+  const auto n = std::count_if(cs.begin(), cs.end(), [&](const words& c) {
+    return c.size() == 4 && c[0] == "HINCRBY" && c[1] == key && c[2] == field;
+  });
+  EXPECT_EQ(n, 1) << "HINCRBY " << key << " " << field;
+  const auto* c = find(cs, "HINCRBY", key, field);
+  return c ? (*c)[3] : std::string("<none>");
+}
+
+TEST(read_model_keys, every_account_key_carries_the_account_as_a_hash_tag) {
+  EXPECT_EQ(read_model::account_key(account), account_hash);
+  EXPECT_EQ(read_model::reservation_key(account, "rsv_1"), rsv_hash);
+  EXPECT_EQ(read_model::reservations_key(account), "credits:reservations:{acc_0123456789abcdef01234567}");
+  EXPECT_EQ(read_model::usage_key(account, "use_1"), "credits:usage:{acc_0123456789abcdef01234567}:use_1");
+  EXPECT_EQ(read_model::usage_daily_key(account, "2025-11-29"),
+            "credits:usage-daily:{acc_0123456789abcdef01234567}:2025-11-29");
+  EXPECT_EQ(read_model::position_field("credits.ledger", 7), "credits.ledger:7");
+}
+
+TEST(fold, account_created_sets_the_profile_and_creates_zero_balances_by_increment) {
+  const auto cs = read_model::fold(sample(account_created{"Alice", "user_1", "a@example.com", {{"plan", "pro"}}}));
+  ASSERT_EQ(cs.size(), 3u);
+  const auto* hset = find(cs, "HSET", account_hash);
+  ASSERT_NE(hset, nullptr);
+  const auto f = hset_fields(*hset);
+  EXPECT_EQ(f.at("id"), account);
+  EXPECT_EQ(f.at("tenant"), "t1");
+  EXPECT_EQ(f.at("name"), "Alice");
+  EXPECT_EQ(f.at("externalId"), "user_1");
+  EXPECT_EQ(f.at("email"), "a@example.com");
+  EXPECT_EQ(nlohmann::json::parse(f.at("metadata")), (nlohmann::json{{"plan", "pro"}}));
+  EXPECT_EQ(f.at("createdAt"), "2025-11-29T16:01:22.123Z");
+  // Absolute writes of balance or reserved would make the fold depend on event order; only deltas are allowed.
+  EXPECT_FALSE(f.contains("balance"));
+  EXPECT_FALSE(f.contains("reserved"));
+  EXPECT_EQ(delta(cs, account_hash, "balance"), "0");
+  EXPECT_EQ(delta(cs, account_hash, "reserved"), "0");
+}
+
+TEST(fold, credits_added_increments_the_balance) {
+  const auto cs = read_model::fold(sample(credits_added{"txn_1", 1000, 1000, "d", "card", {}}));
+  ASSERT_EQ(cs.size(), 1u);
+  EXPECT_EQ(delta(cs, account_hash, "balance"), "1000");
+}
+
+TEST(fold, credits_deducted_decrements_the_balance) {
+  const auto cs = read_model::fold(sample(credits_deducted{"txn_2", 5, 995, "fee", {}}));
+  ASSERT_EQ(cs.size(), 1u);
+  EXPECT_EQ(delta(cs, account_hash, "balance"), "-5");
+}
+
+TEST(fold, credits_reserved_holds_the_amount_and_records_a_pending_reservation) {
+  const time_ms expires = occurred + 60'000;
+  const auto cs = read_model::fold(sample(credits_reserved{"rsv_1", 500, expires, "chat", "gpt-4o", {{"k", 1}}}));
+  ASSERT_EQ(cs.size(), 3u);
+  EXPECT_EQ(delta(cs, account_hash, "reserved"), "500");
+  EXPECT_EQ(find(cs, "HINCRBY", account_hash, "balance"), nullptr);
+  const auto* hset = find(cs, "HSET", rsv_hash);
+  ASSERT_NE(hset, nullptr);
+  const auto f = hset_fields(*hset);
+  EXPECT_EQ(f.at("id"), "rsv_1");
+  EXPECT_EQ(f.at("accountId"), account);
+  EXPECT_EQ(f.at("amount"), "500");
+  EXPECT_EQ(f.at("status"), "pending");
+  EXPECT_EQ(f.at("createdAt"), "2025-11-29T16:01:22.123Z");
+  EXPECT_EQ(f.at("expiresAt"), "2025-11-29T16:02:22.123Z");
+  EXPECT_EQ(f.at("operation"), "chat");
+  EXPECT_EQ(f.at("model"), "gpt-4o");
+  EXPECT_EQ(nlohmann::json::parse(f.at("metadata")), (nlohmann::json{{"k", 1}}));
+  const auto* zadd = find(cs, "ZADD", "credits:reservations:{acc_0123456789abcdef01234567}");
+  ASSERT_NE(zadd, nullptr);
+  EXPECT_EQ(*zadd, (words{"ZADD", "credits:reservations:{acc_0123456789abcdef01234567}", "1764432082123", "rsv_1"}));
+}
+
+TEST(fold, confirming_320_of_500_releases_the_whole_hold_and_charges_320) {
+  const auto cs = read_model::fold(sample(reservation_confirmed{"rsv_1", "txn_3", 320, 180, 680}));
+  ASSERT_EQ(cs.size(), 3u);
+  EXPECT_EQ(delta(cs, account_hash, "reserved"), "-500");
+  EXPECT_EQ(delta(cs, account_hash, "balance"), "-320");
+  const auto* hset = find(cs, "HSET", rsv_hash);
+  ASSERT_NE(hset, nullptr);
+  const auto f = hset_fields(*hset);
+  EXPECT_EQ(f.at("status"), "confirmed");
+  EXPECT_EQ(f.at("charged"), "320");
+  EXPECT_EQ(f.at("released"), "180");
+  EXPECT_EQ(f.at("transactionId"), "txn_3");
+  EXPECT_EQ(f.at("resolvedAt"), "2025-11-29T16:01:22.123Z");
+}
+
+TEST(fold, cancelling_releases_the_hold_without_touching_the_balance) {
+  const auto cs = read_model::fold(sample(reservation_cancelled{"rsv_1", 500}));
+  ASSERT_EQ(cs.size(), 2u);
+  EXPECT_EQ(delta(cs, account_hash, "reserved"), "-500");
+  EXPECT_EQ(find(cs, "HINCRBY", account_hash, "balance"), nullptr);
+  const auto f = hset_fields(*find(cs, "HSET", rsv_hash));
+  EXPECT_EQ(f.at("status"), "cancelled");
+  EXPECT_EQ(f.at("released"), "500");
+  EXPECT_EQ(f.at("resolvedAt"), "2025-11-29T16:01:22.123Z");
+}
+
+TEST(fold, expiry_releases_the_hold_without_touching_the_balance) {
+  const auto cs = read_model::fold(sample(reservation_expired{"rsv_1", 250}));
+  ASSERT_EQ(cs.size(), 2u);
+  EXPECT_EQ(delta(cs, account_hash, "reserved"), "-250");
+  EXPECT_EQ(find(cs, "HINCRBY", account_hash, "balance"), nullptr);
+  const auto f = hset_fields(*find(cs, "HSET", rsv_hash));
+  EXPECT_EQ(f.at("status"), "expired");
+  EXPECT_EQ(f.at("released"), "250");
+}
+
+TEST(fold, usage_records_the_usage_and_counts_it_per_model_on_its_utc_day) {
+  // 23:59:59.999 UTC on 2025-11-29: the day is the UTC date, not a local one.
+  auto e = sample(usage_recorded{"use_1", "customer", "txn_3", "gpt-4o", "text", 1000, 320, 7, {}});
+  e.occurred_at = 1'764'460'799'999;
+  const auto cs = read_model::fold(e);
+  ASSERT_EQ(cs.size(), 5u);
+  const auto* hset = find(cs, "HSET", "credits:usage:{acc_0123456789abcdef01234567}:use_1");
+  ASSERT_NE(hset, nullptr);
+  const auto f = hset_fields(*hset);
+  EXPECT_EQ(f.at("id"), "use_1");
+  EXPECT_EQ(f.at("accountId"), account);
+  EXPECT_EQ(f.at("context"), "customer");
+  EXPECT_EQ(f.at("transactionId"), "txn_3");
+  EXPECT_EQ(f.at("modelId"), "gpt-4o");
+  EXPECT_EQ(f.at("usageType"), "text");
+  EXPECT_EQ(f.at("inputTokens"), "1000");
+  EXPECT_EQ(f.at("outputTokens"), "320");
+  EXPECT_EQ(f.at("cachedTokens"), "7");
+  EXPECT_EQ(f.at("createdAt"), "2025-11-29T23:59:59.999Z");
+  const std::string daily = "credits:usage-daily:{acc_0123456789abcdef01234567}:2025-11-29";
+  EXPECT_EQ(delta(cs, daily, "gpt-4o:inputTokens"), "1000");
+  EXPECT_EQ(delta(cs, daily, "gpt-4o:outputTokens"), "320");
+  EXPECT_EQ(delta(cs, daily, "gpt-4o:cachedTokens"), "7");
+  EXPECT_EQ(delta(cs, daily, "gpt-4o:records"), "1");
+  EXPECT_EQ(find(cs, "HINCRBY", account_hash), nullptr);  // usage moves no credits
+}
+
+TEST(fold, a_reservation_lifecycle_sums_to_the_domain_balance) {
+  // Replaying the fold's deltas by hand must give what the domain says: 1000 - 320 = 680, nothing held.
+  std::map<std::string, std::int64_t> sums;
+  for (const auto& payload : std::vector<event_payload>{
+           account_created{"A", "u", "", {}}, credits_added{"txn_1", 1000, 1000, "", "", {}},
+           credits_reserved{"rsv_1", 500, occurred, "", "", {}}, reservation_confirmed{"rsv_1", "txn_2", 320, 180, 680},
+           credits_reserved{"rsv_2", 100, occurred, "", "", {}}, reservation_cancelled{"rsv_2", 100}})
+    for (const auto& c : read_model::fold(sample(payload)))
+      if (c[0] == "HINCRBY" && c[1] == account_hash) sums[c[2]] += std::stoll(c[3]);
+  EXPECT_EQ(sums["balance"], 680);
+  EXPECT_EQ(sums["reserved"], 0);
+}
+
+TEST(guarded_apply, arguments_carry_the_position_then_each_command_prefixed_by_its_length) {
+  const auto args = read_model::fold(sample(reservation_cancelled{"rsv_1", 500}));
+  const auto call = guarded_apply_args("sha1", "credits.ledger:3", 42, 40, args);
+  const words head{"EVALSHA", "sha1", "1", "credits:positions", "credits.ledger:3", "42", "40"};
+  ASSERT_GE(call.size(), head.size());
+  EXPECT_EQ(words(call.begin(), call.begin() + static_cast<std::ptrdiff_t>(head.size())), head);
+  std::size_t i = head.size();
+  for (const auto& c : args) {
+    ASSERT_LT(i, call.size());
+    EXPECT_EQ(call[i], std::to_string(c.size()));
+    EXPECT_EQ(words(call.begin() + static_cast<std::ptrdiff_t>(i + 1),
+                    call.begin() + static_cast<std::ptrdiff_t>(i + 1 + c.size())),
+              c);
+    i += 1 + c.size();
+  }
+  EXPECT_EQ(i, call.size());
+}
+
+TEST(guarded_apply, a_poison_event_advances_the_position_with_no_commands) {
+  EXPECT_EQ(guarded_apply_args("sha1", "credits.usage:0", 7, -1, {}),
+            (words{"EVALSHA", "sha1", "1", "credits:positions", "credits.usage:0", "7", "-1"}));
+}
+
+TEST(describe, names_each_topic_once_and_shows_start_for_the_beginning) {
+  EXPECT_EQ(describe({{"credits.ledger", 0, 12}, {"credits.ledger", 1, 0}, {"credits.usage", 0, 3}}),
+            "credits.ledger 0@12 1@start; credits.usage 0@3");
+}
+
+env_lookup env(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](const char* name) -> const char* {
+    const auto it = vars.find(name);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  };
+}
+
+TEST(projector_config, defaults_apply_when_nothing_is_set) {
+  const auto parsed = projector_config_from_env(env({}));
+  ASSERT_TRUE(std::holds_alternative<projector_config>(parsed)) << std::get<std::string>(parsed);
+  const auto& c = std::get<projector_config>(parsed);
+  EXPECT_EQ(c.brokers, "127.0.0.1:9092");
+  EXPECT_EQ(c.redis_host, "127.0.0.1");
+  EXPECT_EQ(c.redis_port, 6379);
+  EXPECT_EQ(c.ledger_topic, "credits.ledger");
+  EXPECT_EQ(c.usage_topic, "credits.usage");
+  EXPECT_EQ(c.batch_events_max, 1000u);
+  EXPECT_EQ(c.fetch_wait_ms, 10);
+}
+
+TEST(projector_config, every_variable_is_read) {
+  const auto parsed = projector_config_from_env(env({{"CREDITS_KAFKA_BROKERS", "k:1"},
+                                                     {"CREDITS_REDIS_HOST", "r"},
+                                                     {"CREDITS_REDIS_PORT", "7000"},
+                                                     {"CREDITS_LEDGER_TOPIC", "l"},
+                                                     {"CREDITS_USAGE_TOPIC", "u"},
+                                                     {"CREDITS_PROJECTOR_BATCH_EVENTS_MAX", "50"},
+                                                     {"CREDITS_PROJECTOR_FETCH_WAIT_MS", "0"}}));
+  ASSERT_TRUE(std::holds_alternative<projector_config>(parsed)) << std::get<std::string>(parsed);
+  const auto& c = std::get<projector_config>(parsed);
+  EXPECT_EQ(c.brokers, "k:1");
+  EXPECT_EQ(c.redis_host, "r");
+  EXPECT_EQ(c.redis_port, 7000);
+  EXPECT_EQ(c.ledger_topic, "l");
+  EXPECT_EQ(c.usage_topic, "u");
+  EXPECT_EQ(c.batch_events_max, 50u);
+  EXPECT_EQ(c.fetch_wait_ms, 0);
+}
+
+TEST(projector_config, bad_values_are_rejected_with_the_variable_named) {
+  const std::vector<std::pair<std::string, std::string>> bad{
+      {"CREDITS_REDIS_PORT", "abc"},
+      {"CREDITS_REDIS_PORT", "0"},
+      {"CREDITS_REDIS_PORT", "65536"},
+      {"CREDITS_REDIS_PORT", "63 79"},
+      {"CREDITS_PROJECTOR_BATCH_EVENTS_MAX", "0"},
+      {"CREDITS_PROJECTOR_BATCH_EVENTS_MAX", "-5"},
+      {"CREDITS_PROJECTOR_BATCH_EVENTS_MAX", "100001"},
+      {"CREDITS_PROJECTOR_BATCH_EVENTS_MAX", "99999999999999999999999"},
+      {"CREDITS_PROJECTOR_FETCH_WAIT_MS", "-1"},
+      {"CREDITS_PROJECTOR_FETCH_WAIT_MS", "10ms"},
+      {"CREDITS_PROJECTOR_FETCH_WAIT_MS", ""},
+      {"CREDITS_KAFKA_BROKERS", ""},
+  };
+  for (const auto& [name, value] : bad) {
+    const auto parsed = projector_config_from_env(env({{name, value}}));
+    ASSERT_TRUE(std::holds_alternative<std::string>(parsed)) << name << "=" << value;
+    EXPECT_NE(std::get<std::string>(parsed).find(name), std::string::npos) << std::get<std::string>(parsed);
+  }
+}
+
+TEST(projector_config, the_two_topics_must_differ) {
+  const auto parsed = projector_config_from_env(env({{"CREDITS_USAGE_TOPIC", "credits.ledger"}}));
+  ASSERT_TRUE(std::holds_alternative<std::string>(parsed));
+}
+
+}  // namespace
+}  // namespace credits
