@@ -7,6 +7,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PRESET="${CREDITS_TEST_PRESET:-dev}"     # dev = ASan + UBSan
 TEST_LEDGER_TOPIC=credits-test.ledger   # the integration tests' own topics: a running stack is not disturbed
 TEST_USAGE_TOPIC=credits-test.usage
+# The projector's own tests write hand-made events that no writer decided; they get topics of their own so
+# the API under test never rebuilds from them.
+PROJECTOR_TEST_LEDGER_TOPIC=credits-test-projector.ledger
+PROJECTOR_TEST_USAGE_TOPIC=credits-test-projector.usage
 PYTEST_TIMEOUT_S=1200
 
 cd "$REPO"
@@ -26,13 +30,15 @@ if ! "$REPO/scripts/status.sh" >/dev/null 2>&1; then
 fi
 "$REPO/scripts/up.sh" --infra-only
 LEDGER_TOPIC="$TEST_LEDGER_TOPIC" USAGE_TOPIC="$TEST_USAGE_TOPIC" create_topics
+LEDGER_TOPIC="$PROJECTOR_TEST_LEDGER_TOPIC" USAGE_TOPIC="$PROJECTOR_TEST_USAGE_TOPIC" create_topics
 
 export CREDITS_KAFKA_BROKERS="$KAFKA_BOOTSTRAP" CREDITS_REDIS_PORT="$REDIS_PORT"
 export CREDITS_TEST_LEDGER_TOPIC="$TEST_LEDGER_TOPIC" CREDITS_TEST_USAGE_TOPIC="$TEST_USAGE_TOPIC"
 export CREDITS_TEST_BUILD_DIR="$REPO/build/$PRESET"
 
 log "integration tests (C++)"
-ctest --preset "$PRESET" -L integration
+CREDITS_LEDGER_TOPIC="$PROJECTOR_TEST_LEDGER_TOPIC" CREDITS_USAGE_TOPIC="$PROJECTOR_TEST_USAGE_TOPIC" \
+  ctest --preset "$PRESET" -L integration
 
 log "integration tests (HTTP, pytest)"
 timeout "$PYTEST_TIMEOUT_S" python3 -m pytest -q tests/integration

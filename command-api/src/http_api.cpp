@@ -250,6 +250,8 @@ struct http_api::impl {
     auto read = with_redis<std::optional<read_model::account_view>>(
         [account_id](read_model::redis_connection& c) { return read_model::get_account(c, account_id); });
     const auto view = co_await std::move(read);
+    if (!view && stale)  // the account may be in the log but not yet in the view: not found would be false
+      co_return reject(rejection{error_code::unavailable, "the read model is behind the log; retry shortly", "", nullptr}, req);
     if (!view || view->tenant != key.tenant)
       co_return reject(rejection{error_code::account_not_found, "account not found", "", nullptr}, req);
 

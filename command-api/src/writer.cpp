@@ -46,7 +46,8 @@ writer::~writer() { stop(); }
 
 void writer::start() {
   producer_ = std::make_unique<store::transactional_producer>(cfg_.kafka_brokers, cfg_.transactional_id,
-                                                              cfg_.kafka_transaction_timeout_ms);
+                                                              cfg_.kafka_transaction_timeout_ms,
+                                                              cfg_.startup_timeout_ms);
   for (const auto& topic : {cfg_.ledger_topic, cfg_.usage_topic}) producer_->partition_count(topic, cfg_.startup_timeout_ms);
   rebuild();
   {
@@ -155,7 +156,8 @@ void writer::recover(bool producer_lost) {
       if (producer_lost) {
         producer_.reset();
         producer_ = std::make_unique<store::transactional_producer>(cfg_.kafka_brokers, cfg_.transactional_id,
-                                                                    cfg_.kafka_transaction_timeout_ms);
+                                                                    cfg_.kafka_transaction_timeout_ms,
+                                                              cfg_.startup_timeout_ms);
         producer_lost = false;
       }
       rebuild();

@@ -99,7 +99,8 @@ struct transactional_producer::impl {
 };
 
 transactional_producer::transactional_producer(const std::string& brokers, const std::string& transactional_id,
-                                               milliseconds transaction_timeout, const settings& extra)
+                                               milliseconds transaction_timeout, milliseconds init_timeout,
+                                               const settings& extra)
     : impl_(std::make_unique<impl>()) {
   auto conf = make_conf(brokers,
                         {{"transactional.id", transactional_id},
@@ -113,8 +114,14 @@ transactional_producer::transactional_producer(const std::string& brokers, const
                         extra);
   rd_kafka_conf_set_dr_msg_cb(conf.get(), on_delivery);
   impl_->rk = make_client(RD_KAFKA_PRODUCER, std::move(conf));
-  error_ptr err(rd_kafka_init_transactions(impl_->rk.get(), static_cast<int>(transaction_timeout.count())));
-  if (err) throw std::runtime_error(std::string("kafka init_transactions: ") + rd_kafka_error_string(err.get()));
+  // A broker that is still starting answers nothing for a while: retry for as long as the caller allows.
+  const auto deadline = clock::now() + init_timeout;
+  for (;;) {
+    error_ptr err(rd_kafka_init_transactions(impl_->rk.get(), static_cast<int>(transaction_timeout.count())));
+    if (!err) break;
+    if (!rd_kafka_error_is_retriable(err.get()) || remaining(deadline).count() == 0)
+      throw std::runtime_error(std::string("kafka init_transactions: ") + rd_kafka_error_string(err.get()));
+  }
 }
 
 transactional_producer::~transactional_producer() = default;

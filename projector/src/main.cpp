@@ -1,4 +1,7 @@
+#include <chrono>
 #include <csignal>
+#include <memory>
+#include <thread>
 #include <cstdio>
 #include <cstdlib>
 
@@ -24,8 +27,25 @@ int main() {
   const auto& config = std::get<credits::projector_config>(parsed);
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGINT, on_stop_signal);
+  // Kafka or Redis may still be starting (a fresh `up`, a reboot): keep trying for a bounded time.
+  constexpr auto startup_timeout = std::chrono::seconds(120);
+  constexpr auto startup_retry_interval = std::chrono::seconds(1);
+  const auto deadline = std::chrono::steady_clock::now() + startup_timeout;
+  std::unique_ptr<credits::projector> started;
+  while (!started) {
+    try {
+      started = std::make_unique<credits::projector>(config);
+    } catch (const std::exception& e) {
+      if (std::chrono::steady_clock::now() >= deadline || stop_requested.load()) {
+        std::fprintf(stderr, "credits-projector: %s\n", e.what());
+        return 1;
+      }
+      std::fprintf(stderr, "credits-projector: not ready, retrying: %s\n", e.what());
+      std::this_thread::sleep_for(startup_retry_interval);
+    }
+  }
   try {
-    credits::projector projector(config);
+    auto& projector = *started;
     std::fprintf(stderr, "credits-projector: kafka %s, redis %s:%d; resuming at %s\n", config.brokers.c_str(),
                  config.redis_host.c_str(), config.redis_port, credits::describe(projector.resume_points()).c_str());
     projector.run(stop_requested);

@@ -14,7 +14,8 @@
 #include "credits/projector.hpp"
 #include "credits/read_model.hpp"
 
-// These run against the real Kafka and Redis of scripts/up.sh --infra-only, on the shared topics. Each test
+// These run against the real Kafka and Redis of scripts/up.sh --infra-only, on the topics CREDITS_LEDGER_TOPIC and
+// CREDITS_USAGE_TOPIC name (scripts/test.sh gives them topics of their own). Each test
 // uses fresh account ids, so tests (and other users of the stack) never see each other's accounts; the
 // projector itself folds everything it reads, which the Lua guard makes safe even beside another projector.
 namespace credits {
@@ -92,7 +93,7 @@ class projector_test : public ::testing::Test {
     config_.redis_client_name = "credits-projector-test-" + hex_suffix();
     redis_ = std::make_unique<read_model::redis_connection>(config_.redis_host, config_.redis_port, 2000ms);
     producer_ = std::make_unique<store::transactional_producer>(config_.brokers,
-                                                                "credits-projector-test-" + hex_suffix(), 10s);
+                                                                "credits-projector-test-" + hex_suffix(), 10s, 30s);
   }
 
   event make(const std::string& account, event_payload payload) {

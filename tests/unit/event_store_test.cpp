@@ -43,7 +43,7 @@ class mock_cluster {
 
 TEST(event_store, committed_append_returns_a_position_per_record_and_reads_back_in_order) {
   mock_cluster cluster;
-  transactional_producer producer(cluster.brokers(), "test-writer", timeout);
+  transactional_producer producer(cluster.brokers(), "test-writer", timeout, timeout);
   EXPECT_EQ(producer.partition_count("ledger", timeout), mock_partitions);
 
   const std::string account = derive_account_id("t", "u");
@@ -73,7 +73,7 @@ TEST(event_store, committed_append_returns_a_position_per_record_and_reads_back_
 
 TEST(event_store, many_accounts_spread_over_partitions_as_the_java_client_would) {
   mock_cluster cluster;
-  transactional_producer producer(cluster.brokers(), "test-writer", timeout);
+  transactional_producer producer(cluster.brokers(), "test-writer", timeout, timeout);
   std::vector<record> records;
   for (int i = 0; i < 50; ++i) records.push_back({"ledger", derive_account_id("t", "user" + std::to_string(i)), "x"});
   const auto result = producer.append(records, timeout);
@@ -88,7 +88,7 @@ TEST(event_store, many_accounts_spread_over_partitions_as_the_java_client_would)
 
 TEST(event_store, a_failed_commit_is_not_reported_as_committed) {
   mock_cluster cluster;
-  transactional_producer producer(cluster.brokers(), "test-writer", timeout);
+  transactional_producer producer(cluster.brokers(), "test-writer", timeout, timeout);
   // Every EndTxn request fails with a non-retriable error: the batch must not come back committed.
   constexpr std::int16_t end_txn_api_key = 26;  // Kafka protocol ApiKey of EndTxn
   rd_kafka_mock_push_request_errors(cluster.get(), end_txn_api_key, 1, RD_KAFKA_RESP_ERR_INVALID_TXN_STATE);

@@ -46,8 +46,10 @@ struct append_result {
 // transactional.id and aborts its open transaction.
 class transactional_producer {
  public:
+  // Retries init_transactions until `init_timeout` while the broker is unreachable, then throws.
   transactional_producer(const std::string& brokers, const std::string& transactional_id,
-                         std::chrono::milliseconds transaction_timeout, const settings& extra = {});
+                         std::chrono::milliseconds transaction_timeout, std::chrono::milliseconds init_timeout,
+                         const settings& extra = {});
   ~transactional_producer();
   transactional_producer(const transactional_producer&) = delete;
   transactional_producer& operator=(const transactional_producer&) = delete;
