@@ -77,7 +77,8 @@ def test_usage_with_a_foreign_transaction_is_409_and_unknown_is_404(client, fund
     txn = client.post("/v1/accounts/credits/add", {"externalId": other, "amount": 5}).json()["transactionId"]
     body = {"context": "customer", "externalId": funded, "modelId": "m", "inputTokens": 1, "outputTokens": 1}
     error(client.post("/v1/usage/record", dict(body, transactionId=txn)), 409, "transaction_account_mismatch")
-    error(client.post("/v1/usage/record", dict(body, transactionId=txn[:-1] + "0")), 404, "transaction_not_found")
+    unknown = txn[:-1] + ("1" if txn[-1] == "0" else "0")  # same account, an id that was never issued
+    error(client.post("/v1/usage/record", dict(body, transactionId=unknown)), 404, "transaction_not_found")
     error(client.post("/v1/usage/record", dict(body, context="robot")), 400, "invalid_request")
 
 
