@@ -13,6 +13,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libssl-dev
   redis-server redis-tools kcat maven
   python3 python3-pip
+  clang-19 libclang-rt-19-dev   # libFuzzer (scripts/fuzz.sh, run by scripts/test.sh)
 )
 JAVA_PACKAGE=openjdk-17-jre-headless   # Kafka 4.x needs Java 17+
 # pip name -> import name (the test suites' Python helpers)

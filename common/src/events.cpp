@@ -3,6 +3,7 @@
 #include <array>
 #include <charconv>
 #include <cstdio>
+#include <limits>
 
 namespace credits {
 namespace {
@@ -54,11 +55,16 @@ std::string str(const json& j, const char* key) { return j.at(key).get<std::stri
 std::int64_t num(const json& j, const char* key) {
   const auto& v = j.at(key);
   if (!v.is_number_integer()) throw std::invalid_argument(std::string("field is not an integer: ") + key);
+  // get<int64_t> of an unsigned above 2^63-1 would wrap to a negative number instead of failing.
+  constexpr auto int64_max = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (v.is_number_unsigned() && v.get<std::uint64_t>() > int64_max)
+    throw std::invalid_argument(std::string("field is out of range: ") + key);
   return v.get<std::int64_t>();
 }
 json obj(const json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return json::object();
+  if (!it->is_object()) throw std::invalid_argument(std::string("field is not an object: ") + key);
   return *it;
 }
 time_ms when(const json& j, const char* key) {
@@ -100,6 +106,15 @@ std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
   return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
 }
 
+int days_in_month(int y, int m) {
+  constexpr int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+  return m == 2 && leap ? 29 : days[m - 1];
+}
+
+// 9999-12-31T23:59:59.999Z, the latest time with a four-digit year.
+constexpr time_ms time_max = 253'402'300'799'999;
+
 }  // namespace
 
 std::string_view type_name(const event_payload& payload) {
@@ -137,6 +152,11 @@ json to_json(const event& e) {
 std::string encode(const event& e) { return to_json(e).dump(); }
 
 std::optional<event> decode(std::string_view text, std::string* error) {
+  // nlohmann's lexer stops at a NUL byte as if the input ended there; JSON never holds a raw one.
+  if (text.find('\0') != std::string_view::npos) {
+    if (error) *error = "a NUL byte in the event";
+    return std::nullopt;
+  }
   try {
     const json j = json::parse(text);
     const auto type = str(j, "type");
@@ -145,16 +165,17 @@ std::optional<event> decode(std::string_view text, std::string* error) {
       if (error) *error = "unknown event type: " + type;
       return std::nullopt;
     }
-    event e{str(j, "eventId"),   static_cast<int>(num(j, "schemaVersion")),
-            str(j, "tenant"),    str(j, "accountId"),
-            str(j, "apiKeyId"),  str(j, "requestId"),
-            str(j, "idempotencyKey"), str(j, "requestHash"),
-            when(j, "occurredAt"), std::move(*payload)};
-    if (e.schema_version != event_schema_version) {
-      if (error) *error = "unsupported schema version " + std::to_string(e.schema_version);
+    // Compared before narrowing to int, so that e.g. 2^32 + 1 is not taken for version 1.
+    const auto version = num(j, "schemaVersion");
+    if (version != event_schema_version) {
+      if (error) *error = "unsupported schema version " + std::to_string(version);
       return std::nullopt;
     }
-    return e;
+    return event{str(j, "eventId"),   event_schema_version,
+                 str(j, "tenant"),    str(j, "accountId"),
+                 str(j, "apiKeyId"),  str(j, "requestId"),
+                 str(j, "idempotencyKey"), str(j, "requestHash"),
+                 when(j, "occurredAt"), std::move(*payload)};
   } catch (const std::exception& ex) {
     if (error) *error = ex.what();
     return std::nullopt;
@@ -182,9 +203,12 @@ std::string format_time(time_ms t) {
 }
 
 std::optional<time_ms> parse_time(std::string_view s) {
-  // Accepts YYYY-MM-DDTHH:MM:SS[.fff]Z, the form format_time writes.
+  // Accepts YYYY-MM-DDTHH:MM:SS[.fff]Z, the form format_time writes: digits only (from_chars alone would take
+  // "-1" for an hour), a real calendar date, and no later than format_time can write back in four digits.
   auto field = [&](std::size_t pos, std::size_t len, int& out) {
     if (pos + len > s.size()) return false;
+    for (std::size_t i = pos; i < pos + len; ++i)
+      if (s[i] < '0' || s[i] > '9') return false;
     auto [p, ec] = std::from_chars(s.data() + pos, s.data() + pos + len, out);
     return ec == std::errc{} && p == s.data() + pos + len;
   };
@@ -205,9 +229,12 @@ std::optional<time_ms> parse_time(std::string_view s) {
     ms = std::stoi(digits);
   }
   if (pos + 1 != s.size() || (s[pos] != 'Z' && s[pos] != 'z')) return std::nullopt;
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60) return std::nullopt;
   const auto days = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
-  return ((days * 24 + h) * 60 + mi) * 60'000 + sec * 1000 + ms;
+  const time_ms t = ((days * 24 + h) * 60 + mi) * 60'000 + sec * 1000 + ms;
+  // A leap second on 9999-12-31 would roll over into year 10000.
+  if (t > time_max) return std::nullopt;
+  return t;
 }
 
 }  // namespace credits

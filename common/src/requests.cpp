@@ -85,6 +85,11 @@ parsed guarded(const json& body, F&& build) {
 }  // namespace
 
 std::variant<json, rejection> parse_json(std::string_view body, const request_limits& limits) {
+  // nlohmann's lexer takes a NUL byte for the end of the input and ignores whatever follows it, so
+  // `{"amount":5}\0<anything>` would pass with bytes nobody validated. JSON never holds a raw NUL (in a
+  // string it must be escaped), so a body with one is not JSON.
+  if (body.find('\0') != std::string_view::npos)
+    return rejection{error_code::invalid_request, "the body is not valid JSON", "", nullptr};
   bool too_deep = false;
   json::parser_callback_t limit_depth = [&](int depth, json::parse_event_t, json&) {
     if (static_cast<std::size_t>(depth) > limits.json_depth_max) too_deep = true;

@@ -62,6 +62,40 @@ TEST(codec, malformed_events_are_refused_with_a_reason) {
   EXPECT_FALSE(decode(j.dump()));
 }
 
+// Found by tests/fuzz/events_fuzz.cpp: each of these decoded, but to a value other than the one written.
+TEST(codec, values_that_do_not_fit_are_refused_not_reinterpreted) {
+  auto j = to_json(sample(credits_added{"txn_1", 1000, 1000, "", "", {}}));
+  j["payload"]["amount"] = std::uint64_t{18'446'744'073'709'551'615u};  // was read as -1
+  EXPECT_FALSE(decode(j.dump()));
+  j = to_json(sample(credits_added{"txn_1", 1000, 1000, "", "", {}}));
+  j["schemaVersion"] = std::int64_t{4'294'967'297};  // was narrowed to 1
+  EXPECT_FALSE(decode(j.dump()));
+  j = to_json(sample(credits_added{"txn_1", 1000, 1000, "", "", {}}));
+  j["occurredAt"] = "2025-11-29T-6:01:22.123Z";  // a negative hour
+  EXPECT_FALSE(decode(j.dump()));
+}
+
+TEST(codec, an_event_with_a_nul_byte_is_refused) {
+  const auto text = encode(sample(reservation_cancelled{"rsv_1", 500}));
+  std::string error;
+  EXPECT_FALSE(decode(text + '\0' + "junk", &error));  // the parser would stop at the NUL and accept the rest
+  EXPECT_FALSE(error.empty());
+  EXPECT_TRUE(decode(text));
+}
+
+TEST(codec, metadata_is_an_object_or_absent) {
+  auto j = to_json(sample(account_created{"Alice", "", "", {}}));
+  for (const auto& bad : {nlohmann::json(5), nlohmann::json("x"), nlohmann::json::array()}) {
+    j["payload"]["metadata"] = bad;
+    EXPECT_FALSE(decode(j.dump())) << bad;
+  }
+  j["payload"]["metadata"] = nullptr;
+  ASSERT_TRUE(decode(j.dump()));
+  EXPECT_EQ(std::get<account_created>(decode(j.dump())->payload).metadata, nlohmann::json::object());
+  j["payload"].erase("metadata");
+  EXPECT_TRUE(decode(j.dump()));
+}
+
 TEST(time, formats_rfc3339_utc_with_milliseconds) {
   EXPECT_EQ(format_time(0), "1970-01-01T00:00:00.000Z");
   EXPECT_EQ(format_time(951'782'400'000), "2000-02-29T00:00:00.000Z");
@@ -75,6 +109,20 @@ TEST(time, parse_inverts_format) {
   EXPECT_FALSE(parse_time("2026-11-29 16:01:22Z"));
   EXPECT_FALSE(parse_time("2026-13-01T00:00:00Z"));
   EXPECT_FALSE(parse_time("2026-11-29T16:01:22+01:00"));
+}
+
+TEST(time, parse_refuses_what_format_cannot_write_back) {
+  EXPECT_FALSE(parse_time("2025-11-29T-6:01:22.123Z"));  // from_chars takes a sign; a time field has none
+  EXPECT_FALSE(parse_time("2025-11-29T16:-1:22Z"));
+  EXPECT_FALSE(parse_time("2025-11-29T16:01:-2Z"));
+  EXPECT_FALSE(parse_time("-999-01-01T00:00:00Z"));
+  EXPECT_FALSE(parse_time("2025-02-29T00:00:00Z"));  // not a leap year
+  EXPECT_FALSE(parse_time("2025-04-31T00:00:00Z"));
+  EXPECT_TRUE(parse_time("2024-02-29T00:00:00Z"));
+  EXPECT_FALSE(parse_time("9999-12-31T23:59:60Z"));  // would be year 10000, which format_time writes in 5 digits
+  EXPECT_EQ(parse_time("9999-12-31T23:59:59.999Z"), 253'402'300'799'999);
+  EXPECT_EQ(format_time(253'402'300'799'999), "9999-12-31T23:59:59.999Z");
+  EXPECT_EQ(parse_time("2016-12-31T23:59:60Z"), parse_time("2017-01-01T00:00:00Z"));  // a leap second still is one
 }
 
 TEST(ids, murmur2_matches_the_java_client) {

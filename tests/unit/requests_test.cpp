@@ -141,5 +141,20 @@ TEST_F(requests, json_parser_refuses_garbage_and_deep_nesting) {
   EXPECT_TRUE(std::holds_alternative<json>(parse_json(R"({"a":{"b":[1,2]}})", limits)));
 }
 
+// Found by tests/fuzz/requests_fuzz.cpp and tests/integration/test_hostile.py: the JSON parser ended the input
+// at a NUL byte, so whatever followed it was accepted unread.
+TEST_F(requests, a_nul_byte_anywhere_makes_the_body_invalid) {
+  using namespace std::string_literals;
+  const auto valid = R"({"externalId":"u","amount":5})"s;
+  for (const auto& body : {valid + '\0', valid + '\0' + R"({"amount":999999})", '\0' + valid,
+                           R"({"externalId":"u)"s + '\0' + R"(","amount":5})"}) {
+    const auto p = parse_json(body, limits);
+    ASSERT_TRUE(std::holds_alternative<rejection>(p)) << body.size();
+    EXPECT_EQ(std::get<rejection>(p).code, error_code::invalid_request);
+  }
+  // An escaped NUL inside a string is valid JSON and stays accepted.
+  EXPECT_TRUE(std::holds_alternative<json>(parse_json(R"({"name":"a\u0000b"})", limits)));
+}
+
 }  // namespace
 }  // namespace credits
