@@ -87,6 +87,24 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
   r.millis("CREDITS_EXPIRY_SCAN_INTERVAL_MS", c.expiry_scan_interval_ms, 10, 60'000);
   r.millis("CREDITS_REDIS_TIMEOUT_MS", c.redis_timeout_ms, 10, 60'000);
   r.number("CREDITS_RESERVATION_TIMEOUT_S", c.limits.reservation_timeout_s, 1, c.limits.reservation_timeout_s_max);
+  r.number("CREDITS_STRING_BYTES_MAX", c.limits.string_bytes_max, 16, 64 * 1024);
+  r.number("CREDITS_METADATA_BYTES_MAX", c.limits.metadata_bytes_max, 2, 1024 * 1024);
+  r.number("CREDITS_JSON_DEPTH_MAX", c.limits.json_depth_max, 2, 128);
+  r.number("CREDITS_EXPIRIES_PER_BATCH_MAX", c.expiries_per_batch_max, 1, 100'000);
+  r.millis("CREDITS_SHUTDOWN_TIMEOUT_MS", c.shutdown_timeout_ms, 100, 600'000);
+  r.number("CREDITS_CONNECTIONS_MAX", c.connections_max, 1, 1'000'000);
+  r.millis("CREDITS_REQUEST_TIMEOUT_MS", c.request_timeout_ms, 100, 600'000);
+  r.millis("CREDITS_SEND_TIMEOUT_MS", c.send_timeout_ms, 100, 600'000);
+  r.millis("CREDITS_KAFKA_PROBE_INTERVAL_MS", c.kafka_probe_interval_ms, 100, 600'000);
+  r.millis("CREDITS_KAFKA_PROBE_TIMEOUT_MS", c.kafka_probe_timeout_ms, 100, 600'000);
+  std::int64_t window_s = c.idempotency_window_ms.count() / 1000;
+  r.number("CREDITS_IDEMPOTENCY_WINDOW_S", window_s, 1, 30LL * 86400);
+  c.idempotency_window_ms = std::chrono::milliseconds(window_s * 1000);
+  r.number("CREDITS_IDEMPOTENCY_KEYS_MAX", c.idempotency_keys_max, 1, 1'000'000'000);
+  r.number("CREDITS_IDEMPOTENCY_RESPONSES_CACHED_MAX", c.idempotency_responses_cached_max, 0, 10'000'000);
+  r.text("CREDITS_SNAPSHOT_TOPIC", c.snapshot_topic);
+  r.number("CREDITS_SNAPSHOT_INTERVAL_EVENTS", c.snapshot_interval_events, 0, 1'000'000'000);
+  r.number("CREDITS_SNAPSHOT_CHUNK_BYTES", c.snapshot_chunk_bytes, 1024, 900 * 1024);
   if (c.append_timeout_ms > c.kafka_transaction_timeout_ms)
     throw std::invalid_argument("CREDITS_APPEND_TIMEOUT_MS must not exceed CREDITS_KAFKA_TRANSACTION_TIMEOUT_MS");
   const char* keys = getenv("CREDITS_API_KEYS");

@@ -10,9 +10,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <random>
 
+#include "credits/event_store.hpp"
 #include "credits/ids.hpp"
 #include "credits/responses.hpp"
 
@@ -29,6 +32,29 @@ using response = http::response<http::string_body>;
 
 constexpr std::size_t request_id_bytes_max = 128;
 constexpr std::size_t idempotency_key_bytes_max = 256;
+constexpr std::size_t read_chunk_bytes = 4096;  // what one read of a waiting connection asks for
+// A refused connection gets its 503 and then this long to finish sending its request (read and dropped), so
+// that closing it does not reset the connection before the client has read the answer.
+constexpr std::chrono::milliseconds refusal_linger_ms{1000};
+// After an accept error that is not one connection's own (no file descriptors left, no memory), wait before
+// accepting again rather than spinning.
+constexpr std::chrono::milliseconds accept_backoff_ms{50};
+
+std::string new_request_id(std::mt19937_64& rng) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "req_%016llx", static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+// A count of a resource held by coroutines (open connections, refusals). Shared with each holder: the frame of
+// a session still suspended when the server stops is destroyed with the io_context, after the server.
+using shared_count = std::shared_ptr<std::atomic<std::size_t>>;
+
+// Gives back one unit of a shared_count when the coroutine that holds it ends, however it ends.
+struct count_release {
+  shared_count count;
+  ~count_release() { count->fetch_sub(1, std::memory_order_acq_rel); }
+};
 
 // Delivers a writer outcome back onto the coroutine's own executor.
 template <class Token>
@@ -41,11 +67,21 @@ auto async_submit(writer& w, command cmd, request_context ctx, Token&& token) {
           asio::post(ex, [shared, o = std::move(o)]() mutable { (*shared)(std::move(o)); });
         };
         submission s{std::move(c), std::move(x), deliver};
-        if (!w.submit(std::move(s)))
-          deliver(outcome{503,
-                          error_body(rejection{error_code::unavailable,
-                                               "the writer is busy or recovering; retry later", "", nullptr}),
-                          {}, false});
+        switch (w.submit(std::move(s))) {
+          case submit_result::queued: break;
+          case submit_result::busy:
+            deliver(outcome{503,
+                            error_body(rejection{error_code::unavailable,
+                                                 "the writer is busy or recovering; retry later", "", nullptr}),
+                            {}, false});
+            break;
+          case submit_result::in_flight:
+            deliver(outcome{409,
+                            error_body(rejection{error_code::idempotency_key_in_flight,
+                                                 "a request with this Idempotency-Key is in flight", "", nullptr}),
+                            {}, false});
+            break;
+        }
       },
       token, std::move(cmd), std::move(ctx));
 }
@@ -72,6 +108,11 @@ auto offload(asio::thread_pool& pool, F f) {
         });
       },
       asio::use_awaitable, std::move(f));
+}
+
+// Header values that end up in events (and so in JSON) must be text: visible ASCII and spaces only.
+bool printable_ascii(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
 }
 
 int hex_value(char c) {
@@ -142,6 +183,49 @@ void redis_pool::release(std::unique_ptr<read_model::redis_connection> c) {
   if (idle_.size() < static_cast<std::size_t>(cfg_.redis_connections_max)) idle_.push_back(std::move(c));
 }
 
+kafka_probe::kafka_probe(const config& cfg) : cfg_(cfg), thread_([this] { run(); }) {}
+
+kafka_probe::~kafka_probe() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  thread_.join();
+}
+
+kafka_probe::status kafka_probe::current() const {
+  std::lock_guard lock(mutex_);
+  return status{reachable_.load(std::memory_order_acquire), error_};
+}
+
+void kafka_probe::run() {
+  std::unique_ptr<store::consumer> client;
+  for (;;) {
+    std::string error;
+    try {
+      // One client for the process's life; it reconnects by itself, at most a probe interval apart, so a broker
+      // that comes back is seen within about one interval.
+      if (!client)
+        client = std::make_unique<store::consumer>(
+            cfg_.kafka_brokers, false,
+            store::settings{{"reconnect.backoff.max.ms", std::to_string(cfg_.kafka_probe_interval_ms.count())},
+                            {"log.connection.close", "false"}});
+      client->partition_count(cfg_.ledger_topic, cfg_.kafka_probe_timeout_ms);
+    } catch (const std::exception& ex) {
+      error = ex.what();
+    }
+    std::unique_lock lock(mutex_);
+    const bool reachable = error.empty();
+    if (reachable != reachable_.load(std::memory_order_acquire))
+      std::fprintf(stderr, "credits-api: Kafka is %s%s\n", reachable ? "reachable again" : "unreachable: ",
+                   error.c_str());
+    error_ = std::move(error);
+    reachable_.store(reachable, std::memory_order_release);
+    if (stop_cv_.wait_for(lock, cfg_.kafka_probe_interval_ms, [this] { return stopping_; })) return;
+  }
+}
+
 struct http_api::impl {
   const config& cfg;
   asio::io_context& io;
@@ -149,9 +233,19 @@ struct http_api::impl {
   tcp::acceptor acceptor;
   asio::thread_pool blocking;
   redis_pool redis;
+  kafka_probe kafka;
+  // Sessions open now, and connections being answered 503; each at most cfg.connections_max.
+  shared_count connections = std::make_shared<std::atomic<std::size_t>>(0);
+  shared_count refusals = std::make_shared<std::atomic<std::size_t>>(0);
 
   impl(const config& c, asio::io_context& i, writer& wr)
-      : cfg(c), io(i), w(wr), acceptor(i), blocking(static_cast<std::size_t>(c.redis_connections_max)), redis(c) {}
+      : cfg(c),
+        io(i),
+        w(wr),
+        acceptor(i),
+        blocking(static_cast<std::size_t>(c.redis_connections_max)),
+        redis(c),
+        kafka(c) {}
 
   // Per-connection state: the caller's random source for new ids.
   struct session_state {
@@ -173,7 +267,8 @@ struct http_api::impl {
     response res{static_cast<http::status>(status), req.version()};
     res.set(http::field::content_type, "application/json");
     res.keep_alive(req.keep_alive());
-    res.body() = body.dump();
+    // Replace, not throw: an error message may quote bytes of the request that are not UTF-8.
+    res.body() = body.dump(-1, ' ', false, json::error_handler_t::replace);
     if (status == 503) res.set(http::field::retry_after, "1");
     res.prepare_payload();
     return res;
@@ -198,8 +293,15 @@ struct http_api::impl {
     if (auto* r = std::get_if<rejection>(&p)) co_return reject(*r, req);
 
     const auto idempotency_key = std::string(req["Idempotency-Key"]);
+    if (!printable_ascii(idempotency_key))
+      co_return reject(rejection{error_code::invalid_request, "Idempotency-Key must be printable ASCII", "Idempotency-Key", nullptr}, req);
     if (idempotency_key.size() > idempotency_key_bytes_max)
       co_return reject(rejection{error_code::invalid_request, "Idempotency-Key is too long", "Idempotency-Key", nullptr}, req);
+    // Kafka known to be down: answer now instead of letting the writer wait out its append timeout.
+    if (!kafka.reachable())
+      co_return reject(rejection{error_code::unavailable, "the event log (Kafka) is unreachable; retry later", "",
+                                 nullptr},
+                       req);
     request_context ctx{key.tenant, key.key_id, request_id, idempotency_key,
                         sha256_hex(std::string(req.target()) + '\n' + req.body()), 0};
     const outcome o = co_await async_submit(w, std::move(std::get<command>(p)), std::move(ctx), asio::use_awaitable);
@@ -244,13 +346,16 @@ struct http_api::impl {
     } else {
       target = w.latest_position(account_id);
     }
-    bool stale = false;
-    if (target && target->topic == cfg.ledger_topic) stale = !co_await wait_for_projection(*target);
+    // `behind`: the projection has not reached the position we know of. `unconfirmed`: the position we know of
+    // may not be the end of the log (Kafka cannot be asked, or the writer is rebuilding its state).
+    bool behind = false;
+    if (target && target->topic == cfg.ledger_topic) behind = !co_await wait_for_projection(*target);
+    const bool unconfirmed = !kafka.reachable() || !w.ready();
 
     auto read = with_redis<std::optional<read_model::account_view>>(
         [account_id](read_model::redis_connection& c) { return read_model::get_account(c, account_id); });
     const auto view = co_await std::move(read);
-    if (!view && stale)  // the account may be in the log but not yet in the view: not found would be false
+    if (!view && behind)  // the account may be in the log but not yet in the view: not found would be false
       co_return reject(rejection{error_code::unavailable, "the read model is behind the log; retry shortly", "", nullptr}, req);
     if (!view || view->tenant != key.tenant)
       co_return reject(rejection{error_code::account_not_found, "account not found", "", nullptr}, req);
@@ -268,26 +373,68 @@ struct http_api::impl {
       body["account"]["available"] = view->balance - view->reserved;
     }
     auto res = make(200, body, req);
-    if (stale) res.set("Credits-Stale", "true");
+    if (behind || unconfirmed) res.set("Credits-Stale", "true");
     co_return res;
   }
 
   asio::awaitable<response> handle(const request& req, session_state& s) {
     std::string request_id(req["X-Request-Id"]);
-    if (request_id.empty() || request_id.size() > request_id_bytes_max) {
-      char buf[24];
-      std::snprintf(buf, sizeof buf, "req_%016llx", static_cast<unsigned long long>(s.rng()));
-      request_id = buf;
-    }
-    auto res = co_await route(req, s, request_id);
+    const bool garbled = !printable_ascii(request_id);  // it would end up in an event, which must be text
+    if (request_id.empty() || request_id.size() > request_id_bytes_max || garbled) request_id = new_request_id(s.rng);
+    response res;
+    if (garbled)
+      res = reject(rejection{error_code::invalid_request, "X-Request-Id must be printable ASCII", "X-Request-Id", nullptr},
+                   req);
+    else
+      res = co_await route(req, s, request_id);
     res.set("X-Request-Id", request_id);
     co_return res;
   }
 
+  // Ready when commands and queries can be served: Kafka answers the probe, the writer has rebuilt its state
+  // and takes commands, and Redis answers a PING from the query pool. The body names what is down.
+  asio::awaitable<response> readiness(const request& req) {
+    std::string redis_error;
+    try {
+      auto ping = with_redis<std::string>(
+          [](read_model::redis_connection& c) { return c.run({"PING"}).value.value_or(""); });
+      const auto pong = co_await std::move(ping);
+      if (pong != "PONG") redis_error = "unexpected answer to PING: " + pong;
+    } catch (const std::exception& ex) {
+      redis_error = ex.what();
+    }
+    const auto k = kafka.current();
+    const bool writer_ready = w.ready();
+    json checks = json::object();
+    json down = json::array();
+    const auto check = [&](const char* name, bool ok, const std::string& error) {
+      checks[name] = ok ? json{{"ok", true}} : json{{"ok", false}, {"error", error}};
+      if (!ok) down.push_back(name);
+    };
+    check("kafka", k.reachable, k.error);
+    check("writer", writer_ready, "rebuilding its state from the log; not taking commands");
+    check("redis", redis_error.empty(), redis_error);
+    const bool ready = down.empty();
+    co_return make(ready ? 200 : 503,
+                   {{"status", ready ? "ready" : "not_ready"}, {"down", std::move(down)}, {"checks", std::move(checks)}},
+                   req);
+  }
+
   asio::awaitable<response> route(const request& req, session_state& s, const std::string& request_id) {
     const auto [path, query] = split_target(req.target());
-    if (path == "/healthz")
-      co_return make(200, {{"status", "ok"}, {"accounts", w.accounts()}}, req);
+    if (path == "/healthz") {
+      const auto start = w.last_start();
+      co_return make(200,
+                     {{"status", "ok"},
+                      {"accounts", w.accounts()},
+                      {"startup",
+                       {{"fromSnapshot", start.from_snapshot},
+                        {"snapshotId", start.snapshot_id},
+                        {"eventsReplayed", start.events_replayed},
+                        {"durationMs", start.duration.count()}}}},
+                     req);
+    }
+    if (path == "/readyz") co_return co_await readiness(req);
 
     static constexpr std::string_view commands[] = {"/v1/accounts/create",       "/v1/accounts/credits/add",
                                                     "/v1/accounts/credits/deduct", "/v1/reservations/create",
@@ -325,7 +472,10 @@ struct http_api::impl {
     }
   }
 
+  // One connection: requests are read, handled and answered strictly one after another, so a client that
+  // pipelines has one request in flight and the rest wait in the socket. Holds one unit of `connections`.
   asio::awaitable<void> session(tcp::socket socket) {
+    const count_release slot{connections};
     beast::tcp_stream stream(std::move(socket));
     beast::flat_buffer buffer;
     session_state s;
@@ -333,7 +483,16 @@ struct http_api::impl {
       http::request_parser<http::string_body> parser;
       parser.body_limit(cfg.body_bytes_max);
       parser.header_limit(static_cast<std::uint32_t>(cfg.header_bytes_max));
-      stream.expires_after(cfg.idle_timeout_ms);
+      // Between requests the connection may idle for the idle timeout; once a request's first byte is here
+      // (or was read along with the previous one), the whole request must arrive within the request timeout.
+      if (buffer.size() == 0) {
+        stream.expires_after(cfg.idle_timeout_ms);
+        auto [iec, in] = co_await stream.async_read_some(buffer.prepare(read_chunk_bytes),
+                                                         asio::as_tuple(asio::use_awaitable));
+        if (iec) break;
+        buffer.commit(in);
+      }
+      stream.expires_after(cfg.request_timeout_ms);
       auto [ec, n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
       if (ec) {
         std::optional<response> last;
@@ -349,13 +508,16 @@ struct http_api::impl {
         else if (ec != http::error::end_of_stream && ec != beast::error::timeout && ec != asio::error::eof &&
                  ec != asio::error::connection_reset && ec != asio::error::operation_aborted)
           last = reject(rejection{error_code::invalid_request, "malformed HTTP request: " + ec.message(), "", nullptr}, blank);
-        if (last) co_await http::async_write(stream, *last, asio::as_tuple(asio::use_awaitable));
+        if (last) {
+          stream.expires_after(cfg.send_timeout_ms);
+          co_await http::async_write(stream, *last, asio::as_tuple(asio::use_awaitable));
+        }
         break;
       }
       const request req = parser.release();
       response res = co_await handle(req, s);
       const bool keep_alive = res.keep_alive();
-      stream.expires_after(cfg.idle_timeout_ms);
+      stream.expires_after(cfg.send_timeout_ms);
       auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
       if (wec || !keep_alive) break;
     }
@@ -363,20 +525,64 @@ struct http_api::impl {
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
 
+  // A connection over the limit: answered 503 at once (before its request is read) and closed, after giving
+  // the client a moment to finish sending so the close does not reset the answer away. Holds one unit of
+  // `refusals`.
+  asio::awaitable<void> refuse(tcp::socket socket) {
+    const count_release slot{refusals};
+    beast::tcp_stream stream(std::move(socket));
+    std::mt19937_64 rng{std::random_device{}()};
+    request blank;
+    blank.version(11);
+    blank.keep_alive(false);
+    auto res = reject(rejection{error_code::unavailable,
+                                "too many connections (" + std::to_string(cfg.connections_max) + "); retry later", "",
+                                nullptr},
+                      blank);
+    res.set("X-Request-Id", new_request_id(rng));
+    stream.expires_after(std::min(cfg.send_timeout_ms, refusal_linger_ms));
+    auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+    if (wec) co_return;
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    std::array<char, read_chunk_bytes> sink;
+    stream.expires_after(refusal_linger_ms);
+    for (;;) {
+      auto [rec, rn] = co_await stream.async_read_some(asio::buffer(sink), asio::as_tuple(asio::use_awaitable));
+      if (rec) break;
+    }
+  }
+
+  static void log_connection_error(std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      std::fprintf(stderr, "credits-api: connection ended by an error: %s\n", ex.what());
+    }
+  }
+
   asio::awaitable<void> accept_loop() {
+    asio::steady_timer backoff(io);
     for (;;) {
       auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::operation_aborted) co_return;
-      if (ec) continue;  // a connection that failed during accept (e.g. reset) affects nobody else
+      if (ec == asio::error::connection_aborted) continue;  // that one connection's failure, nobody else's
+      if (ec) {
+        std::fprintf(stderr, "credits-api: accept failed, pausing: %s\n", ec.message().c_str());
+        backoff.expires_after(accept_backoff_ms);
+        co_await backoff.async_wait(asio::as_tuple(asio::use_awaitable));
+        continue;
+      }
       auto strand = socket.get_executor();
-      asio::co_spawn(strand, session(std::move(socket)), [](std::exception_ptr e) {
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          std::fprintf(stderr, "credits-api: connection ended by an error: %s\n", ex.what());
-        }
-      });
+      if (connections->load(std::memory_order_acquire) < cfg.connections_max) {
+        connections->fetch_add(1, std::memory_order_acq_rel);  // given back by the session
+        asio::co_spawn(strand, session(std::move(socket)), &impl::log_connection_error);
+      } else if (refusals->load(std::memory_order_acquire) < cfg.connections_max) {
+        refusals->fetch_add(1, std::memory_order_acq_rel);  // given back by refuse()
+        asio::co_spawn(strand, refuse(std::move(socket)), &impl::log_connection_error);
+      }
+      // Else even the refusals are at their limit: the socket closes here, unanswered.
     }
   }
 };

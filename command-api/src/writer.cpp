@@ -1,20 +1,34 @@
 #include "credits/writer.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
-#include <unordered_set>
 
 #include "credits/responses.hpp"
+#include "credits/snapshot.hpp"
 
 namespace credits::api {
 namespace {
 
-std::string idempotency_slot(const request_context& ctx) { return ctx.tenant + '\n' + ctx.idempotency_key; }
+using std::chrono::milliseconds;
+
+constexpr milliseconds replay_read_timeout{5'000};
+
+// librdkafka backs off up to 10 s between reconnects by default; after a broker restart that delays the
+// writer's recovery by as much. One second keeps recovery quick without hammering a broker that is down.
+const store::settings producer_settings{{"reconnect.backoff.max.ms", "1000"}};
 
 outcome failure(const rejection& r) { return outcome{http_status(r.code), error_body(r), {}, false}; }
 
 outcome unavailable(std::string message) {
   return failure(rejection{error_code::unavailable, std::move(message), "", nullptr});
+}
+
+void note_offset(std::map<std::string, std::vector<std::int64_t>>& next, const std::string& topic,
+                 std::int32_t partition, std::int64_t offset) {
+  auto& offsets = next[topic];
+  if (offsets.size() <= static_cast<std::size_t>(partition)) offsets.resize(static_cast<std::size_t>(partition) + 1, 0);
+  offsets[static_cast<std::size_t>(partition)] = std::max(offsets[static_cast<std::size_t>(partition)], offset + 1);
 }
 
 }  // namespace
@@ -40,15 +54,28 @@ std::optional<log_position> log_position::parse(std::string_view text) {
   return p;
 }
 
-writer::writer(const config& cfg, clock_fn now) : cfg_(cfg), now_(std::move(now)) {}
+writer::writer(const config& cfg, clock_fn now)
+    : cfg_(cfg),
+      now_(std::move(now)),
+      idempotency_(cfg.idempotency_window_ms, cfg.idempotency_keys_max, cfg.idempotency_responses_cached_max),
+      snapshots_(cfg.snapshot_interval_events > 0) {}
 
 writer::~writer() { stop(); }
 
 void writer::start() {
   producer_ = std::make_unique<store::transactional_producer>(cfg_.kafka_brokers, cfg_.transactional_id,
                                                               cfg_.kafka_transaction_timeout_ms,
-                                                              cfg_.startup_timeout_ms);
+                                                              cfg_.startup_timeout_ms, producer_settings);
   for (const auto& topic : {cfg_.ledger_topic, cfg_.usage_topic}) producer_->partition_count(topic, cfg_.startup_timeout_ms);
+  if (snapshots_) {
+    try {
+      producer_->partition_count(cfg_.snapshot_topic, cfg_.startup_timeout_ms);
+    } catch (const std::exception& ex) {
+      // Without the topic the writer still works; every start-up just replays the whole log.
+      std::fprintf(stderr, "credits-api: snapshots disabled: %s\n", ex.what());
+      snapshots_ = false;
+    }
+  }
   rebuild();
   {
     std::lock_guard lock(queue_mutex_);
@@ -67,14 +94,16 @@ void writer::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-bool writer::submit(submission&& s) {
+submit_result writer::submit(submission&& s) {
   {
     std::lock_guard lock(queue_mutex_);
-    if (!accepting_ || queue_.size() >= cfg_.queue_commands_max) return false;
+    if (!accepting_ || queue_.size() >= cfg_.queue_commands_max) return submit_result::busy;
+    if (!s.ctx.idempotency_key.empty() && !in_flight_.insert(slot_of(s.ctx.tenant, s.ctx.idempotency_key)).second)
+      return submit_result::in_flight;
     queue_.push_back(std::move(s));
   }
   queue_cv_.notify_one();
-  return true;
+  return submit_result::queued;
 }
 
 std::optional<log_position> writer::latest_position(const std::string& account_id) const {
@@ -84,13 +113,23 @@ std::optional<log_position> writer::latest_position(const std::string& account_i
   return it->second;
 }
 
+bool writer::ready() const {
+  std::lock_guard lock(queue_mutex_);
+  return accepting_;
+}
+
 std::size_t writer::accounts() const {
   std::lock_guard lock(positions_mutex_);
   return accounts_count_;
 }
 
-const std::string& writer::topic_of(const event& e) const {
-  return stream_of(e.payload) == stream::ledger ? cfg_.ledger_topic : cfg_.usage_topic;
+writer::start_stats writer::last_start() const {
+  std::lock_guard lock(positions_mutex_);
+  return last_start_;
+}
+
+const std::string& writer::topic_of(stream s) const {
+  return s == stream::ledger ? cfg_.ledger_topic : cfg_.usage_topic;
 }
 
 std::string writer::new_event_id() {
@@ -105,17 +144,56 @@ std::string writer::new_event_id() {
   return buf;
 }
 
+bool writer::load_snapshot(store::start_offsets& from) {
+  snapshot_assembler assembler;
+  store::read_to_end(cfg_.kafka_brokers, {cfg_.snapshot_topic},
+                     [&](const store::message& m) { assembler.add(m.value); }, cfg_.startup_timeout_ms);
+  last_snapshot_id_ = std::max(last_snapshot_id_, assembler.highest_id());
+  std::vector<std::string> problems;
+  const auto payload = assembler.newest(problems);
+  for (const auto& p : problems) std::fprintf(stderr, "credits-api: snapshot: %s\n", p.c_str());
+  if (!payload) {
+    std::fprintf(stderr, "credits-api: no usable snapshot; replaying the whole log\n");
+    return false;
+  }
+  std::string error;
+  auto s = decode_snapshot(*payload, &error);
+  if (!s) {
+    std::fprintf(stderr, "credits-api: snapshot is corrupt (%s); replaying the whole log\n", error.c_str());
+    return false;
+  }
+  state_ = std::move(s->state);
+  std::sort(s->idempotency.begin(), s->idempotency.end(),
+            [](const auto& a, const auto& b) { return a.second.occurred_at < b.second.occurred_at; });
+  for (const auto& [slot, record] : s->idempotency) idempotency_.remember(slot, record, std::nullopt);
+  next_offsets_ = s->next_offsets;
+  from = next_offsets_;
+  loaded_snapshot_id_ = s->id;
+  return true;
+}
+
 void writer::rebuild() {
+  const auto started = std::chrono::steady_clock::now();
   state_ = {};
   idempotency_.clear();
+  next_offsets_.clear();
   std::unordered_map<std::string, log_position> latest;
-  // Responses are rendered once the whole log is folded: a usage event may be read before the
-  // AccountCreated event of its account (they sit in different topics).
-  std::vector<std::pair<event, log_position>> keyed;
+  store::start_offsets from;
+  const bool from_snapshot = snapshots_ && load_snapshot(from);
+  if (!from_snapshot) {  // a snapshot that failed half-way may have left pieces behind
+    state_ = {};
+    idempotency_.clear();
+    next_offsets_.clear();
+    from.clear();
+  }
   std::size_t events = 0, skipped = 0;
+  // The newest keyed events of the tail, rendered once the fold is complete, so that retries after a restart
+  // (the common case after a crash) are answered without reading the log again.
+  std::deque<std::pair<key128, std::pair<event, log_position>>> recent;
   store::read_to_end(
       cfg_.kafka_brokers, {cfg_.ledger_topic, cfg_.usage_topic},
       [&](const store::message& m) {
+        note_offset(next_offsets_, m.topic, m.partition, m.offset);
         std::string error;
         auto e = decode(m.value, &error);
         if (!e) {
@@ -126,21 +204,67 @@ void writer::rebuild() {
         }
         ++events;
         apply(state_, *e);
-        log_position where{m.topic, m.partition, m.offset};
-        if (m.topic == cfg_.ledger_topic) latest[e->account_id] = where;
-        if (!e->idempotency_key.empty()) keyed.emplace_back(std::move(*e), std::move(where));
+        const bool ledger = m.topic == cfg_.ledger_topic;
+        if (ledger) latest[e->account_id] = log_position{m.topic, m.partition, m.offset};
+        if (!e->idempotency_key.empty()) {
+          const auto slot = slot_of(e->tenant, e->idempotency_key);
+          idempotency_.remember(slot,
+                                idempotency_record{fingerprint_of(e->request_hash),
+                                                   ledger ? stream::ledger : stream::usage, m.partition, m.offset,
+                                                   e->occurred_at},
+                                std::nullopt);
+          if (cfg_.idempotency_responses_cached_max > 0) {
+            recent.emplace_back(slot, std::make_pair(std::move(*e), log_position{m.topic, m.partition, m.offset}));
+            if (recent.size() > cfg_.idempotency_responses_cached_max) recent.pop_front();
+          }
+        }
       },
-      cfg_.startup_timeout_ms);
-  for (auto& [e, where] : keyed)
-    idempotency_[e.tenant + '\n' + e.idempotency_key] =
-        remembered{e.request_hash, outcome{200, render(e, state_.accounts.at(e.account_id)), where.to_string(), false}};
+      cfg_.startup_timeout_ms, from);
+  for (auto& [slot, entry] : recent) {
+    auto& [e, where] = entry;
+    if (const auto hit = idempotency_.find(slot, e.occurred_at); hit && hit->record.offset == where.offset)
+      idempotency_.remember(slot, hit->record,
+                            outcome{200, render(e, state_.accounts.at(e.account_id)), where.to_string(), false});
+  }
+  idempotency_.expire(now_());
+  events_since_snapshot_ = events;
+  const auto took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
   {
     std::lock_guard lock(positions_mutex_);
     latest_ = std::move(latest);
     accounts_count_ = state_.accounts.size();
+    last_start_ = start_stats{from_snapshot, from_snapshot ? loaded_snapshot_id_ : 0, events, took};
   }
-  std::fprintf(stderr, "credits-api: rebuilt %zu accounts from %zu events (%zu skipped), %zu idempotency keys\n",
-               state_.accounts.size(), events, skipped, idempotency_.size());
+  std::fprintf(stderr,
+               "credits-api: state rebuilt in %lld ms: %zu accounts, %s + %zu events replayed (%zu skipped), %zu "
+               "idempotency keys\n",
+               static_cast<long long>(took.count()), state_.accounts.size(),
+               from_snapshot ? ("snapshot " + std::to_string(loaded_snapshot_id_)).c_str() : "no snapshot", events,
+               skipped, idempotency_.size());
+}
+
+void writer::write_snapshot() {
+  std::vector<std::pair<key128, idempotency_record>> keys;
+  keys.reserve(idempotency_.size());
+  idempotency_.for_each([&](const key128& slot, const idempotency_record& r) { keys.emplace_back(slot, r); });
+  const time_ms now = now_();
+  const auto id = std::max<std::uint64_t>(last_snapshot_id_ + 1, static_cast<std::uint64_t>(now));
+  const auto payload = encode_snapshot(id, now, next_offsets_, state_, keys);
+  std::vector<store::record> records;
+  const auto chunks = split_snapshot(payload, id, cfg_.snapshot_chunk_bytes);
+  for (std::size_t i = 0; i < chunks.size(); ++i)
+    records.push_back({cfg_.snapshot_topic, "chunk-" + std::to_string(i), chunks[i]});
+  const auto result = producer_->append(records, cfg_.append_timeout_ms);
+  if (result.status == store::append_status::committed) {
+    last_snapshot_id_ = id;
+    events_since_snapshot_ = 0;
+    std::fprintf(stderr, "credits-api: snapshot %llu written: %zu accounts, %zu bytes in %zu chunks\n",
+                 static_cast<unsigned long long>(id), state_.accounts.size(), payload.size(), chunks.size());
+    return;
+  }
+  // A missing snapshot only makes the next start-up slower; the state itself is unaffected.
+  std::fprintf(stderr, "credits-api: snapshot not written: %s\n", result.error.c_str());
+  if (result.producer_lost) recover(true);
 }
 
 void writer::recover(bool producer_lost) {
@@ -149,15 +273,15 @@ void writer::recover(bool producer_lost) {
     accepting_ = false;
   }
   // Until the state matches the log again, no command may be decided: retry with a bounded backoff.
-  std::chrono::milliseconds backoff{100};
-  constexpr std::chrono::milliseconds backoff_max{5000};
+  milliseconds backoff{100};
+  constexpr milliseconds backoff_max{5000};
   for (;;) {
     try {
       if (producer_lost) {
         producer_.reset();
         producer_ = std::make_unique<store::transactional_producer>(cfg_.kafka_brokers, cfg_.transactional_id,
                                                                     cfg_.kafka_transaction_timeout_ms,
-                                                              cfg_.startup_timeout_ms);
+                                                                    cfg_.kafka_transaction_timeout_ms, producer_settings);
         producer_lost = false;
       }
       rebuild();
@@ -193,31 +317,48 @@ void writer::run() {
   }
 }
 
+void writer::release_in_flight(const std::vector<submission>& batch) {
+  std::lock_guard lock(queue_mutex_);
+  for (const auto& s : batch)
+    if (!s.ctx.idempotency_key.empty()) in_flight_.erase(slot_of(s.ctx.tenant, s.ctx.idempotency_key));
+}
+
+outcome writer::replay(const idempotency_store::hit& hit) {
+  if (hit.response) {
+    outcome o = *hit.response;
+    o.replayed = true;
+    return o;
+  }
+  // The first answer fell out of the cache: render it again from the event it wrote.
+  if (!replay_reader_)  // short fetch waits: each read is one record that is already in the log
+    replay_reader_ = std::make_unique<store::consumer>(
+        cfg_.kafka_brokers, false, store::settings{{"fetch.wait.max.ms", "5"}, {"fetch.error.backoff.ms", "5"}});
+  const auto& topic = topic_of(hit.record.topic);
+  const auto m = replay_reader_->read_at(topic, hit.record.partition, hit.record.offset, replay_read_timeout);
+  auto e = m ? decode(m->value) : std::nullopt;
+  if (!e || !state_.accounts.contains(e->account_id))
+    return unavailable("the first answer to this Idempotency-Key cannot be read now; retry later");
+  return outcome{200, render(*e, state_.accounts.at(e->account_id)),
+                 log_position{topic, hit.record.partition, hit.record.offset}.to_string(), true};
+}
+
 void writer::process(std::vector<submission>& batch) {
   const time_ms now = now_();
+  idempotency_.expire(now);
   std::vector<std::optional<outcome>> answers(batch.size());
   std::vector<std::optional<std::size_t>> event_of(batch.size());  // index into `events`
   std::vector<event> events;
-  std::unordered_set<std::string> keys_in_batch;
+  std::vector<store::record> records;  // events[k] encoded, in the same order
 
   for (std::size_t i = 0; i < batch.size(); ++i) {
     auto& s = batch[i];
     s.ctx.now = now;
     if (!s.ctx.idempotency_key.empty()) {
-      const auto slot = idempotency_slot(s.ctx);
-      if (auto it = idempotency_.find(slot); it != idempotency_.end()) {
-        if (it->second.request_hash == s.ctx.request_hash) {
-          answers[i] = it->second.result;
-          answers[i]->replayed = true;
-        } else {
-          answers[i] = failure(rejection{error_code::idempotency_key_reused,
-                                         "this Idempotency-Key was used with a different request", "", nullptr});
-        }
-        continue;
-      }
-      if (!keys_in_batch.insert(slot).second) {
-        answers[i] = failure(rejection{error_code::idempotency_key_in_flight,
-                                       "a request with this Idempotency-Key is in flight", "", nullptr});
+      if (const auto hit = idempotency_.find(slot_of(s.ctx.tenant, s.ctx.idempotency_key), now)) {
+        answers[i] = hit->record.request == fingerprint_of(s.ctx.request_hash)
+                         ? replay(*hit)
+                         : failure(rejection{error_code::idempotency_key_reused,
+                                             "this Idempotency-Key was used with a different request", "", nullptr});
         continue;
       }
     }
@@ -226,54 +367,77 @@ void writer::process(std::vector<submission>& batch) {
       answers[i] = failure(*r);
       continue;
     }
-    for (auto& e : std::get<std::vector<event>>(d)) {
-      e.event_id = new_event_id();
-      apply(state_, e);
+    auto& decided = std::get<std::vector<event>>(d);
+    std::vector<std::string> encoded;
+    try {  // encode before apply: an event that cannot be stored must not change the state
+      for (auto& e : decided) {
+        e.event_id = new_event_id();
+        encoded.push_back(encode(e));
+      }
+    } catch (const std::exception& ex) {
+      answers[i] = failure(rejection{error_code::invalid_request, std::string("the request cannot be stored: ") + ex.what(),
+                                     "", nullptr});
+      continue;
+    }
+    for (std::size_t k = 0; k < decided.size(); ++k) {
+      apply(state_, decided[k]);
       event_of[i] = events.size();  // every command yields one event today
-      events.push_back(std::move(e));
+      records.push_back({topic_of(stream_of(decided[k].payload)), decided[k].account_id, std::move(encoded[k])});
+      events.push_back(std::move(decided[k]));
     }
   }
   for (auto& e : expire_due(state_, now, cfg_.expiries_per_batch_max)) {
     e.event_id = new_event_id();
     apply(state_, e);
+    records.push_back({cfg_.ledger_topic, e.account_id, encode(e)});
     events.push_back(std::move(e));
   }
 
   if (!events.empty()) {
-    std::vector<store::record> records;
-    records.reserve(events.size());
-    for (const auto& e : events) records.push_back({topic_of(e), e.account_id, encode(e)});
     const auto result = producer_->append(records, cfg_.append_timeout_ms);
     if (result.status != store::append_status::committed) {
       std::fprintf(stderr, "credits-api: Kafka transaction of %zu events not committed (%s): %s\n", events.size(),
                    result.status == store::append_status::unknown ? "outcome unknown" : "aborted",
                    result.error.c_str());
       // Every decision in this batch was made against state that may not be in the log: none is reported,
-      // except replays, which rest on earlier committed events.
+      // except replays, which rest on earlier committed events. A retry with the same Idempotency-Key
+      // learns the true outcome once the state is rebuilt from the log.
       const auto message = result.status == store::append_status::unknown
                                ? "the outcome of the write is unknown; retry with the same Idempotency-Key"
                                : "the event log is unavailable; retry later";
+      release_in_flight(batch);
       for (std::size_t i = 0; i < batch.size(); ++i)
         batch[i].done(answers[i] && answers[i]->replayed ? *answers[i] : unavailable(message));
       recover(result.producer_lost);
       return;
     }
     std::lock_guard lock(positions_mutex_);
+    for (std::size_t k = 0; k < events.size(); ++k) {
+      const auto& e = events[k];
+      const auto& topic = topic_of(stream_of(e.payload));
+      note_offset(next_offsets_, topic, result.positions[k].partition, result.positions[k].offset);
+      if (stream_of(e.payload) == stream::ledger)
+        latest_[e.account_id] = {topic, result.positions[k].partition, result.positions[k].offset};
+    }
     for (std::size_t i = 0; i < batch.size(); ++i) {
       if (!event_of[i]) continue;
-      const auto& e = events[*event_of[i]];
-      const auto& where = result.positions[*event_of[i]];
-      const log_position position{topic_of(e), where.partition, where.offset};
-      if (stream_of(e.payload) == stream::ledger) latest_[e.account_id] = position;
+      const auto k = *event_of[i];
+      const auto& e = events[k];
+      const log_position position{topic_of(stream_of(e.payload)), result.positions[k].partition,
+                                  result.positions[k].offset};
       answers[i] = outcome{200, render(e, state_.accounts.at(e.account_id)), position.to_string(), false};
-      if (!e.idempotency_key.empty()) idempotency_[idempotency_slot(batch[i].ctx)] = {e.request_hash, *answers[i]};
+      if (!e.idempotency_key.empty())
+        idempotency_.remember(slot_of(e.tenant, e.idempotency_key),
+                              idempotency_record{fingerprint_of(e.request_hash), stream_of(e.payload),
+                                                 position.partition, position.offset, e.occurred_at},
+                              answers[i]);
     }
-    for (std::size_t k = 0; k < events.size(); ++k)  // expiries: no caller, but readers wait on them too
-      if (std::holds_alternative<reservation_expired>(events[k].payload))
-        latest_[events[k].account_id] = {cfg_.ledger_topic, result.positions[k].partition, result.positions[k].offset};
     accounts_count_ = state_.accounts.size();
+    events_since_snapshot_ += events.size();
   }
+  release_in_flight(batch);
   for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(*answers[i]));
+  if (snapshots_ && events_since_snapshot_ >= cfg_.snapshot_interval_events) write_snapshot();
 }
 
 }  // namespace credits::api

@@ -267,14 +267,30 @@ std::vector<message> consumer::poll(std::size_t max, milliseconds timeout,
   return out;
 }
 
+std::optional<message> consumer::read_at(const std::string& topic, std::int32_t partition, std::int64_t offset,
+                                         milliseconds timeout) {
+  assign({{topic, partition, offset}});
+  const auto deadline = clock::now() + timeout;
+  while (remaining(deadline).count() > 0) {
+    for (auto& m : poll(1, std::min(remaining(deadline), milliseconds(100))))
+      if (m.topic == topic && m.partition == partition && m.offset == offset) return std::move(m);
+  }
+  return std::nullopt;
+}
+
 void read_to_end(const std::string& brokers, const std::vector<std::string>& topics,
-                 const std::function<void(const message&)>& on_message, milliseconds timeout) {
+                 const std::function<void(const message&)>& on_message, milliseconds timeout,
+                 const start_offsets& from) {
   consumer c(brokers, true);
   const auto deadline = clock::now() + timeout;
   std::vector<start_point> all;
   for (const auto& topic : topics) {
     const auto n = c.partition_count(topic, timeout);
-    for (std::int32_t p = 0; p < n; ++p) all.push_back({topic, p, 0});
+    const auto known = from.find(topic);
+    for (std::int32_t p = 0; p < n; ++p) {
+      const bool have = known != from.end() && static_cast<std::size_t>(p) < known->second.size();
+      all.push_back({topic, p, have ? known->second[static_cast<std::size_t>(p)] : 0});
+    }
   }
   c.assign(all);
   std::set<std::pair<std::string, std::int32_t>> open;

@@ -86,3 +86,22 @@ def test_restart_keeps_state_and_idempotency(stack, client, external_id):
     events = read_topic(LEDGER_TOPIC, key=account_id)
     assert sum(e["type"] == "CreditsDeducted" for e in events) == 1
     assert fold_balance(events) == (320, 0)
+
+
+def test_concurrent_requests_with_one_key_write_once(stack, client, external_id):
+    account_id = open_account(client, external_id, 0)
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+
+    def add(_):
+        return Client(stack.url).post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 9}, headers=key)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(add, range(24)))
+    codes = [r.status_code for r in answers]
+    assert set(codes) <= {200, 409}, codes
+    assert all(r.json()["error"]["code"] == "idempotency_key_in_flight" for r in answers if r.status_code == 409)
+    ok = [r.json() for r in answers if r.status_code == 200]
+    assert ok and all(body == ok[0] for body in ok), "every success is the same first answer"
+    added = [e for e in read_topic(LEDGER_TOPIC, key=account_id) if e["type"] == "CreditsAdded"]
+    assert len(added) == 1
+    assert client.get("/v1/accounts/balance", accountId=account_id).json()["balance"] == 9

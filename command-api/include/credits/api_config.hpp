@@ -49,6 +49,31 @@ struct config {
   std::chrono::milliseconds redis_timeout_ms{1'000};
   std::chrono::milliseconds shutdown_timeout_ms{5'000};
 
+  // Connections and their requests. A connection serves one request at a time (pipelined requests wait their
+  // turn), so in-flight requests per connection are 1 by construction. Beyond `connections_max` a new
+  // connection is answered 503 and closed; `request_timeout_ms` bounds how long a request may take to arrive
+  // once its first byte has (a slow-drip client cannot hold a connection), `send_timeout_ms` how long sending
+  // its response may take.
+  std::size_t connections_max = 1024;
+  std::chrono::milliseconds request_timeout_ms{10'000};
+  std::chrono::milliseconds send_timeout_ms{10'000};
+
+  // How often, and how patiently, the HTTP side asks Kafka for the ledger topic's metadata: /readyz reports
+  // it, commands are answered 503 at once while it fails, and queries are marked stale.
+  std::chrono::milliseconds kafka_probe_interval_ms{1'000};
+  std::chrono::milliseconds kafka_probe_timeout_ms{1'000};
+
+  // Idempotency keys: how long a key answers retries, and how many are kept at most (the oldest are
+  // forgotten first when the cap is reached, so memory stays bounded whatever the traffic).
+  std::chrono::milliseconds idempotency_window_ms{24LL * 3600 * 1000};
+  std::size_t idempotency_keys_max = 5'000'000;
+  std::size_t idempotency_responses_cached_max = 10'000;  // recent answers kept whole; older ones are re-read
+
+  // Snapshots of the writer's state, so start-up replays only the tail of the log.
+  std::string snapshot_topic = "credits.snapshots";
+  std::size_t snapshot_interval_events = 100'000;  // 0 disables snapshots
+  std::size_t snapshot_chunk_bytes = 512 * 1024;    // below the broker's 1 MB message limit
+
   request_limits limits;
 };
 

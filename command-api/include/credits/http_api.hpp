@@ -1,9 +1,13 @@
 #pragma once
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "credits/api_config.hpp"
@@ -25,9 +29,44 @@ class redis_pool {
   std::vector<std::unique_ptr<read_model::redis_connection>> idle_;
 };
 
+// Whether Kafka answers, as the HTTP side sees it: a thread of its own asks a broker for the ledger topic's
+// metadata every `kafka_probe_interval_ms`, waiting at most `kafka_probe_timeout_ms` (librdkafka blocks, so this
+// stays off the I/O threads and the Redis pool). It starts out reachable (the server only listens once the
+// writer has reached Kafka). Lifecycle: probes from construction until destruction, which joins the thread.
+// current() and reachable() from any thread.
+class kafka_probe {
+ public:
+  struct status {
+    bool reachable = true;
+    std::string error;  // why the last probe failed, when it did
+  };
+
+  explicit kafka_probe(const config& cfg);
+  ~kafka_probe();
+  kafka_probe(const kafka_probe&) = delete;
+  kafka_probe& operator=(const kafka_probe&) = delete;
+
+  status current() const;
+  bool reachable() const { return reachable_.load(std::memory_order_acquire); }
+
+ private:
+  void run();
+
+  const config& cfg_;
+  std::atomic<bool> reachable_{true};
+  mutable std::mutex mutex_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+  std::string error_;
+  std::thread thread_;
+};
+
 // The HTTP surface: a Beast server with one coroutine per connection (each on its own strand), routing to
-// the writer for commands and to Redis for queries. Blocking Redis calls run on `blocking_`, never on the
-// I/O threads. Lifecycle: construct, listen(), run the io_context; shutdown() closes the acceptor.
+// the writer for commands and to Redis for queries, plus /healthz (the process serves) and /readyz (Kafka,
+// the writer and Redis can serve). Blocking Redis calls run on a pool of their own, never on the I/O threads.
+// Every connection is bounded: at most `connections_max` at once (more are answered 503 and closed), one
+// request at a time, each request within `request_timeout_ms` once it has started, idle at most
+// `idle_timeout_ms`. Lifecycle: construct, listen(), run the io_context; shutdown() closes the acceptor.
 class http_api {
  public:
   http_api(const config& cfg, boost::asio::io_context& io, writer& w);

@@ -10,32 +10,15 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
-
-#include <nlohmann/json.hpp>
+#include <unordered_set>
 
 #include "credits/api_config.hpp"
 #include "credits/domain.hpp"
 #include "credits/event_store.hpp"
+#include "credits/idempotency.hpp"
+#include "credits/outcome.hpp"
 
 namespace credits::api {
-
-// A position in the log, as clients see it: "<topic>:<partition>:<offset>".
-struct log_position {
-  std::string topic;
-  std::int32_t partition = -1;
-  std::int64_t offset = -1;
-
-  std::string to_string() const;
-  static std::optional<log_position> parse(std::string_view text);
-};
-
-// The answer to one command.
-struct outcome {
-  unsigned status = 200;
-  nlohmann::json body;
-  std::string position;  // where the command's event sits in the log; empty when nothing was written
-  bool replayed = false;  // an Idempotency-Key retry answered from the first attempt
-};
 
 struct submission {
   command cmd;
@@ -43,14 +26,21 @@ struct submission {
   std::function<void(outcome)> done;  // called exactly once, on the writer thread
 };
 
+enum class submit_result {
+  queued,     // `done` will be called
+  busy,       // queue full or the writer is recovering: answer 503
+  in_flight,  // a command with the same Idempotency-Key is queued or being written: answer 409
+};
+
 // The single writer of every account stream this process owns. It holds the folded ledger_state in memory
-// (rebuilt from the log at start-up, never from Redis), decides each command against it and appends the
-// resulting events to Kafka, many commands per Kafka transaction (group commit). Only after the Kafka
-// transaction commits are the commands answered. If an append fails or its outcome is unknown, the batch is
-// answered 503 and the state is rebuilt from the log before more commands are taken.
+// (rebuilt at start-up from the newest snapshot plus the tail of the log, never from Redis), decides each
+// command against it and appends the resulting events to Kafka, many commands per Kafka transaction (group
+// commit). Only after the Kafka transaction commits are the commands answered. If an append fails or its
+// outcome is unknown, the batch is answered 503 and the state is rebuilt from the log before more commands
+// are taken. Every `snapshot_interval_events` events it writes a snapshot of its state to the snapshot topic.
 //
-// Threads: submit() and latest_position() from any thread; everything else on the writer thread that
-// start() launches. stop() drains the queue and joins.
+// Threads: submit(), latest_position() and the counters from any thread; everything else on the writer
+// thread that start() launches. stop() drains the queue and joins.
 class writer {
  public:
   using clock_fn = std::function<time_ms()>;
@@ -60,31 +50,38 @@ class writer {
   writer(const writer&) = delete;
   writer& operator=(const writer&) = delete;
 
-  // Fences older writers (init_transactions), checks the topics and rebuilds the state from the log, then
-  // starts the writer thread. Throws if Kafka cannot be reached within the start-up timeout.
+  // Fences older writers (init_transactions), checks the topics and rebuilds the state, then starts the
+  // writer thread. Throws if Kafka cannot be reached within the start-up timeout.
   void start();
   void stop();
 
-  // Queues a command, taking it only when it returns true; false (answer 503) when the queue is full or the
-  // writer is recovering, and `s` is left to the caller.
-  bool submit(submission&& s);
+  // Takes `s` only when it answers `queued`; otherwise the caller answers and `s` is left to it.
+  submit_result submit(submission&& s);
 
   // The last log position this process wrote for the account (read-your-writes without a client position).
   std::optional<log_position> latest_position(const std::string& account_id) const;
 
+  bool ready() const;  // state rebuilt and taking commands
   std::size_t accounts() const;
 
- private:
-  struct remembered {
-    std::string request_hash;
-    outcome result;
+  struct start_stats {
+    bool from_snapshot = false;
+    std::uint64_t snapshot_id = 0;
+    std::size_t events_replayed = 0;
+    std::chrono::milliseconds duration{0};
   };
+  start_stats last_start() const;
 
+ private:
   void run();
   void process(std::vector<submission>& batch);
   void rebuild();
+  bool load_snapshot(store::start_offsets& from);
+  void write_snapshot();
   void recover(bool producer_lost);
-  const std::string& topic_of(const event& e) const;
+  void release_in_flight(const std::vector<submission>& batch);
+  outcome replay(const idempotency_store::hit& hit);
+  const std::string& topic_of(stream s) const;
   std::string new_event_id();
 
   const config cfg_;
@@ -93,18 +90,26 @@ class writer {
 
   // Writer thread only.
   ledger_state state_;
-  std::unordered_map<std::string, remembered> idempotency_;  // tenant + '\n' + key
+  idempotency_store idempotency_;
+  std::unique_ptr<store::consumer> replay_reader_;  // reads first answers that fell out of the cache
+  std::map<std::string, std::vector<std::int64_t>> next_offsets_;  // what the state covers, per partition
+  bool snapshots_;  // configured and the topic exists
+  std::size_t events_since_snapshot_ = 0;
+  std::uint64_t last_snapshot_id_ = 0;    // the highest id in the topic, so ours always come after it
+  std::uint64_t loaded_snapshot_id_ = 0;  // the one this start-up used
   std::mt19937_64 rng_{std::random_device{}()};
 
   mutable std::mutex queue_mutex_;
   std::condition_variable queue_cv_;
   std::deque<submission> queue_;
+  std::unordered_set<key128, key128_hash> in_flight_;  // idempotency slots queued or being written
   bool stopping_ = false;
   bool accepting_ = false;
 
   mutable std::mutex positions_mutex_;
   std::unordered_map<std::string, log_position> latest_;
   std::size_t accounts_count_ = 0;
+  start_stats last_start_;
 
   std::thread thread_;
 };

@@ -88,6 +88,11 @@ class consumer {
   consumer& operator=(const consumer&) = delete;
 
   void assign(const std::vector<start_point>& from);
+
+  // The one record at (topic, partition, offset), assigning the consumer to it; nullopt if it cannot be
+  // read within `timeout`.
+  std::optional<message> read_at(const std::string& topic, std::int32_t partition, std::int64_t offset,
+                                 std::chrono::milliseconds timeout);
   std::int32_t partition_count(const std::string& topic, std::chrono::milliseconds timeout);
 
   // Up to `max` messages; waits at most `timeout` for the first. End-of-partition markers are reported
@@ -100,9 +105,14 @@ class consumer {
   std::unique_ptr<impl> impl_;
 };
 
-// Reads every committed record of `topics` from the beginning to the current end of each partition.
-// Throws if the end is not reached within `timeout`.
+// Per topic, per partition: the first offset to read (a partition missing from the list is read from the
+// beginning).
+using start_offsets = std::map<std::string, std::vector<std::int64_t>>;
+
+// Reads every committed record of `topics` from `from` (default: the beginning) to the current end of each
+// partition. Throws if the end is not reached within `timeout`.
 void read_to_end(const std::string& brokers, const std::vector<std::string>& topics,
-                 const std::function<void(const message&)>& on_message, std::chrono::milliseconds timeout);
+                 const std::function<void(const message&)>& on_message, std::chrono::milliseconds timeout,
+                 const start_offsets& from = {});
 
 }  // namespace credits::store

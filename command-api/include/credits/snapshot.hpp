@@ -1,0 +1,57 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "credits/domain.hpp"
+#include "credits/idempotency.hpp"
+
+namespace credits::api {
+
+inline constexpr int snapshot_format_version = 1;
+
+// The writer's state at a log position: everything start-up would otherwise fold from the beginning.
+struct snapshot {
+  std::uint64_t id = 0;  // increasing; the newest complete one wins
+  time_ms created_at = 0;
+  // Per topic, per partition: the first offset the snapshot does NOT cover (where the tail replay starts).
+  std::map<std::string, std::vector<std::int64_t>> next_offsets;
+  ledger_state state;
+  std::vector<std::pair<key128, idempotency_record>> idempotency;
+};
+
+// Encodes without copying the state: the writer snapshots its live state in place.
+std::string encode_snapshot(std::uint64_t id, time_ms created_at,
+                            const std::map<std::string, std::vector<std::int64_t>>& next_offsets,
+                            const ledger_state& state,
+                            const std::vector<std::pair<key128, idempotency_record>>& idempotency);
+std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* error);
+
+// A snapshot travels as chunks (Kafka messages below the broker's size limit). Each chunk's value is one
+// header line of JSON ({snapshotId, chunk, chunks, sha256 of the whole payload}) and then its bytes.
+std::vector<std::string> split_snapshot(std::string_view payload, std::uint64_t id, std::size_t chunk_bytes);
+
+// Collects chunks read from the snapshot topic and gives the newest snapshot whose chunks are all there and
+// whose checksum holds; older or broken ones are reported through `problems`.
+class snapshot_assembler {
+ public:
+  void add(std::string_view chunk_value);
+  std::optional<std::string> newest(std::vector<std::string>& problems) const;
+  // The highest id seen, usable or not: the next snapshot must be numbered above it to win.
+  std::uint64_t highest_id() const { return snapshots_.empty() ? 0 : snapshots_.rbegin()->first; }
+
+ private:
+  struct parts {
+    std::size_t chunks = 0;
+    std::string sha256;
+    std::map<std::size_t, std::string> data;
+  };
+  std::map<std::uint64_t, parts> snapshots_;
+  std::size_t malformed_ = 0;
+};
+
+}  // namespace credits::api

@@ -1,0 +1,159 @@
+#include "credits/snapshot.hpp"
+
+#include "credits/ids.hpp"
+
+namespace credits::api {
+namespace {
+
+using nlohmann::json;
+
+json reservation_json(const reservation_state& r) {
+  return {{"id", r.id},           {"amount", r.amount},         {"createdAt", r.created_at},
+          {"expiresAt", r.expires_at}, {"status", static_cast<int>(r.status)}, {"charged", r.charged},
+          {"operation", r.operation}, {"model", r.model},       {"metadata", r.metadata}};
+}
+
+json account_json(const account_state& a) {
+  json reservations = json::array();
+  for (const auto& [id, r] : a.reservations) reservations.push_back(reservation_json(r));
+  return {{"id", a.id},
+          {"tenant", a.tenant},
+          {"name", a.name},
+          {"externalId", a.external_id},
+          {"email", a.email},
+          {"metadata", a.metadata},
+          {"createdAt", a.created_at},
+          {"balance", a.balance},
+          {"reserved", a.reserved},
+          {"reservations", std::move(reservations)},
+          {"transactions", a.transactions}};
+}
+
+}  // namespace
+
+std::string encode_snapshot(std::uint64_t id, time_ms created_at,
+                            const std::map<std::string, std::vector<std::int64_t>>& next_offsets,
+                            const ledger_state& state,
+                            const std::vector<std::pair<key128, idempotency_record>>& idempotency) {
+  json accounts = json::array();
+  for (const auto& [account_id, a] : state.accounts) accounts.push_back(account_json(a));
+  json keys = json::array();
+  for (const auto& [slot, r] : idempotency)
+    keys.push_back({to_hex(slot), to_hex(r.request), r.topic == stream::ledger ? 0 : 1, r.partition, r.offset,
+                    r.occurred_at});
+  return json{{"format", "credits-writer-snapshot"},
+              {"version", snapshot_format_version},
+              {"snapshotId", id},
+              {"createdAt", created_at},
+              {"nextOffsets", next_offsets},
+              {"accounts", std::move(accounts)},
+              {"idempotency", std::move(keys)}}
+      .dump();
+}
+
+std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* error) {
+  try {
+    const json j = json::parse(payload);
+    if (j.at("format") != "credits-writer-snapshot") throw std::invalid_argument("not a writer snapshot");
+    if (j.at("version") != snapshot_format_version)
+      throw std::invalid_argument("unsupported snapshot version " + j.at("version").dump());
+    snapshot s;
+    s.id = j.at("snapshotId").get<std::uint64_t>();
+    s.created_at = j.at("createdAt").get<time_ms>();
+    s.next_offsets = j.at("nextOffsets").get<std::map<std::string, std::vector<std::int64_t>>>();
+    for (const auto& a : j.at("accounts")) {
+      account_state acc;
+      acc.id = a.at("id").get<std::string>();
+      acc.tenant = a.at("tenant").get<std::string>();
+      acc.name = a.at("name").get<std::string>();
+      acc.external_id = a.at("externalId").get<std::string>();
+      acc.email = a.at("email").get<std::string>();
+      acc.metadata = a.at("metadata");
+      acc.created_at = a.at("createdAt").get<time_ms>();
+      acc.balance = a.at("balance").get<amount_t>();
+      acc.reserved = a.at("reserved").get<amount_t>();
+      amount_t pending = 0;
+      for (const auto& r : a.at("reservations")) {
+        const auto status = r.at("status").get<int>();
+        if (status < 0 || status > static_cast<int>(reservation_status::expired))
+          throw std::invalid_argument("bad reservation status");
+        reservation_state rs{r.at("id").get<std::string>(), r.at("amount").get<amount_t>(),
+                             r.at("createdAt").get<time_ms>(), r.at("expiresAt").get<time_ms>(),
+                             static_cast<reservation_status>(status), r.at("charged").get<amount_t>(),
+                             r.at("operation").get<std::string>(), r.at("model").get<std::string>(), r.at("metadata")};
+        if (rs.status == reservation_status::pending) {
+          pending += rs.amount;
+          s.state.pending_by_expiry.emplace(rs.expires_at, rs.id);
+        }
+        acc.reservations.emplace(rs.id, std::move(rs));
+      }
+      acc.transactions = a.at("transactions").get<std::unordered_set<std::string>>();
+      // A snapshot that contradicts itself is corrupt, whatever its checksum says.
+      if (pending != acc.reserved || acc.balance < 0 || acc.balance > amount_max || acc.available() < 0)
+        throw std::invalid_argument("account " + acc.id + " violates the money invariants");
+      s.state.accounts.emplace(acc.id, std::move(acc));
+    }
+    for (const auto& k : j.at("idempotency")) {
+      const auto slot = key128_from_hex(k.at(0).get<std::string>());
+      const auto request = key128_from_hex(k.at(1).get<std::string>());
+      if (!slot || !request) throw std::invalid_argument("bad idempotency key");
+      s.idempotency.emplace_back(*slot, idempotency_record{*request, k.at(2) == 0 ? stream::ledger : stream::usage,
+                                                           k.at(3).get<std::int32_t>(), k.at(4).get<std::int64_t>(),
+                                                           k.at(5).get<time_ms>()});
+    }
+    return s;
+  } catch (const std::exception& ex) {
+    if (error) *error = ex.what();
+    return std::nullopt;
+  }
+}
+
+std::vector<std::string> split_snapshot(std::string_view payload, std::uint64_t id, std::size_t chunk_bytes) {
+  const auto digest = sha256_hex(payload);
+  const std::size_t chunks = std::max<std::size_t>(1, (payload.size() + chunk_bytes - 1) / chunk_bytes);
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < chunks; ++i) {
+    std::string value = json{{"snapshotId", id}, {"chunk", i}, {"chunks", chunks}, {"sha256", digest}}.dump();
+    value.push_back('\n');
+    value.append(payload.substr(std::min(payload.size(), i * chunk_bytes), chunk_bytes));
+    out.push_back(std::move(value));
+  }
+  return out;
+}
+
+void snapshot_assembler::add(std::string_view value) {
+  const auto newline = value.find('\n');
+  const auto header = json::parse(value.substr(0, newline), nullptr, false);
+  if (newline == std::string_view::npos || header.is_discarded() || !header.is_object() ||
+      !header.contains("snapshotId") || !header.contains("chunk") || !header.contains("chunks") ||
+      !header.contains("sha256") || !header["snapshotId"].is_number_unsigned() ||
+      !header["chunk"].is_number_unsigned() || !header["chunks"].is_number_unsigned() || !header["sha256"].is_string()) {
+    ++malformed_;
+    return;
+  }
+  auto& p = snapshots_[header["snapshotId"].get<std::uint64_t>()];
+  p.chunks = header["chunks"].get<std::size_t>();
+  p.sha256 = header["sha256"].get<std::string>();
+  p.data[header["chunk"].get<std::size_t>()] = std::string(value.substr(newline + 1));
+}
+
+std::optional<std::string> snapshot_assembler::newest(std::vector<std::string>& problems) const {
+  if (malformed_ > 0) problems.push_back(std::to_string(malformed_) + " malformed snapshot chunks ignored");
+  for (auto it = snapshots_.rbegin(); it != snapshots_.rend(); ++it) {
+    const auto& [id, p] = *it;
+    if (p.data.size() != p.chunks || (p.chunks > 0 && p.data.rbegin()->first != p.chunks - 1)) {
+      problems.push_back("snapshot " + std::to_string(id) + " is incomplete");
+      continue;
+    }
+    std::string payload;
+    for (const auto& [i, d] : p.data) payload += d;
+    if (sha256_hex(payload) != p.sha256) {
+      problems.push_back("snapshot " + std::to_string(id) + " fails its checksum");
+      continue;
+    }
+    return payload;
+  }
+  return std::nullopt;
+}
+
+}  // namespace credits::api
