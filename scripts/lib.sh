@@ -15,6 +15,7 @@ KAFKA_BOOTSTRAP="127.0.0.1:${KAFKA_PORT}"
 PARTITIONS="${CREDITS_PARTITIONS:-12}"
 LEDGER_TOPIC="${CREDITS_LEDGER_TOPIC:-credits.ledger}"
 USAGE_TOPIC="${CREDITS_USAGE_TOPIC:-credits.usage}"
+SNAPSHOT_TOPIC="${CREDITS_SNAPSHOT_TOPIC:-credits.snapshots}"
 HTTP_PORT="${CREDITS_HTTP_PORT:-8080}"
 KAFKA_HEAP_OPTS="${CREDITS_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 
@@ -334,7 +335,7 @@ kafka_down() { stop_pid kafka "$KAFKA_PIDFILE" "$KAFKA_MARKER" "$KAFKA_STOP_TIME
 
 create_topics() {
   local t have
-  for t in "$LEDGER_TOPIC" "$USAGE_TOPIC"; do
+  for t in "$LEDGER_TOPIC" "$USAGE_TOPIC" "$LEDGER_TOPIC.dlq"; do  # .dlq: the projector's dead letters
     have="$(kafka_topic_partitions "$t")"
     if [[ -n "$have" ]]; then
       # Kafka can only add partitions, and adding them reshuffles key->partition; say so loudly.
@@ -348,4 +349,11 @@ create_topics() {
       --create --if-not-exists --topic "$t" --partitions "$PARTITIONS" --replication-factor 1 \
       --config retention.ms=-1 --config retention.bytes=-1 >/dev/null
   done
+  # The writer's snapshots: one partition (they are read whole), compacted, since only the newest matters.
+  if [[ -z "$(kafka_topic_partitions "$SNAPSHOT_TOPIC")" ]]; then
+    log "topic $SNAPSHOT_TOPIC: creating (1 partition, compacted)"
+    kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
+      --create --if-not-exists --topic "$SNAPSHOT_TOPIC" --partitions 1 --replication-factor 1 \
+      --config cleanup.policy=compact --config retention.ms=-1 >/dev/null
+  fi
 }

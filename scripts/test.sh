@@ -7,11 +7,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PRESET="${CREDITS_TEST_PRESET:-dev}"     # dev = ASan + UBSan
 TEST_LEDGER_TOPIC=credits-test.ledger   # the integration tests' own topics: a running stack is not disturbed
 TEST_USAGE_TOPIC=credits-test.usage
+TEST_SNAPSHOT_TOPIC=credits-test.snapshots
 # The projector's own tests write hand-made events that no writer decided; they get topics of their own so
 # the API under test never rebuilds from them.
 PROJECTOR_TEST_LEDGER_TOPIC=credits-test-projector.ledger
 PROJECTOR_TEST_USAGE_TOPIC=credits-test-projector.usage
 PYTEST_TIMEOUT_S=1200
+FUZZ_S=40   # total over the libFuzzer targets (scripts/fuzz.sh); a smoke run, longer runs are local
 
 cd "$REPO"
 "$REPO/scripts/install-deps.sh"
@@ -23,17 +25,22 @@ cmake --build --preset "$PRESET"
 log "unit tests"
 ctest --preset "$PRESET" -LE integration
 
+log "fuzz: ${FUZZ_S}s"
+"$REPO/scripts/fuzz.sh" "$FUZZ_S"
+
 started_here=0
 if ! "$REPO/scripts/status.sh" >/dev/null 2>&1; then
   started_here=1
   trap '"$REPO/scripts/down.sh" || true' EXIT
 fi
 "$REPO/scripts/up.sh" --infra-only
-LEDGER_TOPIC="$TEST_LEDGER_TOPIC" USAGE_TOPIC="$TEST_USAGE_TOPIC" create_topics
-LEDGER_TOPIC="$PROJECTOR_TEST_LEDGER_TOPIC" USAGE_TOPIC="$PROJECTOR_TEST_USAGE_TOPIC" create_topics
+LEDGER_TOPIC="$TEST_LEDGER_TOPIC" USAGE_TOPIC="$TEST_USAGE_TOPIC" SNAPSHOT_TOPIC="$TEST_SNAPSHOT_TOPIC" create_topics
+LEDGER_TOPIC="$PROJECTOR_TEST_LEDGER_TOPIC" USAGE_TOPIC="$PROJECTOR_TEST_USAGE_TOPIC" SNAPSHOT_TOPIC="$TEST_SNAPSHOT_TOPIC" \
+  create_topics
 
 export CREDITS_KAFKA_BROKERS="$KAFKA_BOOTSTRAP" CREDITS_REDIS_PORT="$REDIS_PORT"
 export CREDITS_TEST_LEDGER_TOPIC="$TEST_LEDGER_TOPIC" CREDITS_TEST_USAGE_TOPIC="$TEST_USAGE_TOPIC"
+export CREDITS_TEST_SNAPSHOT_TOPIC="$TEST_SNAPSHOT_TOPIC"
 export CREDITS_TEST_BUILD_DIR="$REPO/build/$PRESET"
 
 log "integration tests (C++)"

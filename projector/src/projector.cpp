@@ -1,5 +1,6 @@
 #include "credits/projector.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <optional>
@@ -13,6 +14,11 @@ namespace credits {
 namespace {
 
 using std::chrono::milliseconds;
+
+template <class... F>
+struct overloaded : F... {
+  using F::operator()...;
+};
 
 void log(const std::string& line) { std::fprintf(stderr, "credits-projector: %s\n", line.c_str()); }
 
@@ -66,16 +72,32 @@ std::variant<projector_config, std::string> projector_config_from_env(const env_
   text("CREDITS_KAFKA_BROKERS", config.brokers);
   text("CREDITS_REDIS_HOST", config.redis_host);
   integer("CREDITS_REDIS_PORT", 1, 65535, config.redis_port);
+  integer("CREDITS_REDIS_DB", 0, redis_db_max, config.redis_db);
+  integer("CREDITS_REDIS_REBUILD_DB", 0, redis_db_max, config.redis_rebuild_db);
   text("CREDITS_LEDGER_TOPIC", config.ledger_topic);
   text("CREDITS_USAGE_TOPIC", config.usage_topic);
+  text("CREDITS_DLQ_TOPIC", config.dlq_topic);
   integer("CREDITS_PROJECTOR_BATCH_EVENTS_MAX", 1, static_cast<std::int64_t>(batch_events_max_limit),
           config.batch_events_max);
+  integer("CREDITS_REBUILD_BATCH_EVENTS_MAX", 1, static_cast<std::int64_t>(batch_events_max_limit),
+          config.rebuild_batch_events_max);
   integer("CREDITS_PROJECTOR_FETCH_WAIT_MS", 0, fetch_wait_ms_limit, config.fetch_wait_ms);
+  integer("CREDITS_REBUILD_SWAP_TIMEOUT_MS", 1, rebuild_swap_timeout_ms_limit, config.rebuild_swap_timeout_ms);
   if (!error.empty()) return error;
   if (config.ledger_topic == config.usage_topic)
     return std::string("CREDITS_LEDGER_TOPIC and CREDITS_USAGE_TOPIC must differ, both are \"") +
            config.ledger_topic + "\"";
+  if (config.dlq_topic.empty()) config.dlq_topic = config.ledger_topic + ".dlq";
+  if (config.dlq_topic == config.ledger_topic || config.dlq_topic == config.usage_topic)
+    return "CREDITS_DLQ_TOPIC must differ from the event topics, it is \"" + config.dlq_topic + "\"";
+  // A rebuild flushes its database before building into it: the same number would wipe the live view.
+  if (config.redis_db == config.redis_rebuild_db)
+    return "CREDITS_REDIS_DB and CREDITS_REDIS_REBUILD_DB must differ, both are " + std::to_string(config.redis_db);
   return config;
+}
+
+std::string dead_letter_topic(const projector_config& config) {
+  return config.dlq_topic.empty() ? config.ledger_topic + ".dlq" : config.dlq_topic;
 }
 
 std::string_view guarded_apply_script() {
@@ -87,7 +109,33 @@ if stored ~= tonumber(ARGV[3]) then
   return redis.error_reply('GAP ' .. ARGV[1] .. ' is at ' .. stored .. ' but event ' .. ARGV[2] ..
                            ' follows ' .. ARGV[3])
 end
-local i = 4
+local i = 5
+for _ = 1, tonumber(ARGV[4]) do
+  local n = tonumber(ARGV[i])
+  local kind, key, reason = ARGV[i + 1], ARGV[i + 2], ARGV[i + n]
+  local ok
+  if kind == 'absent' then
+    ok = redis.call('HEXISTS', key, ARGV[i + 3]) == 0
+  elseif kind == 'present' then
+    ok = redis.call('HEXISTS', key, ARGV[i + 3]) == 1
+  elseif kind == 'equals' then
+    ok = redis.call('HGET', key, ARGV[i + 3]) == ARGV[i + 4]
+  elseif kind == 'money' then
+    local v = redis.call('HMGET', key, 'balance', 'reserved')
+    local balance = tonumber(v[1] or '0') + tonumber(ARGV[i + 3])
+    local reserved = tonumber(v[2] or '0') + tonumber(ARGV[i + 4])
+    ok = reserved >= 0 and reserved <= balance and balance <= 9007199254740991 and
+         (ARGV[i + 5] == '' or balance == tonumber(ARGV[i + 5]))
+    if not ok then
+      reason = reason .. string.format(' (balance %.0f, reserved %.0f after it)', balance, reserved)
+    end
+  else
+    ok = false
+    reason = 'unknown guard ' .. kind
+  end
+  if not ok then return 'POISON ' .. reason end
+  i = i + n + 1
+end
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + n))
@@ -100,19 +148,72 @@ return 1
 
 std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& position_field,
                                             std::int64_t offset, std::int64_t previous_offset,
-                                            const std::vector<std::vector<std::string>>& commands) {
+                                            const std::vector<std::vector<std::string>>& commands,
+                                            const std::vector<std::vector<std::string>>& guards) {
   std::vector<std::string> args{"EVALSHA",
                                 script_sha,
                                 "1",
                                 std::string(read_model::positions_key),
                                 position_field,
                                 std::to_string(offset),
-                                std::to_string(previous_offset)};
-  for (const auto& command : commands) {
-    args.push_back(std::to_string(command.size()));
-    args.insert(args.end(), command.begin(), command.end());
-  }
+                                std::to_string(previous_offset),
+                                std::to_string(guards.size())};
+  for (const auto* list : {&guards, &commands})
+    for (const auto& words : *list) {
+      args.push_back(std::to_string(words.size()));
+      args.insert(args.end(), words.begin(), words.end());
+    }
   return args;
+}
+
+std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& position_field,
+                                            std::int64_t offset, std::int64_t previous_offset,
+                                            const std::vector<std::vector<std::string>>& commands) {
+  return guarded_apply_args(script_sha, position_field, offset, previous_offset, commands, {});
+}
+
+std::optional<std::string> admission_error(const event& e, std::string_view key, stream topic_stream,
+                                           std::int32_t partition, std::int32_t partition_count) {
+  if (key.empty()) return std::string("the record has no key");
+  if (key != e.account_id) return "key " + std::string(key) + " is not the event's account " + e.account_id;
+  const auto type = std::string(type_name(e.payload));
+  if (stream_of(e.payload) != topic_stream)
+    return type + " does not belong on the " + (topic_stream == stream::ledger ? "ledger" : "usage") + " topic";
+  const auto home = kafka::key_partition(key, partition_count);
+  if (home != partition)
+    return "key " + std::string(key) + " belongs to partition " + std::to_string(home) + ", not " +
+           std::to_string(partition);
+  std::optional<std::string> out_of_range;
+  const auto check = [&](const char* field, std::int64_t n) {
+    if (!out_of_range && (n < 0 || n > amount_max))
+      out_of_range = type + " " + field + " " + std::to_string(n) + " is outside 0.." + std::to_string(amount_max);
+  };
+  std::visit(overloaded{
+                 [](const account_created&) {},
+                 [&](const credits_added& p) {
+                   check("amount", p.amount);
+                   check("balanceAfter", p.balance_after);
+                 },
+                 [&](const credits_deducted& p) {
+                   check("amount", p.amount);
+                   check("balanceAfter", p.balance_after);
+                 },
+                 [&](const credits_reserved& p) { check("amount", p.amount); },
+                 [&](const reservation_confirmed& p) {
+                   check("charged", p.charged);
+                   check("released", p.released);
+                   check("balanceAfter", p.balance_after);
+                 },
+                 [&](const reservation_cancelled& p) { check("released", p.released); },
+                 [&](const reservation_expired& p) { check("released", p.released); },
+                 [&](const usage_recorded& p) {
+                   check("inputTokens", p.input_tokens);
+                   check("outputTokens", p.output_tokens);
+                   check("cachedTokens", p.cached_tokens);
+                 },
+             },
+             e.payload);
+  return out_of_range;
 }
 
 std::string describe(const std::vector<store::start_point>& points) {
@@ -129,12 +230,32 @@ std::string describe(const std::vector<store::start_point>& points) {
   return out;
 }
 
+// An event found unappliable in one round of apply(): the batch index and why.
+struct projector::poison {
+  std::size_t index = 0;
+  std::string reason;
+  std::int64_t previous_offset = -1;  // the position it follows, which its record must follow too
+};
+
 projector::projector(projector_config config)
     : config_(std::move(config)),
-      consumer_(config_.brokers, false, {{"fetch.wait.max.ms", std::to_string(config_.fetch_wait_ms)}}) {
+      consumer_(config_.brokers, config_.report_end_of_partition,
+                {{"fetch.wait.max.ms", std::to_string(config_.fetch_wait_ms)}}) {
   for (const auto* topic : {&config_.ledger_topic, &config_.usage_topic}) {
     const auto count = consumer_.partition_count(*topic, milliseconds(config_.metadata_timeout_ms));
+    partition_counts_[*topic] = count;
     for (std::int32_t p = 0; p < count; ++p) partitions_.emplace_back(*topic, p);
+  }
+  if (config_.dlq_enabled) {
+    // Checked now: finding it missing at the first poison event would stall the partition instead.
+    const auto dlq = dead_letter_topic(config_);
+    try {
+      consumer_.partition_count(dlq, milliseconds(config_.metadata_timeout_ms));
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error("dead-letter topic " + dlq + " is missing (scripts/lib.sh create_topics creates it): " +
+                               e.what());
+    }
+    dead_letters_ = std::make_unique<kafka::producer>(config_.brokers);
   }
   connect_redis();
   resume_points_ = stored_start_points();
@@ -148,6 +269,7 @@ void projector::connect_redis() {
   auto redis = std::make_unique<read_model::redis_connection>(config_.redis_host, config_.redis_port,
                                                               milliseconds(config_.redis_timeout_ms));
   if (!config_.redis_client_name.empty()) redis->run({"CLIENT", "SETNAME", config_.redis_client_name});
+  redis->run({"SELECT", std::to_string(config_.redis_db)});
   const auto sha = redis->run({"SCRIPT", "LOAD", std::string(guarded_apply_script())});
   if (!sha.value) throw std::runtime_error("redis: SCRIPT LOAD returned no digest");
   script_sha_ = *sha.value;
@@ -209,70 +331,160 @@ void projector::run(const std::atomic<bool>& stop) {
 
 std::size_t projector::step() {
   if (!redis_ && !try_recover()) return 0;
-  const auto batch = consumer_.poll(config_.batch_events_max, milliseconds(config_.poll_timeout_ms));
+  const auto batch = consumer_.poll(config_.batch_events_max, milliseconds(config_.poll_timeout_ms),
+                                    [this](const std::string& topic, std::int32_t partition) {
+                                      at_end_.insert(read_model::position_field(topic, partition));
+                                    });
   if (batch.empty()) return 0;
   try {
     apply(batch);
   } catch (const std::runtime_error& e) {
     // The consumer has moved past events whose fate is unknown; recovery re-reads from the stored positions,
-    // and the script turns whatever did land into no-ops.
-    log(std::string("redis error: ") + e.what() + "; reconnecting");
+    // and the script turns whatever did land into no-ops (and re-detects, and re-copies, any poison event
+    // not yet recorded).
+    log(std::string("error: ") + e.what() + "; reconnecting");
     redis_.reset();
   }
   return batch.size();
 }
 
+std::vector<read_model::redis_connection::outcome> projector::run_scripts(
+    std::vector<std::vector<std::string>>& calls) {
+  auto outcomes = redis_->pipeline_each(calls);
+  const bool lost_script = std::any_of(outcomes.begin(), outcomes.end(), [](const auto& o) {
+    return o.error && std::string_view(*o.error).starts_with("NOSCRIPT");
+  });
+  if (!lost_script) return outcomes;
+  // Redis forgets scripts on restart or SCRIPT FLUSH. Re-sending the whole pipeline is safe: the script makes
+  // every event that did apply a no-op.
+  const auto sha = redis_->run({"SCRIPT", "LOAD", std::string(guarded_apply_script())});
+  if (!sha.value) throw std::runtime_error("redis: SCRIPT LOAD returned no digest");
+  script_sha_ = *sha.value;
+  for (auto& call : calls) call[1] = script_sha_;
+  return redis_->pipeline_each(calls);
+}
+
+// Applies a batch in rounds. A round sends every event up to the first poison event of each partition; the
+// poison events found are copied to the dead-letter topic and then recorded, and the next round resumes each
+// of their partitions just after them. Without poison events a batch takes exactly one round, one pipeline.
 void projector::apply(const std::vector<store::message>& batch) {
-  std::vector<std::vector<std::string>> calls;
-  std::vector<std::size_t> sent;              // index into batch of each call
-  std::vector<std::string> poison_errors(batch.size());
-  calls.reserve(batch.size());
-  sent.reserve(batch.size());
+  std::vector<std::size_t> pending;
+  pending.reserve(batch.size());
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const auto& m = batch[i];
-    auto field = read_model::position_field(m.topic, m.partition);
-    const auto previous = previous_offset_.find(field);
+    const auto previous = previous_offset_.find(read_model::position_field(m.topic, m.partition));
     CREDITS_ASSERT(previous != previous_offset_.end(), "a message from a partition that was never assigned");
     // librdkafka drops messages fetched before a re-assignment; this guards the script's gap check if one
     // slipped through anyway. It was sent before, so skipping it loses nothing.
-    if (m.offset <= previous->second) continue;
-    std::string error;
-    const auto e = decode(m.value, &error);
-    if (!e) poison_errors[i] = error.empty() ? std::string("undecodable") : error;
-    calls.push_back(guarded_apply_args(script_sha_, field, m.offset, previous->second,
-                                       e ? read_model::fold(*e) : std::vector<std::vector<std::string>>{}));
-    sent.push_back(i);
-    previous->second = m.offset;
-  }
-  if (calls.empty()) return;
-
-  std::vector<read_model::redis_connection::reply> replies;
-  try {
-    replies = redis_->pipeline(calls);
-  } catch (const read_model::reply_error& e) {
-    // Redis forgets scripts on restart or SCRIPT FLUSH. Re-sending the whole batch is safe: the script makes
-    // every event that did apply a no-op.
-    if (!std::string_view(e.what()).starts_with("NOSCRIPT")) throw;
-    const auto sha = redis_->run({"SCRIPT", "LOAD", std::string(guarded_apply_script())});
-    if (!sha.value) throw std::runtime_error("redis: SCRIPT LOAD returned no digest");
-    script_sha_ = *sha.value;
-    for (auto& call : calls) call[1] = script_sha_;
-    replies = redis_->pipeline(calls);
+    if (m.offset > previous->second) pending.push_back(i);
   }
 
-  for (std::size_t k = 0; k < replies.size(); ++k) {
-    const auto& m = batch[sent[k]];
-    if (replies[k].value != "1") {
-      ++stats_.replayed;
-      continue;
+  while (!pending.empty()) {
+    std::vector<std::vector<std::string>> calls;
+    std::vector<std::size_t> sent;                 // batch index of each call
+    std::vector<std::int64_t> sent_after;          // the position each call follows
+    std::unordered_map<std::string, poison> found;  // field -> its first poison event this round
+    std::vector<std::size_t> later;                // batch indices for the next round
+    calls.reserve(pending.size());
+    for (const auto i : pending) {
+      const auto& m = batch[i];
+      auto field = read_model::position_field(m.topic, m.partition);
+      if (found.contains(field)) {
+        later.push_back(i);
+        continue;
+      }
+      auto& previous = previous_offset_.at(field);
+      std::string error;
+      const auto e = decode(m.value, &error);
+      const auto refused =
+          e ? admission_error(*e, m.key, m.topic == config_.ledger_topic ? stream::ledger : stream::usage, m.partition,
+                              partition_counts_.at(m.topic))
+            : std::optional<std::string>("undecodable: " + (error.empty() ? std::string("no detail") : error));
+      if (refused) {
+        found.emplace(std::move(field), poison{i, *refused, previous});
+        continue;
+      }
+      calls.push_back(guarded_apply_args(script_sha_, field, m.offset, previous, read_model::fold(*e),
+                                         read_model::guards(*e)));
+      sent.push_back(i);
+      sent_after.push_back(previous);
+      previous = m.offset;
     }
-    ++stats_.applied;
-    // Logged only when its position advanced, so a re-read poison event is not reported twice.
-    if (!poison_errors[sent[k]].empty()) {
-      ++stats_.poison;
-      log("poison event at " + m.topic + ":" + std::to_string(m.partition) + "@" + std::to_string(m.offset) +
-          " (key " + m.key + ") skipped: " + poison_errors[sent[k]]);
+
+    const auto outcomes = calls.empty() ? std::vector<read_model::redis_connection::outcome>{} : run_scripts(calls);
+    std::unordered_set<std::string> refused_by_script;
+    for (std::size_t k = 0; k < outcomes.size(); ++k) {
+      const auto& m = batch[sent[k]];
+      const auto field = read_model::position_field(m.topic, m.partition);
+      // Events after a refused one on its partition were sent following it, so the script answered GAP.
+      if (refused_by_script.contains(field)) {
+        later.push_back(sent[k]);
+        continue;
+      }
+      const auto& o = outcomes[k];
+      if (o.error) throw std::runtime_error("redis: " + *o.error);
+      const auto& value = o.value.value;
+      if (value == "1") {
+        ++stats_.applied;
+      } else if (value == "0") {
+        ++stats_.replayed;
+      } else if (value && value->starts_with("POISON ")) {
+        refused_by_script.insert(field);
+        // A record-level poison event of this partition comes after this one: it waits for the next round.
+        if (const auto it = found.find(field); it != found.end()) later.push_back(it->second.index);
+        found.insert_or_assign(field, poison{sent[k], value->substr(7), sent_after[k]});
+        previous_offset_.at(field) = sent_after[k];
+      } else {
+        throw std::runtime_error("redis: unexpected script reply " + value.value_or("(nil)"));
+      }
     }
+
+    std::vector<poison> round;
+    for (auto& [field, p] : found) round.push_back(std::move(p));
+    std::sort(round.begin(), round.end(), [](const poison& a, const poison& b) { return a.index < b.index; });
+    record_poison(batch, round);
+    std::sort(later.begin(), later.end());
+    pending = std::move(later);
+  }
+}
+
+// Copies the poison events to the dead-letter topic and waits for the broker's acknowledgement before
+// recording them in the view: a crash in between re-reads them, copies them again and records them then, so
+// each reaches the dead-letter topic at least once and none is recorded without its copy.
+void projector::record_poison(const std::vector<store::message>& batch, const std::vector<poison>& found) {
+  if (found.empty()) return;
+  const auto dlq = dead_letter_topic(config_);
+  if (dead_letters_) {
+    for (const auto& p : found) {
+      const auto& m = batch[p.index];
+      dead_letters_->produce(dlq, -1, m.key, m.value,
+                             {{"credits-reason", p.reason},
+                              {"credits-topic", m.topic},
+                              {"credits-partition", std::to_string(m.partition)},
+                              {"credits-offset", std::to_string(m.offset)}});
+    }
+    dead_letters_->flush(milliseconds(config_.dlq_timeout_ms));
+    stats_.dead_lettered += found.size();
+  }
+  std::vector<std::vector<std::string>> calls;
+  for (const auto& p : found) {
+    const auto& m = batch[p.index];
+    calls.push_back(guarded_apply_args(script_sha_, read_model::position_field(m.topic, m.partition), m.offset,
+                                       p.previous_offset,
+                                       read_model::poison_marks(m.topic, m.partition, m.offset, m.key, p.reason)));
+  }
+  const auto outcomes = run_scripts(calls);
+  for (std::size_t k = 0; k < outcomes.size(); ++k) {
+    const auto& m = batch[found[k].index];
+    if (outcomes[k].error) throw std::runtime_error("redis: " + *outcomes[k].error);
+    previous_offset_.at(read_model::position_field(m.topic, m.partition)) = m.offset;
+    // Counted and logged only when this call recorded it, so a re-read poison event is not reported twice.
+    if (outcomes[k].value.value != "1") continue;
+    ++stats_.poison;
+    const auto copied = dead_letters_ ? "copied to " + dlq : std::string("not copied (dead-letter topic off)");
+    log("poison event at " + m.topic + ":" + std::to_string(m.partition) + "@" + std::to_string(m.offset) + " (key " +
+        m.key + "): " + found[k].reason + "; " + copied +
+        (m.key.empty() ? std::string() : ", account " + m.key + " marked blocked"));
   }
 }
 

@@ -1,6 +1,9 @@
 #include "credits/read_model.hpp"
 
+#include <algorithm>
 #include <charconv>
+#include <iterator>
+#include <optional>
 #include <unordered_map>
 
 namespace credits::read_model {
@@ -120,7 +123,169 @@ command_list fold_payload(const event& e, const usage_recorded& p) {
           {"HINCRBY", daily, counter("records"), "1"}};
 }
 
+using guard_list = std::vector<std::vector<std::string>>;
+
+guard_list account_must_exist(const event& e) {
+  return {{"present", account_key(e.account_id), "id", "no account " + e.account_id}};
+}
+
+std::vector<std::string> money(const event& e, amount_t balance_delta, amount_t reserved_delta,
+                               std::optional<amount_t> balance_after) {
+  return {"money",
+          account_key(e.account_id),
+          num(balance_delta),
+          num(reserved_delta),
+          balance_after ? num(*balance_after) : std::string(),
+          std::string(type_name(e.payload)) + " breaks the money invariants"};
+}
+
+std::vector<std::string> must_be_pending(const event& e, const std::string& reservation_id) {
+  return {"equals", reservation_key(e.account_id, reservation_id), "status", "pending",
+          "reservation " + reservation_id + " is unknown or not pending"};
+}
+
+std::vector<std::string> hold_must_be(const event& e, const std::string& reservation_id, amount_t amount) {
+  return {"equals", reservation_key(e.account_id, reservation_id), "amount", num(amount),
+          std::string(type_name(e.payload)) + " accounts for " + num(amount) + " of the hold " + reservation_id};
+}
+
+// Amounts reach here only after admission (0 .. amount_max each), so these sums cannot overflow.
+guard_list guard_payload(const event& e, const account_created&) {
+  return {{"absent", account_key(e.account_id), "id", "account " + e.account_id + " is created twice"}};
+}
+
+guard_list guard_payload(const event& e, const credits_added& p) {
+  auto g = account_must_exist(e);
+  g.push_back(money(e, p.amount, 0, p.balance_after));
+  return g;
+}
+
+guard_list guard_payload(const event& e, const credits_deducted& p) {
+  auto g = account_must_exist(e);
+  g.push_back(money(e, -p.amount, 0, p.balance_after));
+  return g;
+}
+
+guard_list guard_payload(const event& e, const credits_reserved& p) {
+  auto g = account_must_exist(e);
+  g.push_back({"absent", reservation_key(e.account_id, p.reservation_id), "id",
+               "reservation " + p.reservation_id + " is created twice"});
+  g.push_back(money(e, 0, p.amount, std::nullopt));
+  return g;
+}
+
+guard_list guard_payload(const event& e, const reservation_confirmed& p) {
+  auto g = account_must_exist(e);
+  g.push_back(must_be_pending(e, p.reservation_id));
+  g.push_back(hold_must_be(e, p.reservation_id, p.charged + p.released));
+  g.push_back(money(e, -p.charged, -(p.charged + p.released), p.balance_after));
+  return g;
+}
+
+guard_list guard_release(const event& e, const std::string& reservation_id, amount_t released) {
+  auto g = account_must_exist(e);
+  g.push_back(must_be_pending(e, reservation_id));
+  g.push_back(hold_must_be(e, reservation_id, released));
+  g.push_back(money(e, 0, -released, std::nullopt));
+  return g;
+}
+
+guard_list guard_payload(const event& e, const reservation_cancelled& p) {
+  return guard_release(e, p.reservation_id, p.released);
+}
+
+guard_list guard_payload(const event& e, const reservation_expired& p) {
+  return guard_release(e, p.reservation_id, p.released);
+}
+
+// Usage moves no credits and credits::apply checks nothing about it; neither does the view.
+guard_list guard_payload(const event&, const usage_recorded&) { return {}; }
+
 }  // namespace
+
+std::optional<std::string> guard_state::check(const std::vector<std::vector<std::string>>& guards) const {
+  const auto field = [&](const std::string& key, const std::string& name) -> const std::string* {
+    const auto h = hashes_.find(key);
+    if (h == hashes_.end()) return nullptr;
+    const auto f = h->second.find(name);
+    return f == h->second.end() ? nullptr : &f->second;
+  };
+  const auto number = [&](const std::string& key, const char* name) {
+    const auto* v = field(key, name);
+    return v ? std::stoll(*v) : std::int64_t{0};
+  };
+  for (const auto& g : guards) {
+    const auto& kind = g.at(0);
+    const auto& key = g.at(1);
+    if (kind == "absent" && !field(key, g.at(2))) continue;
+    if (kind == "present" && field(key, g.at(2))) continue;
+    if (kind == "equals") {
+      const auto* v = field(key, g.at(2));
+      if (v && *v == g.at(3)) continue;
+    }
+    if (kind == "money") {
+      // The script's arithmetic, in integers: every operand is within 2^53 after admission.
+      const auto balance = number(key, "balance") + std::stoll(g.at(2));
+      const auto reserved = number(key, "reserved") + std::stoll(g.at(3));
+      if (reserved >= 0 && reserved <= balance && balance <= amount_max &&
+          (g.at(4).empty() || balance == std::stoll(g.at(4))))
+        continue;
+      return g.back() + " (balance " + std::to_string(balance) + ", reserved " + std::to_string(reserved) +
+             " after it)";
+    }
+    if (kind != "absent" && kind != "present" && kind != "equals") return "unknown guard " + kind;
+    return g.back();
+  }
+  return std::nullopt;
+}
+
+void guard_state::apply(const std::vector<std::vector<std::string>>& commands) {
+  const auto guarded = [](const std::string& name) {
+    return std::find(std::begin(guarded_fields), std::end(guarded_fields), name) != std::end(guarded_fields);
+  };
+  for (const auto& c : commands) {
+    if (c.size() < 4) continue;
+    const auto& verb = c[0];
+    if (verb == "HINCRBY" && guarded(c[2])) {
+      auto& v = hashes_[c[1]][c[2]];
+      v = std::to_string((v.empty() ? 0 : std::stoll(v)) + std::stoll(c[3]));
+    } else if (verb == "HSET" || verb == "HSETNX") {
+      for (std::size_t i = 2; i + 1 < c.size(); i += 2) {
+        if (!guarded(c[i])) continue;
+        auto& h = hashes_[c[1]];
+        if (verb == "HSET")
+          h[c[i]] = c[i + 1];
+        else
+          h.try_emplace(c[i], c[i + 1]);
+      }
+    }
+  }
+}
+
+std::string poison_field(std::string_view topic, std::int32_t partition, std::int64_t offset) {
+  return position_field(topic, partition).append(":").append(std::to_string(offset));
+}
+
+std::vector<std::vector<std::string>> guards(const event& e) {
+  return std::visit([&](const auto& p) { return guard_payload(e, p); }, e.payload);
+}
+
+std::vector<std::vector<std::string>> poison_marks(std::string_view topic, std::int32_t partition,
+                                                   std::int64_t offset, std::string_view key,
+                                                   std::string_view reason) {
+  const auto where = poison_field(topic, partition, offset);
+  // The key and reason may be any bytes; the JSON text must stay valid, so invalid UTF-8 is replaced.
+  const auto entry = nlohmann::json{{"key", key}, {"reason", reason}}.dump(-1, ' ', false,
+                                                                              nlohmann::json::error_handler_t::replace);
+  command_list out{{"HSET", std::string(poison_key), where, entry}};
+  if (!key.empty()) {
+    const auto account = account_key(key);
+    out.push_back({"HSET", account, "blocked", "1"});
+    out.push_back({"HSETNX", account, "blockedAt", where});
+    out.push_back({"SADD", std::string(blocked_key), std::string(key)});
+  }
+  return out;
+}
 
 std::string account_key(std::string_view account_id) { return tagged("credits:account:", account_id); }
 
@@ -149,7 +314,8 @@ std::optional<account_view> get_account(redis_connection& redis, std::string_vie
   if (!h.contains("id")) return std::nullopt;
   return account_view{text(h, "id"),          text(h, "tenant"),       text(h, "name"),
                       text(h, "externalId"),  text(h, "email"),        json_field(h, "metadata"),
-                      text(h, "createdAt"),   integer(h, "balance", key), integer(h, "reserved", key)};
+                      text(h, "createdAt"),   integer(h, "balance", key), integer(h, "reserved", key),
+                      text(h, "blocked") == "1"};
 }
 
 std::optional<reservation_view> get_reservation(redis_connection& redis, std::string_view account_id,

@@ -123,27 +123,45 @@ redis_connection::reply redis_connection::run(const std::vector<std::string>& ar
 }
 
 std::vector<redis_connection::reply> redis_connection::pipeline(const std::vector<std::vector<std::string>>& commands) {
+  auto outcomes = pipeline_each(commands);
+  std::vector<reply> out;
+  out.reserve(outcomes.size());
+  for (auto& o : outcomes) {
+    if (o.error) throw reply_error(*o.error);
+    out.push_back(std::move(o.value));
+  }
+  return out;
+}
+
+std::vector<redis_connection::outcome> redis_connection::pipeline_each(
+    const std::vector<std::vector<std::string>>& commands) {
+  send(commands);
+  return receive(commands.size());
+}
+
+void redis_connection::send(const std::vector<std::vector<std::string>>& commands) {
   redisContext* c = impl_->context.get();
   for (const auto& args : commands) {
     argv_view argv(args);
     if (redisAppendCommandArgv(c, argv.count(), argv.data.data(), argv.sizes.data()) != REDIS_OK) impl_->fail_io();
   }
-  // Every reply is read before an error is reported, so the connection stays in step with its requests.
-  std::vector<reply> out;
-  out.reserve(commands.size());
-  std::optional<std::string> first_error;
-  for (std::size_t i = 0; i < commands.size(); ++i) {
+  for (int done = 0; !done;)
+    if (redisBufferWrite(c, &done) != REDIS_OK) impl_->fail_io();
+}
+
+std::vector<redis_connection::outcome> redis_connection::receive(std::size_t count) {
+  // Every reply is read before returning, so the connection stays in step with its requests.
+  std::vector<outcome> out;
+  out.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
     void* raw = nullptr;
-    if (redisGetReply(c, &raw) != REDIS_OK || !raw) impl_->fail_io();
+    if (redisGetReply(impl_->context.get(), &raw) != REDIS_OK || !raw) impl_->fail_io();
     reply_ptr r(static_cast<redisReply*>(raw));
-    if (const auto* e = find_error(r.get())) {
-      if (!first_error) first_error.emplace(e->str, e->len);
-      out.emplace_back();
-    } else {
-      out.push_back(convert(r.get()));
-    }
+    if (const auto* e = find_error(r.get()))
+      out.push_back(outcome{{}, std::string(e->str, e->len)});
+    else
+      out.push_back(outcome{convert(r.get()), std::nullopt});
   }
-  if (first_error) throw reply_error(*first_error);
   return out;
 }
 

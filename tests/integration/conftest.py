@@ -21,6 +21,8 @@ BROKERS = os.environ.get("CREDITS_KAFKA_BROKERS", "127.0.0.1:9092")
 REDIS_PORT = os.environ.get("CREDITS_REDIS_PORT", "6379")
 LEDGER_TOPIC = os.environ.get("CREDITS_TEST_LEDGER_TOPIC", "credits-test.ledger")
 USAGE_TOPIC = os.environ.get("CREDITS_TEST_USAGE_TOPIC", "credits-test.usage")
+SNAPSHOT_TOPIC = os.environ.get("CREDITS_TEST_SNAPSHOT_TOPIC", "credits-test.snapshots")
+SNAPSHOT_INTERVAL_EVENTS = 400  # small, so the tests' traffic writes snapshots and restarts load them
 API_KEY = "ck_test_key_tenant_a"
 OTHER_TENANT_KEY = "ck_test_key_tenant_b"
 START_TIMEOUT_S = 120
@@ -74,6 +76,8 @@ class Stack:
             "CREDITS_REDIS_PORT": REDIS_PORT,
             "CREDITS_LEDGER_TOPIC": LEDGER_TOPIC,
             "CREDITS_USAGE_TOPIC": USAGE_TOPIC,
+            "CREDITS_SNAPSHOT_TOPIC": SNAPSHOT_TOPIC,
+            "CREDITS_SNAPSHOT_INTERVAL_EVENTS": str(SNAPSHOT_INTERVAL_EVENTS),
             "CREDITS_API_KEYS": f"tenant_a:{API_KEY},tenant_b:{OTHER_TENANT_KEY}",
             "CREDITS_TRANSACTIONAL_ID": "credits-test-api",
             "CREDITS_EXPIRY_SCAN_INTERVAL_MS": "100",

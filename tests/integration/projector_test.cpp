@@ -285,7 +285,8 @@ TEST_F(projector_test, a_lost_redis_connection_is_re_established_and_nothing_is_
   redis_->run({"CLIENT", "KILL", "ID", *id});
   // These arrive on a dead connection: the pipeline fails and the projector must re-read them.
   std::vector<event> more;
-  for (std::uint64_t i = 2; i < 12; ++i) more.push_back(make(acc, credits_added{child_id("txn", acc, i), 10, 0, "", "", {}}));
+  for (std::uint64_t i = 2; i < 12; ++i)
+    more.push_back(make(acc, credits_added{child_id("txn", acc, i), 10, 100 + 10 * static_cast<amount_t>(i - 1), "", "", {}}));
   const auto second = produce_events(more);
   ASSERT_TRUE(eventually([&] { return applied(config_.ledger_topic, second); }));
   const auto stats = projector.stop();
@@ -308,8 +309,8 @@ TEST_F(projector_test, catches_up_on_a_backlog_and_reports_its_throughput) {
   }
   for (std::size_t i = events.size(); i < events_total; ++i) {
     const auto& acc = accounts[i % accounts_total];
-    events.push_back(make(acc, credits_added{child_id("txn", acc, i), 1, 0, "", "", {}}));
-    ++expected[acc];
+    // A valid event says the balance it leaves; the projector refuses one that disagrees with the fold.
+    events.push_back(make(acc, credits_added{child_id("txn", acc, i), 1, ++expected[acc], "", "", {}}));
   }
   std::map<std::int32_t, std::int64_t> last_offset;  // partition -> highest offset produced
   for (std::size_t i = 0; i < events.size(); i += records_per_append) {

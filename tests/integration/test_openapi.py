@@ -129,7 +129,7 @@ def test_every_route_of_the_server_is_documented_with_its_method():
     source = (REPO / "command-api" / "src" / "http_api.cpp").read_text()
     routes = set(re.findall(r'"(/v1/[a-z/]+)"', source))
     assert routes == set(MUTATIONS) | set(QUERIES), "update MUTATIONS/QUERIES and the document"
-    assert set(SPEC["paths"]) == routes | {"/healthz"}
+    assert set(SPEC["paths"]) == routes | {"/healthz", "/readyz"}
     for path in MUTATIONS:
         assert set(SPEC["paths"][path]) == {"post"}, path
     for path in QUERIES:

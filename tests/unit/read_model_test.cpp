@@ -192,7 +192,8 @@ TEST(fold, a_reservation_lifecycle_sums_to_the_domain_balance) {
 TEST(guarded_apply, arguments_carry_the_position_then_each_command_prefixed_by_its_length) {
   const auto args = read_model::fold(sample(reservation_cancelled{"rsv_1", 500}));
   const auto call = guarded_apply_args("sha1", "credits.ledger:3", 42, 40, args);
-  const words head{"EVALSHA", "sha1", "1", "credits:positions", "credits.ledger:3", "42", "40"};
+  // The "0" is the number of guards: none here.
+  const words head{"EVALSHA", "sha1", "1", "credits:positions", "credits.ledger:3", "42", "40", "0"};
   ASSERT_GE(call.size(), head.size());
   EXPECT_EQ(words(call.begin(), call.begin() + static_cast<std::ptrdiff_t>(head.size())), head);
   std::size_t i = head.size();
@@ -207,9 +208,9 @@ TEST(guarded_apply, arguments_carry_the_position_then_each_command_prefixed_by_i
   EXPECT_EQ(i, call.size());
 }
 
-TEST(guarded_apply, a_poison_event_advances_the_position_with_no_commands) {
+TEST(guarded_apply, a_call_with_no_guards_and_no_commands_only_advances_the_position) {
   EXPECT_EQ(guarded_apply_args("sha1", "credits.usage:0", 7, -1, {}),
-            (words{"EVALSHA", "sha1", "1", "credits:positions", "credits.usage:0", "7", "-1"}));
+            (words{"EVALSHA", "sha1", "1", "credits:positions", "credits.usage:0", "7", "-1", "0"}));
 }
 
 TEST(describe, names_each_topic_once_and_shows_start_for_the_beginning) {

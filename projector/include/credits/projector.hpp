@@ -7,11 +7,15 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <optional>
 #include <unordered_map>
+#include <unordered_set>
 #include <variant>
 #include <vector>
 
 #include "credits/event_store.hpp"
+#include "credits/events.hpp"
+#include "credits/kafka_tools.hpp"
 #include "credits/read_model.hpp"
 
 namespace credits {
@@ -21,54 +25,89 @@ struct projector_config {
   std::string brokers = "127.0.0.1:9092";
   std::string redis_host = "127.0.0.1";
   int redis_port = 6379;
+  int redis_db = 0;          // the Redis database the view owns (CREDITS_REDIS_DB)
+  int redis_rebuild_db = 1;  // where `rebuild` builds the next view before swapping it in (CREDITS_REDIS_REBUILD_DB)
   std::string ledger_topic = "credits.ledger";
   std::string usage_topic = "credits.usage";
+  std::string dlq_topic;     // CREDITS_DLQ_TOPIC; empty in the struct means "<ledger topic>.dlq"
+  bool dlq_enabled = true;   // a rebuild re-reads poison events the live projector has already copied
+  bool report_end_of_partition = false;  // set by rebuild, which must know when it has read to the end
   std::string redis_client_name = "credits-projector";  // CLIENT SETNAME, to find it in CLIENT LIST
   std::size_t batch_events_max = 1000;     // events per poll, and so per Redis pipeline
+  std::size_t rebuild_batch_events_max = 5000;  // the same for a rebuild: no reader waits on it, so larger
   std::int64_t fetch_wait_ms = 10;         // librdkafka fetch.wait.max.ms: the broker's wait for more data
   std::int64_t poll_timeout_ms = 100;      // longest wait for a batch, and so for noticing a stop request
   std::int64_t redis_timeout_ms = 2000;    // connect and per-command timeout
   std::int64_t metadata_timeout_ms = 10'000;  // partition counts at start-up
   std::int64_t reconnect_backoff_ms_min = 100;
   std::int64_t reconnect_backoff_ms_max = 5000;
+  std::int64_t dlq_timeout_ms = 10'000;    // a dead-letter copy must be acknowledged within this
+  std::int64_t rebuild_swap_timeout_ms = 120'000;  // catching up with the live view before the switch
+  std::int64_t log_read_timeout_ms = 3'600'000;    // verify and export read the whole log within this
+  std::int64_t progress_interval_ms = 2000;        // plain progress lines (a terminal bar: 5 per second)
 };
+
+// The dead-letter topic: dlq_topic, or "<ledger topic>.dlq".
+std::string dead_letter_topic(const projector_config& config);
 
 inline constexpr std::size_t batch_events_max_limit = 100'000;
 inline constexpr std::int64_t fetch_wait_ms_limit = 60'000;
+inline constexpr int redis_db_max = 1023;
+inline constexpr std::int64_t rebuild_swap_timeout_ms_limit = 86'400'000;
 
 // Reads the configuration from the environment through `lookup` (std::getenv in main, a map in tests).
 // Returns the config, or one sentence naming the bad variable.
 using env_lookup = std::function<const char*(const char*)>;
 std::variant<projector_config, std::string> projector_config_from_env(const env_lookup& lookup);
 
-// The Lua script that applies one event's commands and advances its partition's position atomically:
+// The Lua script that checks one event's guards, applies its commands and advances its partition's
+// position, atomically:
 //   KEYS[1] = credits:positions
 //   ARGV[1] = position field, ARGV[2] = the event's offset,
 //   ARGV[3] = the offset of the event read before it on that partition (the position this event follows),
-//   ARGV[4..] = the commands, each as its word count followed by its words.
-// Returns 1 when applied, 0 when the position already covers the offset (a replay: nothing is written).
+//   ARGV[4] = the number of guards, then the guards and then the commands, each as its word count followed by
+//   its words (guards: see read_model::guards).
+// Returns 1 when applied, 0 when the position already covers the offset (a replay: nothing is written), and
+// "POISON <reason>" when a guard fails (nothing is written and the position stays: the projector copies the
+// event to the dead-letter topic first, then records it with read_model::poison_marks through this script).
 // Refuses with a GAP error when the stored position is neither at nor past ARGV[2] nor equal to ARGV[3]:
-// an earlier event of that partition failed in the same pipeline, and applying this one would skip it.
+// an earlier event of that partition did not apply, and applying this one would skip it.
 std::string_view guarded_apply_script();
 
-// The EVALSHA arguments for one event (no commands for a poison event: only its position advances).
+// The EVALSHA arguments for one event.
+std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& position_field,
+                                            std::int64_t offset, std::int64_t previous_offset,
+                                            const std::vector<std::vector<std::string>>& commands,
+                                            const std::vector<std::vector<std::string>>& guards);
+// The same without guards.
 std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& position_field,
                                             std::int64_t offset, std::int64_t previous_offset,
                                             const std::vector<std::vector<std::string>>& commands);
 
+// Why a decoded event read from (topic, partition) cannot be folded, judged on the record alone, or nullopt.
+// Every event of an account must sit in its key's partition of the right topic, or its order against the
+// account's other events would depend on how partitions interleave (and a rebuild could fold differently
+// from the live projector); amounts outside 0..amount_max could overflow the fold.
+std::optional<std::string> admission_error(const event& e, std::string_view key, stream topic_stream,
+                                           std::int32_t partition, std::int32_t partition_count);
+
 // Counters since construction. Read them from the thread that runs the projector, or after it stopped.
 struct projector_stats {
-  std::uint64_t applied = 0;     // events whose commands ran (poison included)
+  std::uint64_t applied = 0;     // events whose commands ran
   std::uint64_t replayed = 0;    // events already covered by the stored position: no-ops
-  std::uint64_t poison = 0;      // events that failed to decode; their position advanced anyway
-  std::uint64_t recoveries = 0;  // reconnects after a Redis error
+  std::uint64_t poison = 0;      // events that could not be applied, recorded in the view (and the DLQ)
+  std::uint64_t dead_lettered = 0;  // copies written to the dead-letter topic (at least once per poison event)
+  std::uint64_t recoveries = 0;  // reconnects after a Redis or dead-letter error
 };
 
 // Folds the ledger and usage topics into the Redis read model, exactly once in effect: each event's
 // commands and its partition's position change together in one Lua script, so after a crash, a Redis error
-// or a rewind the re-read events are no-ops. Owns one Kafka consumer and one Redis connection; lives on
-// the one thread that calls run() or step(). Construction connects to both, reads the stored positions and
-// assigns every partition just after them; it throws if any of that fails (a start-up failure).
+// or a rewind the re-read events are no-ops. An event that cannot be applied (undecodable, unknown type,
+// misplaced, or failing a money invariant) is copied to the dead-letter topic, then recorded in the view and
+// its account marked blocked, and the partition moves on. Owns one Kafka consumer, one Redis connection and
+// (with the DLQ on) one producer; lives on the one thread that calls run() or step(). Construction connects,
+// reads the stored positions and assigns every partition just after them; it throws if any of that fails
+// (a start-up failure).
 class projector {
  public:
   explicit projector(projector_config config);
@@ -92,20 +131,34 @@ class projector {
 
   const projector_stats& stats() const { return stats_; }
 
+  // Every (topic, partition) folded, both topics.
+  const std::vector<std::pair<std::string, std::int32_t>>& partitions() const { return partitions_; }
+  // Position field -> offset of the last event read from it (start offset - 1 before the first).
+  const std::unordered_map<std::string, std::int64_t>& read_offsets() const { return previous_offset_; }
+  // Position fields of the partitions that have reported their end at least once (only with
+  // report_end_of_partition).
+  const std::unordered_set<std::string>& ended() const { return at_end_; }
+
  private:
+  struct poison;
   void connect_redis();
   std::vector<store::start_point> stored_start_points();
   void assign(const std::vector<store::start_point>& from);
   bool try_recover();
   void apply(const std::vector<store::message>& batch);
+  std::vector<read_model::redis_connection::outcome> run_scripts(std::vector<std::vector<std::string>>& calls);
+  void record_poison(const std::vector<store::message>& batch, const std::vector<poison>& found);
 
   projector_config config_;
   std::vector<std::pair<std::string, std::int32_t>> partitions_;  // (topic, partition), both topics
+  std::unordered_map<std::string, std::int32_t> partition_counts_;  // topic -> partitions
   store::consumer consumer_;
+  std::unique_ptr<kafka::producer> dead_letters_;  // null when the DLQ is off
   std::unique_ptr<read_model::redis_connection> redis_;  // null after an error, until reconnected
   std::string script_sha_;
   // Position field -> offset of the last event read from it: what the next event follows (ARGV[3]).
   std::unordered_map<std::string, std::int64_t> previous_offset_;
+  std::unordered_set<std::string> at_end_;
   std::vector<store::start_point> resume_points_;
   projector_stats stats_;
 };

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -27,6 +28,14 @@
 //   credits:usage-daily:{<accountId>}:<yyyy-mm-dd> HASH <modelId>:<field> counters (inputTokens, outputTokens,
 //                                                       cachedTokens, records)
 //   credits:positions                              HASH "<topic>:<partition>" -> offset of the last applied event
+//   credits:poison                                 HASH "<topic>:<partition>:<offset>" -> {"key","reason"} (JSON) of
+//                                                       every event the projector could not apply
+//   credits:blocked                                SET the Kafka keys (account ids) of those events
+// An account with a poison event also gets `blocked` 1 and `blockedAt` "<topic>:<partition>:<offset>" (the
+// first one) in its hash; its later events are still folded when they can be.
+//
+// The view owns its whole Redis database (CREDITS_REDIS_DB): a rebuild builds the next view in another
+// database and swaps the two with SWAPDB, so no other data may live beside it.
 namespace credits::read_model {
 
 // One synchronous hiredis connection. Not thread-safe: one owner at a time (see connection_pool).
@@ -48,6 +57,19 @@ class redis_connection {
   // Sends all commands in one round trip and returns their replies in order.
   std::vector<reply> pipeline(const std::vector<std::vector<std::string>>& commands);
 
+  // Like pipeline, but each error reply comes back in its command's place instead of being thrown, for
+  // callers that expect some commands to be refused. I/O errors still throw.
+  struct outcome {
+    reply value;
+    std::optional<std::string> error;  // Redis's error reply, e.g. "GAP ..."
+  };
+  std::vector<outcome> pipeline_each(const std::vector<std::vector<std::string>>& commands);
+
+  // pipeline_each in two halves, so the caller can work while Redis executes: send() writes the commands,
+  // receive() reads the replies of the `count` oldest commands not yet received.
+  void send(const std::vector<std::vector<std::string>>& commands);
+  std::vector<outcome> receive(std::size_t count);
+
   bool broken() const;  // true after an I/O error: discard and reconnect
 
  private:
@@ -66,6 +88,11 @@ std::string account_key(std::string_view account_id);
 std::string reservation_key(std::string_view account_id, std::string_view reservation_id);
 std::string reservations_key(std::string_view account_id);
 inline constexpr std::string_view positions_key = "credits:positions";
+inline constexpr std::string_view poison_key = "credits:poison";
+inline constexpr std::string_view blocked_key = "credits:blocked";
+// Held by a running rebuild (its Redis client id) so that two never build into the same database.
+inline constexpr std::string_view rebuild_lock_key = "credits:rebuild-lock";
+std::string poison_field(std::string_view topic, std::int32_t partition, std::int64_t offset);
 std::string position_field(std::string_view topic, std::int32_t partition);
 std::string usage_key(std::string_view account_id, std::string_view usage_id);
 std::string usage_daily_key(std::string_view account_id, std::string_view day);  // day: yyyy-mm-dd (UTC)
@@ -80,6 +107,7 @@ struct account_view {
   std::string created_at;  // RFC 3339
   amount_t balance = 0;
   amount_t reserved = 0;
+  bool blocked = false;  // one of its events could not be applied: its balance may miss that event
 };
 
 struct reservation_view {
@@ -106,5 +134,38 @@ std::int64_t applied_offset(redis_connection& redis, std::string_view topic, std
 // The Redis commands that fold one event into the read model. Pure: a function of the event alone, so the
 // projector can apply it exactly once by guarding it with the partition's position (see projector.hpp).
 std::vector<std::vector<std::string>> fold(const event& e);
+
+// The conditions under which fold(e) keeps the money invariants that credits::apply asserts; the guarded
+// script checks them before running any command, and refuses the event (a poison event) when one fails.
+// Pure, like fold. Each guard is one of
+//   {"absent",  key, field, reason}                  the hash field must not exist
+//   {"present", key, field, reason}                  the hash field must exist
+//   {"equals",  key, field, value, reason}           the hash field must hold exactly `value`
+//   {"money",   key, balance delta, reserved delta, balanceAfter or "", reason}
+//       after the deltas: 0 <= reserved <= balance <= amount_max, and balance == balanceAfter when given.
+std::vector<std::vector<std::string>> guards(const event& e);
+
+// The hash fields guards read. guard_state keeps only these.
+inline constexpr std::string_view guarded_fields[] = {"id", "balance", "reserved", "status", "amount"};
+
+// An in-memory copy of the fields guards read, kept up to date by the same commands the view receives, so
+// that a sole writer (a rebuild, into a database nobody else writes) judges each event exactly as the
+// guarded script would, without asking Redis. Not thread-safe; one owner.
+class guard_state {
+ public:
+  // Why the guards refuse, in the script's words, or nullopt.
+  std::optional<std::string> check(const std::vector<std::vector<std::string>>& guards) const;
+  // The commands' effect on the guarded fields (HSET, HSETNX, HINCRBY; the rest touch none).
+  void apply(const std::vector<std::vector<std::string>>& commands);
+
+ private:
+  std::unordered_map<std::string, std::unordered_map<std::string, std::string>> hashes_;
+};
+
+// The commands that record a poison event: its entry in credits:poison and, when it has a key, the blocked
+// marks on that account. `key` is the Kafka key as read, which need not be a valid account id.
+std::vector<std::vector<std::string>> poison_marks(std::string_view topic, std::int32_t partition,
+                                                   std::int64_t offset, std::string_view key,
+                                                   std::string_view reason);
 
 }  // namespace credits::read_model

@@ -1,0 +1,467 @@
+#include <algorithm>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+#include "credits/operations.hpp"
+
+namespace credits::ops {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using clock = std::chrono::steady_clock;
+
+template <class... F>
+struct overloaded : F... {
+  using F::operator()...;
+};
+
+constexpr milliseconds metadata_timeout_ms{10'000};
+constexpr milliseconds poll_timeout_ms{500};
+constexpr std::size_t snapshot_accounts_per_pipeline = 500;
+constexpr std::size_t scan_count = 1000;
+
+// One account as the view holds it, read in one script so that it and its partition's position belong
+// together: [id, balance, reserved, blocked, position, then (reservation id, status, amount, charged)...].
+constexpr std::string_view account_snapshot_script = R"lua(
+local out = {}
+local a = redis.call('HMGET', KEYS[1], 'id', 'balance', 'reserved', 'blocked')
+for i = 1, 4 do out[#out + 1] = a[i] or '' end
+out[#out + 1] = redis.call('HGET', KEYS[3], ARGV[2]) or '-1'
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local r = redis.call('HMGET', ARGV[1] .. id, 'status', 'amount', 'charged')
+  out[#out + 1] = id
+  for i = 1, 3 do out[#out + 1] = r[i] or '' end
+end
+return out
+)lua";
+
+// Every poison record and every position, together: [n, (field, entry)..., m, (field, offset)...].
+constexpr std::string_view poison_snapshot_script = R"lua(
+local entries = redis.call('HGETALL', KEYS[1])
+local positions = redis.call('HGETALL', KEYS[2])
+local out = {tostring(#entries / 2)}
+for _, v in ipairs(entries) do out[#out + 1] = v end
+out[#out + 1] = tostring(#positions / 2)
+for _, v in ipairs(positions) do out[#out + 1] = v end
+return out
+)lua";
+
+std::int64_t to_int(const std::optional<std::string>& s, const std::string& what) {
+  if (!s || s->empty()) return 0;
+  std::size_t used = 0;
+  std::int64_t n = 0;
+  try {
+    n = std::stoll(*s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != s->size()) throw std::runtime_error(what + " is not an integer: " + *s);
+  return n;
+}
+
+std::string text(const std::optional<std::string>& s) { return s.value_or(""); }
+
+struct poison_entry {
+  std::string key;
+  std::string reason;
+};
+
+// The independent fold: the log, read one partition at a time up to chosen offsets, folded with decode,
+// admission_error, violation and credits::apply. Owns nothing but its state; reads through `reader`.
+class log_fold {
+ public:
+  log_fold(const projector_config& config, kafka::reader& reader, clock::time_point deadline)
+      : config_(config), reader_(reader), deadline_(deadline) {
+    for (const auto& topic : {config.ledger_topic, config.usage_topic}) {
+      counts_[topic] = reader.partition_count(topic, metadata_timeout_ms);
+      for (std::int32_t p = 0; p < counts_[topic]; ++p) {
+        const auto field = read_model::position_field(topic, p);
+        fields_.push_back(field);
+        where_[field] = {topic, p};
+        folded_[field] = -1;
+      }
+    }
+  }
+
+  const std::vector<std::string>& fields() const { return fields_; }
+  std::int64_t folded(const std::string& field) const { return folded_.at(field); }
+  std::int32_t partition_count(const std::string& topic) const { return counts_.at(topic); }
+
+  // Folds `field` up to and including `target`, which must be the offset of a committed record.
+  void advance(const std::string& field, std::int64_t target) {
+    auto& done = folded_.at(field);
+    if (target <= done) return;
+    const auto& [topic, partition] = where_.at(field);
+    if (assigned_ != field) {
+      reader_.assign({{topic, partition, done + 1}});
+      assigned_ = field;
+    }
+    bool ended = false;
+    while (done < target) {
+      if (clock::now() > deadline_) throw std::runtime_error("the log was not read within the time limit");
+      const auto r =
+          reader_.poll(poll_timeout_ms, [&, t = topic, p = partition](const std::string& et, std::int32_t ep) {
+            if (et == t && ep == p) ended = true;
+          });
+      if (!r) {
+        if (ended)
+          throw std::runtime_error("the view is at " + field + "@" + std::to_string(target) + " but the log ends at " +
+                                   std::to_string(done));
+        continue;
+      }
+      ended = false;
+      fold(*r, field);
+      done = r->offset;
+    }
+    if (done != target)
+      throw std::runtime_error("the view's position " + field + "@" + std::to_string(target) +
+                               " is not the offset of a committed event");
+  }
+
+  ledger_state state;
+  std::map<std::string, std::map<std::int64_t, poison_entry>> poison;  // field -> offset -> entry
+  std::uint64_t events = 0;
+
+ private:
+  void fold(const kafka::record& r, const std::string& field) {
+    ++events;
+    std::string error;
+    const auto e = decode(r.value, &error);
+    auto refused = e ? admission_error(*e, r.key, r.topic == config_.ledger_topic ? stream::ledger : stream::usage,
+                                       r.partition, counts_.at(r.topic))
+                     : std::optional<std::string>("undecodable: " + error);
+    if (!refused) refused = violation(state, *e);
+    if (refused)
+      poison[field][r.offset] = {r.key, *refused};
+    else
+      apply(state, *e);
+  }
+
+  const projector_config& config_;
+  kafka::reader& reader_;
+  clock::time_point deadline_;
+  std::map<std::string, std::int32_t> counts_;
+  std::vector<std::string> fields_;
+  std::map<std::string, std::pair<std::string, std::int32_t>> where_;
+  std::map<std::string, std::int64_t> folded_;
+  std::string assigned_;
+};
+
+struct account_snapshot {
+  std::string account_id;
+  std::string field;  // the account's ledger partition
+  std::string id;     // empty when the view has no such account
+  std::optional<std::string> balance, reserved;
+  bool blocked = false;
+  std::int64_t position = -1;
+  struct reservation {
+    std::string status;
+    std::optional<std::string> amount, charged;
+  };
+  std::map<std::string, reservation> reservations;
+};
+
+account_snapshot parse_snapshot(std::string account_id, std::string field,
+                                const std::vector<std::optional<std::string>>& a) {
+  if (a.size() < 5 || (a.size() - 5) % 4 != 0) throw std::runtime_error("verify: malformed account snapshot");
+  account_snapshot s{std::move(account_id), std::move(field),         text(a[0]), a[1], a[2],
+                     text(a[3]) == "1",     to_int(a[4], "position"), {}};
+  for (std::size_t i = 5; i < a.size(); i += 4) s.reservations[text(a[i])] = {text(a[i + 1]), a[i + 2], a[i + 3]};
+  return s;
+}
+
+class report {
+ public:
+  explicit report(std::FILE* out) : out_(out) {}
+  void mismatch(const std::string& what) {
+    ++mismatches_;
+    std::fprintf(out_, "mismatch: %s\n", what.c_str());
+  }
+  void note(const std::string& what) { std::fprintf(out_, "%s\n", what.c_str()); }
+  std::uint64_t mismatches() const { return mismatches_; }
+
+ private:
+  std::FILE* out_;
+  std::uint64_t mismatches_ = 0;
+};
+
+struct tally {
+  std::uint64_t accounts = 0;
+  std::uint64_t reservations = 0;
+  std::set<std::string> blocked;  // accounts the view marks blocked
+};
+
+std::string num(std::int64_t n) { return std::to_string(n); }
+
+void compare(const account_snapshot& v, const log_fold& fold, report& r, tally& t) {
+  const auto& id = v.account_id;
+  const auto it = fold.state.accounts.find(id);
+  const bool in_log = it != fold.state.accounts.end();
+  const bool in_view = !v.id.empty();
+  if (v.blocked) t.blocked.insert(id);
+  if (!in_log && !in_view) return;  // a poison event's key with no account: checked with the poison records
+  ++t.accounts;
+  const auto at = " (at " + v.field + "@" + num(v.position) + ")";
+  if (in_log != in_view) {
+    r.mismatch("account " + id +
+               (in_log ? " is in the log but not in the view" : " is in the view but not in the log") + at);
+    return;
+  }
+  const auto& a = it->second;
+  const auto balance = to_int(v.balance, id + " balance"), reserved = to_int(v.reserved, id + " reserved");
+  if (balance != a.balance)
+    r.mismatch("account " + id + " balance: view " + num(balance) + ", log " + num(a.balance) + at);
+  if (reserved != a.reserved)
+    r.mismatch("account " + id + " reserved: view " + num(reserved) + ", log " + num(a.reserved) + at);
+  for (const auto& [rid, rs] : a.reservations) {
+    ++t.reservations;
+    const auto found = v.reservations.find(rid);
+    if (found == v.reservations.end()) {
+      r.mismatch("reservation " + rid + " of " + id + " is in the log but not in the view" + at);
+      continue;
+    }
+    const auto& vr = found->second;
+    const auto status = std::string(to_string(rs.status));
+    if (vr.status != status) r.mismatch("reservation " + rid + " status: view " + vr.status + ", log " + status + at);
+    if (to_int(vr.amount, rid + " amount") != rs.amount)
+      r.mismatch("reservation " + rid + " amount: view " + text(vr.amount) + ", log " + num(rs.amount) + at);
+    if (to_int(vr.charged, rid + " charged") != rs.charged)
+      r.mismatch("reservation " + rid + " charged: view " + text(vr.charged) + ", log " + num(rs.charged) + at);
+  }
+  for (const auto& [rid, vr] : v.reservations)
+    if (!a.reservations.contains(rid))
+      r.mismatch("reservation " + rid + " of " + id + " is in the view but not in the log" + at);
+}
+
+std::vector<std::string> scan_accounts(read_model::redis_connection& redis) {
+  std::vector<std::string> out;
+  std::string cursor = "0";
+  const std::string prefix = "credits:account:{";
+  do {
+    const auto r = redis.run({"SCAN", cursor, "MATCH", "credits:account:*", "COUNT", std::to_string(scan_count)});
+    if (r.array.empty() || !r.array[0]) throw std::runtime_error("redis: SCAN returned no cursor");
+    cursor = *r.array[0];
+    for (std::size_t i = 1; i < r.array.size(); ++i) {
+      const auto& key = r.array[i];
+      if (!key || !key->starts_with(prefix) || key->back() != '}') continue;
+      out.push_back(key->substr(prefix.size(), key->size() - prefix.size() - 1));
+    }
+  } while (cursor != "0");
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> violation(const ledger_state& state, const event& e) {
+  if (std::holds_alternative<account_created>(e.payload)) {
+    if (state.accounts.contains(e.account_id)) return "account " + e.account_id + " is created twice";
+    return std::nullopt;
+  }
+  if (std::holds_alternative<usage_recorded>(e.payload)) return std::nullopt;
+  const auto it = state.accounts.find(e.account_id);
+  if (it == state.accounts.end()) return "no account " + e.account_id;
+  const auto& account = it->second;
+  amount_t balance = account.balance;
+  amount_t reserved = account.reserved;
+  std::optional<amount_t> balance_after;
+  const auto pending_hold = [&](const std::string& id, amount_t accounted) -> std::optional<std::string> {
+    const auto r = account.reservations.find(id);
+    if (r == account.reservations.end() || r->second.status != reservation_status::pending)
+      return "reservation " + id + " is unknown or not pending";
+    if (r->second.amount != accounted)
+      return "the event accounts for " + std::to_string(accounted) + " of the hold " + id + " of " +
+             std::to_string(r->second.amount);
+    return std::nullopt;
+  };
+  std::optional<std::string> refused;
+  std::visit(overloaded{
+                 [](const account_created&) {},
+                 [](const usage_recorded&) {},
+                 [&](const credits_added& p) {
+                   balance += p.amount;
+                   balance_after = p.balance_after;
+                 },
+                 [&](const credits_deducted& p) {
+                   balance -= p.amount;
+                   balance_after = p.balance_after;
+                 },
+                 [&](const credits_reserved& p) {
+                   if (account.reservations.contains(p.reservation_id))
+                     refused = "reservation " + p.reservation_id + " is created twice";
+                   reserved += p.amount;
+                 },
+                 [&](const reservation_confirmed& p) {
+                   refused = pending_hold(p.reservation_id, p.charged + p.released);
+                   reserved -= p.charged + p.released;
+                   balance -= p.charged;
+                   balance_after = p.balance_after;
+                 },
+                 [&](const reservation_cancelled& p) {
+                   refused = pending_hold(p.reservation_id, p.released);
+                   reserved -= p.released;
+                 },
+                 [&](const reservation_expired& p) {
+                   refused = pending_hold(p.reservation_id, p.released);
+                   reserved -= p.released;
+                 },
+             },
+             e.payload);
+  if (refused) return refused;
+  if (reserved < 0 || reserved > balance || balance > amount_max)
+    return std::string(type_name(e.payload)) + " would leave balance " + std::to_string(balance) + ", reserved " +
+           std::to_string(reserved);
+  if (balance_after && *balance_after != balance)
+    return std::string(type_name(e.payload)) + " says balanceAfter " + std::to_string(*balance_after) +
+           ", the fold gives " + std::to_string(balance);
+  return std::nullopt;
+}
+
+int verify(const projector_config& config, const std::atomic<bool>& stop, std::FILE* out) {
+  const auto deadline = clock::now() + milliseconds(config.log_read_timeout_ms);
+  read_model::redis_connection redis(config.redis_host, config.redis_port, milliseconds(config.redis_timeout_ms));
+  redis.run({"CLIENT", "SETNAME", "credits-verify"});
+  redis.run({"SELECT", std::to_string(config.redis_db)});
+  kafka::reader reader(config.brokers, {{"fetch.wait.max.ms", std::to_string(config.fetch_wait_ms)}});
+  log_fold fold(config, reader, deadline);
+  report r(out);
+  tally t;
+  const std::string positions(read_model::positions_key);
+
+  // 1. The log up to the positions the view has applied now; the view only moves on from there.
+  std::map<std::string, std::int64_t> start;
+  {
+    const auto all = redis.run({"HGETALL", positions});
+    for (std::size_t i = 0; i + 1 < all.array.size(); i += 2)
+      start[text(all.array[i])] = to_int(all.array[i + 1], "position");
+  }
+  r.note("verify: view db " + std::to_string(config.redis_db) + " of " + config.redis_host + ":" +
+         std::to_string(config.redis_port) + " against " + config.ledger_topic + " and " + config.usage_topic);
+  for (const auto& field : fold.fields()) {
+    if (stop.load()) return exit_stopped;
+    fold.advance(field, start.contains(field) ? start[field] : -1);
+  }
+
+  // 2. Every account either side knows, each compared at exactly the position its snapshot carries: at once
+  // when the fold is there, otherwise after folding further, partition by partition in offset order.
+  std::set<std::string> ids;
+  for (const auto& [id, a] : fold.state.accounts) ids.insert(id);
+  for (auto& id : scan_accounts(redis)) ids.insert(std::move(id));
+  const auto sha = *redis.run({"SCRIPT", "LOAD", std::string(account_snapshot_script)}).value;
+  const auto ledger_partitions = fold.partition_count(config.ledger_topic);
+  std::map<std::string, std::vector<account_snapshot>> later;  // field -> snapshots ahead of the fold
+  std::vector<std::string> chunk_ids;
+  std::vector<std::vector<std::string>> calls;
+  const auto snapshot_chunk = [&] {
+    const auto replies = redis.pipeline(calls);
+    for (std::size_t k = 0; k < replies.size(); ++k) {
+      const auto field =
+          read_model::position_field(config.ledger_topic, kafka::key_partition(chunk_ids[k], ledger_partitions));
+      auto s = parse_snapshot(chunk_ids[k], field, replies[k].array);
+      const auto folded = fold.folded(field);
+      if (s.position == folded)
+        compare(s, fold, r, t);
+      else if (s.position > folded)
+        later[field].push_back(std::move(s));
+      else
+        r.mismatch("the view's position " + field + "@" + num(s.position) + " is behind where it was (" + num(folded) +
+                   "): was the view wiped or replaced while verify ran?");
+    }
+    calls.clear();
+    chunk_ids.clear();
+  };
+  for (const auto& id : ids) {
+    const auto field = read_model::position_field(config.ledger_topic, kafka::key_partition(id, ledger_partitions));
+    calls.push_back({"EVALSHA", sha, "3", read_model::account_key(id), read_model::reservations_key(id), positions,
+                     read_model::reservation_key(id, ""), field});
+    chunk_ids.push_back(id);
+    if (calls.size() == snapshot_accounts_per_pipeline) {
+      if (stop.load()) return exit_stopped;
+      snapshot_chunk();
+    }
+  }
+  if (!calls.empty()) snapshot_chunk();
+  for (auto& [field, snapshots] : later) {
+    std::sort(snapshots.begin(), snapshots.end(),
+              [](const account_snapshot& a, const account_snapshot& b) { return a.position < b.position; });
+    for (const auto& s : snapshots) {
+      if (stop.load()) return exit_stopped;
+      fold.advance(field, s.position);
+      compare(s, fold, r, t);
+    }
+  }
+
+  // 3. Poison records: the view's, with its positions, against the fold's up to those positions.
+  const auto snap =
+      redis.run({"EVAL", std::string(poison_snapshot_script), "2", std::string(read_model::poison_key), positions});
+  const auto& a = snap.array;
+  const auto entries = static_cast<std::size_t>(to_int(a.at(0), "count"));
+  std::map<std::string, std::map<std::int64_t, poison_entry>> view_poison;
+  std::set<std::string> poison_keys;
+  for (std::size_t i = 0; i < entries; ++i) {
+    const auto where = text(a.at(1 + 2 * i));
+    const auto entry = json::parse(text(a.at(2 + 2 * i)), nullptr, false);
+    const auto cut = where.rfind(':');
+    if (cut == std::string::npos || !entry.is_object())
+      throw std::runtime_error("verify: malformed poison record " + where);
+    const poison_entry pe{entry.value("key", ""), entry.value("reason", "")};
+    if (!pe.key.empty()) poison_keys.insert(pe.key);
+    view_poison[where.substr(0, cut)][to_int(where.substr(cut + 1), "poison offset")] = pe;
+  }
+  const auto m_at = 1 + 2 * entries;
+  const auto fields_count = static_cast<std::size_t>(to_int(a.at(m_at), "count"));
+  for (std::size_t i = 0; i < fields_count; ++i) {
+    const auto field = text(a.at(m_at + 1 + 2 * i));
+    const auto at = to_int(a.at(m_at + 2 + 2 * i), "position");
+    if (std::find(fold.fields().begin(), fold.fields().end(), field) == fold.fields().end()) {
+      r.mismatch("the view has a position for " + field + ", which is not a partition of the configured topics");
+      continue;
+    }
+    if (at < fold.folded(field)) {
+      r.mismatch("the view's position " + field + "@" + num(at) + " is behind where it was (" +
+                 num(fold.folded(field)) + ")");
+      continue;
+    }
+    if (stop.load()) return exit_stopped;
+    fold.advance(field, at);
+  }
+  std::uint64_t poison_events = 0;
+  for (const auto& field : fold.fields()) {
+    const auto& in_log = fold.poison[field];
+    const auto& in_view = view_poison[field];
+    for (const auto& [offset, pe] : in_log) {
+      const auto where = field + ":" + num(offset);
+      ++poison_events;
+      if (!in_view.contains(offset)) {
+        r.mismatch("poison event " + where + " (key " + pe.key + ": " + pe.reason + ") is not recorded in the view");
+        continue;
+      }
+      r.note("poison: " + where + " key " + pe.key + ": " + in_view.at(offset).reason);
+    }
+    for (const auto& [offset, pe] : in_view)
+      if (!in_log.contains(offset))
+        r.mismatch("the view records poison event " + field + ":" + num(offset) + " (key " + pe.key + ": " + pe.reason +
+                   "), which the log fold applied");
+  }
+  // 4. Blocked marks and poison records belong together.
+  std::vector<std::vector<std::string>> flags;
+  std::vector<std::string> keys(poison_keys.begin(), poison_keys.end());
+  for (const auto& k : keys) flags.push_back({"HGET", read_model::account_key(k), "blocked"});
+  const auto flag_replies = flags.empty() ? std::vector<read_model::redis_connection::reply>{} : redis.pipeline(flags);
+  for (std::size_t i = 0; i < keys.size(); ++i)
+    if (flag_replies[i].value != "1")
+      r.mismatch("account " + keys[i] + " has a poison event but is not marked blocked");
+  for (const auto& id : t.blocked)
+    if (!poison_keys.contains(id)) r.mismatch("account " + id + " is marked blocked without a poison record");
+
+  r.note("verify: " + std::to_string(fold.events) + " events folded; " + std::to_string(t.accounts) + " accounts and " +
+         std::to_string(t.reservations) + " reservations compared; " + std::to_string(r.mismatches()) +
+         " mismatches; " + "poison events: " + std::to_string(poison_events) +
+         ", blocked accounts: " + std::to_string(poison_keys.size()));
+  std::fflush(out);
+  if (r.mismatches() > 0) return 1;
+  return poison_events > 0 ? exit_poison : 0;
+}
+
+}  // namespace credits::ops

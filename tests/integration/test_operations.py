@@ -1,0 +1,400 @@
+"""The projector's operator commands against the real Kafka and Redis (docs/operations.md): rebuild, verify,
+poison events and the dead-letter topic, export and import.
+
+A rebuild swaps whole Redis databases, so the view under test must own one: this module projects into
+databases 11 (view) and 12 (rebuild) of the test Redis, and 13/14 for the imported copy, and flushes them
+first. It creates topics of its own for each run (through scripts/lib.sh) and deletes them at the end, so
+a running stack and the other test modules are not disturbed.
+"""
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import BROKERS, BUILD, LOGS, REDIS_PORT, REPO, Client, Stack
+
+RUN = uuid.uuid4().hex[:8]
+PREFIX = f"credits-test-ops-{RUN}"
+LEDGER, USAGE, SNAPSHOTS = f"{PREFIX}.ledger", f"{PREFIX}.usage", f"{PREFIX}.snapshots"
+IMPORT_LEDGER, IMPORT_USAGE = f"{PREFIX}-import.ledger", f"{PREFIX}-import.usage"
+VIEW_DB, REBUILD_DB = 11, 12
+IMPORT_VIEW_DB, IMPORT_REBUILD_DB = 13, 14
+PROJECTOR = BUILD / "projector" / "credits-projector"
+
+TOPICS_TIMEOUT_S = 120
+OPERATION_TIMEOUT_S = 300  # one rebuild, verify, export or import of this module's few thousand events
+CATCH_UP_TIMEOUT_S = 90
+LOAD_WORKERS = 6
+KILL_ROUNDS = 3
+
+# Every key of a Redis database with its type and contents, as JSON, in one call.
+DUMP_SCRIPT = """
+local out = {}
+for _, k in ipairs(redis.call('KEYS', '*')) do
+  local t = redis.call('TYPE', k).ok
+  local v
+  if t == 'hash' then v = redis.call('HGETALL', k)
+  elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+  elseif t == 'set' then v = redis.call('SMEMBERS', k); table.sort(v)
+  elseif t == 'string' then v = {redis.call('GET', k)}
+  else v = {} end
+  out[#out + 1] = {k, t, v}
+end
+return cjson.encode(out)
+"""
+
+
+def redis(db, *args):
+    return subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(db), "--raw", *args],
+                          capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def dump(db):
+    """{key: contents}; hashes as dicts. Empty Redis tables encode as {} in cjson, hence the `or []`."""
+    out = {}
+    for key, kind, value in json.loads(redis(db, "EVAL", DUMP_SCRIPT, "0")):
+        value = value or []
+        out[key] = dict(zip(value[0::2], value[1::2])) if kind == "hash" else (kind, value)
+    return out
+
+
+def lib_sh(command, **settings):
+    """Runs a scripts/lib.sh function against the Kafka the tests use, with lib.sh's settings (e.g. LEDGER_TOPIC)
+    given for that call: sourcing lib.sh sets them from the CREDITS_* environment."""
+    assignments = " ".join(f"{k}='{v}'" for k, v in settings.items())
+    subprocess.run(["bash", "-c", f"source '{REPO}/scripts/lib.sh'; {assignments} {command}"],
+                   env=dict(os.environ, CREDITS_KAFKA_PORT=BROKERS.rsplit(":", 1)[1]), check=True,
+                   timeout=TOPICS_TIMEOUT_S, stdout=subprocess.DEVNULL)
+
+
+def ops_settings(ledger=LEDGER, usage=USAGE, view_db=VIEW_DB, rebuild_db=REBUILD_DB):
+    return {"CREDITS_KAFKA_BROKERS": BROKERS, "CREDITS_REDIS_PORT": REDIS_PORT, "CREDITS_LEDGER_TOPIC": ledger,
+            "CREDITS_USAGE_TOPIC": usage, "CREDITS_REDIS_DB": str(view_db), "CREDITS_REDIS_REBUILD_DB": str(rebuild_db),
+            "ASAN_OPTIONS": "detect_leaks=0"}
+
+
+def ops_env(*args):
+    return dict(os.environ, **ops_settings(*args))
+
+
+def projector(*args, env=None, timeout=OPERATION_TIMEOUT_S):
+    return subprocess.run([str(PROJECTOR), *args], env=env or ops_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def position(response):
+    """(topic, partition) -> offset from a command's Credits-Position header."""
+    topic, partition, offset = response.headers["Credits-Position"].rsplit(":", 2)
+    return (topic, int(partition)), int(offset)
+
+
+def wait_view(positions, db=VIEW_DB, timeout_s=CATCH_UP_TIMEOUT_S):
+    deadline = time.monotonic() + timeout_s
+    for (topic, partition), offset in positions.items():
+        while True:
+            applied = redis(db, "HGET", "credits:positions", f"{topic}:{partition}").strip()
+            if applied and int(applied) >= offset:
+                break
+            assert time.monotonic() < deadline, f"the view did not reach {topic}:{partition}@{offset} (at {applied})"
+            time.sleep(0.05)
+
+
+def log_end(*topics):
+    """(topic, partition) -> offset of the last committed event, read with kcat."""
+    end = {}
+    for topic in topics:
+        out = subprocess.run(["kcat", "-C", "-b", BROKERS, "-t", topic, "-e", "-q", "-X",
+                              "isolation.level=read_committed", "-f", "%p\t%o\n"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+        for line in out.splitlines():
+            partition, offset = map(int, line.split("\t"))
+            end[(topic, partition)] = max(offset, end.get((topic, partition), -1))
+    return end
+
+
+def wait_caught_up(db=VIEW_DB):
+    """Until the view has applied the whole log, including events no command answer named (expiries)."""
+    wait_view(log_end(LEDGER, USAGE), db)
+
+
+class Positions:
+    """The highest position each (topic, partition) reached in command answers; thread-safe."""
+
+    def __init__(self):
+        self.lock, self.latest = threading.Lock(), {}
+
+    def note(self, response):
+        if response.status_code != 200 or "Credits-Position" not in response.headers:
+            return
+        where, offset = position(response)
+        with self.lock:
+            self.latest[where] = max(offset, self.latest.get(where, -1))
+
+    def snapshot(self):
+        with self.lock:
+            return dict(self.latest)
+
+
+class Load:
+    """Commands flowing through the API from a few threads until stopped: credits in and out, holds confirmed,
+    cancelled or left to expire, usage."""
+
+    def __init__(self, url, accounts, positions):
+        self.url, self.accounts, self.positions = url, accounts, positions
+        self.stopping, self.counts, self.threads = threading.Event(), defaultdict(int), []
+
+    def __enter__(self):
+        for i in range(LOAD_WORKERS):
+            t = threading.Thread(target=self.work, args=(random.Random(i),), daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(60)
+        assert self.counts["ok"] > 0, dict(self.counts)
+
+    def post(self, client, path, body):
+        r = client.post(path, body)
+        self.positions.note(r)
+        self.counts["ok" if r.status_code == 200 else str(r.status_code)] += 1
+        return r
+
+    def work(self, rnd):
+        client = Client(self.url)
+        while not self.stopping.is_set():
+            account = rnd.choice(self.accounts)
+            roll = rnd.random()
+            try:
+                if roll < 0.3:
+                    self.post(client, "/v1/accounts/credits/add", {"accountId": account, "amount": rnd.randint(1, 100)})
+                elif roll < 0.45:
+                    self.post(client, "/v1/accounts/credits/deduct", {"accountId": account, "amount": rnd.randint(1, 50)})
+                elif roll < 0.85:
+                    r = self.post(client, "/v1/reservations/create",
+                                  {"accountId": account, "amount": rnd.randint(1, 50),
+                                   "expiresInSeconds": rnd.choice([1, 2, 3600])})
+                    if r.status_code == 200:
+                        hold = r.json()["reservation"]
+                        if rnd.random() < 0.6:
+                            self.post(client, "/v1/reservations/confirm",
+                                      {"reservationId": hold["id"], "actualAmount": rnd.randint(0, hold["amount"])})
+                        elif rnd.random() < 0.5:
+                            self.post(client, "/v1/reservations/cancel", {"reservationId": hold["id"]})
+                else:
+                    self.post(client, "/v1/usage/record",
+                              {"context": "customer", "accountId": account, "modelId": rnd.choice(["a", "b"]),
+                               "usageType": "text", "inputTokens": rnd.randint(1, 999), "outputTokens": 7})
+            except Exception as e:  # a timeout under load is no reason to stop the load
+                self.counts[type(e).__name__] += 1
+
+
+@pytest.fixture(scope="module")
+def ops():
+    lib_sh("create_topics", LEDGER_TOPIC=LEDGER, USAGE_TOPIC=USAGE, SNAPSHOT_TOPIC=SNAPSHOTS)
+    for db in (VIEW_DB, REBUILD_DB, IMPORT_VIEW_DB, IMPORT_REBUILD_DB):
+        redis(db, "FLUSHDB")
+    stack = Stack()
+    stack.api.env.update(ops_settings())  # one dict, shared by both processes
+    stack.api.env.update({"CREDITS_SNAPSHOT_TOPIC": SNAPSHOTS, "CREDITS_TRANSACTIONAL_ID": f"{PREFIX}-api"})
+    stack.api.log_path = LOGS / "test-operations-credits-api.log"
+    stack.projector.log_path = LOGS / "test-operations-credits-projector.log"
+    try:
+        stack.start()
+    except BaseException:
+        stack.api.stop(), stack.projector.stop()
+        raise
+    stack.positions = Positions()
+    client = Client(stack.url)
+    stack.accounts = []
+    for i in range(40):
+        r = client.post("/v1/accounts/create", {"name": f"Ops {i}", "externalId": f"ops_{RUN}_{i}"})
+        assert r.status_code == 200, r.text
+        stack.positions.note(r)
+        stack.accounts.append(r.json()["account"]["id"])
+        stack.positions.note(client.post("/v1/accounts/credits/add", {"accountId": stack.accounts[-1], "amount": 5000}))
+    yield stack
+    stack.api.stop()
+    stack.projector.stop()
+    lib_sh(f"kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server '{BROKERS}' --delete "
+           f"--topic '{re.escape(PREFIX)}(-import)?[.].*'")
+
+
+def verify(env=None):
+    r = projector("verify", env=env)
+    summary = [line for line in r.stdout.splitlines() if line.startswith("verify:")]
+    return r.returncode, r.stdout + r.stderr, summary[-1] if summary else ""
+
+
+def test_rebuild_restores_a_wiped_view_exactly(ops):
+    with Load(ops.url, ops.accounts, ops.positions):
+        time.sleep(3)
+    time.sleep(3)  # holds of 1-2 s expire: the writer appends their ReservationExpired events
+    wait_caught_up()
+    ops.projector.stop()
+    before = dump(VIEW_DB)
+    assert len([k for k in before if k.startswith("credits:account:")]) == len(ops.accounts)
+
+    redis(VIEW_DB, "FLUSHDB")  # this module's own view database
+    r = projector("rebuild")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "switched db" in r.stdout
+
+    after = dump(VIEW_DB)
+    assert after.keys() == before.keys()
+    for key in before:
+        assert after[key] == before[key], key
+    ops.projector.start()
+    code, output, summary = verify()
+    assert code == 0, output
+    assert " 0 mismatches" in summary
+
+
+def test_verify_and_rebuild_while_commands_flow_end_with_every_event_in_the_view(ops):
+    with Load(ops.url, ops.accounts, ops.positions) as load:
+        time.sleep(1)
+        code, output, _ = verify()  # the view and the log move on while it runs
+        assert code == 0, output
+        r = projector("rebuild")
+        assert r.returncode == 0, r.stdout + r.stderr
+        time.sleep(1)
+    print("load:", dict(load.counts))
+    wait_view(ops.positions.snapshot())
+    code, output, summary = verify()
+    assert code == 0, output
+    assert " 0 mismatches" in summary
+
+
+def test_sigkill_mid_projection_and_mid_rebuild_then_verify(ops):
+    rnd = random.Random(RUN)
+    interrupted = 0
+    with Load(ops.url, ops.accounts, ops.positions):
+        for _ in range(KILL_ROUNDS):
+            time.sleep(rnd.uniform(0.2, 1.0))
+            assert ops.projector.stop(signal.SIGKILL) == -signal.SIGKILL
+            ops.projector.start()
+            rebuild = subprocess.Popen([str(PROJECTOR), "rebuild"], env=ops_env(), stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True)
+            time.sleep(rnd.uniform(0.3, 2.0))
+            if rebuild.poll() is None:
+                interrupted += 1
+                rebuild.kill()
+            rebuild.communicate(timeout=OPERATION_TIMEOUT_S)
+            time.sleep(rnd.uniform(0.1, 0.5))
+            ops.projector.stop(signal.SIGKILL)
+            ops.projector.start()
+        r = projector("rebuild")  # the lock of a killed rebuild is taken over at once
+        assert r.returncode == 0, r.stdout + r.stderr
+    print(f"rebuilds killed midway: {interrupted} of {KILL_ROUNDS}")
+    assert interrupted > 0
+    time.sleep(3)
+    wait_caught_up()
+    code, output, summary = verify()
+    assert code == 0, output
+    assert " 0 mismatches" in summary
+
+
+def test_export_then_import_into_fresh_topics_gives_the_same_view(ops, tmp_path):
+    wait_caught_up()
+    backup = tmp_path / "credits.jsonl"
+    r = projector("export", str(backup))
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = backup.read_text().splitlines()
+    header, records, end = json.loads(lines[0]), [json.loads(x) for x in lines[1:-1]], json.loads(lines[-1])
+    assert (header["ledgerTopic"], header["usageTopic"]) == (LEDGER, USAGE)
+    assert end["records"] == len(records) > 0
+    assert {"topic", "partition", "offset", "key", "value"} <= records[0].keys()
+
+    imported = ops_env(IMPORT_LEDGER, IMPORT_USAGE, IMPORT_VIEW_DB, IMPORT_REBUILD_DB)
+    r = projector("import", str(backup), env=imported)  # the topics do not exist yet: import creates them
+    assert r.returncode == 0, r.stdout + r.stderr
+    again = projector("import", str(backup), env=imported)
+    assert again.returncode != 0 and "not empty" in again.stderr
+    r = projector("rebuild", env=imported)
+    assert r.returncode == 0, r.stdout + r.stderr
+    code, output, summary = verify(imported)
+    assert code == 0, output
+    assert " 0 mismatches" in summary
+
+    # Same accounts, balances, holds and usage; only the positions differ (new offsets, no transaction markers).
+    original, copy = dump(VIEW_DB), dump(IMPORT_VIEW_DB)
+    for view in (original, copy):
+        view.pop("credits:positions")
+    assert copy.keys() == original.keys()
+    for key in original:
+        assert copy[key] == original[key], key
+
+
+def kcat_produce(topic, partition, key, value):
+    subprocess.run(["kcat", "-P", "-b", BROKERS, "-t", topic, "-p", str(partition), "-k", key], input=value + "\n",
+                   text=True, check=True, timeout=30)
+
+
+def test_a_poison_event_is_dead_lettered_reported_and_the_others_keep_projecting(ops):
+    client = Client(ops.url)
+    victim, other = ops.accounts[0], ops.accounts[1]
+    r = client.post("/v1/accounts/credits/add", {"accountId": victim, "amount": 10})
+    (topic, partition), _ = position(r)
+    before = r.json()["balance"]
+    # Garbage, then a well-formed event that confirms a hold that never existed, both on the victim's key and
+    # partition, as a broken or hostile producer might write them.
+    kcat_produce(topic, partition, victim, "{not json")
+    bogus = {"eventId": str(uuid.uuid4()), "type": "ReservationConfirmed", "schemaVersion": 1, "tenant": "tenant_a",
+             "accountId": victim, "apiKeyId": "key_x", "requestId": "req_x", "idempotencyKey": "", "requestHash": "",
+             "occurredAt": "2026-01-01T00:00:00.000Z",
+             "payload": {"reservationId": "rsv_" + victim[4:] + "_" + "0" * 16, "transactionId": "txn_x",
+                         "charged": 1, "released": 0, "balanceAfter": before - 1}}
+    kcat_produce(topic, partition, victim, json.dumps(bogus))
+    # Both accounts keep projecting afterwards, the victim included.
+    for account in (victim, other):
+        ops.positions.note(client.post("/v1/accounts/credits/add", {"accountId": account, "amount": 5}))
+    wait_view(ops.positions.snapshot())
+    view = redis(VIEW_DB, "HGET", f"credits:account:{{{victim}}}", "blocked").strip()
+    assert view == "1"
+    assert int(redis(VIEW_DB, "HGET", f"credits:account:{{{victim}}}", "balance")) == before + 5
+    assert redis(VIEW_DB, "HGET", f"credits:account:{{{other}}}", "blocked").strip() == ""
+    poison = {k: json.loads(v) for k, v in dump(VIEW_DB)["credits:poison"].items()}
+    ours = {k: v for k, v in poison.items() if v["key"] == victim}
+    assert len(ours) == 2, poison
+    assert any(v["reason"].startswith("undecodable") for v in ours.values())
+    assert any("not pending" in v["reason"] for v in ours.values())
+
+    dead = subprocess.run(["kcat", "-C", "-b", BROKERS, "-t", f"{LEDGER}.dlq", "-e", "-q", "-f", "%k\t%h\t%s\n"],
+                          capture_output=True, text=True, check=True, timeout=30).stdout.splitlines()
+    copies = [line.split("\t", 2) for line in dead if line.startswith(victim + "\t")]
+    assert len(copies) >= 2, dead
+    assert {c[2] for c in copies} >= {"{not json", json.dumps(bogus)}
+    for where in ours:
+        offset = where.rsplit(":", 1)[1]
+        assert any(f"credits-offset={offset}" in c[1] and "credits-reason=" in c[1] for c in copies), (where, copies)
+    log = ops.projector.log_path.read_text(errors="replace")
+    assert re.search(rf"poison event at {re.escape(LEDGER)}:{partition}@\d+ \(key {victim}\)", log)
+
+    code, output, summary = verify()
+    assert code == 3, output  # the view matches the log, which has poison events
+    assert " 0 mismatches" in summary and "poison events: 2, blocked accounts: 1" in summary
+    for where in ours:
+        assert f"poison: {where} key {victim}" in output
+
+    # A rebuild judges the same events poison, in the same words, and copies nothing to the DLQ again.
+    wait_caught_up()
+    ops.projector.stop()
+    before = dump(VIEW_DB)
+    r = projector("rebuild")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert dump(VIEW_DB) == before
+    again = subprocess.run(["kcat", "-C", "-b", BROKERS, "-t", f"{LEDGER}.dlq", "-e", "-q", "-f", "%k\n"],
+                           capture_output=True, text=True, check=True, timeout=30).stdout.splitlines()
+    assert again.count(victim) == len(copies)
+    ops.projector.start()
