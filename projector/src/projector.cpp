@@ -7,6 +7,7 @@
 #include <string_view>
 #include <thread>
 #include <type_traits>
+#include <unordered_set>
 
 #include "credits/assert.hpp"
 
@@ -239,23 +240,20 @@ struct projector::poison {
 
 projector::projector(projector_config config)
     : config_(std::move(config)),
-      consumer_(config_.brokers, config_.report_end_of_partition,
-                {{"fetch.wait.max.ms", std::to_string(config_.fetch_wait_ms)}}) {
+      consumer_(config_.brokers, false, {{"fetch.wait.max.ms", std::to_string(config_.fetch_wait_ms)}}),
+      dead_letters_(config_.brokers) {
   for (const auto* topic : {&config_.ledger_topic, &config_.usage_topic}) {
     const auto count = consumer_.partition_count(*topic, milliseconds(config_.metadata_timeout_ms));
     partition_counts_[*topic] = count;
     for (std::int32_t p = 0; p < count; ++p) partitions_.emplace_back(*topic, p);
   }
-  if (config_.dlq_enabled) {
-    // Checked now: finding it missing at the first poison event would stall the partition instead.
-    const auto dlq = dead_letter_topic(config_);
-    try {
-      consumer_.partition_count(dlq, milliseconds(config_.metadata_timeout_ms));
-    } catch (const std::runtime_error& e) {
-      throw std::runtime_error("dead-letter topic " + dlq + " is missing (scripts/lib.sh create_topics creates it): " +
-                               e.what());
-    }
-    dead_letters_ = std::make_unique<kafka::producer>(config_.brokers);
+  // Checked now: finding it missing at the first poison event would stall that partition instead.
+  const auto dlq = dead_letter_topic(config_);
+  try {
+    consumer_.partition_count(dlq, milliseconds(config_.metadata_timeout_ms));
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error("dead-letter topic " + dlq + " is missing (scripts/lib.sh create_topics creates it): " +
+                             e.what());
   }
   connect_redis();
   resume_points_ = stored_start_points();
@@ -331,10 +329,7 @@ void projector::run(const std::atomic<bool>& stop) {
 
 std::size_t projector::step() {
   if (!redis_ && !try_recover()) return 0;
-  const auto batch = consumer_.poll(config_.batch_events_max, milliseconds(config_.poll_timeout_ms),
-                                    [this](const std::string& topic, std::int32_t partition) {
-                                      at_end_.insert(read_model::position_field(topic, partition));
-                                    });
+  const auto batch = consumer_.poll(config_.batch_events_max, milliseconds(config_.poll_timeout_ms));
   if (batch.empty()) return 0;
   try {
     apply(batch);
@@ -454,18 +449,16 @@ void projector::apply(const std::vector<store::message>& batch) {
 void projector::record_poison(const std::vector<store::message>& batch, const std::vector<poison>& found) {
   if (found.empty()) return;
   const auto dlq = dead_letter_topic(config_);
-  if (dead_letters_) {
-    for (const auto& p : found) {
-      const auto& m = batch[p.index];
-      dead_letters_->produce(dlq, -1, m.key, m.value,
-                             {{"credits-reason", p.reason},
-                              {"credits-topic", m.topic},
-                              {"credits-partition", std::to_string(m.partition)},
-                              {"credits-offset", std::to_string(m.offset)}});
-    }
-    dead_letters_->flush(milliseconds(config_.dlq_timeout_ms));
-    stats_.dead_lettered += found.size();
+  for (const auto& p : found) {
+    const auto& m = batch[p.index];
+    dead_letters_.produce(dlq, -1, m.key, m.value,
+                          {{"credits-reason", p.reason},
+                           {"credits-topic", m.topic},
+                           {"credits-partition", std::to_string(m.partition)},
+                           {"credits-offset", std::to_string(m.offset)}});
   }
+  dead_letters_.flush(milliseconds(config_.dlq_timeout_ms));
+  stats_.dead_lettered += found.size();
   std::vector<std::vector<std::string>> calls;
   for (const auto& p : found) {
     const auto& m = batch[p.index];
@@ -481,9 +474,8 @@ void projector::record_poison(const std::vector<store::message>& batch, const st
     // Counted and logged only when this call recorded it, so a re-read poison event is not reported twice.
     if (outcomes[k].value.value != "1") continue;
     ++stats_.poison;
-    const auto copied = dead_letters_ ? "copied to " + dlq : std::string("not copied (dead-letter topic off)");
     log("poison event at " + m.topic + ":" + std::to_string(m.partition) + "@" + std::to_string(m.offset) + " (key " +
-        m.key + "): " + found[k].reason + "; " + copied +
+        m.key + "): " + found[k].reason + "; copied to " + dlq +
         (m.key.empty() ? std::string() : ", account " + m.key + " marked blocked"));
   }
 }

@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -213,7 +212,8 @@ def ops():
     try:
         stack.start()
     except BaseException:
-        stack.api.stop(), stack.projector.stop()
+        stack.api.stop()
+        stack.projector.stop()
         raise
     stack.positions = Positions()
     client = Client(stack.url)

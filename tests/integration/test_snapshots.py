@@ -67,8 +67,9 @@ def test_a_corrupt_snapshot_is_detected_and_ignored(stack, client, external_id):
     ids, _ = make_traffic(client, external_id, accounts=2)
     before = balances(client, ids)
     # A newer "snapshot" whose checksum does not match its bytes, written with a real client.
-    header = {"snapshotId": int(time.time() * 1000) + 10**9,  # newer than any real one, below 2^53
-               "chunk": 0, "chunks": 1, "sha256": "0" * 64}
+    newest = max(int(time.time() * 1000), startup(stack)["snapshotId"])
+    # Newer than the snapshot in use (and below 2^53).
+    header = {"snapshotId": newest + 10**9, "chunk": 0, "chunks": 1, "sha256": "0" * 64}
     value = json.dumps(header) + "\n" + '{"format":"credits-writer-snapshot","version":1}'
     # -D: the chunk holds a newline, which kcat would otherwise take as the end of the message.
     subprocess.run(["kcat", "-P", "-b", BROKERS, "-t", SNAPSHOT_TOPIC, "-k", "chunk-0", "-D", "@@end@@"], input=value, text=True,

@@ -9,7 +9,6 @@
 #include <string_view>
 #include <optional>
 #include <unordered_map>
-#include <unordered_set>
 #include <variant>
 #include <vector>
 
@@ -30,8 +29,6 @@ struct projector_config {
   std::string ledger_topic = "credits.ledger";
   std::string usage_topic = "credits.usage";
   std::string dlq_topic;     // CREDITS_DLQ_TOPIC; empty in the struct means "<ledger topic>.dlq"
-  bool dlq_enabled = true;   // a rebuild re-reads poison events the live projector has already copied
-  bool report_end_of_partition = false;  // set by rebuild, which must know when it has read to the end
   std::string redis_client_name = "credits-projector";  // CLIENT SETNAME, to find it in CLIENT LIST
   std::size_t batch_events_max = 1000;     // events per poll, and so per Redis pipeline
   std::size_t rebuild_batch_events_max = 5000;  // the same for a rebuild: no reader waits on it, so larger
@@ -105,9 +102,9 @@ struct projector_stats {
 // or a rewind the re-read events are no-ops. An event that cannot be applied (undecodable, unknown type,
 // misplaced, or failing a money invariant) is copied to the dead-letter topic, then recorded in the view and
 // its account marked blocked, and the partition moves on. Owns one Kafka consumer, one Redis connection and
-// (with the DLQ on) one producer; lives on the one thread that calls run() or step(). Construction connects,
-// reads the stored positions and assigns every partition just after them; it throws if any of that fails
-// (a start-up failure).
+// one producer (for the dead-letter topic); lives on the one thread that calls run() or step(). Construction
+// connects, checks that the dead-letter topic exists, reads the stored positions and assigns every partition
+// just after them; it throws if any of that fails (a start-up failure).
 class projector {
  public:
   explicit projector(projector_config config);
@@ -131,14 +128,6 @@ class projector {
 
   const projector_stats& stats() const { return stats_; }
 
-  // Every (topic, partition) folded, both topics.
-  const std::vector<std::pair<std::string, std::int32_t>>& partitions() const { return partitions_; }
-  // Position field -> offset of the last event read from it (start offset - 1 before the first).
-  const std::unordered_map<std::string, std::int64_t>& read_offsets() const { return previous_offset_; }
-  // Position fields of the partitions that have reported their end at least once (only with
-  // report_end_of_partition).
-  const std::unordered_set<std::string>& ended() const { return at_end_; }
-
  private:
   struct poison;
   void connect_redis();
@@ -153,12 +142,11 @@ class projector {
   std::vector<std::pair<std::string, std::int32_t>> partitions_;  // (topic, partition), both topics
   std::unordered_map<std::string, std::int32_t> partition_counts_;  // topic -> partitions
   store::consumer consumer_;
-  std::unique_ptr<kafka::producer> dead_letters_;  // null when the DLQ is off
+  kafka::producer dead_letters_;
   std::unique_ptr<read_model::redis_connection> redis_;  // null after an error, until reconnected
   std::string script_sha_;
   // Position field -> offset of the last event read from it: what the next event follows (ARGV[3]).
   std::unordered_map<std::string, std::int64_t> previous_offset_;
-  std::unordered_set<std::string> at_end_;
   std::vector<store::start_point> resume_points_;
   projector_stats stats_;
 };
