@@ -267,6 +267,23 @@ std::vector<message> consumer::poll(std::size_t max, milliseconds timeout,
   return out;
 }
 
+std::int64_t consumer::lag() {
+  rd_kafka_topic_partition_list_t* raw = nullptr;
+  if (rd_kafka_assignment(impl_->rk.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR || !raw) return 0;
+  partition_list_ptr assigned(raw);
+  rd_kafka_position(impl_->rk.get(), assigned.get());
+  std::int64_t behind = 0;
+  for (int i = 0; i < assigned->cnt; ++i) {
+    const auto& p = assigned->elems[i];
+    std::int64_t low = 0, high = 0;
+    if (rd_kafka_get_watermark_offsets(impl_->rk.get(), p.topic, p.partition, &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR)
+      continue;
+    const std::int64_t at = p.offset >= 0 ? p.offset : low;  // no position yet: nothing read
+    behind += std::max<std::int64_t>(0, high - at);
+  }
+  return behind;
+}
+
 std::optional<message> consumer::read_at(const std::string& topic, std::int32_t partition, std::int64_t offset,
                                          milliseconds timeout) {
   assign({{topic, partition, offset}});

@@ -314,7 +314,14 @@ void projector::run(const std::atomic<bool>& stop) {
   const milliseconds backoff_min(config_.reconnect_backoff_ms_min);
   const milliseconds backoff_max(config_.reconnect_backoff_ms_max);
   auto backoff = backoff_min;
+  // Lag is reported to the log and to Redis (credits:projector lagOffsets/reportedAt) at this interval.
+  constexpr auto lag_report_interval = std::chrono::seconds(10);
+  auto next_lag_report = std::chrono::steady_clock::now();
   while (!stop.load(std::memory_order_relaxed)) {
+    if (std::chrono::steady_clock::now() >= next_lag_report) {
+      next_lag_report = std::chrono::steady_clock::now() + lag_report_interval;
+      report_lag();
+    }
     if (!redis_) {
       if (!try_recover()) {
         sleep_unless_stopped(backoff, stop);
@@ -324,6 +331,20 @@ void projector::run(const std::atomic<bool>& stop) {
       backoff = backoff_min;
     }
     step();
+  }
+}
+
+void projector::report_lag() {
+  const auto behind = consumer_.lag();
+  if (behind > 0) log("lag: " + std::to_string(behind) + " offsets behind the end of the log");
+  if (!redis_) return;
+  try {
+    const auto now_ms = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+    redis_->run({"HSET", "credits:projector", "lagOffsets", std::to_string(behind), "reportedAt",
+                 format_time(now_ms.count())});
+  } catch (const std::runtime_error& e) {
+    log(std::string("redis unavailable: ") + e.what());
+    redis_.reset();
   }
 }
 

@@ -61,6 +61,8 @@ def dump(db):
     """{key: contents}; hashes as dicts. Empty Redis tables encode as {} in cjson, hence the `or []`."""
     out = {}
     for key, kind, value in json.loads(redis(db, "EVAL", DUMP_SCRIPT, "0")):
+        if key == "credits:projector":  # the projector's own status (lag), not part of the view
+            continue
         value = value or []
         out[key] = dict(zip(value[0::2], value[1::2])) if kind == "hash" else (kind, value)
     return out

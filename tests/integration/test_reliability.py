@@ -3,7 +3,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import LEDGER_TOPIC, Client, fold_balance, read_topic
+from conftest import LEDGER_TOPIC, Client, fold_balance, read_topic, redis_hash
 
 EXPIRY_WAIT_S = 10
 
@@ -105,3 +105,20 @@ def test_concurrent_requests_with_one_key_write_once(stack, client, external_id)
     added = [e for e in read_topic(LEDGER_TOPIC, key=account_id) if e["type"] == "CreditsAdded"]
     assert len(added) == 1
     assert client.get("/v1/accounts/balance", accountId=account_id).json()["balance"] == 9
+
+
+LAG_REPORT_WAIT_S = 30  # the projector reports every 10 s
+
+
+def test_projector_reports_its_lag(client, external_id):
+    open_account(client, external_id, 5)
+    started = time.time()
+    deadline = time.monotonic() + LAG_REPORT_WAIT_S
+    report = {}
+    while time.monotonic() < deadline:
+        report = redis_hash("credits:projector")
+        if report.get("reportedAt", "") >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)):
+            break
+        time.sleep(0.5)
+    assert "lagOffsets" in report, report
+    assert int(report["lagOffsets"]) >= 0 and report["reportedAt"].endswith("Z")

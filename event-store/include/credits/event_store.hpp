@@ -95,6 +95,11 @@ class consumer {
                                  std::chrono::milliseconds timeout);
   std::int32_t partition_count(const std::string& topic, std::chrono::milliseconds timeout);
 
+  // How many offsets the consumer is behind the end of its assigned partitions, from the watermarks of the
+  // last fetches (no broker round trip). Offsets include Kafka transaction markers, so it over-counts events
+  // slightly; 0 means caught up.
+  std::int64_t lag();
+
   // Up to `max` messages; waits at most `timeout` for the first. End-of-partition markers are reported
   // through `on_end` when the consumer was built to report them.
   std::vector<message> poll(std::size_t max, std::chrono::milliseconds timeout,

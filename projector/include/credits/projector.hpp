@@ -117,6 +117,9 @@ class projector {
   void run(const std::atomic<bool>& stop);
 
   // One poll and one pipeline; reconnects first if the last step lost Redis. Returns the events handled.
+  // Logs how far behind the log the projection is and stores it in Redis (credits:projector).
+  void report_lag();
+
   std::size_t step();
 
   // Where each partition resumed at start-up (offset 0: from the beginning).
