@@ -103,6 +103,8 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
   r.number("CREDITS_IDEMPOTENCY_KEYS_MAX", c.idempotency_keys_max, 1, 1'000'000'000);
   r.number("CREDITS_IDEMPOTENCY_RESPONSES_CACHED_MAX", c.idempotency_responses_cached_max, 0, 10'000'000);
   r.text("CREDITS_SNAPSHOT_TOPIC", c.snapshot_topic);
+  r.text("CREDITS_EVENT_SOURCE", c.event_source);
+  r.number("CREDITS_BALANCE_LOW_THRESHOLD", c.balance_low_threshold, 0, amount_max);
   r.number("CREDITS_SNAPSHOT_INTERVAL_EVENTS", c.snapshot_interval_events, 0, 1'000'000'000);
   r.number("CREDITS_SNAPSHOT_CHUNK_BYTES", c.snapshot_chunk_bytes, 1024, 900 * 1024);
   if (c.append_timeout_ms > c.kafka_transaction_timeout_ms)

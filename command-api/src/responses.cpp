@@ -127,6 +127,10 @@ json render(const event& e, const account_state& account) {
                       {"metadata", p.metadata},
                       {"createdAt", format_time(e.occurred_at)}}}};
           },
+          [&](const balance_low& p) -> json {  // a signal that follows its cause; never a command's own answer
+            return {{"success", true},          {"accountId", account.id},   {"balance", p.balance},
+                    {"reserved", p.reserved},   {"available", p.available}, {"threshold", p.threshold}};
+          },
       },
       e.payload);
 }

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cstdio>
 
+#include "credits/contract.hpp"
 #include "credits/responses.hpp"
 #include "credits/snapshot.hpp"
 
@@ -362,7 +363,7 @@ void writer::process(std::vector<submission>& batch) {
         continue;
       }
     }
-    auto d = decide(state_, s.cmd, s.ctx);
+    auto d = decide(state_, s.cmd, s.ctx, policy{cfg_.balance_low_threshold});
     if (auto* r = std::get_if<rejection>(&d)) {
       answers[i] = failure(*r);
       continue;
@@ -379,17 +380,18 @@ void writer::process(std::vector<submission>& batch) {
                                      "", nullptr});
       continue;
     }
+    event_of[i] = events.size();  // the command's own event comes first; signals it caused follow
     for (std::size_t k = 0; k < decided.size(); ++k) {
       apply(state_, decided[k]);
-      event_of[i] = events.size();  // every command yields one event today
-      records.push_back({topic_of(stream_of(decided[k].payload)), decided[k].account_id, std::move(encoded[k])});
+      records.push_back({topic_of(stream_of(decided[k].payload)), decided[k].account_id, std::move(encoded[k]),
+                         cloudevents_headers(decided[k], cfg_.event_source)});
       events.push_back(std::move(decided[k]));
     }
   }
   for (auto& e : expire_due(state_, now, cfg_.expiries_per_batch_max)) {
     e.event_id = new_event_id();
     apply(state_, e);
-    records.push_back({cfg_.ledger_topic, e.account_id, encode(e)});
+    records.push_back({cfg_.ledger_topic, e.account_id, encode(e), cloudevents_headers(e, cfg_.event_source)});
     events.push_back(std::move(e));
   }
 

@@ -1,5 +1,7 @@
 #include "credits/domain.hpp"
 
+#include <optional>
+
 #include "credits/assert.hpp"
 #include "credits/ids.hpp"
 
@@ -204,8 +206,35 @@ std::string target_account(const command& cmd) {
                     cmd);
 }
 
-decision decide(const ledger_state& state, const command& cmd, const request_context& ctx) {
-  return std::visit([&](const auto& c) { return decide_one(state, c, ctx); }, cmd);
+decision decide(const ledger_state& state, const command& cmd, const request_context& ctx, const policy& rules) {
+  auto d = std::visit([&](const auto& c) { return decide_one(state, c, ctx); }, cmd);
+  auto* events = std::get_if<std::vector<event>>(&d);
+  if (!events || rules.balance_low_threshold <= 0) return d;
+  // Only a deduction or a new hold lowers `available`; confirming, cancelling and expiring raise it.
+  const auto& cause = events->front();
+  const auto it = state.accounts.find(cause.account_id);
+  if (it == state.accounts.end()) return d;
+  const auto& before = it->second;
+  auto lowered = std::visit(
+      overloaded{
+          [&](const credits_deducted& p) {
+            return std::optional(balance_low{rules.balance_low_threshold, before.balance - p.amount, before.reserved,
+                                             before.available() - p.amount, "CreditsDeducted", p.transaction_id});
+          },
+          [&](const credits_reserved& p) {
+            return std::optional(balance_low{rules.balance_low_threshold, before.balance, before.reserved + p.amount,
+                                             before.available() - p.amount, "CreditsReserved", p.reservation_id});
+          },
+          [](const auto&) { return std::optional<balance_low>(); },
+      },
+      cause.payload);
+  if (lowered && before.available() >= rules.balance_low_threshold && lowered->available < rules.balance_low_threshold) {
+    request_context signal = ctx;
+    signal.idempotency_key.clear();  // the causing event answers for the request
+    signal.request_hash.clear();
+    events->push_back(make_event(signal, cause.account_id, std::move(*lowered)));
+  }
+  return d;
 }
 
 std::vector<event> expire_due(const ledger_state& state, time_ms now, std::size_t max_events) {
@@ -282,6 +311,7 @@ void apply(ledger_state& state, const event& e) {
                    CREDITS_ASSERT(p.released == r.amount, "expiry does not release the whole hold");
                    release(state, account, r, reservation_status::expired);
                  },
+                 [](const balance_low&) {},  // a signal: the causing event already moved the credits
              },
              e.payload);
   CREDITS_ASSERT(account.reserved >= 0, "reserved below zero");

@@ -1,5 +1,7 @@
 #include "credits/events.hpp"
 
+#include "credits/contract.hpp"
+
 #include <array>
 #include <charconv>
 #include <cstdio>
@@ -49,6 +51,11 @@ json payload_json(const usage_recorded& p) {
           {"outputTokens", p.output_tokens}, {"cachedTokens", p.cached_tokens}, {"metadata", meta(p.metadata)}};
 }
 
+json payload_json(const balance_low& p) {
+  return {{"threshold", p.threshold}, {"balance", p.balance},     {"reserved", p.reserved},
+          {"available", p.available}, {"causeType", p.cause_type}, {"causeId", p.cause_id}};
+}
+
 // Readers for decoding: each throws json::exception on a missing field or a wrong type, and decode()
 // turns that into a rejection of the whole event.
 std::string str(const json& j, const char* key) { return j.at(key).get<std::string>(); }
@@ -93,6 +100,9 @@ std::optional<event_payload> payload_from(std::string_view type, const json& p) 
     return usage_recorded{str(p, "usageId"),      str(p, "context"),     str(p, "transactionId"),
                           str(p, "modelId"),      str(p, "usageType"),   num(p, "inputTokens"),
                           num(p, "outputTokens"), num(p, "cachedTokens"), obj(p, "metadata")};
+  if (type == "BalanceLow")
+    return balance_low{num(p, "threshold"), num(p, "balance"),     num(p, "reserved"),
+                       num(p, "available"), str(p, "causeType"), str(p, "causeId")};
   return std::nullopt;
 }
 
@@ -127,6 +137,7 @@ std::string_view type_name(const event_payload& payload) {
                         [](const reservation_cancelled&) { return "ReservationCancelled"; },
                         [](const reservation_expired&) { return "ReservationExpired"; },
                         [](const usage_recorded&) { return "UsageRecorded"; },
+                        [](const balance_low&) { return "BalanceLow"; },
                     },
                     payload);
 }
@@ -167,7 +178,7 @@ std::optional<event> decode(std::string_view text, std::string* error) {
     }
     // Compared before narrowing to int, so that e.g. 2^32 + 1 is not taken for version 1.
     const auto version = num(j, "schemaVersion");
-    if (version != event_schema_version) {
+    if (version != find_event_type(type)->version) {
       if (error) *error = "unsupported schema version " + std::to_string(version);
       return std::nullopt;
     }

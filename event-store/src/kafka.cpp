@@ -163,11 +163,20 @@ append_result transactional_producer::append(std::span<const record> records, mi
   for (std::size_t i = 0; i < records.size(); ++i) {
     const auto& r = records[i];
     for (;;) {
+      // producev takes ownership of the headers only when it succeeds.
+      std::unique_ptr<rd_kafka_headers_t, decltype(&rd_kafka_headers_destroy)> headers(
+          rd_kafka_headers_new(r.headers.size()), &rd_kafka_headers_destroy);
+      for (const auto& [name, value] : r.headers)
+        rd_kafka_header_add(headers.get(), name.data(), static_cast<ssize_t>(name.size()), value.data(),
+                            static_cast<ssize_t>(value.size()));
       const auto err = rd_kafka_producev(
           rk, RD_KAFKA_V_TOPIC(r.topic.c_str()), RD_KAFKA_V_KEY(r.key.data(), r.key.size()),
           RD_KAFKA_V_VALUE(const_cast<char*>(r.value.data()), r.value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-          RD_KAFKA_V_OPAQUE(&slots[i]), RD_KAFKA_V_END);
-      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+          RD_KAFKA_V_HEADERS(headers.get()), RD_KAFKA_V_OPAQUE(&slots[i]), RD_KAFKA_V_END);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        (void)headers.release();
+        break;
+      }
       if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && remaining(deadline).count() > 0) {
         rd_kafka_poll(rk, 5);
         continue;

@@ -212,6 +212,11 @@ std::optional<std::string> admission_error(const event& e, std::string_view key,
                    check("outputTokens", p.output_tokens);
                    check("cachedTokens", p.cached_tokens);
                  },
+                 [&](const balance_low& p) {
+                   check("threshold", p.threshold);
+                   check("balance", p.balance);
+                   check("reserved", p.reserved);
+                 },
              },
              e.payload);
   return out_of_range;

@@ -123,6 +123,9 @@ command_list fold_payload(const event& e, const usage_recorded& p) {
           {"HINCRBY", daily, counter("records"), "1"}};
 }
 
+// A signal for downstream consumers; the credits moved with the event that caused it.
+command_list fold_payload(const event&, const balance_low&) { return {}; }
+
 using guard_list = std::vector<std::vector<std::string>>;
 
 guard_list account_must_exist(const event& e) {
@@ -197,6 +200,8 @@ guard_list guard_payload(const event& e, const reservation_cancelled& p) {
 guard_list guard_payload(const event& e, const reservation_expired& p) {
   return guard_release(e, p.reservation_id, p.released);
 }
+
+guard_list guard_payload(const event& e, const balance_low&) { return account_must_exist(e); }
 
 // Usage moves no credits and credits::apply checks nothing about it; neither does the view.
 guard_list guard_payload(const event&, const usage_recorded&) { return {}; }

@@ -279,6 +279,7 @@ std::optional<std::string> violation(const ledger_state& state, const event& e) 
   std::visit(overloaded{
                  [](const account_created&) {},
                  [](const usage_recorded&) {},
+                 [](const balance_low&) {},
                  [&](const credits_added& p) {
                    balance += p.amount;
                    balance_after = p.balance_after;

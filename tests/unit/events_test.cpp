@@ -28,6 +28,7 @@ TEST(codec, every_event_type_round_trips) {
   expect_round_trip(sample(reservation_cancelled{"rsv_1", 500}));
   expect_round_trip(sample(reservation_expired{"rsv_1", 500}));
   expect_round_trip(sample(usage_recorded{"use_1", "customer", "txn_3", "gpt-4o", "text", 1000, 320, 0, {}}));
+  expect_round_trip(sample(balance_low{100, 675, 0, 675, "CreditsDeducted", "txn_2"}));
 }
 
 TEST(codec, envelope_has_the_documented_fields) {

@@ -14,6 +14,7 @@ struct test_ledger {
   time_ms now = 1'700'000'000'000;
   std::uint64_t next_bits = 1;
   request_limits limits;
+  policy rules;
 
   random_bits bits() {
     return [this] { return next_bits++; };
@@ -24,7 +25,7 @@ struct test_ledger {
 
   // Decides and, if accepted, applies. Returns the events or the rejection.
   decision run(const command& cmd, const std::string& tenant = "t1") {
-    auto d = decide(state, cmd, ctx(tenant));
+    auto d = decide(state, cmd, ctx(tenant), rules);
     if (auto* events = std::get_if<std::vector<event>>(&d))
       for (const auto& e : *events) apply(state, e);
     return d;

@@ -74,6 +74,11 @@ struct config {
   std::size_t snapshot_interval_events = 100'000;  // 0 disables snapshots
   std::size_t snapshot_chunk_bytes = 512 * 1024;    // below the broker's 1 MB message limit
 
+  // The published event contract (docs/events/): the CloudEvents ce_source of every event this API writes,
+  // and the available balance below which a deduction or hold also emits BalanceLow (0: never).
+  std::string event_source = "/credits/command-api";
+  amount_t balance_low_threshold = 0;
+
   request_limits limits;
 };
 

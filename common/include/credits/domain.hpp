@@ -152,8 +152,16 @@ std::string target_account(const command& cmd);
 
 using decision = std::variant<std::vector<event>, rejection>;
 
-// Judges a command against the current state. Pure: no clock, no ids, no I/O beyond its arguments.
-decision decide(const ledger_state& state, const command& cmd, const request_context& ctx);
+// Operator settings that shape decisions. Recorded in the events they cause, so a replay never needs them.
+struct policy {
+  // A command that takes an account's available balance from >= this to below it also emits BalanceLow.
+  // 0 turns the signal off.
+  amount_t balance_low_threshold = 0;
+};
+
+// Judges a command against the current state. Pure: no clock, no ids, no I/O beyond its arguments. The
+// command's own event comes first in the result; signals it causes (BalanceLow) follow it.
+decision decide(const ledger_state& state, const command& cmd, const request_context& ctx, const policy& rules = {});
 
 // Emits ReservationExpired for every pending reservation whose expiry is at or before `now`.
 std::vector<event> expire_due(const ledger_state& state, time_ms now, std::size_t max_events);

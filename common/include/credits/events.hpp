@@ -83,9 +83,21 @@ struct usage_recorded {
   nlohmann::json metadata = nlohmann::json::object();
 };
 
+// A signal, not a movement of credits: the command that caused it (in the same Kafka transaction, just before
+// it) took the account's available balance from at or above `threshold` to below it. Downstream consumers use
+// it to prompt a top-up. It carries no Idempotency-Key of its own: the causing event answers for the request.
+struct balance_low {
+  amount_t threshold = 0;
+  amount_t balance = 0;
+  amount_t reserved = 0;
+  amount_t available = 0;
+  std::string cause_type;  // CreditsDeducted or CreditsReserved
+  std::string cause_id;    // its transactionId or reservationId
+};
+
 using event_payload = std::variant<account_created, credits_added, credits_deducted, credits_reserved,
                                    reservation_confirmed, reservation_cancelled, reservation_expired,
-                                   usage_recorded>;
+                                   usage_recorded, balance_low>;
 
 inline constexpr int event_schema_version = 1;
 

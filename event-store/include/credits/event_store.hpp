@@ -8,6 +8,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 // The Kafka-backed event log: transactional append, and reading a topic's committed records. The rest of
@@ -20,6 +21,7 @@ struct record {
   std::string topic;
   std::string key;    // the account id: all of an account stream lands in one partition, in order
   std::string value;  // the encoded event
+  std::vector<std::pair<std::string, std::string>> headers = {};  // e.g. the CloudEvents ce_* attributes
 };
 
 // Where a record sits in the log.
