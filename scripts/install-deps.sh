@@ -17,8 +17,8 @@ APT_PACKAGES=(
 )
 JAVA_PACKAGE=openjdk-17-jre-headless   # Kafka 4.x needs Java 17+
 # pip name -> import name (the test suites' Python helpers)
-PIP_PACKAGES=(confluent-kafka jsonschema openapi-spec-validator requests pytest pyyaml)
-PIP_IMPORTS=(confluent_kafka jsonschema openapi_spec_validator requests pytest yaml)
+PIP_PACKAGES=(confluent-kafka jsonschema referencing openapi-spec-validator requests pytest pyyaml)
+PIP_IMPORTS=(confluent_kafka jsonschema referencing openapi_spec_validator requests pytest yaml)
 
 log() { printf '[install-deps] %s\n' "$*"; }
 
@@ -37,6 +37,11 @@ if command -v java >/dev/null 2>&1 && (( $(java_major || echo 0) >= 17 )); then
   log "java $(java_major) present, not installing $JAVA_PACKAGE"
 else
   APT_PACKAGES+=("$JAVA_PACKAGE")
+fi
+
+# --- Node.js: npm fetches the official AsyncAPI JSON Schema (tests/integration/test_contract.py) -------
+if ! command -v npm >/dev/null 2>&1; then
+  APT_PACKAGES+=(nodejs npm)
 fi
 
 # --- apt -----------------------------------------------------------------------------------------

@@ -174,7 +174,9 @@ std::unique_ptr<read_model::redis_connection> redis_pool::acquire() {
       return c;
     }
   }
-  return std::make_unique<read_model::redis_connection>(cfg_.redis_host, cfg_.redis_port, cfg_.redis_timeout_ms);
+  auto c = std::make_unique<read_model::redis_connection>(cfg_.redis_host, cfg_.redis_port, cfg_.redis_timeout_ms);
+  if (cfg_.redis_db != 0) c->run({"SELECT", std::to_string(cfg_.redis_db)});
+  return c;
 }
 
 void redis_pool::release(std::unique_ptr<read_model::redis_connection> c) {

@@ -65,12 +65,13 @@ class Process:
 
 
 class Stack:
-    """The command API and the projector under test, restartable."""
+    """The command API and the projector under test, restartable. `name` and `env` give a second stack its own
+    topics, Redis database, transactional id and log files (see test_contract.py)."""
 
-    def __init__(self):
+    def __init__(self, name="", env=None):
         self.port = free_port()
-        env = dict(os.environ)
-        env.update({
+        self.env = dict(os.environ)
+        self.env.update({
             "CREDITS_HTTP_PORT": str(self.port),
             "CREDITS_KAFKA_BROKERS": BROKERS,
             "CREDITS_REDIS_PORT": REDIS_PORT,
@@ -79,12 +80,13 @@ class Stack:
             "CREDITS_SNAPSHOT_TOPIC": SNAPSHOT_TOPIC,
             "CREDITS_SNAPSHOT_INTERVAL_EVENTS": str(SNAPSHOT_INTERVAL_EVENTS),
             "CREDITS_API_KEYS": f"tenant_a:{API_KEY},tenant_b:{OTHER_TENANT_KEY}",
-            "CREDITS_TRANSACTIONAL_ID": "credits-test-api",
+            "CREDITS_TRANSACTIONAL_ID": "credits-test-api" + name,
             "CREDITS_EXPIRY_SCAN_INTERVAL_MS": "100",
             "ASAN_OPTIONS": "detect_leaks=0",
         })
-        self.api = Process("credits-api", BUILD / "command-api" / "credits-api", env)
-        self.projector = Process("credits-projector", BUILD / "projector" / "credits-projector", env)
+        self.env.update(env or {})
+        self.api = Process("credits-api" + name, BUILD / "command-api" / "credits-api", self.env)
+        self.projector = Process("credits-projector" + name, BUILD / "projector" / "credits-projector", self.env)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self):

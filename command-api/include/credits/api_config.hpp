@@ -29,6 +29,7 @@ struct config {
   std::string redis_host = "127.0.0.1";
   int redis_port = 6379;
   int redis_connections_max = 4;
+  int redis_db = 0;  // the projector's CREDITS_REDIS_DB: where the read models live
 
   // Keyed by the SHA-256 of the key, so the lookup never compares secrets byte by byte.
   std::map<std::string, api_key> api_keys;
