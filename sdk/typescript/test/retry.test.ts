@@ -60,7 +60,7 @@ describe("retries with the same idempotency key", () => {
     const { proxy, url } = await proxyWithFirst("hold-answer");
     proxies.push(proxy);
 
-    const confirmed = await client({ baseUrl: url, timeoutMs: 1000 }).confirmReservation(reservation.id, 320);
+    const confirmed = await client({ baseUrl: url, timeoutMs: 2000 }).confirmReservation(reservation.id, 320);
 
     assert.equal(confirmed.amountCharged, 320);
     assert.equal(confirmed.balance, 680);
