@@ -11,4 +11,12 @@ export {
   UnavailableError,
   ValidationError,
 } from "./errors.js";
-export type * from "./types.js";
+export type {
+  Account, AccountRef, AccountWithBalance, AddCreditsParams, AddCreditsResult, Balance,
+  CancelReservationResult, ConfirmReservationResult, CreateAccountParams, CreateAccountResult,
+  CreateReservationParams, CreateReservationResult, DeductCreditsParams, DeductCreditsResult,
+  GetAccountResult, LedgerTransaction, ListAccountsResult, ListReservationsParams, ListReservationsResult,
+  ListTransactionsParams, ListTransactionsResult, ListUsageParams, ListUsageResult, Metadata, PageParams,
+  RecordUsageParams, RecordUsageResult, RequestOptions, Reservation, ReservationStatus, Usage, UsageContext,
+  UsageSummaryResult, UsageTotals,
+} from "./types.js";
