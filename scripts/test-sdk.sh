@@ -34,13 +34,22 @@ export CREDITS_SNAPSHOT_TOPIC="$SDK_SNAPSHOT_TOPIC" CREDITS_TRANSACTIONAL_ID=cre
 export CREDITS_API_KEYS="sdk:$SDK_API_KEY,sdk_example_$run_id:$SDK_EXAMPLE_API_KEY"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}"
 
+# Stops what this script started; a process that does not exit cleanly (a sanitizer report, a crash) fails the run.
 pids=()
 stop_all() {
-  local pid
+  local rc=$? pid code failed=0
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do
     wait_gone "$pid" "$APP_STOP_TIMEOUT" || kill -KILL "$pid" 2>/dev/null || true
+    code=0
+    wait "$pid" || code=$?
+    if ((code != 0)); then
+      warn "sdk: process $pid exited with $code (see $LOGS/test-sdk-credits-*.log)"
+      failed=1
+    fi
   done
+  if ((rc == 0 && failed)); then exit 1; fi
+  exit "$rc"
 }
 trap stop_all EXIT
 trap 'exit 143' TERM INT
