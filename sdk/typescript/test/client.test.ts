@@ -168,8 +168,10 @@ describe("typed errors", () => {
     const { externalId } = await fundedAccount(100);
     const c = client();
     await c.createReservation({ externalId, amount: 60 });
-    for (const call of [c.deductCredits({ externalId, amount: 41 }), c.createReservation({ externalId, amount: 41 })]) {
-      const error = await rejection(call);
+    // One call at a time: a second promise made up front would reject before anything awaits it.
+    for (const call of [() => c.deductCredits({ externalId, amount: 41 }),
+      () => c.createReservation({ externalId, amount: 41 })]) {
+      const error = await rejection(call());
       assert.ok(error instanceof InsufficientCreditsError);
       assert.equal(error.status, 402);
       assert.equal(error.code, "insufficient_credits");
@@ -205,8 +207,8 @@ describe("typed errors", () => {
 
   test("a bad API key is an AuthenticationError 401", async () => {
     const bad = new CreditsClient({ apiKey: "ck_not_a_key_at_all", baseUrl });
-    for (const call of [bad.getBalance({ externalId: "x" }), bad.addCredits({ externalId: "x", amount: 1 })]) {
-      const error = await rejection(call);
+    for (const call of [() => bad.getBalance({ externalId: "x" }), () => bad.addCredits({ externalId: "x", amount: 1 })]) {
+      const error = await rejection(call());
       assert.ok(error instanceof AuthenticationError);
       assert.equal(error.status, 401);
       assert.equal(error.code, "unauthorized");
