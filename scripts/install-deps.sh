@@ -39,8 +39,14 @@ else
   APT_PACKAGES+=("$JAVA_PACKAGE")
 fi
 
-# --- Node.js: npm fetches the official AsyncAPI JSON Schema (tests/integration/test_contract.py) -------
-if ! command -v npm >/dev/null 2>&1; then
+# --- Node.js 18+ and npm: the TypeScript SDK (sdk/typescript) and its tests; npm also fetches the official
+# AsyncAPI JSON Schema for tests/integration/test_contract.py -------------------------------------------
+# Keep an existing 18+ (it may come from elsewhere than Debian, with npm bundled); else Debian 12's nodejs (18)
+# and npm.
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+if command -v node >/dev/null 2>&1 && (( $(node_major) >= 18 )) && command -v npm >/dev/null 2>&1; then
+  log "node $(node_major) and npm present, not installing nodejs npm"
+else
   APT_PACKAGES+=(nodejs npm)
 fi
 
@@ -76,6 +82,11 @@ if ((${#missing[@]})); then
   apt_retry apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   log "apt packages: all present"
+fi
+
+if ! command -v npm >/dev/null 2>&1 || (( $(node_major) < 18 )); then
+  echo "Node.js 18+ with npm is required, found node $(node --version 2>/dev/null || echo none)" >&2
+  exit 1
 fi
 
 # --- python ----------------------------------------------------------------------------------------

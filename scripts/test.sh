@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests (no network), then integration tests against a real Kafka and Redis that this
-# script brings up (and stops again if it started them). .ci/run calls exactly this.
+# script brings up (and stops again if it started them), then the TypeScript SDK's tests against its own API.
+# .ci/run calls exactly this.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -13,6 +14,7 @@ TEST_SNAPSHOT_TOPIC=credits-test.snapshots
 PROJECTOR_TEST_LEDGER_TOPIC=credits-test-projector.ledger
 PROJECTOR_TEST_USAGE_TOPIC=credits-test-projector.usage
 PYTEST_TIMEOUT_S=1200
+SDK_TEST_TIMEOUT_S=600   # npm ci, tsc and the SDK's tests take about a minute
 FUZZ_S=40   # total over the libFuzzer targets (scripts/fuzz.sh); a smoke run, longer runs are local
 
 cd "$REPO"
@@ -49,5 +51,8 @@ CREDITS_LEDGER_TOPIC="$PROJECTOR_TEST_LEDGER_TOPIC" CREDITS_USAGE_TOPIC="$PROJEC
 
 log "integration tests (HTTP, pytest)"
 timeout "$PYTEST_TIMEOUT_S" python3 -m pytest -q tests/integration
+
+log "TypeScript SDK tests (node --test, against its own credits-api)"
+CREDITS_TEST_PRESET="$PRESET" timeout "$SDK_TEST_TIMEOUT_S" "$REPO/scripts/test-sdk.sh"
 
 log "all tests passed (the stack was $( ((started_here)) && echo "started and is stopped again" || echo "already running and is left running"))"

@@ -1,0 +1,399 @@
+import { randomUUID } from "node:crypto";
+
+import { ConnectionError, CreditsError, errorFromResponse } from "./errors.js";
+import type {
+  AccountRef,
+  AddCreditsParams,
+  AddCreditsResult,
+  Balance,
+  CancelReservationResult,
+  ConfirmReservationResult,
+  CreateAccountParams,
+  CreateAccountResult,
+  CreateReservationParams,
+  CreateReservationResult,
+  DeductCreditsParams,
+  DeductCreditsResult,
+  GetAccountResult,
+  ListAccountsResult,
+  ListReservationsParams,
+  ListReservationsResult,
+  ListTransactionsParams,
+  ListTransactionsResult,
+  ListUsageParams,
+  ListUsageResult,
+  PageParams,
+  RecordUsageParams,
+  RecordUsageResult,
+  RequestOptions,
+  UsageSummaryResult,
+} from "./types.js";
+
+export interface CreditsClientOptions {
+  /** The tenant's API key, sent as `X-API-Key`. */
+  apiKey: string;
+  /** Default: `process.env.CREDITS_BASE_URL`, else `http://127.0.0.1:8080` (what `scripts/up.sh` starts). */
+  baseUrl?: string;
+  /** Limit for each attempt, from sending the request to the whole answer. Default 10000 ms. */
+  timeoutMs?: number;
+  /** Retries after the first attempt of a call that failed transiently. Default 3. */
+  maxRetries?: number;
+}
+
+export const DEFAULT_BASE_URL = "http://127.0.0.1:8080";
+export const SDK_VERSION = "0.1.0";
+
+const timeoutMsDefault = 10_000;
+const maxRetriesDefault = 3;
+// Exponential backoff with jitter between attempts: 200 ms, 400 ms, 800 ms ... capped, each scaled by a random
+// factor in [0.5, 1) so that clients failing together do not retry together.
+const retryDelayBaseMs = 200;
+const retryDelayMaxMs = 5_000;
+// A Retry-After is honoured up to this; a server asking for longer gets it on the caller's next call.
+const retryAfterMaxMs = 30_000;
+// Positions remembered for read-your-writes: one per account (by id and by externalId). Oldest forgotten first.
+const positionsMax = 10_000;
+
+interface LogPosition {
+  topic: string;
+  partition: number;
+  offset: number;
+  text: string;
+}
+
+function parsePosition(text: string | null): LogPosition | undefined {
+  if (text === null) return undefined;
+  const m = /^(.+):(\d+):(\d+)$/.exec(text);
+  if (!m || m[1] === undefined || m[2] === undefined || m[3] === undefined) return undefined;
+  return { topic: m[1], partition: Number(m[2]), offset: Number(m[3]), text };
+}
+
+type Query = Record<string, string | number | boolean | undefined>;
+
+interface Call {
+  method: "GET" | "POST";
+  path: string;
+  query?: Query;
+  body?: unknown;
+  options: RequestOptions | undefined;
+  /** Queries: the account whose last write the read must see. */
+  readsAccount?: Partial<AccountRef>;
+  /** Mutations whose `Credits-Position` names the ledger (every one but recordUsage, which has its own log). */
+  writesLedger?: boolean;
+}
+
+/**
+ * A client for one tenant of the credits API. Safe to share across concurrent calls; it holds no connection of
+ * its own (Node's fetch pools them) and only remembers, per account it wrote, the log position of its last write
+ * so that its own reads see its own writes.
+ *
+ * Every mutation carries an `Idempotency-Key` (a fresh UUID, or `options.idempotencyKey`) and is retried with the
+ * same key and the byte-identical body after a network error, a timeout, a 503, a 500 or a 409
+ * `idempotency_key_in_flight`, so a retry never applies twice: the server answers it with the first outcome.
+ */
+export class CreditsClient {
+  readonly baseUrl: string;
+  readonly timeoutMs: number;
+  readonly maxRetries: number;
+  readonly #apiKey: string;
+  // "id:<accountId>" / "ext:<externalId>" -> that account's latest ledger position written through this client.
+  readonly #positions = new Map<string, LogPosition>();
+
+  constructor(options: CreditsClientOptions) {
+    if (typeof options?.apiKey !== "string" || options.apiKey === "") {
+      throw new TypeError("CreditsClient: apiKey is required (e.g. process.env.CREDITS_API_KEY)");
+    }
+    const timeoutMs = options.timeoutMs ?? timeoutMsDefault;
+    const maxRetries = options.maxRetries ?? maxRetriesDefault;
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new RangeError("CreditsClient: timeoutMs must be > 0");
+    if (!Number.isInteger(maxRetries) || maxRetries < 0) {
+      throw new RangeError("CreditsClient: maxRetries must be an integer >= 0");
+    }
+    this.#apiKey = options.apiKey;
+    this.baseUrl = (options.baseUrl ?? process.env["CREDITS_BASE_URL"] ?? DEFAULT_BASE_URL).replace(/\/+$/, "");
+    this.timeoutMs = timeoutMs;
+    this.maxRetries = maxRetries;
+  }
+
+  // ---- accounts ----
+
+  /** Creates an account with a zero balance. POST /v1/accounts/create */
+  createAccount(params: CreateAccountParams, options?: RequestOptions): Promise<CreateAccountResult> {
+    return this.#call({ method: "POST", path: "/v1/accounts/create", body: params, options, writesLedger: true });
+  }
+
+  /** The account with its balance. GET /v1/accounts/get */
+  getAccount(ref: AccountRef, options?: RequestOptions): Promise<GetAccountResult> {
+    return this.#call({ method: "GET", path: "/v1/accounts/get", query: accountQuery(ref), options, readsAccount: ref });
+  }
+
+  /** `balance`, `reserved` and `available` (= balance - reserved). GET /v1/accounts/balance */
+  getBalance(ref: AccountRef, options?: RequestOptions): Promise<Balance> {
+    return this.#call({
+      method: "GET",
+      path: "/v1/accounts/balance",
+      query: accountQuery(ref),
+      options,
+      readsAccount: ref,
+    });
+  }
+
+  /** Accounts of the tenant, a page at a time. GET /v1/accounts (not served by the server yet). */
+  listAccounts(params: PageParams = {}, options?: RequestOptions): Promise<ListAccountsResult> {
+    return this.#call({ method: "GET", path: "/v1/accounts", query: { ...params }, options });
+  }
+
+  // ---- credits ----
+
+  /** Adds credits as one ledger transaction. POST /v1/accounts/credits/add */
+  addCredits(params: AddCreditsParams, options?: RequestOptions): Promise<AddCreditsResult> {
+    return this.#call({ method: "POST", path: "/v1/accounts/credits/add", body: params, options, writesLedger: true });
+  }
+
+  /** Deducts credits if that many are available. POST /v1/accounts/credits/deduct */
+  deductCredits(params: DeductCreditsParams, options?: RequestOptions): Promise<DeductCreditsResult> {
+    return this.#call({
+      method: "POST",
+      path: "/v1/accounts/credits/deduct",
+      body: params,
+      options,
+      writesLedger: true,
+    });
+  }
+
+  /** Posted credits and debits of an account. GET /v1/transactions (not served by the server yet). */
+  listTransactions(params: ListTransactionsParams, options?: RequestOptions): Promise<ListTransactionsResult> {
+    return this.#call({ method: "GET", path: "/v1/transactions", query: { ...params }, options, readsAccount: params });
+  }
+
+  // ---- reservations ----
+
+  /** Holds credits before a variable-cost operation. POST /v1/reservations/create */
+  createReservation(params: CreateReservationParams, options?: RequestOptions): Promise<CreateReservationResult> {
+    return this.#call({ method: "POST", path: "/v1/reservations/create", body: params, options, writesLedger: true });
+  }
+
+  /** Charges `actualAmount` (0 up to the hold) and releases the rest. POST /v1/reservations/confirm */
+  confirmReservation(
+    reservationId: string,
+    actualAmount: number,
+    options?: RequestOptions,
+  ): Promise<ConfirmReservationResult> {
+    return this.#call({
+      method: "POST",
+      path: "/v1/reservations/confirm",
+      body: { reservationId, actualAmount },
+      options,
+      writesLedger: true,
+    });
+  }
+
+  /** Releases the whole hold. POST /v1/reservations/cancel */
+  cancelReservation(reservationId: string, options?: RequestOptions): Promise<CancelReservationResult> {
+    return this.#call({
+      method: "POST",
+      path: "/v1/reservations/cancel",
+      body: { reservationId },
+      options,
+      writesLedger: true,
+    });
+  }
+
+  /** Reservations of an account. GET /v1/reservations (not served by the server yet). */
+  listReservations(params: ListReservationsParams, options?: RequestOptions): Promise<ListReservationsResult> {
+    return this.#call({ method: "GET", path: "/v1/reservations", query: { ...params }, options, readsAccount: params });
+  }
+
+  // ---- usage ----
+
+  /** Records token usage of a model, optionally linked to a ledger transaction. POST /v1/usage/record */
+  recordUsage(params: RecordUsageParams, options?: RequestOptions): Promise<RecordUsageResult> {
+    return this.#call({ method: "POST", path: "/v1/usage/record", body: params, options });
+  }
+
+  /**
+   * Usage records, or with `summary: true` totals by model and by context. GET /v1/usage (not served by the
+   * server yet).
+   */
+  listUsage(params: ListUsageParams & { summary: true }, options?: RequestOptions): Promise<UsageSummaryResult>;
+  listUsage(params?: ListUsageParams & { summary?: false }, options?: RequestOptions): Promise<ListUsageResult>;
+  listUsage(
+    params: ListUsageParams & { summary?: boolean } = {},
+    options?: RequestOptions,
+  ): Promise<ListUsageResult | UsageSummaryResult> {
+    return this.#call({ method: "GET", path: "/v1/usage", query: { ...params }, options });
+  }
+
+  // ---- transport ----
+
+  async #call<T>(call: Call): Promise<T> {
+    const opts = call.options ?? {};
+    const maxRetries = opts.maxRetries ?? this.maxRetries;
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    const url = this.baseUrl + call.path + queryString(call.query);
+    const headers: Record<string, string> = {
+      "X-API-Key": this.#apiKey,
+      Accept: "application/json",
+      "User-Agent": `credits-sdk-typescript/${SDK_VERSION}`,
+    };
+    if (opts.requestId !== undefined) headers["X-Request-Id"] = opts.requestId;
+    // Serialised once: the server recognises a retry by its key AND its byte-identical body.
+    let body: string | undefined;
+    if (call.method === "POST") {
+      body = JSON.stringify(call.body ?? {});
+      headers["Content-Type"] = "application/json";
+      headers["Idempotency-Key"] = opts.idempotencyKey ?? randomUUID();
+    } else {
+      const min = opts.minPosition ?? (call.readsAccount ? this.#positionFor(call.readsAccount)?.text : undefined);
+      if (min !== undefined) headers["Credits-Min-Position"] = min;
+    }
+
+    for (let attempt = 0; ; attempt++) {
+      const retriesLeft = attempt < maxRetries;
+      let failure: CreditsError;
+      try {
+        const response = await this.#attempt(url, call.method, headers, body, timeoutMs, opts.signal);
+        if (response.status >= 200 && response.status < 300) {
+          const data = JSON.parse(response.text) as T;
+          if (call.writesLedger) this.#remember(data, parsePosition(response.headers.get("credits-position")));
+          return data;
+        }
+        failure = errorFromResponse(response.status, response.headers, response.text);
+        if (!retriesLeft || !isRetryable(failure)) throw failure;
+      } catch (e) {
+        if (opts.signal?.aborted) throw opts.signal.reason ?? e;
+        if (e instanceof CreditsError && !(e instanceof ConnectionError)) throw e;
+        failure = e instanceof ConnectionError ? e : connectionError(e, call.method, url);
+        if (!retriesLeft) throw failure;
+      }
+      await sleep(retryDelayMs(attempt, failure.retryAfterSeconds), opts.signal);
+    }
+  }
+
+  async #attempt(
+    url: string,
+    method: string,
+    headers: Record<string, string>,
+    body: string | undefined,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<{ status: number; headers: Headers; text: string }> {
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, timeoutMs);
+    const onAbort = (): void => controller.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      const init: RequestInit = { method, headers, signal: controller.signal };
+      if (body !== undefined) init.body = body;
+      const response = await fetch(url, init);
+      // The body is read under the same deadline: a connection that dies mid-answer is a failed attempt too.
+      const text = await response.text();
+      return { status: response.status, headers: response.headers, text };
+    } catch (e) {
+      if (timedOut) {
+        throw new ConnectionError({
+          status: 0,
+          code: "timeout",
+          message: `${method} ${url}: no complete answer within ${timeoutMs} ms`,
+          cause: e,
+        });
+      }
+      throw e;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  #positionFor(ref: Partial<AccountRef>): LogPosition | undefined {
+    return (
+      (ref.accountId ? this.#positions.get("id:" + ref.accountId) : undefined) ??
+      (ref.externalId ? this.#positions.get("ext:" + ref.externalId) : undefined)
+    );
+  }
+
+  // Remembers a write's position under the account it wrote (by id and by externalId). An account's events all
+  // live in one partition, so the highest offset there is the latest write; answers can arrive out of order.
+  #remember(data: unknown, position: LogPosition | undefined): void {
+    if (!position) return;
+    const { accountId, externalId } = accountOf(data);
+    for (const key of [accountId && "id:" + accountId, externalId && "ext:" + externalId]) {
+      if (!key) continue;
+      const known = this.#positions.get(key);
+      if (known && known.topic === position.topic && known.partition === position.partition &&
+          known.offset >= position.offset) {
+        continue;
+      }
+      this.#positions.delete(key);  // re-inserted last: the Map's order is the eviction order
+      this.#positions.set(key, position);
+      if (this.#positions.size > positionsMax) {
+        const oldest = this.#positions.keys().next().value;
+        if (oldest !== undefined) this.#positions.delete(oldest);
+      }
+    }
+  }
+}
+
+// The account a mutation's answer is about: top-level (credits, confirm), `account` (create) or `reservation`.
+function accountOf(data: unknown): { accountId?: string; externalId?: string } {
+  if (typeof data !== "object" || data === null) return {};
+  const d = data as Record<string, unknown>;
+  const inner = (d["account"] ?? d["reservation"]) as Record<string, unknown> | undefined;
+  const accountId = d["accountId"] ?? inner?.["accountId"] ?? (d["account"] ? inner?.["id"] : undefined);
+  const externalId = d["externalId"] ?? inner?.["externalId"];
+  return {
+    ...(typeof accountId === "string" && accountId !== "" ? { accountId } : {}),
+    ...(typeof externalId === "string" && externalId !== "" ? { externalId } : {}),
+  };
+}
+
+function accountQuery(ref: Partial<AccountRef>): Query {
+  return { accountId: ref.accountId, externalId: ref.externalId };
+}
+
+function queryString(query: Query | undefined): string {
+  if (!query) return "";
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, String(v));
+  const s = params.toString();
+  return s === "" ? "" : "?" + s;
+}
+
+// Transient: the server did not decide (503), failed without writing (500), or is still deciding the same key
+// (409 idempotency_key_in_flight); a gateway in between may answer 502/504 for the same reasons.
+function isRetryable(e: CreditsError): boolean {
+  return (
+    e.status === 500 || e.status === 502 || e.status === 503 || e.status === 504 ||
+    e.code === "idempotency_key_in_flight"
+  );
+}
+
+function connectionError(e: unknown, method: string, url: string): ConnectionError {
+  const reason = e instanceof Error ? (e.cause instanceof Error ? e.cause.message : e.message) : String(e);
+  return new ConnectionError({ status: 0, code: "network_error", message: `${method} ${url}: ${reason}`, cause: e });
+}
+
+function retryDelayMs(attempt: number, retryAfterSeconds: number | undefined): number {
+  const backoff = Math.min(retryDelayMaxMs, retryDelayBaseMs * 2 ** attempt) * (0.5 + Math.random() / 2);
+  if (retryAfterSeconds === undefined) return backoff;
+  return Math.min(retryAfterMaxMs, Math.max(backoff, retryAfterSeconds * 1000));
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}

@@ -1,0 +1,31 @@
+// What the tests run against: a real credits stack, named by the environment (sdk/typescript/test.sh).
+import { randomUUID } from "node:crypto";
+
+import { CreditsClient, type CreditsClientOptions } from "@credits-dev/sdk";
+
+function required(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} must be set: the SDK tests run against a real credits-api (see test.sh)`);
+  return value;
+}
+
+export const baseUrl = required("CREDITS_BASE_URL");
+export const apiKey = required("CREDITS_API_KEY");
+
+export function client(options: Partial<CreditsClientOptions> = {}): CreditsClient {
+  return new CreditsClient({ apiKey, baseUrl, ...options });
+}
+
+/** An externalId no earlier run used, so runs against a persistent stack never collide. */
+export function freshExternalId(): string {
+  return "sdk_" + randomUUID().replaceAll("-", "").slice(0, 16);
+}
+
+/** A new account with `credits` credits, by externalId. */
+export async function fundedAccount(credits: number): Promise<{ accountId: string; externalId: string }> {
+  const c = client();
+  const externalId = freshExternalId();
+  const { account } = await c.createAccount({ name: "Test", externalId });
+  if (credits > 0) await c.addCredits({ externalId, amount: credits });
+  return { accountId: account.id, externalId };
+}
