@@ -17,6 +17,7 @@
 
 #include "credits/event_store.hpp"
 #include "credits/ids.hpp"
+#include "credits/queries.hpp"
 #include "credits/responses.hpp"
 
 namespace credits::api {
@@ -331,9 +332,106 @@ struct http_api::impl {
     }
   }
 
+  // Tenant-wide reads: the account listing and the tenant's usage summary. Read-your-writes only through an
+  // explicit Credits-Min-Position (no one account's position applies).
+  asio::awaitable<response> tenant_route(const request& req, std::string_view path, const list_params& p,
+                                         const api_key& key) {
+    bool behind = false;
+    if (const auto header = req["Credits-Min-Position"]; !header.empty()) {
+      const auto target = log_position::parse(header);
+      if (!target)
+        co_return reject(rejection{error_code::invalid_request, "Credits-Min-Position is not topic:partition:offset",
+                                   "Credits-Min-Position", nullptr},
+                         req);
+      if (target->topic == cfg.ledger_topic) behind = !co_await wait_for_projection(*target);
+    }
+    json body;
+    if (path == "/v1/accounts") {
+      auto read = with_redis<read_model::page>([tenant = key.tenant, q = p.query](read_model::redis_connection& c) {
+        return read_model::list_accounts(c, tenant, q);
+      });
+      auto page = co_await std::move(read);
+      body = {{"success", true}, {"accounts", std::move(page.items)}, {"nextCursor", next_cursor(page)}};
+    } else {
+      auto read = with_redis<json>([tenant = key.tenant, p](read_model::redis_connection& c) {
+        return read_model::usage_summary(c, tenant, "", p.days, p.model_id, p.context);
+      });
+      auto summary = co_await std::move(read);  // never co_await inside a braced list: GCC 12 miscompiles it
+      body = {{"success", true}, {"startDate", p.days.front()}, {"endDate", p.days.back()}, {"summary", summary}};
+    }
+    auto res = make(200, body, req);
+    if (behind || !kafka.reachable() || !w.ready()) res.set("Credits-Stale", "true");
+    co_return res;
+  }
+
+  static json next_cursor(const read_model::page& page) {
+    return page.next ? json(page.next->to_string()) : json(nullptr);
+  }
+
+  // The list and report endpoints of one account; the account is known to exist and be the caller's.
+  asio::awaitable<json> account_report(std::string_view path, const list_params& p,
+                                       const read_model::account_view& account) {
+    const auto id = account.id;
+    if (path == "/v1/transactions") {
+      auto read = with_redis<read_model::page>([id, p](read_model::redis_connection& c) {
+        return read_model::list_transactions(c, id, p.query, [&](const json& t) {
+          return p.type.empty() || t.value("type", "") == p.type;
+        });
+      });
+      auto page = co_await std::move(read);
+      for (auto& t : page.items) t["accountId"] = id;
+      co_return json{{"success", true},
+                     {"accountId", id},
+                     {"externalId", account.external_id},
+                     {"transactions", std::move(page.items)},
+                     {"nextCursor", next_cursor(page)}};
+    }
+    if (path == "/v1/reservations") {
+      const auto now = format_time(now_ms());
+      auto read = with_redis<read_model::page>([id, p, now](read_model::redis_connection& c) {
+        return read_model::list_reservations(c, id, p.query, [&](const json& r) {
+          return !p.active_only || (r.value("status", "") == "pending" && r.value("expiresAt", "") > now);
+        });
+      });
+      auto page = co_await std::move(read);
+      for (auto& r : page.items) r["externalId"] = account.external_id;
+      co_return json{{"success", true}, {"reservations", std::move(page.items)}, {"nextCursor", next_cursor(page)}};
+    }
+    if (p.summary) {  // /v1/usage?summary=true
+      auto read = with_redis<json>([tenant = account.tenant, id, p](read_model::redis_connection& c) {
+        return read_model::usage_summary(c, tenant, id, p.days, p.model_id, p.context);
+      });
+      auto summary = co_await std::move(read);
+      co_return json{{"success", true},           {"accountId", id},           {"externalId", account.external_id},
+                     {"startDate", p.days.front()}, {"endDate", p.days.back()}, {"summary", summary}};
+    }
+    auto read = with_redis<read_model::page>([id, p](read_model::redis_connection& c) {
+      return read_model::list_usage(c, id, p.query, [&](const json& u) {
+        return (p.model_id.empty() || u.value("modelId", "") == p.model_id) &&
+               (p.context.empty() || u.value("context", "") == p.context) &&
+               (p.usage_type.empty() || u.value("usageType", "") == p.usage_type);
+      });
+    });
+    auto page = co_await std::move(read);
+    co_return json{{"success", true}, {"usage", std::move(page.items)}, {"nextCursor", next_cursor(page)}};
+  }
+
+  static time_ms now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+
   asio::awaitable<response> query_route(const request& req, std::string_view path, std::string_view query,
                                         const api_key& key) {
-    auto resolved = resolve_account(key.tenant, query_params(query));
+    const auto params = query_params(query);
+    auto listing = parse_list_params(params, now_ms());
+    if (auto* r = std::get_if<rejection>(&listing)) co_return reject(*r, req);
+    const auto& p = std::get<list_params>(listing);
+    const bool names_account = params.contains("accountId") || params.contains("externalId");
+    if (path == "/v1/accounts" || (path == "/v1/usage" && p.summary && !names_account))
+      co_return co_await tenant_route(req, path, p, key);
+
+    auto resolved = resolve_account(key.tenant, params);
     if (auto* r = std::get_if<rejection>(&resolved)) co_return reject(*r, req);
     const auto account_id = std::get<std::string>(resolved);
 
@@ -363,9 +461,21 @@ struct http_api::impl {
       co_return reject(rejection{error_code::account_not_found, "account not found", "", nullptr}, req);
 
     json body;
-    if (path == "/v1/accounts/balance") {
+    if (path == "/v1/accounts/balance" && p.as_of) {
+      const auto as_of = *p.as_of;
+      const auto hold_max_ms = cfg.limits.reservation_timeout_s_max * 1000;
+      auto read_at = with_redis<read_model::balance_at>([account_id, as_of, hold_max_ms](read_model::redis_connection& c) {
+        return read_model::balance_as_of(c, account_id, as_of, hold_max_ms);
+      });
+      const auto at = co_await std::move(read_at);
+      body = {{"success", true},       {"accountId", view->id},    {"externalId", view->external_id},
+              {"balance", at.balance}, {"reserved", at.reserved}, {"available", at.balance - at.reserved},
+              {"asOf", format_time(as_of)}};
+    } else if (path == "/v1/accounts/balance") {
       body = {{"success", true},           {"accountId", view->id},     {"externalId", view->external_id},
               {"balance", view->balance}, {"reserved", view->reserved}, {"available", view->balance - view->reserved}};
+    } else if (path != "/v1/accounts/get") {
+      body = co_await account_report(path, p, *view);
     } else {
       body = {{"success", true},
               {"account", account_json(view->id, view->name, view->external_id, view->email, view->metadata,
@@ -442,7 +552,8 @@ struct http_api::impl {
                                                     "/v1/accounts/credits/deduct", "/v1/reservations/create",
                                                     "/v1/reservations/confirm",  "/v1/reservations/cancel",
                                                     "/v1/usage/record"};
-    static constexpr std::string_view queries[] = {"/v1/accounts/get", "/v1/accounts/balance"};
+    static constexpr std::string_view queries[] = {"/v1/accounts/get", "/v1/accounts/balance", "/v1/accounts",
+                                                   "/v1/transactions",  "/v1/reservations",     "/v1/usage"};
     const bool is_command = std::find(std::begin(commands), std::end(commands), path) != std::end(commands);
     const bool is_query = std::find(std::begin(queries), std::end(queries), path) != std::end(queries);
     if (!is_command && !is_query)

@@ -425,7 +425,7 @@ void projector::apply(const std::vector<store::message>& batch) {
         found.emplace(std::move(field), poison{i, *refused, previous});
         continue;
       }
-      calls.push_back(guarded_apply_args(script_sha_, field, m.offset, previous, read_model::fold(*e),
+      calls.push_back(guarded_apply_args(script_sha_, field, m.offset, previous, read_model::fold(*e, m.offset),
                                          read_model::guards(*e)));
       sent.push_back(i);
       sent_after.push_back(previous);

@@ -1,7 +1,9 @@
 #include "credits/read_model.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <charconv>
+#include <cstdio>
 #include <iterator>
 #include <optional>
 #include <unordered_map>
@@ -62,23 +64,47 @@ nlohmann::json json_field(const hash_fields& h, const char* field) {
 
 // Creating the balance fields with a zero increment, rather than setting them, keeps the fold a pure sum of
 // deltas: the account hash never depends on which event happened to arrive first.
-command_list fold_payload(const event& e, const account_created& p) {
+command_list fold_payload(const event& e, std::int64_t, const account_created& p) {
   const auto key = account_key(e.account_id);
   return {{"HSET", key, "id", e.account_id, "tenant", e.tenant, "name", p.name, "externalId", p.external_id, "email",
            p.email, "metadata", meta(p.metadata), "createdAt", format_time(e.occurred_at)},
           {"HINCRBY", key, "balance", "0"},
-          {"HINCRBY", key, "reserved", "0"}};
+          {"HINCRBY", key, "reserved", "0"},
+          {"ZADD", accounts_key(e.tenant), num(e.occurred_at), e.account_id}};
 }
 
-command_list fold_payload(const event& e, const credits_added& p) {
-  return {{"HINCRBY", account_key(e.account_id), "balance", num(p.amount)}};
+// One entry of the account's transaction list: the index (by time) and the entry itself.
+command_list transaction(const event& e, std::int64_t offset, const std::string& id, const char* type, amount_t amount,
+                         amount_t balance_after, const std::string& description, const nlohmann::json& metadata,
+                         const std::string& reservation_id) {
+  const nlohmann::json entry{{"id", id},
+                             {"type", type},
+                             {"amount", amount},
+                             {"balanceAfter", balance_after},
+                             {"description", description},
+                             {"metadata", metadata.is_null() ? nlohmann::json::object() : metadata},
+                             {"reservationId", reservation_id.empty() ? nlohmann::json(nullptr) : nlohmann::json(reservation_id)},
+                             {"createdAt", format_time(e.occurred_at)}};
+  return {{"ZADD", transactions_key(e.account_id), num(e.occurred_at), sequenced(offset, id)},
+          {"HSET", transaction_entries_key(e.account_id), id, entry.dump()}};
 }
 
-command_list fold_payload(const event& e, const credits_deducted& p) {
-  return {{"HINCRBY", account_key(e.account_id), "balance", num(-p.amount)}};
+command_list& operator+=(command_list& a, command_list b) {
+  for (auto& c : b) a.push_back(std::move(c));
+  return a;
 }
 
-command_list fold_payload(const event& e, const credits_reserved& p) {
+command_list fold_payload(const event& e, std::int64_t offset, const credits_added& p) {
+  command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(p.amount)}};
+  return out += transaction(e, offset, p.transaction_id, "credit", p.amount, p.balance_after, p.description, p.metadata, "");
+}
+
+command_list fold_payload(const event& e, std::int64_t offset, const credits_deducted& p) {
+  command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(-p.amount)}};
+  return out += transaction(e, offset, p.transaction_id, "debit", -p.amount, p.balance_after, p.description, p.metadata, "");
+}
+
+command_list fold_payload(const event& e, std::int64_t, const credits_reserved& p) {
   return {{"HINCRBY", account_key(e.account_id), "reserved", num(p.amount)},
           {"HSET", reservation_key(e.account_id, p.reservation_id), "id", p.reservation_id, "accountId", e.account_id,
            "amount", num(p.amount), "status", "pending", "createdAt", format_time(e.occurred_at), "expiresAt",
@@ -87,12 +113,14 @@ command_list fold_payload(const event& e, const credits_reserved& p) {
 }
 
 // The whole hold leaves `reserved`; only the charged part leaves the balance.
-command_list fold_payload(const event& e, const reservation_confirmed& p) {
+command_list fold_payload(const event& e, std::int64_t offset, const reservation_confirmed& p) {
   const auto key = account_key(e.account_id);
-  return {{"HINCRBY", key, "reserved", num(-(p.charged + p.released))},
-          {"HINCRBY", key, "balance", num(-p.charged)},
-          {"HSET", reservation_key(e.account_id, p.reservation_id), "status", "confirmed", "charged", num(p.charged),
-           "released", num(p.released), "transactionId", p.transaction_id, "resolvedAt", format_time(e.occurred_at)}};
+  command_list out{{"HINCRBY", key, "reserved", num(-(p.charged + p.released))},
+                   {"HINCRBY", key, "balance", num(-p.charged)},
+                   {"HSET", reservation_key(e.account_id, p.reservation_id), "status", "confirmed", "charged",
+                    num(p.charged), "released", num(p.released), "transactionId", p.transaction_id, "resolvedAt",
+                    format_time(e.occurred_at)}};
+  return out += transaction(e, offset, p.transaction_id, "charge", -p.charged, p.balance_after, "", nullptr, p.reservation_id);
 }
 
 command_list fold_release(const event& e, const std::string& reservation_id, amount_t released, const char* status) {
@@ -101,30 +129,40 @@ command_list fold_release(const event& e, const std::string& reservation_id, amo
            "resolvedAt", format_time(e.occurred_at)}};
 }
 
-command_list fold_payload(const event& e, const reservation_cancelled& p) {
+command_list fold_payload(const event& e, std::int64_t, const reservation_cancelled& p) {
   return fold_release(e, p.reservation_id, p.released, "cancelled");
 }
 
-command_list fold_payload(const event& e, const reservation_expired& p) {
+command_list fold_payload(const event& e, std::int64_t, const reservation_expired& p) {
   return fold_release(e, p.reservation_id, p.released, "expired");
 }
 
-command_list fold_payload(const event& e, const usage_recorded& p) {
+command_list fold_payload(const event& e, std::int64_t offset, const usage_recorded& p) {
   const auto when = format_time(e.occurred_at);
   const auto daily = usage_daily_key(e.account_id, std::string_view(when).substr(0, 10));
   const auto counter = [&](const char* field) { return p.model_id + ":" + field; };
-  return {{"HSET", usage_key(e.account_id, p.usage_id), "id", p.usage_id, "accountId", e.account_id, "context",
+  command_list out{{"HSET", usage_key(e.account_id, p.usage_id), "id", p.usage_id, "accountId", e.account_id, "context",
            p.context, "transactionId", p.transaction_id, "modelId", p.model_id, "usageType", p.usage_type,
            "inputTokens", num(p.input_tokens), "outputTokens", num(p.output_tokens), "cachedTokens",
            num(p.cached_tokens), "metadata", meta(p.metadata), "createdAt", when},
           {"HINCRBY", daily, counter("inputTokens"), num(p.input_tokens)},
           {"HINCRBY", daily, counter("outputTokens"), num(p.output_tokens)},
           {"HINCRBY", daily, counter("cachedTokens"), num(p.cached_tokens)},
-          {"HINCRBY", daily, counter("records"), "1"}};
+          {"HINCRBY", daily, counter("records"), "1"},
+          {"ZADD", usage_records_key(e.account_id), num(e.occurred_at), sequenced(offset, p.usage_id)}};
+  // Summaries by model, context and day, for the account and for its tenant (see usage_summary_field).
+  const auto day = std::string_view(when).substr(0, 10);
+  for (const auto& key : {usage_summary_key(e.account_id, day), tenant_usage_summary_key(e.tenant, day)}) {
+    out.push_back({"HINCRBY", key, usage_summary_field(p.context, "inputTokens", p.model_id), num(p.input_tokens)});
+    out.push_back({"HINCRBY", key, usage_summary_field(p.context, "outputTokens", p.model_id), num(p.output_tokens)});
+    out.push_back({"HINCRBY", key, usage_summary_field(p.context, "cachedTokens", p.model_id), num(p.cached_tokens)});
+    out.push_back({"HINCRBY", key, usage_summary_field(p.context, "records", p.model_id), "1"});
+  }
+  return out;
 }
 
 // A signal for downstream consumers; the credits moved with the event that caused it.
-command_list fold_payload(const event&, const balance_low&) { return {}; }
+command_list fold_payload(const event&, std::int64_t, const balance_low&) { return {}; }
 
 using guard_list = std::vector<std::vector<std::string>>;
 
@@ -312,6 +350,33 @@ std::string usage_daily_key(std::string_view account_id, std::string_view day) {
   return tagged("credits:usage-daily:", account_id).append(":").append(day);
 }
 
+std::string accounts_key(std::string_view tenant) { return tagged("credits:accounts:", tenant); }
+std::string transactions_key(std::string_view account_id) { return tagged("credits:transactions:", account_id); }
+std::string transaction_entries_key(std::string_view account_id) {
+  return tagged("credits:transaction:", account_id);
+}
+std::string usage_records_key(std::string_view account_id) { return tagged("credits:usage-records:", account_id); }
+std::string usage_summary_key(std::string_view account_id, std::string_view day) {
+  return tagged("credits:usage-summary:", account_id).append(":").append(day);
+}
+std::string tenant_usage_summary_key(std::string_view tenant, std::string_view day) {
+  return tagged("credits:usage-summary:tenant:", tenant).append(":").append(day);
+}
+std::string sequenced(std::int64_t offset, std::string_view id) {
+  char digits[24];
+  std::snprintf(digits, sizeof digits, "%019lld:", static_cast<long long>(offset));
+  return std::string(digits).append(id);
+}
+
+std::string_view sequenced_id(std::string_view member) {
+  const auto colon = member.find(':');
+  return colon == std::string_view::npos ? member : member.substr(colon + 1);
+}
+
+std::string usage_summary_field(std::string_view context, std::string_view metric, std::string_view model_id) {
+  return std::string(context).append("|").append(metric).append("|").append(model_id);
+}
+
 std::optional<account_view> get_account(redis_connection& redis, std::string_view account_id) {
   const auto key = account_key(account_id);
   const auto h = read_hash(redis, key);
@@ -350,8 +415,287 @@ std::int64_t applied_offset(redis_connection& redis, std::string_view topic, std
   return integer(h, field.c_str(), std::string(positions_key));
 }
 
-std::vector<std::vector<std::string>> fold(const event& e) {
-  return std::visit([&](const auto& p) { return fold_payload(e, p); }, e.payload);
+std::vector<std::vector<std::string>> fold(const event& e, std::int64_t offset) {
+  return std::visit([&](const auto& p) { return fold_payload(e, offset, p); }, e.payload);
+}
+
+
+// ---- lists --------------------------------------------------------------------------------------------
+
+std::string page_cursor::to_string() const { return std::to_string(score) + "." + member; }
+
+std::optional<page_cursor> page_cursor::parse(std::string_view text) {
+  const auto dot = text.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 == text.size()) return std::nullopt;
+  page_cursor c;
+  const auto [p, ec] = std::from_chars(text.data(), text.data() + dot, c.score);
+  if (ec != std::errc{} || p != text.data() + dot) return std::nullopt;
+  c.member = std::string(text.substr(dot + 1));
+  return c;
+}
+
+namespace {
+
+struct scored_member {
+  std::string member;
+  time_ms score = 0;
+};
+
+// Up to `count` members of `key` strictly after `after` in (score desc, member desc) order, within [from, to].
+std::vector<scored_member> newest_first(redis_connection& redis, const std::string& key,
+                                        const std::optional<page_cursor>& after, time_ms from, time_ms to,
+                                        std::size_t count) {
+  std::vector<scored_member> out;
+  if (from > to) return out;
+  std::string upper = num(to);
+  if (after && after->score <= to) {
+    // Ties at the cursor's time: those sorting below its member come next.
+    const auto ties = redis.run({"ZRANGE", key, num(after->score), num(after->score), "BYSCORE"});
+    for (auto it = ties.array.rbegin(); it != ties.array.rend() && out.size() < count; ++it)
+      if (*it && **it < after->member) out.push_back({**it, after->score});
+    upper = "(" + num(after->score);
+  } else if (after) {
+    upper = num(to);
+  }
+  if (out.size() >= count) return out;
+  const auto r = redis.run({"ZRANGE", key, upper, num(from), "BYSCORE", "REV", "LIMIT", "0",
+                            num(static_cast<std::int64_t>(count - out.size())), "WITHSCORES"});
+  for (std::size_t i = 0; i + 1 < r.array.size(); i += 2) {
+    if (!r.array[i] || !r.array[i + 1]) continue;
+    time_ms score = 0;
+    const auto& t = *r.array[i + 1];
+    std::from_chars(t.data(), t.data() + t.size(), score);
+    out.push_back({*r.array[i], score});
+  }
+  return out;
+}
+
+using loader = std::function<std::vector<std::optional<nlohmann::json>>(redis_connection&,
+                                                                        const std::vector<scored_member>&)>;
+
+page scan(redis_connection& redis, const std::string& key, const list_query& q, const loader& load,
+          const item_filter& keep) {
+  page out;
+  auto cursor = q.after;
+  std::size_t scanned = 0;
+  const std::size_t chunk = std::clamp<std::size_t>(q.limit + 1, 16, 500);
+  for (;;) {
+    const auto batch = newest_first(redis, key, cursor, q.from, q.to, chunk);
+    const auto items = load(redis, batch);
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      cursor = page_cursor{batch[i].score, batch[i].member};
+      ++scanned;
+      if (!items[i] || (keep && !keep(*items[i]))) continue;
+      out.items.push_back(*items[i]);
+      if (out.items.size() >= q.limit) {
+        out.next = cursor;
+        return out;
+      }
+    }
+    if (batch.size() < chunk) return out;  // the end of the list
+    if (scanned >= list_scan_max) {
+      out.next = cursor;
+      return out;
+    }
+  }
+}
+
+// HGETALL of each key, in one round trip.
+std::vector<hash_fields> read_hashes(redis_connection& redis, const std::vector<std::string>& keys) {
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(keys.size());
+  for (const auto& k : keys) commands.push_back({"HGETALL", k});
+  std::vector<hash_fields> out;
+  if (commands.empty()) return out;
+  for (const auto& r : redis.pipeline(commands)) {
+    hash_fields h;
+    for (std::size_t i = 0; i + 1 < r.array.size(); i += 2)
+      if (r.array[i] && r.array[i + 1]) h.emplace(*r.array[i], *r.array[i + 1]);
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
+nlohmann::json nullable(const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); }
+
+}  // namespace
+
+page list_transactions(redis_connection& redis, std::string_view account_id, const list_query& q,
+                       const item_filter& keep) {
+  const auto entries = transaction_entries_key(account_id);
+  return scan(
+      redis, transactions_key(account_id), q,
+      [&](redis_connection& r, const std::vector<scored_member>& batch) {
+        std::vector<std::optional<nlohmann::json>> out;
+        if (batch.empty()) return out;
+        std::vector<std::string> args{"HMGET", entries};
+        for (const auto& m : batch) args.emplace_back(sequenced_id(m.member));
+        for (const auto& v : r.run(args).array) {
+          auto j = v ? nlohmann::json::parse(*v, nullptr, false) : nlohmann::json();
+          out.push_back(j.is_object() ? std::optional(std::move(j)) : std::nullopt);
+        }
+        return out;
+      },
+      keep);
+}
+
+page list_usage(redis_connection& redis, std::string_view account_id, const list_query& q, const item_filter& keep) {
+  return scan(
+      redis, usage_records_key(account_id), q,
+      [&](redis_connection& r, const std::vector<scored_member>& batch) {
+        std::vector<std::string> keys;
+        for (const auto& m : batch) keys.push_back(usage_key(account_id, sequenced_id(m.member)));
+        std::vector<std::optional<nlohmann::json>> out;
+        for (const auto& h : read_hashes(r, keys)) {
+          if (!h.contains("id")) {
+            out.emplace_back();
+            continue;
+          }
+          const auto key = text(h, "id");
+          const auto input = integer(h, "inputTokens", key), output = integer(h, "outputTokens", key);
+          out.emplace_back(nlohmann::json{{"id", text(h, "id")},
+                                          {"accountId", text(h, "accountId")},
+                                          {"context", text(h, "context")},
+                                          {"transactionId", nullable(text(h, "transactionId"))},
+                                          {"modelId", text(h, "modelId")},
+                                          {"usageType", text(h, "usageType")},
+                                          {"inputTokens", input},
+                                          {"outputTokens", output},
+                                          {"cachedTokens", integer(h, "cachedTokens", key)},
+                                          {"totalTokens", input + output},
+                                          {"metadata", json_field(h, "metadata")},
+                                          {"createdAt", text(h, "createdAt")}});
+        }
+        return out;
+      },
+      keep);
+}
+
+page list_reservations(redis_connection& redis, std::string_view account_id, const list_query& q,
+                       const item_filter& keep) {
+  return scan(
+      redis, reservations_key(account_id), q,
+      [&](redis_connection& r, const std::vector<scored_member>& batch) {
+        std::vector<std::string> keys;
+        for (const auto& m : batch) keys.push_back(reservation_key(account_id, m.member));
+        std::vector<std::optional<nlohmann::json>> out;
+        for (const auto& h : read_hashes(r, keys)) {
+          if (!h.contains("id")) {
+            out.emplace_back();
+            continue;
+          }
+          const auto key = text(h, "id");
+          out.emplace_back(nlohmann::json{{"id", key},
+                                          {"accountId", text(h, "accountId")},
+                                          {"amount", integer(h, "amount", key)},
+                                          {"status", text(h, "status")},
+                                          {"createdAt", text(h, "createdAt")},
+                                          {"expiresAt", text(h, "expiresAt")},
+                                          {"operation", text(h, "operation")},
+                                          {"model", text(h, "model")},
+                                          {"metadata", json_field(h, "metadata")},
+                                          {"charged", integer(h, "charged", key)},
+                                          {"released", integer(h, "released", key)},
+                                          {"transactionId", nullable(text(h, "transactionId"))},
+                                          {"resolvedAt", nullable(text(h, "resolvedAt"))}});
+        }
+        return out;
+      },
+      keep);
+}
+
+page list_accounts(redis_connection& redis, std::string_view tenant, const list_query& q) {
+  return scan(
+      redis, accounts_key(tenant), q,
+      [&](redis_connection& r, const std::vector<scored_member>& batch) {
+        std::vector<std::string> keys;
+        for (const auto& m : batch) keys.push_back(account_key(m.member));
+        std::vector<std::optional<nlohmann::json>> out;
+        for (const auto& h : read_hashes(r, keys)) {
+          if (!h.contains("id")) {
+            out.emplace_back();
+            continue;
+          }
+          const auto key = text(h, "id");
+          const auto balance = integer(h, "balance", key), reserved = integer(h, "reserved", key);
+          out.emplace_back(nlohmann::json{{"id", key},
+                                          {"name", text(h, "name")},
+                                          {"externalId", text(h, "externalId")},
+                                          {"email", text(h, "email")},
+                                          {"metadata", json_field(h, "metadata")},
+                                          {"createdAt", text(h, "createdAt")},
+                                          {"balance", balance},
+                                          {"reserved", reserved},
+                                          {"available", balance - reserved}});
+        }
+        return out;
+      },
+      {});
+}
+
+nlohmann::json usage_summary(redis_connection& redis, std::string_view tenant, std::string_view account_id,
+                             const std::vector<std::string>& days, std::string_view model_id,
+                             std::string_view context) {
+  std::vector<std::string> keys;
+  for (const auto& day : days)
+    keys.push_back(account_id.empty() ? tenant_usage_summary_key(tenant, day) : usage_summary_key(account_id, day));
+  const auto zero = [] {
+    return nlohmann::json{{"inputTokens", 0}, {"outputTokens", 0}, {"cachedTokens", 0}, {"totalTokens", 0},
+                          {"records", 0}};
+  };
+  auto totals = zero();
+  auto by_model = nlohmann::json::object(), by_context = nlohmann::json::object(), by_day = nlohmann::json::object();
+  const auto hashes = read_hashes(redis, keys);
+  for (std::size_t d = 0; d < hashes.size(); ++d) {
+    for (const auto& [field, value] : hashes[d]) {
+      const auto bar1 = field.find('|');
+      const auto bar2 = bar1 == std::string::npos ? bar1 : field.find('|', bar1 + 1);
+      if (bar2 == std::string::npos) continue;
+      const auto ctx = std::string_view(field).substr(0, bar1);
+      const auto metric = field.substr(bar1 + 1, bar2 - bar1 - 1);
+      const auto model = field.substr(bar2 + 1);
+      if ((!model_id.empty() && model != model_id) || (!context.empty() && ctx != context)) continue;
+      const auto n = integer(hashes[d], field.c_str(), keys[d]);
+      for (auto* group : {&totals, &by_model[model], &by_context[std::string(ctx)], &by_day[days[d]]}) {
+        if (group->is_null()) *group = zero();
+        (*group)[metric] = (*group)[metric].get<std::int64_t>() + n;
+        if (metric == "inputTokens" || metric == "outputTokens")
+          (*group)["totalTokens"] = (*group)["totalTokens"].get<std::int64_t>() + n;
+      }
+    }
+  }
+  return {{"totals", totals}, {"byModel", by_model}, {"byContext", by_context}, {"byDay", by_day}};
+}
+
+balance_at balance_as_of(redis_connection& redis, std::string_view account_id, time_ms as_of, time_ms hold_max_ms) {
+  balance_at out;
+  const auto last = redis.run({"ZRANGE", transactions_key(account_id), num(as_of), "-inf", "BYSCORE", "REV", "LIMIT",
+                               "0", "1"});
+  if (!last.array.empty() && last.array[0]) {
+    const auto entry = redis.run({"HGET", transaction_entries_key(account_id), std::string(sequenced_id(*last.array[0]))});
+    const auto j = entry.value ? nlohmann::json::parse(*entry.value, nullptr, false) : nlohmann::json();
+    if (!j.is_object() || !j.contains("balanceAfter"))
+      throw std::runtime_error("read model: transaction entry " + *last.array[0] + " is damaged");
+    out.balance = j["balanceAfter"].get<amount_t>();
+  }
+  const auto holds = redis.run({"ZRANGE", reservations_key(account_id), num(as_of - hold_max_ms), num(as_of), "BYSCORE"});
+  std::vector<std::vector<std::string>> commands;
+  std::vector<std::string> keys;
+  for (const auto& id : holds.array)
+    if (id) {
+      keys.push_back(reservation_key(account_id, *id));
+      commands.push_back({"HMGET", keys.back(), "amount", "resolvedAt"});
+    }
+  if (commands.empty()) return out;
+  const auto replies = redis.pipeline(commands);
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    const auto& f = replies[i].array;
+    if (f.size() != 2 || !f[0]) continue;
+    const auto resolved = f[1] ? parse_time(*f[1]) : std::nullopt;
+    if (resolved && *resolved <= as_of) continue;
+    out.reserved += integer(hash_fields{{"amount", *f[0]}}, "amount", keys[i]);
+  }
+  return out;
 }
 
 }  // namespace credits::read_model

@@ -97,7 +97,7 @@ class view_builder {
             : std::optional<std::string>("undecodable: " + (error.empty() ? std::string("no detail") : error));
       if (!refused) refused = mirror_.check(read_model::guards(*e));
       auto folded =
-          refused ? read_model::poison_marks(m.topic, m.partition, m.offset, m.key, *refused) : read_model::fold(*e);
+          refused ? read_model::poison_marks(m.topic, m.partition, m.offset, m.key, *refused) : read_model::fold(*e, m.offset);
       if (refused) {
         ++stats_.poison;
         std::fprintf(stderr, "credits-projector: poison event at %s:%d@%lld (key %s): %s; recorded by the rebuild\n",

@@ -29,7 +29,8 @@ REGISTRY = Registry().with_resource(DOC_URI, Resource.from_contents(SPEC, defaul
 
 MUTATIONS = ["/v1/accounts/create", "/v1/accounts/credits/add", "/v1/accounts/credits/deduct",
              "/v1/reservations/create", "/v1/reservations/confirm", "/v1/reservations/cancel", "/v1/usage/record"]
-QUERIES = ["/v1/accounts/get", "/v1/accounts/balance"]
+QUERIES = ["/v1/accounts/get", "/v1/accounts/balance", "/v1/accounts", "/v1/transactions", "/v1/reservations",
+           "/v1/usage"]
 
 
 # ---- the document as a validator ------------------------------------------------------------------------------

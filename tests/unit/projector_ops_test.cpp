@@ -261,11 +261,11 @@ TEST(guard_state, refuses_in_the_scripts_words) {
   const auto created = sample(account_created{"A", "u", "", {}});
   EXPECT_EQ(s.check(read_model::guards(sample(credits_added{"t", 5, 5, "", "", {}}))), "no account " + account);
   ASSERT_EQ(s.check(read_model::guards(created)), std::nullopt);
-  s.apply(read_model::fold(created));
+  s.apply(read_model::fold(created, 0));
   EXPECT_EQ(s.check(read_model::guards(created)), "account " + account + " is created twice");
   const auto added = sample(credits_added{"t", 100, 100, "", "", {}});
   ASSERT_EQ(s.check(read_model::guards(added)), std::nullopt);
-  s.apply(read_model::fold(added));
+  s.apply(read_model::fold(added, 1));
   EXPECT_EQ(s.check(read_model::guards(sample(credits_deducted{"t", 500, 0, "", {}}))),
             "CreditsDeducted breaks the money invariants (balance -400, reserved 0 after it)");
 }
@@ -289,7 +289,7 @@ TEST(guard_state, refuses_exactly_what_violation_refuses) {
           << " violation: " << by_violation.value_or("-");
       ++(by_guards ? refused : accepted);
       if (by_guards) return;
-      mirror.apply(read_model::fold(e));
+      mirror.apply(read_model::fold(e, 0));
       apply(folded, e);
     };
     for (int step = 0; step < 300; ++step) {

@@ -59,8 +59,9 @@ TEST(read_model_keys, every_account_key_carries_the_account_as_a_hash_tag) {
 }
 
 TEST(fold, account_created_sets_the_profile_and_creates_zero_balances_by_increment) {
-  const auto cs = read_model::fold(sample(account_created{"Alice", "user_1", "a@example.com", {{"plan", "pro"}}}));
-  ASSERT_EQ(cs.size(), 3u);
+  const auto cs = read_model::fold(sample(account_created{"Alice", "user_1", "a@example.com", {{"plan", "pro"}}}), 0);
+  ASSERT_EQ(cs.size(), 4u);
+  EXPECT_EQ(*find(cs, "ZADD", "credits:accounts:{t1}"), (words{"ZADD", "credits:accounts:{t1}", "1764432082123", account}));
   const auto* hset = find(cs, "HSET", account_hash);
   ASSERT_NE(hset, nullptr);
   const auto f = hset_fields(*hset);
@@ -79,20 +80,37 @@ TEST(fold, account_created_sets_the_profile_and_creates_zero_balances_by_increme
 }
 
 TEST(fold, credits_added_increments_the_balance) {
-  const auto cs = read_model::fold(sample(credits_added{"txn_1", 1000, 1000, "d", "card", {}}));
-  ASSERT_EQ(cs.size(), 1u);
+  const auto cs = read_model::fold(sample(credits_added{"txn_1", 1000, 1000, "d", "card", {}}), 42);
+  ASSERT_EQ(cs.size(), 3u);
   EXPECT_EQ(delta(cs, account_hash, "balance"), "1000");
+  // Listed under the account, ordered by time and then by log offset.
+  EXPECT_EQ(*find(cs, "ZADD", "credits:transactions:{acc_0123456789abcdef01234567}"),
+            (words{"ZADD", "credits:transactions:{acc_0123456789abcdef01234567}", "1764432082123",
+                   "0000000000000000042:txn_1"}));
+  const auto* entry = find(cs, "HSET", "credits:transaction:{acc_0123456789abcdef01234567}");
+  ASSERT_NE(entry, nullptr);
+  const auto j = nlohmann::json::parse(entry->at(3));
+  EXPECT_EQ(j["id"], "txn_1");
+  EXPECT_EQ(j["type"], "credit");
+  EXPECT_EQ(j["amount"], 1000);
+  EXPECT_EQ(j["balanceAfter"], 1000);
+  EXPECT_EQ(j["description"], "d");
+  EXPECT_EQ(j["reservationId"], nullptr);
+  EXPECT_EQ(j["createdAt"], "2025-11-29T16:01:22.123Z");
 }
 
 TEST(fold, credits_deducted_decrements_the_balance) {
-  const auto cs = read_model::fold(sample(credits_deducted{"txn_2", 5, 995, "fee", {}}));
-  ASSERT_EQ(cs.size(), 1u);
+  const auto cs = read_model::fold(sample(credits_deducted{"txn_2", 5, 995, "fee", {}}), 0);
+  ASSERT_EQ(cs.size(), 3u);
+  const auto j = nlohmann::json::parse(find(cs, "HSET", "credits:transaction:{acc_0123456789abcdef01234567}")->at(3));
+  EXPECT_EQ(j["type"], "debit");
+  EXPECT_EQ(j["amount"], -5);
   EXPECT_EQ(delta(cs, account_hash, "balance"), "-5");
 }
 
 TEST(fold, credits_reserved_holds_the_amount_and_records_a_pending_reservation) {
   const time_ms expires = occurred + 60'000;
-  const auto cs = read_model::fold(sample(credits_reserved{"rsv_1", 500, expires, "chat", "gpt-4o", {{"k", 1}}}));
+  const auto cs = read_model::fold(sample(credits_reserved{"rsv_1", 500, expires, "chat", "gpt-4o", {{"k", 1}}}), 0);
   ASSERT_EQ(cs.size(), 3u);
   EXPECT_EQ(delta(cs, account_hash, "reserved"), "500");
   EXPECT_EQ(find(cs, "HINCRBY", account_hash, "balance"), nullptr);
@@ -114,8 +132,13 @@ TEST(fold, credits_reserved_holds_the_amount_and_records_a_pending_reservation) 
 }
 
 TEST(fold, confirming_320_of_500_releases_the_whole_hold_and_charges_320) {
-  const auto cs = read_model::fold(sample(reservation_confirmed{"rsv_1", "txn_3", 320, 180, 680}));
-  ASSERT_EQ(cs.size(), 3u);
+  const auto cs = read_model::fold(sample(reservation_confirmed{"rsv_1", "txn_3", 320, 180, 680}), 0);
+  ASSERT_EQ(cs.size(), 5u);
+  const auto j = nlohmann::json::parse(find(cs, "HSET", "credits:transaction:{acc_0123456789abcdef01234567}")->at(3));
+  EXPECT_EQ(j["type"], "charge");
+  EXPECT_EQ(j["amount"], -320);
+  EXPECT_EQ(j["balanceAfter"], 680);
+  EXPECT_EQ(j["reservationId"], "rsv_1");
   EXPECT_EQ(delta(cs, account_hash, "reserved"), "-500");
   EXPECT_EQ(delta(cs, account_hash, "balance"), "-320");
   const auto* hset = find(cs, "HSET", rsv_hash);
@@ -129,7 +152,7 @@ TEST(fold, confirming_320_of_500_releases_the_whole_hold_and_charges_320) {
 }
 
 TEST(fold, cancelling_releases_the_hold_without_touching_the_balance) {
-  const auto cs = read_model::fold(sample(reservation_cancelled{"rsv_1", 500}));
+  const auto cs = read_model::fold(sample(reservation_cancelled{"rsv_1", 500}), 0);
   ASSERT_EQ(cs.size(), 2u);
   EXPECT_EQ(delta(cs, account_hash, "reserved"), "-500");
   EXPECT_EQ(find(cs, "HINCRBY", account_hash, "balance"), nullptr);
@@ -140,7 +163,7 @@ TEST(fold, cancelling_releases_the_hold_without_touching_the_balance) {
 }
 
 TEST(fold, expiry_releases_the_hold_without_touching_the_balance) {
-  const auto cs = read_model::fold(sample(reservation_expired{"rsv_1", 250}));
+  const auto cs = read_model::fold(sample(reservation_expired{"rsv_1", 250}), 0);
   ASSERT_EQ(cs.size(), 2u);
   EXPECT_EQ(delta(cs, account_hash, "reserved"), "-250");
   EXPECT_EQ(find(cs, "HINCRBY", account_hash, "balance"), nullptr);
@@ -153,8 +176,12 @@ TEST(fold, usage_records_the_usage_and_counts_it_per_model_on_its_utc_day) {
   // 23:59:59.999 UTC on 2025-11-29: the day is the UTC date, not a local one.
   auto e = sample(usage_recorded{"use_1", "customer", "txn_3", "gpt-4o", "text", 1000, 320, 7, {}});
   e.occurred_at = 1'764'460'799'999;
-  const auto cs = read_model::fold(e);
-  ASSERT_EQ(cs.size(), 5u);
+  const auto cs = read_model::fold(e, 0);
+  ASSERT_EQ(cs.size(), 14u);  // the record, 4 daily counters, its index entry, 4 + 4 summary counters
+  const std::string summary = "credits:usage-summary:{acc_0123456789abcdef01234567}:2025-11-29";
+  EXPECT_EQ(delta(cs, summary, "customer|inputTokens|gpt-4o"), "1000");
+  EXPECT_EQ(delta(cs, summary, "customer|records|gpt-4o"), "1");
+  EXPECT_EQ(delta(cs, "credits:usage-summary:tenant:{t1}:2025-11-29", "customer|outputTokens|gpt-4o"), "320");
   const auto* hset = find(cs, "HSET", "credits:usage:{acc_0123456789abcdef01234567}:use_1");
   ASSERT_NE(hset, nullptr);
   const auto f = hset_fields(*hset);
@@ -183,14 +210,14 @@ TEST(fold, a_reservation_lifecycle_sums_to_the_domain_balance) {
            account_created{"A", "u", "", {}}, credits_added{"txn_1", 1000, 1000, "", "", {}},
            credits_reserved{"rsv_1", 500, occurred, "", "", {}}, reservation_confirmed{"rsv_1", "txn_2", 320, 180, 680},
            credits_reserved{"rsv_2", 100, occurred, "", "", {}}, reservation_cancelled{"rsv_2", 100}})
-    for (const auto& c : read_model::fold(sample(payload)))
+    for (const auto& c : read_model::fold(sample(payload), 0))
       if (c[0] == "HINCRBY" && c[1] == account_hash) sums[c[2]] += std::stoll(c[3]);
   EXPECT_EQ(sums["balance"], 680);
   EXPECT_EQ(sums["reserved"], 0);
 }
 
 TEST(guarded_apply, arguments_carry_the_position_then_each_command_prefixed_by_its_length) {
-  const auto args = read_model::fold(sample(reservation_cancelled{"rsv_1", 500}));
+  const auto args = read_model::fold(sample(reservation_cancelled{"rsv_1", 500}), 0);
   const auto call = guarded_apply_args("sha1", "credits.ledger:3", 42, 40, args);
   // The "0" is the number of guards: none here.
   const words head{"EVALSHA", "sha1", "1", "credits:positions", "credits.ledger:3", "42", "40", "0"};

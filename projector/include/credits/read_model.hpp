@@ -1,6 +1,8 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <limits>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -27,6 +29,13 @@
 //   credits:usage:{<accountId>}:<usageId>          HASH the usage record's fields
 //   credits:usage-daily:{<accountId>}:<yyyy-mm-dd> HASH <modelId>:<field> counters (inputTokens, outputTokens,
 //                                                       cachedTokens, records)
+//   credits:usage-records:{<accountId>}           ZSET "<offset>:<usageId>" scored by time (ms)
+//   credits:usage-summary:{<accountId>}:<day>      HASH "<context>|<metric>|<modelId>" counters, metric one of
+//                                                       inputTokens outputTokens cachedTokens records
+//   credits:usage-summary:tenant:{<tenant>}:<day>  HASH the same, over all the tenant's accounts
+//   credits:transactions:{<accountId>}             ZSET "<offset>:<transactionId>" scored by time (ms)
+//   credits:transaction:{<accountId>}              HASH transaction id -> its list entry (JSON)
+//   credits:accounts:{<tenant>}                    ZSET account ids scored by creation time (ms)
 //   credits:positions                              HASH "<topic>:<partition>" -> offset of the last applied event
 //   credits:poison                                 HASH "<topic>:<partition>:<offset>" -> {"key","reason"} (JSON) of
 //                                                       every event the projector could not apply
@@ -96,6 +105,17 @@ std::string poison_field(std::string_view topic, std::int32_t partition, std::in
 std::string position_field(std::string_view topic, std::int32_t partition);
 std::string usage_key(std::string_view account_id, std::string_view usage_id);
 std::string usage_daily_key(std::string_view account_id, std::string_view day);  // day: yyyy-mm-dd (UTC)
+std::string accounts_key(std::string_view tenant);
+std::string transactions_key(std::string_view account_id);
+std::string transaction_entries_key(std::string_view account_id);
+std::string usage_records_key(std::string_view account_id);
+std::string usage_summary_key(std::string_view account_id, std::string_view day);
+std::string tenant_usage_summary_key(std::string_view tenant, std::string_view day);
+// "<offset, 19 digits>:<id>": members of equal time sort in log order (one account's events share a partition).
+std::string sequenced(std::int64_t offset, std::string_view id);
+std::string_view sequenced_id(std::string_view member);
+// Context first and model last: the context and metric hold no '|', the model id may.
+std::string usage_summary_field(std::string_view context, std::string_view metric, std::string_view model_id);
 
 struct account_view {
   std::string id;
@@ -128,12 +148,64 @@ struct reservation_view {
 std::optional<account_view> get_account(redis_connection& redis, std::string_view account_id);
 std::optional<reservation_view> get_reservation(redis_connection& redis, std::string_view account_id,
                                                 std::string_view reservation_id);
+// ---- lists --------------------------------------------------------------------------------------------
+// Every list is a time-scored ZSET read newest first, in (time desc, member desc) order. A cursor names the
+// last entry a page returned, so the next page starts strictly after it: entries that arrive meanwhile are
+// newer and never shift a page, so paging never loses or repeats one.
+struct page_cursor {
+  time_ms score = 0;
+  std::string member;
+  std::string to_string() const;  // "<score>.<member>", URL-safe
+  static std::optional<page_cursor> parse(std::string_view text);
+};
+
+struct list_query {
+  std::size_t limit = 50;
+  std::optional<page_cursor> after;
+  time_ms from = std::numeric_limits<time_ms>::min();  // inclusive
+  time_ms to = std::numeric_limits<time_ms>::max();    // inclusive
+};
+
+struct page {
+  std::vector<nlohmann::json> items;
+  std::optional<page_cursor> next;  // absent: nothing more
+};
+
+// Filters look at the rendered item. A page examines at most `list_scan_max` entries, then returns what it
+// found with a cursor to go on from, so a rare filter costs bounded work per request.
+inline constexpr std::size_t list_scan_max = 5'000;
+using item_filter = std::function<bool(const nlohmann::json&)>;
+
+page list_transactions(redis_connection& redis, std::string_view account_id, const list_query& q,
+                       const item_filter& keep);
+page list_usage(redis_connection& redis, std::string_view account_id, const list_query& q, const item_filter& keep);
+page list_reservations(redis_connection& redis, std::string_view account_id, const list_query& q,
+                       const item_filter& keep);
+page list_accounts(redis_connection& redis, std::string_view tenant, const list_query& q);
+
+// Usage totals per model, per context and per day over [from_day, to_day] (yyyy-mm-dd, UTC), from the daily
+// summary hashes of one account (or, with an empty account id, of the whole tenant). Empty model / context
+// filters match everything.
+nlohmann::json usage_summary(redis_connection& redis, std::string_view tenant, std::string_view account_id,
+                             const std::vector<std::string>& days, std::string_view model_id,
+                             std::string_view context);
+
+struct balance_at {
+  amount_t balance = 0;
+  amount_t reserved = 0;
+};
+// The balance and reserved amount of an account right after its last event at or before `as_of`: the balance
+// from the last ledger transaction's balanceAfter, the holds from the reservations created within
+// `hold_max_ms` before it and not resolved by then.
+balance_at balance_as_of(redis_connection& redis, std::string_view account_id, time_ms as_of, time_ms hold_max_ms);
+
 // The offset of the last event the projector applied from (topic, partition); -1 when none.
 std::int64_t applied_offset(redis_connection& redis, std::string_view topic, std::int32_t partition);
 
 // The Redis commands that fold one event into the read model. Pure: a function of the event alone, so the
 // projector can apply it exactly once by guarding it with the partition's position (see projector.hpp).
-std::vector<std::vector<std::string>> fold(const event& e);
+// `offset` is the event's offset in its partition: it orders the account's list entries of equal time.
+std::vector<std::vector<std::string>> fold(const event& e, std::int64_t offset);
 
 // The conditions under which fold(e) keeps the money invariants that credits::apply asserts; the guarded
 // script checks them before running any command, and refuses the event (a poison event) when one fails.
