@@ -2,11 +2,16 @@
 // back to back through the writer's own adapter (credits::store::transactional_producer: begin, produce,
 // commit, wait for the delivery reports), and prints their latency as JSON on stdout. With --writers K, K
 // producers with distinct transactional ids run side by side (one thread each), as per-partition writers would.
+// With --alternate K, each writer thread owns K producers (distinct transactional ids) and uses them in turn,
+// one transaction at a time: the next transaction never waits for the previous one's commit markers, which
+// the coordinator writes after it has answered EndTxn (a transactional id whose markers are still being written
+// refuses AddPartitionsToTxn with CONCURRENT_TRANSACTIONS, and librdkafka retries 20 ms later).
 //
 // Usage: credits-bench-txn --brokers HOST:PORT --topic T [--count N] [--warmup N] [--records R]
-//          [--record-bytes B] [--writers K] [--transactional-id PREFIX] [--set key=value]...
+//          [--record-bytes B] [--writers K] [--alternate K] [--transactional-id PREFIX] [--set key=value]...
 // --set passes a librdkafka property to the producer (after the adapter's own, so it overrides them).
 #include <chrono>
+#include <memory>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -32,6 +37,7 @@ constexpr long count_max = 10'000'000;
 constexpr long records_max = 100'000;
 constexpr long record_bytes_max = 1024 * 1024;
 constexpr long writers_max = 64;
+constexpr long alternate_max = 16;
 
 struct options {
   std::string brokers = "127.0.0.1:9092";
@@ -42,6 +48,7 @@ struct options {
   long records = 1;
   long record_bytes = 420;  // about one encoded CreditsAdded event
   long writers = 1;
+  long alternate = 1;
   credits::store::settings extra;
 };
 
@@ -67,6 +74,7 @@ options parse(int argc, char** argv) {
     else if (a == "--records") o.records = number(a, v, 1, records_max);
     else if (a == "--record-bytes") o.record_bytes = number(a, v, 1, record_bytes_max);
     else if (a == "--writers") o.writers = number(a, v, 1, writers_max);
+    else if (a == "--alternate") o.alternate = number(a, v, 1, alternate_max);
     else if (a == "--set") {
       const std::string kv = v;
       const auto eq = kv.find('=');
@@ -104,8 +112,11 @@ int main(int argc, char** argv) {
   for (long w = 0; w < o.writers; ++w) {
     threads.emplace_back([&, w] {
       try {
-        credits::store::transactional_producer producer(o.brokers, o.transactional_id + "-" + std::to_string(w),
-                                                        transaction_timeout_ms, init_timeout_ms, o.extra);
+        std::vector<std::unique_ptr<credits::store::transactional_producer>> producers;
+        for (long k = 0; k < o.alternate; ++k)
+          producers.push_back(std::make_unique<credits::store::transactional_producer>(
+              o.brokers, o.transactional_id + "-" + std::to_string(w) + "-" + std::to_string(k), transaction_timeout_ms,
+              init_timeout_ms, o.extra));
         std::vector<credits::store::record> batch;
         for (long r = 0; r < o.records; ++r)
           batch.push_back({o.topic, "bench-" + std::to_string(w) + "-" + std::to_string(r),
@@ -113,7 +124,7 @@ int main(int argc, char** argv) {
         credits::bench::histogram mine;
         for (long i = 0; i < o.warmup + o.count; ++i) {
           const auto t0 = clock_type::now();
-          const auto result = producer.append(batch, append_timeout_ms);
+          const auto result = producers[static_cast<std::size_t>(i % o.alternate)]->append(batch, append_timeout_ms);
           const auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0).count();
           if (result.status != credits::store::append_status::committed)
             throw std::runtime_error("append not committed: " + result.error);
@@ -131,6 +142,7 @@ int main(int argc, char** argv) {
   const double seconds = std::chrono::duration<double>(clock_type::now() - started).count();
   nlohmann::json out = summary(all);
   out["writers"] = o.writers;
+  out["alternate"] = o.alternate;
   out["records_per_transaction"] = o.records;
   out["record_bytes"] = o.record_bytes;
   out["seconds"] = seconds;
