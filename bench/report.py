@@ -104,10 +104,11 @@ def markdown(res):
              "## Baselines", ""]
     rows = []
     if "txn_floor" in b:
-        for key in ("txn_floor", "txn_floor_4_writers"):
+        for key in ("txn_floor", "txn_floor_alternate_2", "txn_batch_64", "txn_batch_64_alternate_2", "txn_floor_4_writers"):
             if key in b:
                 f = b[key]
-                rows.append([f"Kafka transaction, 1 record ({f['writers']} writer(s), librdkafka via event-store)",
+                how = f"{f['writers']} writer thread(s), {f.get('alternate', 1)} transactional id(s) per writer in turn"
+                rows.append([f"Kafka transaction of {f['records_per_transaction']} record(s) ({how}; event-store adapter)",
                              f"p50 {fmt(ms(f['p50_us']))} ms, p99 {fmt(ms(f['p99_us']))} ms, p99.9 {fmt(ms(f['p999_us']))} ms, "
                              f"{fmt(f['transactions_per_s'])} txn/s"])
     for key, label in (("producer_idempotent", "ProducerPerformance acks=all idempotent"),
