@@ -75,6 +75,7 @@ def load_rows(res):
                      fmt(ms(lat["p50_us"])), fmt(ms(lat["p90_us"])), fmt(ms(lat["p99_us"])), fmt(ms(lat["p999_us"])),
                      fmt(ms(lat["max_us"])), r["errors"],
                      fmt(ms(lag["p50_us"])) if lag["count"] else "-", fmt(ms(lag["p99_us"])) if lag["count"] else "-",
+                     f"{lag['count']}/{lag.get('timeouts', 0)}/{lag.get('skipped', 0)}" if lag.get("every") else "-",
                      f"{r['accepted_per_s'] / c:.1%}" if c else "-"])
     return rows
 
@@ -100,7 +101,7 @@ def markdown(res):
                      fmt(t["ratio"]), t["limit"], "yes" if t["met"] else "**no**"] for t in res["targets"]]), "",
              "## Load runs", "",
              table(["run", "conns", "loop", "offered/s", "accepted/s", "p50", "p90", "p99", "p99.9", "max", "errors",
-                    "lag p50", "lag p99", "vs HTTP ceiling"], load_rows(res)), "",
+                    "lag p50", "lag p99", "lag samples/timeouts/skipped", "vs HTTP ceiling"], load_rows(res)), "",
              "## Baselines", ""]
     rows = []
     if "txn_floor" in b:
@@ -154,8 +155,9 @@ def chart(res, path):
     for key in ("flow", "mix", "balance", "add_hot"):
         if key in res["http"]:
             runs.append(res["http"][key])
+    whole = int(res["settings"]["seconds"])  # the last entry is a partial second: answers after the window closed
     for r in runs:
-        t.plot(range(1, len(r["ok_per_second"]) + 1), r["ok_per_second"], label=r["name"])
+        t.plot(range(1, whole + 1), r["ok_per_second"][:whole], label=r["name"])
     t.set_yscale("log")
     t.set_xlabel("second of the measured window")
     t.set_ylabel("answered 200 per second (log)")

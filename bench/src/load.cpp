@@ -15,7 +15,7 @@
 //
 // Usage: credits-bench-load --scenario add|flow|balance|mix|static [--host H] [--port P] [--key K]
 //          [--connections N] [--duration-s S] [--warmup-s S] [--rate R] [--accounts N] [--lag-every N]
-//          [--lag-connections N] [--run-id ID]
+//          [--lag-connections N] [--lag-timeout-ms MS] [--run-id ID]
 #include <sys/resource.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -58,7 +58,6 @@ constexpr long accounts_max = 1'000'000;
 constexpr long duration_s_max = 3600;
 constexpr long setup_connections = 32;           // account creation before the measurement
 constexpr std::int64_t initial_credits = 1'000'000'000'000;  // so that no flow runs out of credits
-constexpr std::chrono::milliseconds lag_timeout_ms{10'000};  // a probe that waits longer counts as timed out
 constexpr std::chrono::milliseconds lag_repoll_ms{1};        // between two polls that did not reflect the write
 constexpr std::chrono::milliseconds reconnect_backoff_ms{100};
 constexpr std::uint32_t response_body_bytes_max = 1024 * 1024;
@@ -80,6 +79,7 @@ struct options {
   long accounts = 1000;
   long lag_every = 50;
   long lag_connections = 16;
+  std::chrono::milliseconds lag_timeout_ms{10'000};  // a probe that waits longer counts as timed out
   std::string run_id;
 };
 
@@ -114,6 +114,7 @@ options parse(int argc, char** argv) {
     else if (a == "--accounts") o.accounts = integer(a, v, 1, accounts_max);
     else if (a == "--lag-every") o.lag_every = integer(a, v, 0, 1'000'000'000);
     else if (a == "--lag-connections") o.lag_connections = integer(a, v, 1, 1024);
+    else if (a == "--lag-timeout-ms") o.lag_timeout_ms = std::chrono::milliseconds(integer(a, v, 1, 600'000));
     else if (a == "--run-id") o.run_id = v;
     else if (a == "--scenario") {
       const std::string s = v;
@@ -259,7 +260,7 @@ asio::awaitable<void> probe_lag(run_state& r, std::string account_id, std::optio
       r.lag.record(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(now - answered).count()));
       break;
     }
-    if (now - answered > lag_timeout_ms) {
+    if (now - answered > r.opt.lag_timeout_ms) {
       ++r.lag_timeouts;
       break;
     }
@@ -518,6 +519,7 @@ int main(int argc, char** argv) {
   out["lag"]["timeouts"] = r.lag_timeouts;
   out["lag"]["skipped"] = r.lag_skipped;
   out["lag"]["every"] = opt.lag_every;
+  out["lag"]["timeout_ms"] = opt.lag_timeout_ms.count();
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }
