@@ -665,7 +665,7 @@ def raw_cases(t):
                 "method_not_allowed"),
         RawCase("unknown method", http_request(b"BREW", add, [key, json_type], ok_body), 405, "method_not_allowed"),
     ]
-    routes = [b"/v1/accounts", b"/v1/reservations", b"/v1/usage", b"/v1/transactions", b"/v1/accounts/create/",
+    routes = [b"/v1/account", b"/v1/reservation", b"/v1/usages", b"/v1/transaction", b"/v1/accounts/create/",
               b"/v1/Accounts/create", b"//v1/accounts/create", b"/v1/accounts/credits/add/../deduct",
               b"/v1/accounts/credits", b"/v1/accounts/create%00", b"/v1/accounts/create.json", b"/v2/accounts/create",
               b"/V1/ACCOUNTS/CREATE", b"/v1/accounts/create;x", b"/v1/accounts/%63reate",
