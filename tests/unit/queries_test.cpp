@@ -1,0 +1,68 @@
+#include <gtest/gtest.h>
+
+#include "credits/queries.hpp"
+
+namespace credits::api {
+namespace {
+
+constexpr time_ms now = 1'764'432'082'123;  // 2025-11-29T16:01:22.123Z
+
+list_params accepted(const nlohmann::json& params) {
+  auto r = parse_list_params(params, now);
+  EXPECT_TRUE(std::holds_alternative<list_params>(r)) << std::get<rejection>(r).message;
+  return std::holds_alternative<list_params>(r) ? std::get<list_params>(r) : list_params{};
+}
+
+std::string refused_field(const nlohmann::json& params) {
+  auto r = parse_list_params(params, now);
+  EXPECT_TRUE(std::holds_alternative<rejection>(r)) << params.dump();
+  return std::holds_alternative<rejection>(r) ? std::get<rejection>(r).field : "";
+}
+
+TEST(list_params, defaults_and_bounds) {
+  const auto p = accepted(nlohmann::json::object());
+  EXPECT_EQ(p.query.limit, list_limit_default);
+  EXPECT_FALSE(p.query.after);
+  EXPECT_EQ(accepted({{"limit", "200"}}).query.limit, 200u);
+  for (const char* bad : {"0", "201", "-1", "1x"}) EXPECT_EQ(refused_field({{"limit", bad}}), "limit") << bad;
+}
+
+TEST(list_params, end_date_is_exclusive_and_after_the_start) {
+  const auto p = accepted({{"startDate", "2025-11-29T00:00:00Z"}, {"endDate", "2025-11-30T00:00:00Z"}});
+  EXPECT_EQ(p.query.from, 1'764'374'400'000);
+  EXPECT_EQ(p.query.to, 1'764'460'799'999);
+  EXPECT_EQ(refused_field({{"startDate", "2025-11-30T00:00:00Z"}, {"endDate", "2025-11-30T00:00:00Z"}}), "endDate");
+  EXPECT_EQ(refused_field({{"startDate", "yesterday"}}), "startDate");
+  EXPECT_EQ(refused_field({{"asOf", "2025-02-30T00:00:00Z"}}), "asOf");
+}
+
+TEST(list_params, cursors_round_trip_and_garbage_is_refused) {
+  const read_model::page_cursor c{1'764'432'082'123, "0000000000000000042:txn_1"};
+  const auto p = accepted({{"cursor", c.to_string()}});
+  ASSERT_TRUE(p.query.after);
+  EXPECT_EQ(p.query.after->score, c.score);
+  EXPECT_EQ(p.query.after->member, c.member);
+  for (const char* bad : {"garbage", ".x", "12.", "x1.y"}) EXPECT_EQ(refused_field({{"cursor", bad}}), "cursor") << bad;
+}
+
+TEST(list_params, filters_are_checked) {
+  EXPECT_EQ(accepted({{"type", "charge"}}).type, "charge");
+  EXPECT_EQ(refused_field({{"type", "refund"}}), "type");
+  EXPECT_EQ(refused_field({{"context", "everyone"}}), "context");
+  EXPECT_TRUE(accepted({{"activeOnly", "true"}}).active_only);
+  EXPECT_EQ(refused_field({{"activeOnly", "yes"}}), "activeOnly");
+  EXPECT_EQ(refused_field({{"summary", "2"}}), "summary");
+}
+
+TEST(list_params, a_summary_covers_whole_utc_days_up_to_a_year) {
+  const auto p = accepted({{"summary", "true"}});
+  ASSERT_EQ(p.days.size(), 30u);  // the default: the 30 days up to now
+  EXPECT_EQ(p.days.front(), "2025-10-31");
+  EXPECT_EQ(p.days.back(), "2025-11-29");
+  const auto one = accepted({{"summary", "true"}, {"startDate", "2025-11-29T23:00:00Z"}, {"endDate", "2025-11-30T00:00:01Z"}});
+  EXPECT_EQ(one.days, (std::vector<std::string>{"2025-11-29", "2025-11-30"}));
+  EXPECT_EQ(refused_field({{"summary", "true"}, {"startDate", "2024-01-01T00:00:00Z"}}), "startDate");
+}
+
+}  // namespace
+}  // namespace credits::api
