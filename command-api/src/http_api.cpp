@@ -293,6 +293,7 @@ struct http_api::impl {
     else if (path == "/v1/reservations/confirm") p = parse_confirm_reservation(j, bits, cfg.limits);
     else if (path == "/v1/reservations/cancel") p = parse_cancel_reservation(j, cfg.limits);
     else if (path == "/v1/usage/record") p = parse_record_usage(j, key.tenant, bits, cfg.limits);
+    else if (path == "/v1/transactions/reverse") p = parse_reverse_transaction(j, bits, cfg.limits);
     if (auto* r = std::get_if<rejection>(&p)) co_return reject(*r, req);
 
     const auto idempotency_key = std::string(req["Idempotency-Key"]);
@@ -551,7 +552,7 @@ struct http_api::impl {
     static constexpr std::string_view commands[] = {"/v1/accounts/create",       "/v1/accounts/credits/add",
                                                     "/v1/accounts/credits/deduct", "/v1/reservations/create",
                                                     "/v1/reservations/confirm",  "/v1/reservations/cancel",
-                                                    "/v1/usage/record"};
+                                                    "/v1/usage/record",          "/v1/transactions/reverse"};
     static constexpr std::string_view queries[] = {"/v1/accounts/get", "/v1/accounts/balance", "/v1/accounts",
                                                    "/v1/transactions",  "/v1/reservations",     "/v1/usage"};
     const bool is_command = std::find(std::begin(commands), std::end(commands), path) != std::end(commands);

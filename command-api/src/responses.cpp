@@ -127,6 +127,15 @@ json render(const event& e, const account_state& account) {
                       {"metadata", p.metadata},
                       {"createdAt", format_time(e.occurred_at)}}}};
           },
+          [&](const transaction_reversed& p) -> json {
+            return {{"success", true},
+                    {"accountId", account.id},
+                    {"externalId", account.external_id},
+                    {"transactionId", p.transaction_id},
+                    {"reversalOf", p.original_transaction_id},
+                    {"amount", p.amount},
+                    {"balance", p.balance_after}};
+          },
           [&](const balance_low& p) -> json {  // a signal that follows its cause; never a command's own answer
             return {{"success", true},          {"accountId", account.id},   {"balance", p.balance},
                     {"reserved", p.reserved},   {"available", p.available}, {"threshold", p.threshold}};

@@ -13,6 +13,13 @@ json reservation_json(const reservation_state& r) {
           {"operation", r.operation}, {"model", r.model},       {"metadata", r.metadata}};
 }
 
+// id -> [type, amount, reversed]
+json transactions_json(const account_state& a) {
+  json out = json::object();
+  for (const auto& [id, t] : a.transactions) out[id] = json::array({t.type, t.amount, t.reversed});
+  return out;
+}
+
 json account_json(const account_state& a) {
   json reservations = json::array();
   for (const auto& [id, r] : a.reservations) reservations.push_back(reservation_json(r));
@@ -26,7 +33,7 @@ json account_json(const account_state& a) {
           {"balance", a.balance},
           {"reserved", a.reserved},
           {"reservations", std::move(reservations)},
-          {"transactions", a.transactions}};
+          {"transactions", transactions_json(a)}};
 }
 
 }  // namespace
@@ -87,7 +94,12 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
         }
         acc.reservations.emplace(rs.id, std::move(rs));
       }
-      acc.transactions = a.at("transactions").get<std::unordered_set<std::string>>();
+      for (const auto& [id, t] : a.at("transactions").items()) {
+        transaction_state ts{t.at(0).get<std::string>(), t.at(1).get<amount_t>(), t.at(2).get<amount_t>()};
+        if (ts.amount < 0 || ts.reversed < 0 || ts.reversed > ts.amount)
+          throw std::invalid_argument("transaction " + id + " is reversed beyond its amount");
+        acc.transactions.emplace(id, std::move(ts));
+      }
       // A snapshot that contradicts itself is corrupt, whatever its checksum says.
       if (pending != acc.reserved || acc.balance < 0 || acc.balance > amount_max || acc.available() < 0)
         throw std::invalid_argument("account " + acc.id + " violates the money invariants");

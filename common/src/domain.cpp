@@ -149,11 +149,42 @@ decision decide_one(const ledger_state& state, const record_usage& c, const requ
                                        c.input_tokens, c.output_tokens, c.cached_tokens, c.metadata}));
 }
 
+decision decide_one(const ledger_state& state, const reverse_transaction& c, const request_context& ctx) {
+  const auto account_id = account_of("txn", c.transaction_id);
+  const auto* account = account_id ? find_account(state, *account_id, ctx.tenant) : nullptr;
+  const auto it = account ? account->transactions.find(c.transaction_id) : decltype(account->transactions.end()){};
+  if (!account || it == account->transactions.end())
+    return reject(error_code::transaction_not_found, "transaction not found", "transactionId");
+  const auto& original = it->second;
+  if (original.type != "CreditsAdded" && original.type != "CreditsDeducted" && original.type != "ReservationConfirmed")
+    return reject(error_code::invalid_request, "a " + original.type + " transaction cannot be reversed", "transactionId",
+                  {{"type", original.type}});
+  const amount_t remaining = original.amount - original.reversed;
+  const amount_t amount = c.amount == 0 ? remaining : c.amount;
+  if (amount == 0 || amount > remaining)
+    return reject(error_code::invalid_request,
+                  remaining == 0 ? "the transaction is already fully reversed"
+                                 : "amount exceeds what is left to reverse of the transaction",
+                  "amount", {{"original", original.amount}, {"reversed", original.reversed}, {"remaining", remaining}});
+  transaction_reversed r{c.reversal_id, c.transaction_id, original.type, amount, 0, c.description, c.metadata};
+  const amount_t delta = balance_delta(r);
+  if (delta < 0 && -delta > account->available()) return insufficient(-delta, account->available());
+  if (delta > 0 && delta > amount_max - account->balance)
+    return reject(error_code::invalid_request, "the balance would exceed the maximum of 2^53-1 credits", "amount",
+                  {{"balance", account->balance}, {"max", amount_max}});
+  r.balance_after = account->balance + delta;
+  return one(make_event(ctx, account->id, std::move(r)));
+}
+
 reservation_state& pending_in(account_state& account, const std::string& id) {
   auto it = account.reservations.find(id);
   CREDITS_ASSERT(it != account.reservations.end(), "event names an unknown reservation");
   CREDITS_ASSERT(it->second.status == reservation_status::pending, "reservation resolved twice");
   return it->second;
+}
+
+void post(account_state& account, const std::string& transaction_id, const char* type, amount_t amount) {
+  account.transactions.emplace(transaction_id, transaction_state{type, amount, 0});
 }
 
 void release(ledger_state& state, account_state& account, reservation_state& r, reservation_status status) {
@@ -201,6 +232,7 @@ std::string target_account(const command& cmd) {
   return std::visit(overloaded{
                         [](const confirm_reservation& c) { return account_of("rsv", c.reservation_id).value_or(""); },
                         [](const cancel_reservation& c) { return account_of("rsv", c.reservation_id).value_or(""); },
+                        [](const reverse_transaction& c) { return account_of("txn", c.transaction_id).value_or(""); },
                         [](const auto& c) { return c.account_id; },
                     },
                     cmd);
@@ -224,6 +256,13 @@ decision decide(const ledger_state& state, const command& cmd, const request_con
           [&](const credits_reserved& p) {
             return std::optional(balance_low{rules.balance_low_threshold, before.balance, before.reserved + p.amount,
                                              before.available() - p.amount, "CreditsReserved", p.reservation_id});
+          },
+          [&](const transaction_reversed& p) {
+            const auto delta = balance_delta(p);
+            return delta < 0 ? std::optional(balance_low{rules.balance_low_threshold, before.balance + delta,
+                                                         before.reserved, before.available() + delta,
+                                                         "TransactionReversed", p.transaction_id})
+                             : std::optional<balance_low>();
           },
           [](const auto&) { return std::optional<balance_low>(); },
       },
@@ -276,12 +315,12 @@ void apply(ledger_state& state, const event& e) {
                  [&](const credits_added& p) {
                    account.balance += p.amount;
                    CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
-                   account.transactions.insert(p.transaction_id);
+                   post(account, p.transaction_id, "CreditsAdded", p.amount);
                  },
                  [&](const credits_deducted& p) {
                    account.balance -= p.amount;
                    CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
-                   account.transactions.insert(p.transaction_id);
+                   post(account, p.transaction_id, "CreditsDeducted", p.amount);
                  },
                  [&](const credits_reserved& p) {
                    CREDITS_ASSERT(!account.reservations.contains(p.reservation_id), "reservation created twice");
@@ -299,7 +338,17 @@ void apply(ledger_state& state, const event& e) {
                    r.charged = p.charged;
                    account.balance -= p.charged;
                    CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
-                   account.transactions.insert(p.transaction_id);
+                   post(account, p.transaction_id, "ReservationConfirmed", p.charged);
+                 },
+                 [&](const transaction_reversed& p) {
+                   auto original = account.transactions.find(p.original_transaction_id);
+                   CREDITS_ASSERT(original != account.transactions.end(), "a reversal of an unknown transaction");
+                   CREDITS_ASSERT(original->second.type == p.original_type, "a reversal names the wrong type");
+                   original->second.reversed += p.amount;
+                   CREDITS_ASSERT(original->second.reversed <= original->second.amount, "reversed more than posted");
+                   account.balance += balance_delta(p);
+                   CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
+                   post(account, p.transaction_id, "TransactionReversed", p.amount);
                  },
                  [&](const reservation_cancelled& p) {
                    auto& r = pending_in(account, p.reservation_id);

@@ -56,6 +56,13 @@ json payload_json(const balance_low& p) {
           {"available", p.available}, {"causeType", p.cause_type}, {"causeId", p.cause_id}};
 }
 
+json payload_json(const transaction_reversed& p) {
+  return {{"transactionId", p.transaction_id}, {"originalTransactionId", p.original_transaction_id},
+          {"originalType", p.original_type},   {"amount", p.amount},
+          {"balanceAfter", p.balance_after},   {"description", p.description},
+          {"metadata", meta(p.metadata)}};
+}
+
 // Readers for decoding: each throws json::exception on a missing field or a wrong type, and decode()
 // turns that into a rejection of the whole event.
 std::string str(const json& j, const char* key) { return j.at(key).get<std::string>(); }
@@ -100,6 +107,15 @@ std::optional<event_payload> payload_from(std::string_view type, const json& p) 
     return usage_recorded{str(p, "usageId"),      str(p, "context"),     str(p, "transactionId"),
                           str(p, "modelId"),      str(p, "usageType"),   num(p, "inputTokens"),
                           num(p, "outputTokens"), num(p, "cachedTokens"), obj(p, "metadata")};
+  if (type == "TransactionReversed") {
+    auto r = transaction_reversed{str(p, "transactionId"), str(p, "originalTransactionId"), str(p, "originalType"),
+                                  num(p, "amount"),        num(p, "balanceAfter"),          str(p, "description"),
+                                  obj(p, "metadata")};
+    if (r.original_type != "CreditsAdded" && r.original_type != "CreditsDeducted" &&
+        r.original_type != "ReservationConfirmed")
+      throw std::invalid_argument("originalType is not a reversible type: " + r.original_type);
+    return r;
+  }
   if (type == "BalanceLow")
     return balance_low{num(p, "threshold"), num(p, "balance"),     num(p, "reserved"),
                        num(p, "available"), str(p, "causeType"), str(p, "causeId")};
@@ -138,6 +154,7 @@ std::string_view type_name(const event_payload& payload) {
                         [](const reservation_expired&) { return "ReservationExpired"; },
                         [](const usage_recorded&) { return "UsageRecorded"; },
                         [](const balance_low&) { return "BalanceLow"; },
+                        [](const transaction_reversed&) { return "TransactionReversed"; },
                     },
                     payload);
 }

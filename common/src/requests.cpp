@@ -198,6 +198,20 @@ parsed parse_confirm_reservation(const json& body, const random_bits& bits, cons
   });
 }
 
+parsed parse_reverse_transaction(const json& body, const random_bits& bits, const request_limits& limits) {
+  return guarded(body, [&]() -> parsed {
+    reverse_transaction c;
+    c.transaction_id = text(body, "transactionId", limits, true);
+    // Absent: all of the transaction that is not reversed yet.
+    c.amount = integer(body, "amount", 1, amount_max, false, 0);
+    c.description = text(body, "description", limits, false);
+    c.metadata = metadata(body, limits);
+    c.reversal_id = child_id("txn", account_of("txn", c.transaction_id).value_or("acc_000000000000000000000000"),
+                             bits());
+    return c;
+  });
+}
+
 parsed parse_cancel_reservation(const json& body, const request_limits& limits) {
   return guarded(body, [&]() -> parsed { return cancel_reservation{text(body, "reservationId", limits, true)}; });
 }

@@ -212,6 +212,10 @@ std::optional<std::string> admission_error(const event& e, std::string_view key,
                    check("outputTokens", p.output_tokens);
                    check("cachedTokens", p.cached_tokens);
                  },
+                 [&](const transaction_reversed& p) {
+                   check("amount", p.amount);
+                   check("balanceAfter", p.balance_after);
+                 },
                  [&](const balance_low& p) {
                    check("threshold", p.threshold);
                    check("balance", p.balance);

@@ -76,14 +76,16 @@ command_list fold_payload(const event& e, std::int64_t, const account_created& p
 // One entry of the account's transaction list: the index (by time) and the entry itself.
 command_list transaction(const event& e, std::int64_t offset, const std::string& id, const char* type, amount_t amount,
                          amount_t balance_after, const std::string& description, const nlohmann::json& metadata,
-                         const std::string& reservation_id) {
+                         const std::string& reservation_id, const std::string& reversal_of = {}) {
+  const auto nullable_id = [](const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); };
   const nlohmann::json entry{{"id", id},
                              {"type", type},
                              {"amount", amount},
                              {"balanceAfter", balance_after},
                              {"description", description},
                              {"metadata", metadata.is_null() ? nlohmann::json::object() : metadata},
-                             {"reservationId", reservation_id.empty() ? nlohmann::json(nullptr) : nlohmann::json(reservation_id)},
+                             {"reservationId", nullable_id(reservation_id)},
+                             {"reversalOf", nullable_id(reversal_of)},
                              {"createdAt", format_time(e.occurred_at)}};
   return {{"ZADD", transactions_key(e.account_id), num(e.occurred_at), sequenced(offset, id)},
           {"HSET", transaction_entries_key(e.account_id), id, entry.dump()}};
@@ -159,6 +161,13 @@ command_list fold_payload(const event& e, std::int64_t offset, const usage_recor
     out.push_back({"HINCRBY", key, usage_summary_field(p.context, "records", p.model_id), "1"});
   }
   return out;
+}
+
+command_list fold_payload(const event& e, std::int64_t offset, const transaction_reversed& p) {
+  command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(balance_delta(p))}};
+  auto entry = transaction(e, offset, p.transaction_id, "reversal", balance_delta(p), p.balance_after, p.description,
+                           p.metadata, "", p.original_transaction_id);
+  return out += std::move(entry);
 }
 
 // A signal for downstream consumers; the credits moved with the event that caused it.
@@ -240,6 +249,12 @@ guard_list guard_payload(const event& e, const reservation_expired& p) {
 }
 
 guard_list guard_payload(const event& e, const balance_low&) { return account_must_exist(e); }
+
+guard_list guard_payload(const event& e, const transaction_reversed& p) {
+  auto g = account_must_exist(e);
+  g.push_back(money(e, balance_delta(p), 0, p.balance_after));
+  return g;
+}
 
 // Usage moves no credits and credits::apply checks nothing about it; neither does the view.
 guard_list guard_payload(const event&, const usage_recorded&) { return {}; }

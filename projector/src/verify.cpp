@@ -280,6 +280,10 @@ std::optional<std::string> violation(const ledger_state& state, const event& e) 
                  [](const account_created&) {},
                  [](const usage_recorded&) {},
                  [](const balance_low&) {},
+                 [&](const transaction_reversed& p) {
+                   balance += balance_delta(p);
+                   balance_after = p.balance_after;
+                 },
                  [&](const credits_added& p) {
                    balance += p.amount;
                    balance_after = p.balance_after;

@@ -198,5 +198,7 @@ def fold_balance(events):
             balance -= p["charged"]
         elif t in ("ReservationCancelled", "ReservationExpired"):
             reserved -= held.pop(p["reservationId"])
+        elif t == "TransactionReversed":
+            balance += -p["amount"] if p["originalType"] == "CreditsAdded" else p["amount"]
         assert 0 <= reserved <= balance, f"overdraft in the log at {e}"
     return balance, reserved

@@ -58,7 +58,7 @@ def contract_stack():
 
 @pytest.fixture(scope="module")
 def flow(contract_stack):
-    """The guide's six steps, then the rest of the surface: a deduction, a cancel, an expiry and two
+    """The guide's six steps, then the rest of the surface: a deduction, a refund, a cancel, an expiry and two
     crossings of the low-balance threshold (a hold and a deduction). Returns the accounts and a time mark
     between the first and the second half, for 'start from a time'."""
     c = Client(contract_stack.url)
@@ -78,8 +78,9 @@ def flow(contract_stack):
     bob = "user_" + uuid.uuid4().hex[:12]
     bob_id = ok(c.post("/v1/accounts/create", {"name": "Bob", "externalId": bob}))["account"]["id"]
     ok(c.post("/v1/accounts/credits/add", {"externalId": bob, "amount": 300}))
-    ok(c.post("/v1/accounts/credits/deduct", {"externalId": bob, "amount": 50, "description": "fee"}))
-    held = ok(c.post("/v1/reservations/create", {"externalId": bob, "amount": 200}))["reservation"]  # 250 -> 50: low
+    fee = ok(c.post("/v1/accounts/credits/deduct", {"externalId": bob, "amount": 50, "description": "fee"}))
+    ok(c.post("/v1/transactions/reverse", {"transactionId": fee["transactionId"], "amount": 20}))  # a partial refund
+    held = ok(c.post("/v1/reservations/create", {"externalId": bob, "amount": 200}))["reservation"]  # 270 -> 70: low
     ok(c.post("/v1/reservations/cancel", {"reservationId": held["id"]}))
     ok(c.post("/v1/reservations/create", {"externalId": bob, "amount": 10, "expiresInSeconds": 1}))
     ok(c.post("/v1/accounts/credits/deduct", {"externalId": alice, "amount": 600}))  # 680 -> 80: low
@@ -226,7 +227,7 @@ def test_python_consumer_starts_from_a_time(flow):
                          capture_output=True, text=True, timeout=CONSUMER_TIMEOUT_S, check=True)
     accounts = json.loads(out.stdout)["accounts"]
     bob = next(a for a, e in flow["accounts"].items() if accounts.get(a, {}).get("externalId") == e)
-    assert accounts[bob]["balance"] == 250  # Bob was created after the mark: all of him is there
+    assert accounts[bob]["balance"] == 270  # Bob was created after the mark: all of him is there
     alice = next(a for a in flow["accounts"] if a != bob)
     assert accounts[alice]["externalId"] == ""  # Alice's creation was before it: only her deduction is
     assert accounts[alice]["spent"] == 600

@@ -28,7 +28,8 @@ SPEC = yaml.safe_load(DOC_PATH.read_text())
 REGISTRY = Registry().with_resource(DOC_URI, Resource.from_contents(SPEC, default_specification=DRAFT202012))
 
 MUTATIONS = ["/v1/accounts/create", "/v1/accounts/credits/add", "/v1/accounts/credits/deduct",
-             "/v1/reservations/create", "/v1/reservations/confirm", "/v1/reservations/cancel", "/v1/usage/record"]
+             "/v1/reservations/create", "/v1/reservations/confirm", "/v1/reservations/cancel", "/v1/usage/record",
+             "/v1/transactions/reverse"]
 QUERIES = ["/v1/accounts/get", "/v1/accounts/balance", "/v1/accounts", "/v1/transactions", "/v1/reservations",
            "/v1/usage"]
 

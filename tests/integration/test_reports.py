@@ -242,3 +242,30 @@ def test_report_parameters_are_validated(client):
         assert r.json()["error"]["field"] == field, (path, params, r.text)
     r = client.get("/v1/usage")
     assert r.status_code == 400 and r.json()["error"]["field"] in ("accountId", "externalId"), r.text
+
+
+def test_reversals_refund_and_correct_as_linked_transactions(client, other_tenant):
+    account_id, _ = new_account(client)
+    grant = ok(client.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 500}))["transactionId"]
+    fee = ok(client.post("/v1/accounts/credits/deduct", {"accountId": account_id, "amount": 100}))["transactionId"]
+    refund = client.post("/v1/transactions/reverse", {"transactionId": fee, "amount": 30, "description": "goodwill"},
+                         headers={"Idempotency-Key": "rev-" + account_id})
+    body = ok(refund)
+    assert (body["reversalOf"], body["amount"], body["balance"]) == (fee, 30, 430)
+    again = client.post("/v1/transactions/reverse", {"transactionId": fee, "amount": 30, "description": "goodwill"},
+                        headers={"Idempotency-Key": "rev-" + account_id})
+    assert again.status_code == 200 and again.json() == body and again.headers["Idempotent-Replayed"] == "true"
+    too_much = client.post("/v1/transactions/reverse", {"transactionId": fee, "amount": 71})
+    assert too_much.status_code == 400 and too_much.json()["error"]["details"]["remaining"] == 70
+    assert client.post("/v1/transactions/reverse", {"transactionId": body["transactionId"]}).status_code == 400
+    # Taking back the whole grant would overdraw: 430 are left of it.
+    assert client.post("/v1/transactions/reverse", {"transactionId": grant}).status_code == 402
+    correction = ok(client.post("/v1/transactions/reverse", {"transactionId": grant, "amount": 400}))
+    assert correction["balance"] == 30
+    assert other_tenant.post("/v1/transactions/reverse", {"transactionId": fee}).status_code == 404
+
+    listed = ok(client.get("/v1/transactions", accountId=account_id))["transactions"]
+    assert [(t["type"], t["amount"], t["balanceAfter"], t["reversalOf"]) for t in listed] == [
+        ("reversal", -400, 30, grant), ("reversal", 30, 430, fee), ("debit", -100, 400, None), ("credit", 500, 500, None)]
+    assert ok(client.get("/v1/accounts/balance", accountId=account_id))["balance"] == 30
+    assert fold_balance(read_topic(LEDGER_TOPIC, key=account_id)) == (30, 0)

@@ -95,6 +95,7 @@ std::vector<event_payload> one_of_each() {
           reservation_cancelled{"rsv_2", 1},
           reservation_expired{"rsv_3", 1},
           balance_low{100, 7, 0, 7, "CreditsDeducted", "txn_2"},
+          transaction_reversed{"txn_4", "txn_2", "CreditsDeducted", 1, 8, "refund", {}},
           usage_recorded{"use_1", "customer", "txn_3", "gpt-4o", "text", 1, 2, 0, {}}};
 }
 

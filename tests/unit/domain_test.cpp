@@ -240,5 +240,58 @@ TEST(apply, overdraft_in_the_log_is_an_invariant_violation) {
   EXPECT_DEATH(apply(l.state, bad), "invariant violated");
 }
 
+TEST(reversal, refunds_a_deduction_in_parts_up_to_its_amount) {
+  test_ledger l;
+  const auto id = l.open_account("u", 100);
+  const auto fee = l.txn(id);
+  accepted(l.run(deduct_credits{id, 40, "", {}, fee}));
+  const auto first = accepted(l.run(reverse_transaction{fee, 15, "partial refund", {}, l.txn(id)}));
+  const auto& r = std::get<transaction_reversed>(first.at(0).payload);
+  EXPECT_EQ(r.original_transaction_id, fee);
+  EXPECT_EQ(r.original_type, "CreditsDeducted");
+  EXPECT_EQ(r.amount, 15);
+  EXPECT_EQ(r.balance_after, 75);
+  EXPECT_EQ(l.account(id).balance, 75);
+  const auto over = rejected(l.run(reverse_transaction{fee, 26, "", {}, l.txn(id)}));
+  EXPECT_EQ(over.code, error_code::invalid_request);
+  EXPECT_EQ(over.details["remaining"], 25);
+  accepted(l.run(reverse_transaction{fee, 0, "the rest", {}, l.txn(id)}));  // 0: whatever is left
+  EXPECT_EQ(l.account(id).balance, 100);
+  EXPECT_EQ(rejected(l.run(reverse_transaction{fee, 0, "", {}, l.txn(id)})).message,
+            "the transaction is already fully reversed");
+}
+
+TEST(reversal, of_a_charge_refunds_and_of_added_credits_corrects_without_overdraft) {
+  test_ledger l;
+  const auto id = l.open_account("u");
+  const auto added = l.txn(id);
+  accepted(l.run(add_credits{id, 100, "", "", {}, added}));
+  const auto rsv = l.reserve(id, 80);
+  const auto charge = l.txn(id);
+  accepted(l.run(confirm_reservation{rsv, 60, charge}));
+  EXPECT_EQ(l.account(id).balance, 40);
+  accepted(l.run(reverse_transaction{charge, 10, "", {}, l.txn(id)}));
+  EXPECT_EQ(l.account(id).balance, 50);
+  // Taking back 100 added credits would overdraw the 50 left.
+  EXPECT_EQ(rejected(l.run(reverse_transaction{added, 0, "", {}, l.txn(id)})).code, error_code::insufficient_credits);
+  const auto fix = l.txn(id);
+  accepted(l.run(reverse_transaction{added, 50, "wrong grant", {}, fix}));
+  EXPECT_EQ(l.account(id).balance, 0);
+  EXPECT_EQ(rejected(l.run(reverse_transaction{fix, 0, "", {}, l.txn(id)})).field, "transactionId");  // not twice
+}
+
+TEST(reversal, of_an_unknown_or_foreign_transaction_is_not_found) {
+  test_ledger l;
+  const auto id = l.open_account("u", 100);
+  const auto fee = l.txn(id);
+  accepted(l.run(deduct_credits{id, 40, "", {}, fee}));
+  EXPECT_EQ(rejected(l.run(reverse_transaction{l.txn(id), 1, "", {}, l.txn(id)})).code,
+            error_code::transaction_not_found);
+  EXPECT_EQ(rejected(l.run(reverse_transaction{fee, 1, "", {}, l.txn(id)}, "t2")).code,
+            error_code::transaction_not_found);
+  EXPECT_EQ(rejected(l.run(reverse_transaction{"txn_garbage", 1, "", {}, "txn_x"})).code,
+            error_code::transaction_not_found);
+}
+
 }  // namespace
 }  // namespace credits

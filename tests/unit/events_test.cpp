@@ -29,6 +29,7 @@ TEST(codec, every_event_type_round_trips) {
   expect_round_trip(sample(reservation_expired{"rsv_1", 500}));
   expect_round_trip(sample(usage_recorded{"use_1", "customer", "txn_3", "gpt-4o", "text", 1000, 320, 0, {}}));
   expect_round_trip(sample(balance_low{100, 675, 0, 675, "CreditsDeducted", "txn_2"}));
+  expect_round_trip(sample(transaction_reversed{"txn_4", "txn_2", "CreditsDeducted", 5, 680, "refund", {{"k", 1}}}));
 }
 
 TEST(codec, envelope_has_the_documented_fields) {

@@ -48,6 +48,7 @@ TEST(list_params, cursors_round_trip_and_garbage_is_refused) {
 TEST(list_params, filters_are_checked) {
   EXPECT_EQ(accepted({{"type", "charge"}}).type, "charge");
   EXPECT_EQ(refused_field({{"type", "refund"}}), "type");
+  EXPECT_EQ(accepted({{"type", "reversal"}}).type, "reversal");
   EXPECT_EQ(refused_field({{"context", "everyone"}}), "context");
   EXPECT_TRUE(accepted({{"activeOnly", "true"}}).active_only);
   EXPECT_EQ(refused_field({{"activeOnly", "yes"}}), "activeOnly");

@@ -19,7 +19,7 @@ inline constexpr std::size_t summary_days_max = 366;  // a usage summary covers 
 
 struct list_params {
   read_model::list_query query;
-  std::string type;        // transactions: credit, debit, charge
+  std::string type;        // transactions: credit, debit, charge, reversal
   std::string model_id;    // usage
   std::string context;     // usage: customer or system
   std::string usage_type;  // usage

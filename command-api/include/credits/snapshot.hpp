@@ -12,7 +12,9 @@
 
 namespace credits::api {
 
-inline constexpr int snapshot_format_version = 1;
+// 2: transactions carry their type, amount and reversed amount (for reversals); version 1 snapshots are
+// skipped and the log replayed.
+inline constexpr int snapshot_format_version = 2;
 
 // The writer's state at a log position: everything start-up would otherwise fold from the beginning.
 struct snapshot {

@@ -21,7 +21,7 @@ struct event_type_info {
 
 // Every event type the system writes. A unit test checks that each has a schema in docs/events/ and each schema
 // a type here, and the static_assert below that no payload type is missing.
-inline constexpr std::array<event_type_info, 9> event_types{{
+inline constexpr std::array<event_type_info, 10> event_types{{
     {"AccountCreated", 1, stream::ledger},
     {"CreditsAdded", 1, stream::ledger},
     {"CreditsDeducted", 1, stream::ledger},
@@ -30,6 +30,7 @@ inline constexpr std::array<event_type_info, 9> event_types{{
     {"ReservationCancelled", 1, stream::ledger},
     {"ReservationExpired", 1, stream::ledger},
     {"BalanceLow", 1, stream::ledger},
+    {"TransactionReversed", 1, stream::ledger},
     {"UsageRecorded", 1, stream::usage},
 }};
 static_assert(event_types.size() == std::variant_size_v<event_payload>, "an event type is missing from the registry");

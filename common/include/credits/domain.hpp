@@ -57,6 +57,14 @@ struct reservation_state {
   nlohmann::json metadata = nlohmann::json::object();
 };
 
+// A ledger transaction as far as later commands need it: usage links to it, a reversal undoes part of it.
+struct transaction_state {
+  std::string type;  // the event type that posted it: CreditsAdded, CreditsDeducted, ReservationConfirmed, ...
+  amount_t amount = 0;
+  amount_t reversed = 0;  // by TransactionReversed events so far
+  bool operator==(const transaction_state&) const = default;
+};
+
 // One account stream folded: what decide() needs to judge the next command on this account.
 struct account_state {
   std::string id;
@@ -69,7 +77,7 @@ struct account_state {
   amount_t balance = 0;
   amount_t reserved = 0;
   std::unordered_map<std::string, reservation_state> reservations;
-  std::unordered_set<std::string> transactions;  // ledger transaction ids, for linking usage
+  std::unordered_map<std::string, transaction_state> transactions;  // by ledger transaction id
 
   amount_t available() const { return balance - reserved; }
 };
@@ -131,6 +139,14 @@ struct confirm_reservation {
 struct cancel_reservation {
   std::string reservation_id;
 };
+// Reverses `amount` of a ledger transaction (0: all of it that is not reversed yet).
+struct reverse_transaction {
+  std::string transaction_id;
+  amount_t amount = 0;
+  std::string description;
+  nlohmann::json metadata = nlohmann::json::object();
+  std::string reversal_id;  // the new transaction's id
+};
 struct record_usage {
   std::string account_id;
   std::string usage_id;
@@ -145,7 +161,7 @@ struct record_usage {
 };
 
 using command = std::variant<create_account, add_credits, deduct_credits, create_reservation, confirm_reservation,
-                             cancel_reservation, record_usage>;
+                             cancel_reservation, record_usage, reverse_transaction>;
 
 // The account a command addresses; for reservations it is embedded in the reservation id.
 std::string target_account(const command& cmd);

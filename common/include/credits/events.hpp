@@ -95,9 +95,27 @@ struct balance_low {
   std::string cause_id;    // its transactionId or reservationId
 };
 
+// A ledger transaction undone in whole or in part by a new transaction linked to it; history is never edited.
+// Reversing a deduction or a confirmed reservation refunds (the balance rises by `amount`); reversing added
+// credits corrects them (the balance falls by `amount`). The reversals of one original never exceed it.
+struct transaction_reversed {
+  std::string transaction_id;           // the reversal's own id
+  std::string original_transaction_id;  // what it reverses, in the same account
+  std::string original_type;            // CreditsAdded, CreditsDeducted or ReservationConfirmed
+  amount_t amount = 0;
+  amount_t balance_after = 0;
+  std::string description;
+  nlohmann::json metadata = nlohmann::json::object();
+};
+
+// How a reversal moves the balance.
+inline amount_t balance_delta(const transaction_reversed& r) {
+  return r.original_type == "CreditsAdded" ? -r.amount : r.amount;
+}
+
 using event_payload = std::variant<account_created, credits_added, credits_deducted, credits_reserved,
                                    reservation_confirmed, reservation_cancelled, reservation_expired,
-                                   usage_recorded, balance_low>;
+                                   usage_recorded, balance_low, transaction_reversed>;
 
 inline constexpr int event_schema_version = 1;
 

@@ -41,6 +41,7 @@ parsed parse_create_reservation(const nlohmann::json& body, std::string_view ten
                                 const request_limits& limits);
 parsed parse_confirm_reservation(const nlohmann::json& body, const random_bits& bits, const request_limits& limits);
 parsed parse_cancel_reservation(const nlohmann::json& body, const request_limits& limits);
+parsed parse_reverse_transaction(const nlohmann::json& body, const random_bits& bits, const request_limits& limits);
 parsed parse_record_usage(const nlohmann::json& body, std::string_view tenant, const random_bits& bits,
                           const request_limits& limits);
 

@@ -61,6 +61,10 @@ class Totals:
             a["spent"] += payload["charged"]
         elif kind in ("ReservationCancelled", "ReservationExpired"):
             a["reserved"] -= self.holds.pop(payload["reservationId"], payload["released"])
+        elif kind == "TransactionReversed":  # a refund raises the balance, a correction of added credits lowers it
+            sign = -1 if payload["originalType"] == "CreditsAdded" else 1
+            a["balance"] += sign * payload["amount"]
+            a["added" if sign < 0 else "spent"] -= payload["amount"]
         elif kind == "BalanceLow":
             a["balanceLowSignals"] += 1
         elif kind == "UsageRecorded":
