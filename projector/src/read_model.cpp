@@ -533,6 +533,24 @@ std::vector<hash_fields> read_hashes(redis_connection& redis, const std::vector<
 
 nlohmann::json nullable(const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); }
 
+// A list whose entries are hashes: `key_of` names each index member's hash, `render` turns a hash that exists
+// (has an id) into the list item.
+page scan_hashes(redis_connection& redis, const std::string& index, const list_query& q,
+                 const std::function<std::string(const std::string&)>& key_of,
+                 const std::function<nlohmann::json(const hash_fields&)>& render, const item_filter& keep) {
+  return scan(
+      redis, index, q,
+      [&](redis_connection& r, const std::vector<scored_member>& batch) {
+        std::vector<std::string> keys;
+        for (const auto& m : batch) keys.push_back(key_of(m.member));
+        std::vector<std::optional<nlohmann::json>> out;
+        for (const auto& h : read_hashes(r, keys))
+          out.push_back(h.contains("id") ? std::optional(render(h)) : std::nullopt);
+        return out;
+      },
+      keep);
+}
+
 }  // namespace
 
 page list_transactions(redis_connection& redis, std::string_view account_id, const list_query& q,
@@ -555,95 +573,67 @@ page list_transactions(redis_connection& redis, std::string_view account_id, con
 }
 
 page list_usage(redis_connection& redis, std::string_view account_id, const list_query& q, const item_filter& keep) {
-  return scan(
+  return scan_hashes(
       redis, usage_records_key(account_id), q,
-      [&](redis_connection& r, const std::vector<scored_member>& batch) {
-        std::vector<std::string> keys;
-        for (const auto& m : batch) keys.push_back(usage_key(account_id, sequenced_id(m.member)));
-        std::vector<std::optional<nlohmann::json>> out;
-        for (const auto& h : read_hashes(r, keys)) {
-          if (!h.contains("id")) {
-            out.emplace_back();
-            continue;
-          }
-          const auto key = text(h, "id");
-          const auto input = integer(h, "inputTokens", key), output = integer(h, "outputTokens", key);
-          out.emplace_back(nlohmann::json{{"id", text(h, "id")},
-                                          {"accountId", text(h, "accountId")},
-                                          {"context", text(h, "context")},
-                                          {"transactionId", nullable(text(h, "transactionId"))},
-                                          {"modelId", text(h, "modelId")},
-                                          {"usageType", text(h, "usageType")},
-                                          {"inputTokens", input},
-                                          {"outputTokens", output},
-                                          {"cachedTokens", integer(h, "cachedTokens", key)},
-                                          {"totalTokens", input + output},
-                                          {"metadata", json_field(h, "metadata")},
-                                          {"createdAt", text(h, "createdAt")}});
-        }
-        return out;
+      [&](const std::string& member) { return usage_key(account_id, sequenced_id(member)); },
+      [](const hash_fields& h) {
+        const auto key = text(h, "id");
+        const auto input = integer(h, "inputTokens", key), output = integer(h, "outputTokens", key);
+        return nlohmann::json{{"id", key},
+                              {"accountId", text(h, "accountId")},
+                              {"context", text(h, "context")},
+                              {"transactionId", nullable(text(h, "transactionId"))},
+                              {"modelId", text(h, "modelId")},
+                              {"usageType", text(h, "usageType")},
+                              {"inputTokens", input},
+                              {"outputTokens", output},
+                              {"cachedTokens", integer(h, "cachedTokens", key)},
+                              {"totalTokens", input + output},
+                              {"metadata", json_field(h, "metadata")},
+                              {"createdAt", text(h, "createdAt")}};
       },
       keep);
 }
 
 page list_reservations(redis_connection& redis, std::string_view account_id, const list_query& q,
                        const item_filter& keep) {
-  return scan(
+  return scan_hashes(
       redis, reservations_key(account_id), q,
-      [&](redis_connection& r, const std::vector<scored_member>& batch) {
-        std::vector<std::string> keys;
-        for (const auto& m : batch) keys.push_back(reservation_key(account_id, m.member));
-        std::vector<std::optional<nlohmann::json>> out;
-        for (const auto& h : read_hashes(r, keys)) {
-          if (!h.contains("id")) {
-            out.emplace_back();
-            continue;
-          }
-          const auto key = text(h, "id");
-          out.emplace_back(nlohmann::json{{"id", key},
-                                          {"accountId", text(h, "accountId")},
-                                          {"amount", integer(h, "amount", key)},
-                                          {"status", text(h, "status")},
-                                          {"createdAt", text(h, "createdAt")},
-                                          {"expiresAt", text(h, "expiresAt")},
-                                          {"operation", text(h, "operation")},
-                                          {"model", text(h, "model")},
-                                          {"metadata", json_field(h, "metadata")},
-                                          {"charged", integer(h, "charged", key)},
-                                          {"released", integer(h, "released", key)},
-                                          {"transactionId", nullable(text(h, "transactionId"))},
-                                          {"resolvedAt", nullable(text(h, "resolvedAt"))}});
-        }
-        return out;
+      [&](const std::string& member) { return reservation_key(account_id, member); },
+      [](const hash_fields& h) {
+        const auto key = text(h, "id");
+        return nlohmann::json{{"id", key},
+                              {"accountId", text(h, "accountId")},
+                              {"amount", integer(h, "amount", key)},
+                              {"status", text(h, "status")},
+                              {"createdAt", text(h, "createdAt")},
+                              {"expiresAt", text(h, "expiresAt")},
+                              {"operation", text(h, "operation")},
+                              {"model", text(h, "model")},
+                              {"metadata", json_field(h, "metadata")},
+                              {"charged", integer(h, "charged", key)},
+                              {"released", integer(h, "released", key)},
+                              {"transactionId", nullable(text(h, "transactionId"))},
+                              {"resolvedAt", nullable(text(h, "resolvedAt"))}};
       },
       keep);
 }
 
 page list_accounts(redis_connection& redis, std::string_view tenant, const list_query& q) {
-  return scan(
-      redis, accounts_key(tenant), q,
-      [&](redis_connection& r, const std::vector<scored_member>& batch) {
-        std::vector<std::string> keys;
-        for (const auto& m : batch) keys.push_back(account_key(m.member));
-        std::vector<std::optional<nlohmann::json>> out;
-        for (const auto& h : read_hashes(r, keys)) {
-          if (!h.contains("id")) {
-            out.emplace_back();
-            continue;
-          }
-          const auto key = text(h, "id");
-          const auto balance = integer(h, "balance", key), reserved = integer(h, "reserved", key);
-          out.emplace_back(nlohmann::json{{"id", key},
-                                          {"name", text(h, "name")},
-                                          {"externalId", text(h, "externalId")},
-                                          {"email", text(h, "email")},
-                                          {"metadata", json_field(h, "metadata")},
-                                          {"createdAt", text(h, "createdAt")},
-                                          {"balance", balance},
-                                          {"reserved", reserved},
-                                          {"available", balance - reserved}});
-        }
-        return out;
+  return scan_hashes(
+      redis, accounts_key(tenant), q, [](const std::string& member) { return account_key(member); },
+      [](const hash_fields& h) {
+        const auto key = text(h, "id");
+        const auto balance = integer(h, "balance", key), reserved = integer(h, "reserved", key);
+        return nlohmann::json{{"id", key},
+                              {"name", text(h, "name")},
+                              {"externalId", text(h, "externalId")},
+                              {"email", text(h, "email")},
+                              {"metadata", json_field(h, "metadata")},
+                              {"createdAt", text(h, "createdAt")},
+                              {"balance", balance},
+                              {"reserved", reserved},
+                              {"available", balance - reserved}};
       },
       {});
 }
