@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import { ConnectionError, CreditsError, errorFromResponse } from "./errors.js";
 import type {
   AccountRef,
+  AccountWithBalance,
   AddCreditsParams,
   AddCreditsResult,
   Balance,
@@ -15,17 +16,25 @@ import type {
   DeductCreditsParams,
   DeductCreditsResult,
   GetAccountResult,
+  GetBalanceParams,
+  LedgerTransaction,
   ListAccountsResult,
+  ListedReservation,
   ListReservationsParams,
   ListReservationsResult,
   ListTransactionsParams,
   ListTransactionsResult,
   ListUsageParams,
   ListUsageResult,
+  Page,
   PageParams,
   RecordUsageParams,
   RecordUsageResult,
   RequestOptions,
+  ReverseTransactionParams,
+  ReverseTransactionResult,
+  UsageRecord,
+  UsageSummaryParams,
   UsageSummaryResult,
 } from "./types.js";
 
@@ -68,7 +77,23 @@ function parsePosition(text: string | null): LogPosition | undefined {
   return { topic: m[1], partition: Number(m[2]), offset: Number(m[3]), text };
 }
 
-type Query = Record<string, string | number | boolean | undefined>;
+type Query = Record<string, string | number | boolean | Date | null | undefined>;
+
+/** The list methods `paginate` walks, with their parameters and the items of their pages. */
+export interface Listings {
+  listAccounts: { params: PageParams; item: AccountWithBalance };
+  listTransactions: { params: ListTransactionsParams; item: LedgerTransaction };
+  listReservations: { params: ListReservationsParams; item: ListedReservation };
+  listUsage: { params: ListUsageParams; item: UsageRecord };
+}
+
+// Where each list method's page holds its items.
+const listItems = {
+  listAccounts: "accounts",
+  listTransactions: "transactions",
+  listReservations: "reservations",
+  listUsage: "usage",
+} as const satisfies Record<keyof Listings, string>;
 
 interface Call {
   method: "GET" | "POST";
@@ -78,6 +103,8 @@ interface Call {
   options: RequestOptions | undefined;
   /** Queries: the account whose last write the read must see. */
   readsAccount?: Partial<AccountRef>;
+  /** Tenant-wide queries: the read must see the client's most recent write (whichever account it was). */
+  readsLatestWrite?: boolean;
   /** Mutations whose `Credits-Position` names the ledger (every one but recordUsage, which has its own log). */
   writesLedger?: boolean;
 }
@@ -98,6 +125,8 @@ export class CreditsClient {
   readonly #apiKey: string;
   // "id:<accountId>" / "ext:<externalId>" -> that account's latest ledger position written through this client.
   readonly #positions = new Map<string, LogPosition>();
+  // The position of the most recent ledger write answered to this client, for tenant-wide reads.
+  #latest: LogPosition | undefined;
 
   constructor(options: CreditsClientOptions) {
     if (typeof options?.apiKey !== "string" || options.apiKey === "") {
@@ -127,20 +156,26 @@ export class CreditsClient {
     return this.#call({ method: "GET", path: "/v1/accounts/get", query: accountQuery(ref), options, readsAccount: ref });
   }
 
-  /** `balance`, `reserved` and `available` (= balance - reserved). GET /v1/accounts/balance */
-  getBalance(ref: AccountRef, options?: RequestOptions): Promise<Balance> {
+  /**
+   * `balance`, `reserved` and `available` (= balance - reserved), now or, with `asOf`, as they were at that time.
+   * GET /v1/accounts/balance
+   */
+  getBalance(params: GetBalanceParams, options?: RequestOptions): Promise<Balance> {
     return this.#call({
       method: "GET",
       path: "/v1/accounts/balance",
-      query: accountQuery(ref),
+      query: { accountId: params.accountId, externalId: params.externalId, asOf: params.asOf },
       options,
-      readsAccount: ref,
+      readsAccount: params,
     });
   }
 
-  /** Accounts of the tenant, a page at a time. GET /v1/accounts (not served by the server yet). */
+  /**
+   * The tenant's accounts with their balances, newest first, a page at a time. It waits for this client's most
+   * recent write (e.g. the createAccount just before). GET /v1/accounts
+   */
   listAccounts(params: PageParams = {}, options?: RequestOptions): Promise<ListAccountsResult> {
-    return this.#call({ method: "GET", path: "/v1/accounts", query: { ...params }, options });
+    return this.#call({ method: "GET", path: "/v1/accounts", query: { ...params }, options, readsLatestWrite: true });
   }
 
   // ---- credits ----
@@ -161,7 +196,26 @@ export class CreditsClient {
     });
   }
 
-  /** Posted credits and debits of an account. GET /v1/transactions (not served by the server yet). */
+  /**
+   * Reverses `amount` (default: all that is left) of a ledger transaction by a new, linked one. A debit or charge
+   * is refunded (the balance rises); a credit is corrected (the balance falls, only as far as `available` allows,
+   * else `InsufficientCreditsError`). Reversals of one transaction add up to at most its amount (beyond it:
+   * `ValidationError` with `details.remaining`); a reversal cannot be reversed. POST /v1/transactions/reverse
+   */
+  reverseTransaction(params: ReverseTransactionParams, options?: RequestOptions): Promise<ReverseTransactionResult> {
+    return this.#call({
+      method: "POST",
+      path: "/v1/transactions/reverse",
+      body: params,
+      options,
+      writesLedger: true,
+    });
+  }
+
+  /**
+   * An account's ledger transactions (credits, debits, charges, reversals), newest first, with the balance after
+   * each; filtered by `type` and time. GET /v1/transactions
+   */
   listTransactions(params: ListTransactionsParams, options?: RequestOptions): Promise<ListTransactionsResult> {
     return this.#call({ method: "GET", path: "/v1/transactions", query: { ...params }, options, readsAccount: params });
   }
@@ -199,7 +253,7 @@ export class CreditsClient {
     });
   }
 
-  /** Reservations of an account. GET /v1/reservations (not served by the server yet). */
+  /** An account's reservations, newest first; `activeOnly` keeps the pending, unexpired ones. GET /v1/reservations */
   listReservations(params: ListReservationsParams, options?: RequestOptions): Promise<ListReservationsResult> {
     return this.#call({ method: "GET", path: "/v1/reservations", query: { ...params }, options, readsAccount: params });
   }
@@ -212,16 +266,42 @@ export class CreditsClient {
   }
 
   /**
-   * Usage records, or with `summary: true` totals by model and by context. GET /v1/usage (not served by the
-   * server yet).
+   * An account's usage records, newest first, filtered by model, context, usage type and time; or with
+   * `summary: true` the totals, by model, by context and by UTC day, of an account or (naming none) of the whole
+   * tenant. Usage has a log of its own, which reads do not wait for: a record shows up shortly after
+   * recordUsage answered. GET /v1/usage
    */
-  listUsage(params: ListUsageParams & { summary: true }, options?: RequestOptions): Promise<UsageSummaryResult>;
-  listUsage(params?: ListUsageParams & { summary?: false }, options?: RequestOptions): Promise<ListUsageResult>;
+  listUsage(params: UsageSummaryParams, options?: RequestOptions): Promise<UsageSummaryResult>;
+  listUsage(params: ListUsageParams, options?: RequestOptions): Promise<ListUsageResult>;
   listUsage(
-    params: ListUsageParams & { summary?: boolean } = {},
+    params: ListUsageParams | UsageSummaryParams,
     options?: RequestOptions,
   ): Promise<ListUsageResult | UsageSummaryResult> {
-    return this.#call({ method: "GET", path: "/v1/usage", query: { ...params }, options });
+    return this.#call({ method: "GET", path: "/v1/usage", query: { ...params }, options, readsAccount: params });
+  }
+
+  // ---- paging ----
+
+  /**
+   * Every item of a list method, page after page (from `params.cursor`, or the newest), for `for await`:
+   *
+   *     for await (const t of client.paginate("listTransactions", { externalId, limit: 200 })) ...
+   *
+   * Each page is one call, with `options` (retries, `signal`, ...). Stopping the loop early fetches no more.
+   */
+  async *paginate<M extends keyof Listings>(
+    method: M,
+    params: Listings[M]["params"],
+    options?: RequestOptions,
+  ): AsyncGenerator<Listings[M]["item"], void, undefined> {
+    const list = this[method] as (p: Listings[M]["params"], o?: RequestOptions) => Promise<Page>;
+    let cursor = params.cursor;
+    for (;;) {
+      const page = await list.call(this, { ...params, cursor }, options);
+      yield* (page as unknown as Record<string, Listings[M]["item"][]>)[listItems[method]] ?? [];
+      if (!page.nextCursor) return;
+      cursor = page.nextCursor;
+    }
   }
 
   // ---- transport ----
@@ -244,7 +324,9 @@ export class CreditsClient {
       headers["Content-Type"] = "application/json";
       headers["Idempotency-Key"] = opts.idempotencyKey ?? randomUUID();
     } else {
-      const min = opts.minPosition ?? (call.readsAccount ? this.#positionFor(call.readsAccount)?.text : undefined);
+      const min = opts.minPosition ??
+        (call.readsAccount ? this.#positionFor(call.readsAccount)?.text : undefined) ??
+        (call.readsLatestWrite ? this.#latest?.text : undefined);
       if (min !== undefined) headers["Credits-Min-Position"] = min;
     }
 
@@ -320,6 +402,7 @@ export class CreditsClient {
   // live in one partition, so the highest offset there is the latest write; answers can arrive out of order.
   #remember(data: unknown, position: LogPosition | undefined): void {
     if (!position) return;
+    this.#latest = position;
     const { accountId, externalId } = accountOf(data);
     for (const key of [accountId && "id:" + accountId, externalId && "ext:" + externalId]) {
       if (!key) continue;
@@ -338,7 +421,8 @@ export class CreditsClient {
   }
 }
 
-// The account a mutation's answer is about: top-level (credits, confirm), `account` (create) or `reservation`.
+// The account a mutation's answer is about: top-level (credits, confirm, reverse), `account` (create) or
+// `reservation`.
 function accountOf(data: unknown): { accountId?: string; externalId?: string } {
   if (typeof data !== "object" || data === null) return {};
   const d = data as Record<string, unknown>;
@@ -355,10 +439,14 @@ function accountQuery(ref: Partial<AccountRef>): Query {
   return { accountId: ref.accountId, externalId: ref.externalId };
 }
 
+// Dates as RFC 3339 UTC (`toISOString`), booleans as true/false; undefined and null are left out.
 function queryString(query: Query | undefined): string {
   if (!query) return "";
   const params = new URLSearchParams();
-  for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, String(v));
+  for (const [k, v] of Object.entries(query)) {
+    if (v === undefined || v === null) continue;
+    params.set(k, v instanceof Date ? v.toISOString() : String(v));
+  }
   const s = params.toString();
   return s === "" ? "" : "?" + s;
 }

@@ -11,12 +11,14 @@ export {
   UnavailableError,
   ValidationError,
 } from "./errors.js";
+export type { Listings } from "./client.js";
 export type {
   Account, AccountRef, AccountWithBalance, AddCreditsParams, AddCreditsResult, Balance,
   CancelReservationResult, ConfirmReservationResult, CreateAccountParams, CreateAccountResult,
-  CreateReservationParams, CreateReservationResult, DeductCreditsParams, DeductCreditsResult,
-  GetAccountResult, LedgerTransaction, ListAccountsResult, ListReservationsParams, ListReservationsResult,
-  ListTransactionsParams, ListTransactionsResult, ListUsageParams, ListUsageResult, Metadata, PageParams,
-  RecordUsageParams, RecordUsageResult, RequestOptions, Reservation, ReservationStatus, Usage, UsageContext,
-  UsageSummaryResult, UsageTotals,
+  CreateReservationParams, CreateReservationResult, DateRange, DeductCreditsParams, DeductCreditsResult,
+  GetAccountResult, GetBalanceParams, LedgerTransaction, ListAccountsResult, ListedReservation,
+  ListReservationsParams, ListReservationsResult, ListTransactionsParams, ListTransactionsResult, ListUsageParams,
+  ListUsageResult, Metadata, Page, PageParams, RecordUsageParams, RecordUsageResult, RequestOptions, Reservation,
+  ReservationStatus, ReverseTransactionParams, ReverseTransactionResult, TimeParam, TransactionType, Usage,
+  UsageContext, UsageFilters, UsageRecord, UsageSummaryParams, UsageSummaryResult, UsageTotals,
 } from "./types.js";

@@ -108,8 +108,19 @@ export interface GetAccountResult {
   account: AccountWithBalance;
 }
 
+/** An account, and optionally a past time to read its balance at. */
+export type GetBalanceParams = AccountRef & {
+  /**
+   * The balance as it was at this time: right after the account's last event at or before it (the fold of the
+   * log up to it). Default: now.
+   */
+  asOf?: TimeParam;
+};
+
 export interface Balance {
   success: true;
+  /** The time asked for, when `asOf` was given (RFC 3339 UTC with milliseconds). */
+  asOf?: string;
   accountId: string;
   externalId: string;
   balance: number;
@@ -209,84 +220,166 @@ export interface RecordUsageResult {
   usage: Usage;
 }
 
-// ---- list endpoints (GET /v1/accounts, /v1/reservations, /v1/transactions, /v1/usage) ----
-// These follow the upstream API reference; the server does not serve them yet (it answers 404 not_found), so
-// their shapes may still be adjusted when it does.
+// ---- reverseTransaction ----
 
-/** Paging shared by the list endpoints: at most `limit` items, from the `nextCursor` of the previous page. */
+export interface ReverseTransactionParams {
+  /** The ledger transaction to reverse: a `transactionId` of addCredits, deductCredits or confirmReservation. */
+  transactionId: string;
+  /** How much to reverse; absent (or null) reverses all that is left of it. */
+  amount?: number | null;
+  description?: string;
+  metadata?: Metadata;
+}
+
+export interface ReverseTransactionResult {
+  success: true;
+  accountId: string;
+  externalId: string;
+  /** The new ledger transaction (type `reversal` in listTransactions). */
+  transactionId: string;
+  /** The transaction it reverses. */
+  reversalOf: string;
+  amount: number;
+  /** The balance after the reversal. */
+  balance: number;
+}
+
+// ---- list endpoints (GET /v1/accounts, /v1/transactions, /v1/reservations, /v1/usage) ----
+
+/** A time for a query parameter: an RFC 3339 UTC string (e.g. `2026-11-29T00:00:00Z`) or a `Date`. */
+export type TimeParam = string | Date;
+
+/**
+ * Paging shared by the list endpoints: at most `limit` items (1-200, default 50), newest first, continuing after
+ * the `nextCursor` of the previous page. Paging while new entries arrive neither loses nor repeats one.
+ */
 export interface PageParams {
   limit?: number;
   cursor?: string;
 }
 
-export interface ListAccountsResult {
+/** A time range: `startDate` inclusive, `endDate` exclusive. */
+export interface DateRange {
+  startDate?: TimeParam;
+  endDate?: TimeParam;
+}
+
+/** The fields every list result shares. */
+export interface Page {
   success: true;
+  /** Pass as `cursor` for the next page; null on the last page. */
+  nextCursor: string | null;
+}
+
+export interface ListAccountsResult extends Page {
   accounts: AccountWithBalance[];
-  /** Pass as `cursor` for the next page; absent or null on the last page. */
-  nextCursor?: string | null;
 }
 
-export type ListReservationsParams = AccountRef & {
-  /** Only `pending` reservations. */
-  activeOnly?: boolean;
-};
+export type TransactionType = "credit" | "debit" | "charge" | "reversal";
 
-export interface ListReservationsResult {
-  success: true;
-  reservations: Reservation[];
-}
-
-/** A posted credit or debit (the `transactionId` of addCredits, deductCredits and confirmReservation). */
+/**
+ * A ledger transaction: `credit` (addCredits), `debit` (deductCredits), `charge` (confirmReservation) or
+ * `reversal` (reverseTransaction).
+ */
 export interface LedgerTransaction {
   id: string;
   accountId: string;
-  /** e.g. "credit" or "debit". */
-  type: string;
+  type: TransactionType;
+  /** Signed: positive when the balance rose (a credit, a refund), negative when it fell. */
   amount: number;
+  balanceAfter: number;
+  /** Empty when none was given. */
+  description: string;
+  metadata: Metadata;
+  /** The confirmed reservation of a `charge`; null otherwise. */
+  reservationId: string | null;
+  /** The transaction a `reversal` undoes; null otherwise. */
+  reversalOf: string | null;
   createdAt: string;
-  description?: string;
-  metadata?: Metadata;
-  [field: string]: unknown;
 }
 
-export type ListTransactionsParams = AccountRef & PageParams;
+export type ListTransactionsParams = AccountRef & PageParams & DateRange & {
+  /** Only transactions of this type. */
+  type?: TransactionType;
+};
 
-export interface ListTransactionsResult {
-  success: true;
+export interface ListTransactionsResult extends Page {
+  accountId: string;
+  externalId: string;
   transactions: LedgerTransaction[];
-  nextCursor?: string | null;
 }
 
-export interface ListUsageParams extends PageParams {
-  accountId?: string;
-  externalId?: string;
+export type ListReservationsParams = AccountRef & PageParams & DateRange & {
+  /** Only the pending, unexpired reservations. */
+  activeOnly?: boolean;
+};
+
+/** A reservation as listed: with how it ended. */
+export interface ListedReservation extends Reservation {
+  /** What confirmReservation charged; 0 until then. */
+  charged: number;
+  /** What confirm, cancel or expiry released; 0 until then. */
+  released: number;
+  /** The charge's ledger transaction, once confirmed; null otherwise. */
+  transactionId: string | null;
+  /** When it was confirmed, cancelled or expired; null while pending. */
+  resolvedAt: string | null;
+}
+
+export interface ListReservationsResult extends Page {
+  reservations: ListedReservation[];
+}
+
+export interface UsageFilters {
   modelId?: string;
   context?: UsageContext;
-  /** Start of the date range (RFC 3339), inclusive. */
-  startDate?: string;
-  /** End of the date range (RFC 3339), exclusive. */
-  endDate?: string;
 }
 
-export interface ListUsageResult {
-  success: true;
-  usage: Usage[];
-  nextCursor?: string | null;
+/** Usage records of an account (the account is required). */
+export type ListUsageParams = AccountRef & PageParams & DateRange & UsageFilters & {
+  /** e.g. "text" (the server's default when recording). */
+  usageType?: string;
+  summary?: false;
+};
+
+/** A usage record as listed (the same as recordUsage's, without `externalId`). */
+export type UsageRecord = Omit<Usage, "externalId">;
+
+export interface ListUsageResult extends Page {
+  usage: UsageRecord[];
 }
+
+/**
+ * A usage summary of one account, or without `accountId`/`externalId` of the whole tenant, over whole UTC days
+ * from `startDate`'s (default: 30 days before `endDate`) to `endDate`'s (default: now), at most 366 days.
+ */
+export type UsageSummaryParams = Partial<AccountRef> & DateRange & UsageFilters & { summary: true };
 
 export interface UsageTotals {
   records: number;
   inputTokens: number;
   outputTokens: number;
   cachedTokens: number;
+  /** inputTokens + outputTokens. */
   totalTokens: number;
 }
 
 export interface UsageSummaryResult {
   success: true;
+  /** Present when the summary is of one account. */
+  accountId?: string;
+  externalId?: string;
+  /** The first UTC day covered, yyyy-mm-dd. */
+  startDate: string;
+  /** The last UTC day covered, yyyy-mm-dd. */
+  endDate: string;
   summary: {
-    byModel: Record<string, UsageTotals>;
-    byContext: Record<string, UsageTotals>;
     totals: UsageTotals;
+    /** By modelId. */
+    byModel: Record<string, UsageTotals>;
+    /** By context ("customer", "system"). */
+    byContext: Record<string, UsageTotals>;
+    /** By UTC day (yyyy-mm-dd), days with usage. */
+    byDay: Record<string, UsageTotals>;
   };
 }

@@ -21,9 +21,11 @@ export function freshExternalId(): string {
   return "sdk_" + randomUUID().replaceAll("-", "").slice(0, 16);
 }
 
-/** A new account with `credits` credits, by externalId. */
-export async function fundedAccount(credits: number): Promise<{ accountId: string; externalId: string }> {
-  const c = client();
+/** A new account with `credits` credits, by externalId, made through `c` (default: a client of its own). */
+export async function fundedAccount(
+  credits: number,
+  c: CreditsClient = client(),
+): Promise<{ accountId: string; externalId: string }> {
   const externalId = freshExternalId();
   const { account } = await c.createAccount({ name: "Test", externalId });
   if (credits > 0) await c.addCredits({ externalId, amount: credits });

@@ -73,6 +73,24 @@ describe("retries with the same idempotency key", () => {
     assert.deepEqual([balance.balance, balance.reserved, balance.available], [680, 0, 680]);
   });
 
+  test("a reversal whose answer was lost: the retry is a replay, refunded once", async () => {
+    const { externalId } = await fundedAccount(100);
+    const fee = await client().deductCredits({ externalId, amount: 40 });
+    const { proxy, url } = await proxyWithFirst("drop-after-server-answered");
+    proxies.push(proxy);
+
+    const refund = await client({ baseUrl: url }).reverseTransaction({ transactionId: fee.transactionId, amount: 15 });
+
+    assert.deepEqual([refund.amount, refund.balance, refund.reversalOf], [15, 75, fee.transactionId]);
+    assert.equal(proxy.exchanges.length, 2);
+    assert.equal(status(proxy.exchanges[0]!.response), 200, "the server applied the first attempt");
+    const keys = proxy.requestHeader("idempotency-key");
+    assert.ok(keys[0]);
+    assert.equal(keys[1], keys[0]);
+    assert.equal(header(proxy.exchanges[1]!.response, "idempotent-replayed"), "true");
+    assert.equal((await client().getBalance({ externalId })).balance, 75, "refunded exactly once");
+  });
+
   test("a 503 with Retry-After: retried after the wait it asks for, with the same key", async () => {
     const { externalId } = await fundedAccount(100);
     const { proxy, url } = await proxyWithFirst(unavailable);
@@ -187,6 +205,49 @@ describe("read-your-writes", () => {
     assert.equal(header(read1!.request, "credits-min-position"), p2, "the latest write, found by externalId");
     assert.equal(header(read2!.request, "credits-min-position"), p2, "and by accountId");
     assert.equal(header(read1!.response, "credits-stale"), undefined);
+  });
+
+  test("list reads send the account's position too; a reversal's position is remembered for its account",
+    async () => {
+      const { accountId, externalId } = await fundedAccount(0);
+      const c = client({ baseUrl: url });
+      const before = proxy.exchanges.length;
+
+      const added = await c.addCredits({ accountId, amount: 10 });
+      await c.listTransactions({ externalId });
+      await c.listReservations({ accountId });
+      const reversed = await c.reverseTransaction({ transactionId: added.transactionId, amount: 4 });
+      const listed = await c.listTransactions({ accountId, limit: 1 });
+      await c.listAccounts({ limit: 1 });
+      const summary = await c.listUsage({ externalId, summary: true });
+
+      assert.equal(listed.transactions[0]!.id, reversed.transactionId);
+      assert.equal(summary.summary.totals.records, 0);
+      const [add, list1, list2, reverse, list3, accounts, usage] = proxy.exchanges.slice(before);
+      const p1 = header(add!.response, "credits-position");
+      const p2 = header(reverse!.response, "credits-position");
+      assert.match(p2 ?? "", /^.+:\d+:\d+$/);
+      assert.equal(header(list1!.request, "credits-min-position"), p1);
+      assert.equal(header(list2!.request, "credits-min-position"), p1);
+      assert.equal(header(list3!.request, "credits-min-position"), p2, "the reversal's, found by accountId");
+      assert.equal(header(accounts!.request, "credits-min-position"), p2, "tenant-wide: the latest write");
+      assert.equal(header(usage!.request, "credits-min-position"), p2);
+      assert.match(list1!.request.split("\r\n")[0]!, /^GET \/v1\/transactions\?externalId=sdk_\w+ HTTP/);
+    });
+
+  test("query strings: booleans as true/false, Dates as RFC 3339 UTC, nothing for undefined", async () => {
+    const { externalId } = await fundedAccount(0);
+    const c = client({ baseUrl: url });
+    const before = proxy.exchanges.length;
+    await c.listReservations({ externalId, activeOnly: true });
+    await c.listReservations({ externalId, activeOnly: false, limit: undefined });
+    await c.getBalance({ externalId, asOf: new Date(Date.UTC(2026, 10, 29, 12, 0, 0)) });
+    const lines = proxy.exchanges.slice(before).map((e) => e.request.split("\r\n")[0]);
+    assert.deepEqual(lines, [
+      `GET /v1/reservations?externalId=${externalId}&activeOnly=true HTTP/1.1`,
+      `GET /v1/reservations?externalId=${externalId}&activeOnly=false HTTP/1.1`,
+      `GET /v1/accounts/balance?externalId=${externalId}&asOf=2026-11-29T12%3A00%3A00.000Z HTTP/1.1`,
+    ]);
   });
 
   test("a read of an account the client never wrote sends no position; minPosition overrides", async () => {
