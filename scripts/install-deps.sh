@@ -11,6 +11,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git curl
   libboost1.81-dev librdkafka-dev libhiredis-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libssl-dev
+  prometheus-cpp-dev            # /metrics: prometheus-cpp core (API, projector) and pull (projector's exposer)
   redis-server redis-tools kcat maven
   python3 python3-pip
   clang-19 libclang-rt-19-dev   # libFuzzer (scripts/fuzz.sh, run by scripts/test.sh)
