@@ -18,8 +18,8 @@ APT_PACKAGES=(
 )
 JAVA_PACKAGE=openjdk-17-jre-headless   # Kafka 4.x needs Java 17+
 # pip name -> import name (the test suites' Python helpers)
-PIP_PACKAGES=(confluent-kafka jsonschema referencing openapi-spec-validator requests pytest pyyaml)
-PIP_IMPORTS=(confluent_kafka jsonschema referencing openapi_spec_validator requests pytest yaml)
+PIP_PACKAGES=(confluent-kafka jsonschema referencing openapi-spec-validator requests pytest pyyaml prometheus-client)
+PIP_IMPORTS=(confluent_kafka jsonschema referencing openapi_spec_validator requests pytest yaml prometheus_client)
 
 log() { printf '[install-deps] %s\n' "$*"; }
 
