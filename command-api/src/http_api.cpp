@@ -32,6 +32,9 @@ using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
 
 constexpr std::string_view component = "credits-api";
+// Lines for 5xx answers when the access log is off: enough to see what fails, not one per request of an
+// outage at full load (the metrics count every one).
+constexpr std::uint32_t failure_lines_per_second_max = 50;
 constexpr std::size_t request_id_bytes_max = 128;
 constexpr std::size_t idempotency_key_bytes_max = 256;
 constexpr std::size_t read_chunk_bytes = 4096;  // what one read of a waiting connection asks for
@@ -242,6 +245,7 @@ struct http_api::impl {
   // Sessions open now, and connections being answered 503; each at most cfg.connections_max.
   shared_count connections = std::make_shared<std::atomic<std::size_t>>(0);
   shared_count refusals = std::make_shared<std::atomic<std::size_t>>(0);
+  log_rate_limit failure_lines{failure_lines_per_second_max};
 
   impl(const config& c, asio::io_context& i, writer& wr, api_metrics& m)
       : cfg(c),
@@ -501,7 +505,8 @@ struct http_api::impl {
   }
 
   // Records an answered request in the metrics and, when it failed on our side (5xx) or the access log is on,
-  // in the log. The account id is looked for only then, so the common path parses nothing twice.
+  // in the log (5xx lines rate-limited when the access log is off). The account id is looked for only then, so
+  // the common path parses nothing twice.
   void answered(const request& req, const response& res, const session_state& s,
                 std::chrono::steady_clock::time_point started) {
     const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
@@ -509,6 +514,10 @@ struct http_api::impl {
     const auto route = route_label(req.target(), s.api_route);
     metrics.request_done(route, status, took.count());
     if (status < 500 && !cfg.access_log) return;
+    std::uint64_t suppressed = 0;
+    const auto now_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+    if (!cfg.access_log && !failure_lines.admit(now_ms.count(), suppressed)) return;
     std::string account_id;
     const auto params = query_params(split_target(req.target()).query);
     if (params.contains("accountId")) account_id = params["accountId"].get<std::string>();
@@ -528,6 +537,7 @@ struct http_api::impl {
                                   {"durationMs", took.count() * 1000}};
     if (!account_id.empty()) fields.push_back({"accountId", account_id});
     if (!position.empty()) fields.push_back({"position", position});
+    if (suppressed > 0) fields.push_back({"suppressedBefore", suppressed});
     write_log(status >= 500 ? log_level::warn : log_level::info, component,
               method + " " + std::string(route) + " answered " + std::to_string(status),
               fields);

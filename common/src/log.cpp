@@ -64,6 +64,19 @@ std::string format_log_line(time_ms ts, log_level level, std::string_view compon
   return out;
 }
 
+bool log_rate_limit::admit(time_ms now, std::uint64_t& dropped) {
+  const std::int64_t second = now / 1000;
+  auto current = second_.load(std::memory_order_relaxed);
+  if (second > current && second_.compare_exchange_strong(current, second, std::memory_order_relaxed))
+    used_.store(0, std::memory_order_relaxed);
+  if (used_.fetch_add(1, std::memory_order_relaxed) < lines_max_) {
+    dropped = dropped_.exchange(0, std::memory_order_relaxed);
+    return true;
+  }
+  dropped_.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
 void write_log(log_level level, std::string_view component, std::string_view msg, std::span<const log_field> fields) {
   const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
                        std::chrono::system_clock::now().time_since_epoch())

@@ -94,6 +94,30 @@ TEST(log_line, fields_cannot_replace_the_fixed_keys) {
   EXPECT_EQ(j.size(), 4u) << text;
 }
 
+TEST(log_rate_limit, lets_the_first_lines_of_each_second_through_and_counts_the_rest) {
+  log_rate_limit limit(2);
+  std::uint64_t dropped = 99;
+  EXPECT_TRUE(limit.admit(10'000, dropped));
+  EXPECT_EQ(dropped, 0u);
+  EXPECT_TRUE(limit.admit(10'500, dropped));
+  EXPECT_FALSE(limit.admit(10'600, dropped));
+  EXPECT_FALSE(limit.admit(10'999, dropped));
+  EXPECT_TRUE(limit.admit(11'000, dropped)) << "a new second";
+  EXPECT_EQ(dropped, 2u) << "the line let through says how many were refused before it";
+  EXPECT_TRUE(limit.admit(11'001, dropped));
+  EXPECT_EQ(dropped, 0u);
+}
+
+TEST(log_rate_limit, a_clock_going_back_does_not_reopen_a_second) {
+  log_rate_limit limit(1);
+  std::uint64_t dropped = 0;
+  EXPECT_TRUE(limit.admit(20'000, dropped));
+  EXPECT_FALSE(limit.admit(19'000, dropped));
+  EXPECT_FALSE(limit.admit(20'500, dropped));
+  EXPECT_TRUE(limit.admit(21'000, dropped));
+  EXPECT_EQ(dropped, 2u);
+}
+
 TEST(log_level_names, are_the_usual_words) {
   EXPECT_EQ(to_string(log_level::debug), "debug");
   EXPECT_EQ(to_string(log_level::info), "info");

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <concepts>
 #include <cstdint>
 #include <initializer_list>
@@ -65,5 +66,23 @@ inline void write_log(log_level level, std::string_view component, std::string_v
                       std::initializer_list<log_field> fields = {}) {
   write_log(level, component, msg, std::span<const log_field>(fields.begin(), fields.size()));
 }
+
+// Lets at most `lines_max` lines through per second of wall-clock time and counts the rest, so that a burst of
+// failures (every request answered 503 while Kafka is down) cannot flood the log. Thread-safe without a lock;
+// two threads crossing into a new second together may let a line or two more through, which is harmless.
+class log_rate_limit {
+ public:
+  explicit log_rate_limit(std::uint32_t lines_max) : lines_max_(lines_max) {}
+
+  // Whether a line may be written at `now`. When it may, `dropped` is set to the number of lines refused since
+  // the last one let through (to be reported in that line).
+  bool admit(time_ms now, std::uint64_t& dropped);
+
+ private:
+  const std::uint32_t lines_max_;
+  std::atomic<std::int64_t> second_{-1};
+  std::atomic<std::uint32_t> used_{0};
+  std::atomic<std::uint64_t> dropped_{0};
+};
 
 }  // namespace credits
