@@ -12,6 +12,7 @@
 #include <boost/beast/http.hpp>
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <random>
 
@@ -534,7 +535,7 @@ struct http_api::impl {
                                   {"method", method},
                                   {"route", route},
                                   {"status", status},
-                                  {"durationMs", took.count() * 1000}};
+                                  {"durationMs", std::round(took.count() * 1e6) / 1e3}};  // to the microsecond
     if (!account_id.empty()) fields.push_back({"accountId", account_id});
     if (!position.empty()) fields.push_back({"position", position});
     if (suppressed > 0) fields.push_back({"suppressedBefore", suppressed});
