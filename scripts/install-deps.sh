@@ -11,14 +11,15 @@ APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git curl
   libboost1.81-dev librdkafka-dev libhiredis-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libssl-dev
+  prometheus-cpp-dev            # /metrics: prometheus-cpp core (API, projector) and pull (projector's exposer)
   redis-server redis-tools kcat maven
   python3 python3-pip
   clang-19 libclang-rt-19-dev   # libFuzzer (scripts/fuzz.sh, run by scripts/test.sh)
 )
 JAVA_PACKAGE=openjdk-17-jre-headless   # Kafka 4.x needs Java 17+
 # pip name -> import name (the test suites' Python helpers)
-PIP_PACKAGES=(confluent-kafka jsonschema referencing openapi-spec-validator requests pytest pyyaml)
-PIP_IMPORTS=(confluent_kafka jsonschema referencing openapi_spec_validator requests pytest yaml)
+PIP_PACKAGES=(confluent-kafka jsonschema referencing openapi-spec-validator requests pytest pyyaml prometheus-client)
+PIP_IMPORTS=(confluent_kafka jsonschema referencing openapi_spec_validator requests pytest yaml prometheus_client)
 
 log() { printf '[install-deps] %s\n' "$*"; }
 

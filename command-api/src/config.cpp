@@ -109,6 +109,7 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
   r.number("CREDITS_BALANCE_LOW_THRESHOLD", c.balance_low_threshold, 0, amount_max);
   r.number("CREDITS_SNAPSHOT_INTERVAL_EVENTS", c.snapshot_interval_events, 0, 1'000'000'000);
   r.number("CREDITS_SNAPSHOT_CHUNK_BYTES", c.snapshot_chunk_bytes, 1024, 900 * 1024);
+  r.number("CREDITS_ACCESS_LOG", c.access_log, 0, 1);
   if (c.append_timeout_ms > c.kafka_transaction_timeout_ms)
     throw std::invalid_argument("CREDITS_APPEND_TIMEOUT_MS must not exceed CREDITS_KAFKA_TRANSACTION_TIMEOUT_MS");
   const char* keys = getenv("CREDITS_API_KEYS");

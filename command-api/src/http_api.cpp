@@ -12,11 +12,13 @@
 #include <boost/beast/http.hpp>
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <random>
 
 #include "credits/event_store.hpp"
 #include "credits/ids.hpp"
+#include "credits/log.hpp"
 #include "credits/queries.hpp"
 #include "credits/responses.hpp"
 
@@ -31,6 +33,10 @@ using nlohmann::json;
 using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
 
+constexpr std::string_view component = "credits-api";
+// Lines for 5xx answers when the access log is off: enough to see what fails, not one per request of an
+// outage at full load (the metrics count every one).
+constexpr std::uint32_t failure_lines_per_second_max = 50;
 constexpr std::size_t request_id_bytes_max = 128;
 constexpr std::size_t idempotency_key_bytes_max = 256;
 constexpr std::size_t read_chunk_bytes = 4096;  // what one read of a waiting connection asks for
@@ -221,8 +227,8 @@ void kafka_probe::run() {
     std::unique_lock lock(mutex_);
     const bool reachable = error.empty();
     if (reachable != reachable_.load(std::memory_order_acquire))
-      std::fprintf(stderr, "credits-api: Kafka is %s%s\n", reachable ? "reachable again" : "unreachable: ",
-                   error.c_str());
+      write_log(reachable ? log_level::info : log_level::error, component,
+                reachable ? "Kafka is reachable again" : "Kafka is unreachable: " + error);
     error_ = std::move(error);
     reachable_.store(reachable, std::memory_order_release);
     if (stop_cv_.wait_for(lock, cfg_.kafka_probe_interval_ms, [this] { return stopping_; })) return;
@@ -233,6 +239,7 @@ struct http_api::impl {
   const config& cfg;
   asio::io_context& io;
   writer& w;
+  api_metrics& metrics;
   tcp::acceptor acceptor;
   asio::thread_pool blocking;
   redis_pool redis;
@@ -240,29 +247,38 @@ struct http_api::impl {
   // Sessions open now, and connections being answered 503; each at most cfg.connections_max.
   shared_count connections = std::make_shared<std::atomic<std::size_t>>(0);
   shared_count refusals = std::make_shared<std::atomic<std::size_t>>(0);
+  log_rate_limit failure_lines{failure_lines_per_second_max};
 
-  impl(const config& c, asio::io_context& i, writer& wr)
+  impl(const config& c, asio::io_context& i, writer& wr, api_metrics& m)
       : cfg(c),
         io(i),
         w(wr),
+        metrics(m),
         acceptor(i),
         blocking(static_cast<std::size_t>(c.redis_connections_max)),
         redis(c),
         kafka(c) {}
 
-  // Per-connection state: the caller's random source for new ids.
+  // Per-connection state: the caller's random source for new ids, and whether the router recognised the
+  // current request's path as an API route (its metrics label, see route_label).
   struct session_state {
     std::mt19937_64 rng{std::random_device{}()};
+    bool api_route = false;
   };
 
   // Runs `fn` with a pooled Redis connection on the blocking pool (not a coroutine, as offload).
   template <class R, class F>
   auto with_redis(F fn) {
     return offload<R>(blocking, [this, fn = std::move(fn)]() -> R {
-      auto c = redis.acquire();
-      R r = fn(*c);
-      redis.release(std::move(c));
-      return r;
+      try {
+        auto c = redis.acquire();
+        R r = fn(*c);
+        redis.release(std::move(c));
+        return r;
+      } catch (...) {
+        metrics.redis_error();
+        throw;
+      }
     });
   }
 
@@ -495,6 +511,7 @@ struct http_api::impl {
     const bool garbled = !printable_ascii(request_id);  // it would end up in an event, which must be text
     if (request_id.empty() || request_id.size() > request_id_bytes_max || garbled) request_id = new_request_id(s.rng);
     response res;
+    s.api_route = false;
     if (garbled)
       res = reject(rejection{error_code::invalid_request, "X-Request-Id must be printable ASCII", "X-Request-Id", nullptr},
                    req);
@@ -548,6 +565,7 @@ struct http_api::impl {
                      req);
     }
     if (path == "/readyz") co_return co_await readiness(req);
+    if (path == "/metrics") co_return scrape(req);
 
     static constexpr std::string_view commands[] = {"/v1/accounts/create",       "/v1/accounts/credits/add",
                                                     "/v1/accounts/credits/deduct", "/v1/reservations/create",
@@ -559,6 +577,7 @@ struct http_api::impl {
     const bool is_query = std::find(std::begin(queries), std::end(queries), path) != std::end(queries);
     if (!is_command && !is_query)
       co_return reject(rejection{error_code::route_not_found, "no such endpoint: " + std::string(path), "", nullptr}, req);
+    s.api_route = true;
 
     const auto key_text = req["X-API-Key"];
     const auto key = key_text.empty() ? cfg.api_keys.end() : cfg.api_keys.find(sha256_hex(key_text));
@@ -580,10 +599,61 @@ struct http_api::impl {
       co_return co_await query_route(req, path, query, key->second);
     } catch (const std::exception& ex) {
       // Redis unreachable (queries) or another I/O failure: never a false answer, ask for a retry.
-      std::fprintf(stderr, "credits-api: %s %s failed: %s\n", std::string(req.method_string()).c_str(),
-                   std::string(path).c_str(), ex.what());
+      write_log(log_level::error, component,
+                std::string(req.method_string()) + " " + std::string(path) + " failed: " + ex.what(),
+                {{"requestId", request_id}, {"route", path}});
       co_return reject(rejection{error_code::unavailable, "a backing service is unavailable; retry later", "", nullptr}, req);
     }
+  }
+
+  // /metrics: Prometheus's text format. Unauthenticated like /healthz: it names routes and counts, never a
+  // tenant, an account or a key (docs/operations.md says how to keep it off the public network).
+  response scrape(const request& req) {
+    response res{http::status::ok, req.version()};
+    res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    res.keep_alive(req.keep_alive());
+    res.body() = metrics.scrape(connections->load(std::memory_order_relaxed), w.queued_commands());
+    res.prepare_payload();
+    return res;
+  }
+
+  // Records an answered request in the metrics and, when it failed on our side (5xx) or the access log is on,
+  // in the log (5xx lines rate-limited when the access log is off). The account id is looked for only then, so
+  // the common path parses nothing twice.
+  void answered(const request& req, const response& res, const session_state& s,
+                std::chrono::steady_clock::time_point started) {
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
+    const auto status = res.result_int();
+    const auto route = route_label(req.target(), s.api_route);
+    metrics.request_done(route, status, took.count());
+    if (status < 500 && !cfg.access_log) return;
+    std::uint64_t suppressed = 0;
+    const auto now_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+    if (!cfg.access_log && !failure_lines.admit(now_ms.count(), suppressed)) return;
+    std::string account_id;
+    const auto params = query_params(split_target(req.target()).query);
+    if (params.contains("accountId")) account_id = params["accountId"].get<std::string>();
+    if (account_id.empty() && !req.body().empty()) {
+      const auto body = parse_json(req.body(), cfg.limits);
+      if (const auto* j = std::get_if<json>(&body); j && j->is_object() && j->contains("accountId") &&
+                                                     (*j)["accountId"].is_string())
+        account_id = (*j)["accountId"].get<std::string>();
+    }
+    const auto request_id = std::string(res["X-Request-Id"]);
+    const auto method = std::string(req.method_string());
+    const auto position = std::string(res["Credits-Position"]);
+    std::vector<log_field> fields{{"requestId", request_id},
+                                  {"method", method},
+                                  {"route", route},
+                                  {"status", status},
+                                  {"durationMs", std::round(took.count() * 1e6) / 1e3}};  // to the microsecond
+    if (!account_id.empty()) fields.push_back({"accountId", account_id});
+    if (!position.empty()) fields.push_back({"position", position});
+    if (suppressed > 0) fields.push_back({"suppressedBefore", suppressed});
+    write_log(status >= 500 ? log_level::warn : log_level::info, component,
+              method + " " + std::string(route) + " answered " + std::to_string(status),
+              fields);
   }
 
   // One connection: requests are read, handled and answered strictly one after another, so a client that
@@ -623,13 +693,16 @@ struct http_api::impl {
                  ec != asio::error::connection_reset && ec != asio::error::operation_aborted)
           last = reject(rejection{error_code::invalid_request, "malformed HTTP request: " + ec.message(), "", nullptr}, blank);
         if (last) {
+          metrics.request_unread(last->result_int());
           stream.expires_after(cfg.send_timeout_ms);
           co_await http::async_write(stream, *last, asio::as_tuple(asio::use_awaitable));
         }
         break;
       }
       const request req = parser.release();
+      const auto started = std::chrono::steady_clock::now();
       response res = co_await handle(req, s);
+      answered(req, res, s, started);
       const bool keep_alive = res.keep_alive();
       stream.expires_after(cfg.send_timeout_ms);
       auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
@@ -654,6 +727,7 @@ struct http_api::impl {
                                 nullptr},
                       blank);
     res.set("X-Request-Id", new_request_id(rng));
+    metrics.request_unread(res.result_int());
     stream.expires_after(std::min(cfg.send_timeout_ms, refusal_linger_ms));
     auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
     if (wec) co_return;
@@ -672,7 +746,7 @@ struct http_api::impl {
     try {
       std::rethrow_exception(e);
     } catch (const std::exception& ex) {
-      std::fprintf(stderr, "credits-api: connection ended by an error: %s\n", ex.what());
+      write_log(log_level::error, component, std::string("connection ended by an error: ") + ex.what());
     }
   }
 
@@ -683,7 +757,8 @@ struct http_api::impl {
       if (ec == asio::error::operation_aborted) co_return;
       if (ec == asio::error::connection_aborted) continue;  // that one connection's failure, nobody else's
       if (ec) {
-        std::fprintf(stderr, "credits-api: accept failed, pausing: %s\n", ec.message().c_str());
+        write_log(log_level::error, component, "accept failed, pausing: " + ec.message(),
+                  {{"openConnections", connections->load(std::memory_order_relaxed)}});
         backoff.expires_after(accept_backoff_ms);
         co_await backoff.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
@@ -701,8 +776,8 @@ struct http_api::impl {
   }
 };
 
-http_api::http_api(const config& cfg, asio::io_context& io, writer& w)
-    : impl_(std::make_unique<impl>(cfg, io, w)) {}
+http_api::http_api(const config& cfg, asio::io_context& io, writer& w, api_metrics& metrics)
+    : impl_(std::make_unique<impl>(cfg, io, w, metrics)) {}
 
 http_api::~http_api() {
   if (impl_) impl_->blocking.join();

@@ -4,14 +4,16 @@
 #include <sys/resource.h>
 
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
 
 #include "credits/http_api.hpp"
+#include "credits/log.hpp"
 
 namespace {
+
+constexpr std::string_view component = "credits-api";
 
 // Descriptors besides connections: Kafka's and Redis's sockets, librdkafka's internals, the process's files.
 constexpr rlim_t descriptors_spare = 256;
@@ -41,38 +43,41 @@ int main() {
   try {
     cfg = api::load_config([](const char* name) { return std::getenv(name); });
   } catch (const std::exception& ex) {
-    std::fprintf(stderr, "credits-api: bad configuration: %s\n", ex.what());
+    write_log(log_level::error, component, std::string("bad configuration: ") + ex.what());
     return 2;
   }
   if (const auto problem = reserve_descriptors(cfg.connections_max); !problem.empty()) {
-    std::fprintf(stderr, "credits-api: bad configuration: %s\n", problem.c_str());
+    write_log(log_level::error, component, "bad configuration: " + problem);
     return 2;
   }
   try {
+    api::api_metrics metrics;
     api::writer w(cfg, [] {
       return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
           .count();
-    });
+    }, metrics);
     w.start();
 
     boost::asio::io_context io(cfg.http_threads);
-    api::http_api server(cfg, io, w);
+    api::http_api server(cfg, io, w, metrics);
     const auto port = server.listen();
-    std::fprintf(stderr, "credits-api: listening on http://%s:%u\n", cfg.http_address.c_str(), port);
-    std::fprintf(stderr,
-                 "credits-api: limits: %zu connections, 1 request in flight each, body %zu B, headers %zu B, request "
-                 "%lld ms, idle %lld ms, send %lld ms, %zu queued commands\n",
-                 cfg.connections_max, cfg.body_bytes_max, cfg.header_bytes_max,
-                 static_cast<long long>(cfg.request_timeout_ms.count()),
-                 static_cast<long long>(cfg.idle_timeout_ms.count()), static_cast<long long>(cfg.send_timeout_ms.count()),
-                 cfg.queue_commands_max);
+    write_log(log_level::info, component,
+              "listening on http://" + cfg.http_address + ":" + std::to_string(port) + " (metrics at /metrics)",
+              {{"address", cfg.http_address}, {"port", port}, {"accessLog", cfg.access_log}});
+    write_log(log_level::info, component,
+              "limits: " + std::to_string(cfg.connections_max) + " connections, 1 request in flight each, body " +
+                  std::to_string(cfg.body_bytes_max) + " B, headers " + std::to_string(cfg.header_bytes_max) +
+                  " B, request " + std::to_string(cfg.request_timeout_ms.count()) + " ms, idle " +
+                  std::to_string(cfg.idle_timeout_ms.count()) + " ms, send " +
+                  std::to_string(cfg.send_timeout_ms.count()) + " ms, " + std::to_string(cfg.queue_commands_max) +
+                  " queued commands");
 
     // On SIGTERM/SIGINT: stop accepting, give open requests the shutdown timeout, then stop.
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);
     boost::asio::steady_timer deadline(io);
     signals.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
-      std::fprintf(stderr, "credits-api: shutting down\n");
+      write_log(log_level::info, component, "shutting down");
       server.shutdown();
       deadline.expires_after(cfg.shutdown_timeout_ms);
       deadline.async_wait([&](const boost::system::error_code&) { io.stop(); });
@@ -85,7 +90,7 @@ int main() {
     for (auto& t : threads) t.join();
     w.stop();
   } catch (const std::exception& ex) {
-    std::fprintf(stderr, "credits-api: %s\n", ex.what());
+    write_log(log_level::error, component, ex.what());
     return 1;
   }
   return 0;

@@ -4,6 +4,8 @@
 #include <charconv>
 #include <cstdio>
 
+#include "credits/log.hpp"
+
 #include "credits/contract.hpp"
 #include "credits/responses.hpp"
 #include "credits/snapshot.hpp"
@@ -12,6 +14,8 @@ namespace credits::api {
 namespace {
 
 using std::chrono::milliseconds;
+
+constexpr std::string_view component = "credits-api";
 
 constexpr milliseconds replay_read_timeout{5'000};
 
@@ -55,9 +59,10 @@ std::optional<log_position> log_position::parse(std::string_view text) {
   return p;
 }
 
-writer::writer(const config& cfg, clock_fn now)
+writer::writer(const config& cfg, clock_fn now, api_metrics& metrics)
     : cfg_(cfg),
       now_(std::move(now)),
+      metrics_(metrics),
       idempotency_(cfg.idempotency_window_ms, cfg.idempotency_keys_max, cfg.idempotency_responses_cached_max),
       snapshots_(cfg.snapshot_interval_events > 0) {}
 
@@ -73,7 +78,8 @@ void writer::start() {
       producer_->partition_count(cfg_.snapshot_topic, cfg_.startup_timeout_ms);
     } catch (const std::exception& ex) {
       // Without the topic the writer still works; every start-up just replays the whole log.
-      std::fprintf(stderr, "credits-api: snapshots disabled: %s\n", ex.what());
+      write_log(log_level::warn, component, std::string("snapshots disabled: ") + ex.what(),
+                {{"topic", cfg_.snapshot_topic}});
       snapshots_ = false;
     }
   }
@@ -119,6 +125,11 @@ bool writer::ready() const {
   return accepting_;
 }
 
+std::size_t writer::queued_commands() const {
+  std::lock_guard lock(queue_mutex_);
+  return queue_.size();
+}
+
 std::size_t writer::accounts() const {
   std::lock_guard lock(positions_mutex_);
   return accounts_count_;
@@ -152,15 +163,16 @@ bool writer::load_snapshot(store::start_offsets& from) {
   last_snapshot_id_ = std::max(last_snapshot_id_, assembler.highest_id());
   std::vector<std::string> problems;
   const auto payload = assembler.newest(problems);
-  for (const auto& p : problems) std::fprintf(stderr, "credits-api: snapshot: %s\n", p.c_str());
+  for (const auto& p : problems) write_log(log_level::warn, component, "snapshot: " + p);
   if (!payload) {
-    std::fprintf(stderr, "credits-api: no usable snapshot; replaying the whole log\n");
+    write_log(log_level::info, component, "no usable snapshot; replaying the whole log");
     return false;
   }
   std::string error;
   auto s = decode_snapshot(*payload, &error);
   if (!s) {
-    std::fprintf(stderr, "credits-api: snapshot is corrupt (%s); replaying the whole log\n", error.c_str());
+    write_log(log_level::warn, component, "snapshot is corrupt (" + error + "); replaying the whole log",
+              {{"snapshotId", assembler.highest_id()}});
     return false;
   }
   state_ = std::move(s->state);
@@ -198,8 +210,10 @@ void writer::rebuild() {
         std::string error;
         auto e = decode(m.value, &error);
         if (!e) {
-          std::fprintf(stderr, "credits-api: skipping undecodable event at %s:%d:%lld: %s\n", m.topic.c_str(),
-                       m.partition, static_cast<long long>(m.offset), error.c_str());
+          write_log(log_level::warn, component,
+                    "skipping undecodable event at " + m.topic + ":" + std::to_string(m.partition) + ":" +
+                        std::to_string(m.offset) + ": " + error,
+                    {{"topic", m.topic}, {"partition", m.partition}, {"offset", m.offset}, {"accountId", m.key}});
           ++skipped;
           return;
         }
@@ -236,12 +250,17 @@ void writer::rebuild() {
     accounts_count_ = state_.accounts.size();
     last_start_ = start_stats{from_snapshot, from_snapshot ? loaded_snapshot_id_ : 0, events, took};
   }
-  std::fprintf(stderr,
-               "credits-api: state rebuilt in %lld ms: %zu accounts, %s + %zu events replayed (%zu skipped), %zu "
-               "idempotency keys\n",
-               static_cast<long long>(took.count()), state_.accounts.size(),
-               from_snapshot ? ("snapshot " + std::to_string(loaded_snapshot_id_)).c_str() : "no snapshot", events,
-               skipped, idempotency_.size());
+  write_log(log_level::info, component,
+            "state rebuilt in " + std::to_string(took.count()) + " ms: " + std::to_string(state_.accounts.size()) +
+                " accounts, " +
+                (from_snapshot ? "snapshot " + std::to_string(loaded_snapshot_id_) : std::string("no snapshot")) +
+                " + " + std::to_string(events) + " events replayed (" + std::to_string(skipped) + " skipped), " +
+                std::to_string(idempotency_.size()) + " idempotency keys",
+            {{"durationMs", took.count()},
+             {"accounts", state_.accounts.size()},
+             {"snapshotId", from_snapshot ? loaded_snapshot_id_ : 0},
+             {"eventsReplayed", events},
+             {"eventsSkipped", skipped}});
 }
 
 void writer::write_snapshot() {
@@ -259,12 +278,15 @@ void writer::write_snapshot() {
   if (result.status == store::append_status::committed) {
     last_snapshot_id_ = id;
     events_since_snapshot_ = 0;
-    std::fprintf(stderr, "credits-api: snapshot %llu written: %zu accounts, %zu bytes in %zu chunks\n",
-                 static_cast<unsigned long long>(id), state_.accounts.size(), payload.size(), chunks.size());
+    write_log(log_level::info, component,
+              "snapshot " + std::to_string(id) + " written: " + std::to_string(state_.accounts.size()) +
+                  " accounts, " + std::to_string(payload.size()) + " bytes in " + std::to_string(chunks.size()) +
+                  " chunks",
+              {{"snapshotId", id}, {"accounts", state_.accounts.size()}, {"bytes", payload.size()}});
     return;
   }
   // A missing snapshot only makes the next start-up slower; the state itself is unaffected.
-  std::fprintf(stderr, "credits-api: snapshot not written: %s\n", result.error.c_str());
+  write_log(log_level::warn, component, "snapshot not written: " + result.error, {{"snapshotId", id}});
   if (result.producer_lost) recover(true);
 }
 
@@ -288,7 +310,8 @@ void writer::recover(bool producer_lost) {
       rebuild();
       break;
     } catch (const std::exception& ex) {
-      std::fprintf(stderr, "credits-api: recovery failed, retrying: %s\n", ex.what());
+      write_log(log_level::error, component, std::string("recovery failed, retrying: ") + ex.what(),
+                {{"backoffMs", backoff.count()}});
       {
         std::lock_guard lock(queue_mutex_);
         if (stopping_) return;
@@ -360,6 +383,7 @@ void writer::process(std::vector<submission>& batch) {
                          ? replay(*hit)
                          : failure(rejection{error_code::idempotency_key_reused,
                                              "this Idempotency-Key was used with a different request", "", nullptr});
+        if (answers[i]->replayed) metrics_.idempotent_replay();
         continue;
       }
     }
@@ -396,11 +420,21 @@ void writer::process(std::vector<submission>& batch) {
   }
 
   if (!events.empty()) {
+    const auto append_started = std::chrono::steady_clock::now();
     const auto result = producer_->append(records, cfg_.append_timeout_ms);
+    const std::chrono::duration<double> append_took = std::chrono::steady_clock::now() - append_started;
+    const auto commands = static_cast<std::size_t>(
+        std::count_if(event_of.begin(), event_of.end(), [](const auto& k) { return k.has_value(); }));
     if (result.status != store::append_status::committed) {
-      std::fprintf(stderr, "credits-api: Kafka transaction of %zu events not committed (%s): %s\n", events.size(),
-                   result.status == store::append_status::unknown ? "outcome unknown" : "aborted",
-                   result.error.c_str());
+      const bool unknown = result.status == store::append_status::unknown;
+      metrics_.transaction_failed(unknown, append_took.count());
+      write_log(log_level::error, component,
+                "Kafka transaction of " + std::to_string(events.size()) + " events not committed (" +
+                    (unknown ? "outcome unknown" : "aborted") + "): " + result.error,
+                {{"outcome", unknown ? "unknown" : "aborted"},
+                 {"batchCommands", commands},
+                 {"events", events.size()},
+                 {"producerLost", result.producer_lost}});
       // Every decision in this batch was made against state that may not be in the log: none is reported,
       // except replays, which rest on earlier committed events. A retry with the same Idempotency-Key
       // learns the true outcome once the state is rebuilt from the log.
@@ -413,6 +447,7 @@ void writer::process(std::vector<submission>& batch) {
       recover(result.producer_lost);
       return;
     }
+    metrics_.transaction_committed(commands, events.size(), append_took.count());
     std::lock_guard lock(positions_mutex_);
     for (std::size_t k = 0; k < events.size(); ++k) {
       const auto& e = events[k];

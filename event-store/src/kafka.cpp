@@ -269,28 +269,37 @@ std::vector<message> consumer::poll(std::size_t max, milliseconds timeout,
         throw std::runtime_error(std::string("kafka consumer: ") + rd_kafka_message_errstr(m.get()));
       continue;
     }
+    rd_kafka_timestamp_type_t timestamp_type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+    const auto timestamp = rd_kafka_message_timestamp(m.get(), &timestamp_type);
     out.push_back(message{rd_kafka_topic_name(m->rkt), m->partition, m->offset,
                           std::string(static_cast<const char*>(m->key), m->key_len),
-                          std::string(static_cast<const char*>(m->payload), m->len)});
+                          std::string(static_cast<const char*>(m->payload), m->len),
+                          timestamp_type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : timestamp});
   }
   return out;
 }
 
 std::int64_t consumer::lag() {
+  std::int64_t behind = 0;
+  for (const auto& p : lag_by_partition()) behind += p.offsets;
+  return behind;
+}
+
+std::vector<consumer::partition_lag> consumer::lag_by_partition() {
+  std::vector<partition_lag> out;
   rd_kafka_topic_partition_list_t* raw = nullptr;
-  if (rd_kafka_assignment(impl_->rk.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR || !raw) return 0;
+  if (rd_kafka_assignment(impl_->rk.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR || !raw) return out;
   partition_list_ptr assigned(raw);
   rd_kafka_position(impl_->rk.get(), assigned.get());
-  std::int64_t behind = 0;
   for (int i = 0; i < assigned->cnt; ++i) {
     const auto& p = assigned->elems[i];
     std::int64_t low = 0, high = 0;
     if (rd_kafka_get_watermark_offsets(impl_->rk.get(), p.topic, p.partition, &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR)
       continue;
     const std::int64_t at = p.offset >= 0 ? p.offset : low;  // no position yet: nothing read
-    behind += std::max<std::int64_t>(0, high - at);
+    out.push_back({p.topic, p.partition, std::max<std::int64_t>(0, high - at)});
   }
-  return behind;
+  return out;
 }
 
 std::optional<message> consumer::read_at(const std::string& topic, std::int32_t partition, std::int64_t offset,

@@ -1,3 +1,5 @@
+#include <prometheus/exposer.h>
+
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -6,6 +8,7 @@
 #include <string_view>
 #include <thread>
 
+#include "credits/log.hpp"
 #include "credits/operations.hpp"
 #include "credits/projector.hpp"
 
@@ -26,6 +29,33 @@ constexpr const char* usage_text =
     "       credits-projector import FILE  write an export into empty topics\n"
     "Configuration: CREDITS_* environment variables (README.md, docs/operations.md).\n";
 
+constexpr std::string_view component = "credits-projector";
+
+using credits::log_level;
+using credits::write_log;
+
+// Serves /metrics on the configured address from civetweb's thread (prometheus-cpp-pull). A port that cannot
+// be bound is logged and the projector runs on without metrics: keeping the read model current matters more.
+std::unique_ptr<prometheus::Exposer> serve_metrics(const credits::projector_config& config,
+                                                   const credits::projector& projector) {
+  if (config.metrics_port == 0) return nullptr;
+  const auto& host = config.metrics_address;
+  const auto bind = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                    std::to_string(config.metrics_port);
+  try {
+    auto exposer = std::make_unique<prometheus::Exposer>(bind, 1);
+    exposer->RegisterCollectable(projector.metrics_registry());
+    write_log(log_level::info, component, "metrics at http://" + bind + "/metrics",
+              {{"address", host}, {"port", config.metrics_port}});
+    return exposer;
+  } catch (const std::exception& e) {
+    write_log(log_level::error, component,
+              "metrics not served: cannot listen on " + bind + ": " + e.what() + "; running without them",
+              {{"address", host}, {"port", config.metrics_port}});
+    return nullptr;
+  }
+}
+
 int run_projector(const credits::projector_config& config) {
   // Kafka or Redis may still be starting (a fresh `up`, a reboot): keep trying for a bounded time.
   constexpr auto startup_timeout = std::chrono::seconds(120);
@@ -37,24 +67,29 @@ int run_projector(const credits::projector_config& config) {
       started = std::make_unique<credits::projector>(config);
     } catch (const std::exception& e) {
       if (std::chrono::steady_clock::now() >= deadline || stop_requested.load()) {
-        std::fprintf(stderr, "credits-projector: %s\n", e.what());
+        write_log(log_level::error, component, e.what());
         return 1;
       }
-      std::fprintf(stderr, "credits-projector: not ready, retrying: %s\n", e.what());
+      write_log(log_level::warn, component, std::string("not ready, retrying: ") + e.what());
       std::this_thread::sleep_for(startup_retry_interval);
     }
   }
   auto& projector = *started;
-  std::fprintf(stderr, "credits-projector: kafka %s, redis %s:%d db %d; dead letters to %s; resuming at %s\n",
-               config.brokers.c_str(), config.redis_host.c_str(), config.redis_port, config.redis_db,
-               credits::dead_letter_topic(config).c_str(), credits::describe(projector.resume_points()).c_str());
+  write_log(log_level::info, component,
+            "kafka " + config.brokers + ", redis " + config.redis_host + ":" + std::to_string(config.redis_port) +
+                " db " + std::to_string(config.redis_db) + "; dead letters to " + credits::dead_letter_topic(config) +
+                "; resuming at " + credits::describe(projector.resume_points()));
+  const auto exposer = serve_metrics(config, projector);
   projector.run(stop_requested);
   const auto& stats = projector.stats();
-  std::fprintf(stderr,
-               "credits-projector: stopped after %llu events applied, %llu replayed, %llu poison (%llu dead-letter "
-               "copies)\n",
-               static_cast<unsigned long long>(stats.applied), static_cast<unsigned long long>(stats.replayed),
-               static_cast<unsigned long long>(stats.poison), static_cast<unsigned long long>(stats.dead_lettered));
+  write_log(log_level::info, component,
+            "stopped after " + std::to_string(stats.applied) + " events applied, " + std::to_string(stats.replayed) +
+                " replayed, " + std::to_string(stats.poison) + " poison (" + std::to_string(stats.dead_lettered) +
+                " dead-letter copies)",
+            {{"applied", stats.applied},
+             {"replayed", stats.replayed},
+             {"poison", stats.poison},
+             {"deadLettered", stats.dead_lettered}});
   return 0;
 }
 
@@ -70,7 +105,7 @@ int main(int argc, char** argv) {
   }
   auto parsed = credits::projector_config_from_env([](const char* name) { return std::getenv(name); });
   if (const auto* error = std::get_if<std::string>(&parsed)) {
-    std::fprintf(stderr, "credits-projector: bad configuration: %s\n", error->c_str());
+    write_log(log_level::error, component, "bad configuration: " + *error);
     return 2;
   }
   const auto& config = std::get<credits::projector_config>(parsed);
@@ -83,10 +118,10 @@ int main(int argc, char** argv) {
     if (command == "verify") code = credits::ops::verify(config, stop_requested, stdout);
     if (command == "export") code = credits::ops::export_log(config, argv[2], stdout);
     if (command == "import") code = credits::ops::import_log(config, argv[2], stdout);
-    if (code == credits::ops::exit_stopped) std::fprintf(stderr, "credits-projector: %s stopped\n", argv[1]);
+    if (code == credits::ops::exit_stopped) write_log(log_level::info, component, std::string(argv[1]) + " stopped");
     return code;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "credits-projector: %s\n", e.what());
+    write_log(log_level::error, component, e.what());
     return 1;
   }
 }

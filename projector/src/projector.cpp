@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "credits/assert.hpp"
+#include "credits/log.hpp"
 
 namespace credits {
 namespace {
@@ -21,7 +22,9 @@ struct overloaded : F... {
   using F::operator()...;
 };
 
-void log(const std::string& line) { std::fprintf(stderr, "credits-projector: %s\n", line.c_str()); }
+void log(log_level level, const std::string& line, std::initializer_list<log_field> fields = {}) {
+  write_log(level, "credits-projector", line, fields);
+}
 
 std::optional<std::int64_t> parse_int(std::string_view s) {
   std::int64_t n = 0;
@@ -84,6 +87,8 @@ std::variant<projector_config, std::string> projector_config_from_env(const env_
           config.rebuild_batch_events_max);
   integer("CREDITS_PROJECTOR_FETCH_WAIT_MS", 0, fetch_wait_ms_limit, config.fetch_wait_ms);
   integer("CREDITS_REBUILD_SWAP_TIMEOUT_MS", 1, rebuild_swap_timeout_ms_limit, config.rebuild_swap_timeout_ms);
+  text("CREDITS_PROJECTOR_METRICS_ADDRESS", config.metrics_address);
+  integer("CREDITS_PROJECTOR_METRICS_PORT", 0, 65535, config.metrics_port);
   if (!error.empty()) return error;
   if (config.ledger_topic == config.usage_topic)
     return std::string("CREDITS_LEDGER_TOPIC and CREDITS_USAGE_TOPIC must differ, both are \"") +
@@ -256,6 +261,7 @@ projector::projector(projector_config config)
     partition_counts_[*topic] = count;
     for (std::int32_t p = 0; p < count; ++p) partitions_.emplace_back(*topic, p);
   }
+  metrics_ = std::make_unique<projector_metrics>(partitions_);
   // Checked now: finding it missing at the first poison event would stall that partition instead.
   const auto dlq = dead_letter_topic(config_);
   try {
@@ -310,10 +316,11 @@ bool projector::try_recover() {
     const auto points = stored_start_points();
     assign(points);
     ++stats_.recoveries;
-    log("redis reconnected; resuming at " + describe(points));
+    log(log_level::info, "redis reconnected; resuming at " + describe(points));
     return true;
   } catch (const std::runtime_error& e) {
-    log(std::string("redis unavailable: ") + e.what());
+    metrics_->redis_error();
+    log(log_level::error, std::string("redis unavailable: ") + e.what());
     redis_.reset();
     return false;
   }
@@ -326,7 +333,12 @@ void projector::run(const std::atomic<bool>& stop) {
   // Lag is reported to the log and to Redis (credits:projector lagOffsets/reportedAt) at this interval.
   constexpr auto lag_report_interval = std::chrono::seconds(10);
   auto next_lag_report = std::chrono::steady_clock::now();
+  auto next_lag_sample = next_lag_report;
   while (!stop.load(std::memory_order_relaxed)) {
+    if (std::chrono::steady_clock::now() >= next_lag_sample) {
+      next_lag_sample = std::chrono::steady_clock::now() + milliseconds(config_.metrics_interval_ms);
+      sample_lag();
+    }
     if (std::chrono::steady_clock::now() >= next_lag_report) {
       next_lag_report = std::chrono::steady_clock::now() + lag_report_interval;
       report_lag();
@@ -345,31 +357,55 @@ void projector::run(const std::atomic<bool>& stop) {
 
 void projector::report_lag() {
   const auto behind = consumer_.lag();
-  if (behind > 0) log("lag: " + std::to_string(behind) + " offsets behind the end of the log");
+  if (behind > 0)
+    log(log_level::info, "lag: " + std::to_string(behind) + " offsets behind the end of the log",
+        {{"lagOffsets", behind}});
   if (!redis_) return;
   try {
     const auto now_ms = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch());
     redis_->run({"HSET", "credits:projector", "lagOffsets", std::to_string(behind), "reportedAt",
                  format_time(now_ms.count())});
   } catch (const std::runtime_error& e) {
-    log(std::string("redis unavailable: ") + e.what());
+    metrics_->redis_error();
+    log(log_level::error, std::string("redis unavailable: ") + e.what());
     redis_.reset();
   }
+}
+
+void projector::sample_lag() {
+  const auto now_ms =
+      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto ledger_partitions = static_cast<std::size_t>(partition_counts_.at(config_.ledger_topic));
+  for (const auto& p : consumer_.lag_by_partition())
+    metrics_->lag((p.topic == config_.ledger_topic ? 0 : ledger_partitions) + static_cast<std::size_t>(p.partition),
+                  p.offsets, now_ms);
 }
 
 std::size_t projector::step() {
   if (!redis_ && !try_recover()) return 0;
   const auto batch = consumer_.poll(config_.batch_events_max, milliseconds(config_.poll_timeout_ms));
   if (batch.empty()) return 0;
+  const auto before = stats_;
+  const auto started = std::chrono::steady_clock::now();
   try {
     apply(batch);
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
+    metrics_->batch_done(took.count());
+    const auto ledger_partitions = static_cast<std::size_t>(partition_counts_.at(config_.ledger_topic));
+    for (const auto& m : batch)
+      metrics_->folded((m.topic == config_.ledger_topic ? 0 : ledger_partitions) + static_cast<std::size_t>(m.partition),
+                       m.timestamp_ms);
   } catch (const std::runtime_error& e) {
     // The consumer has moved past events whose fate is unknown; recovery re-reads from the stored positions,
     // and the script turns whatever did land into no-ops (and re-detects, and re-copies, any poison event
     // not yet recorded).
-    log(std::string("error: ") + e.what() + "; reconnecting");
+    if (std::string_view(e.what()).starts_with("redis")) metrics_->redis_error();
+    log(log_level::error, std::string("error: ") + e.what() + "; reconnecting", {{"batchEvents", batch.size()}});
     redis_.reset();
   }
+  metrics_->applied(stats_.applied - before.applied);
+  metrics_->replayed(stats_.replayed - before.replayed);
+  for (auto n = before.poison; n < stats_.poison; ++n) metrics_->poison();
   return batch.size();
 }
 
@@ -504,9 +540,16 @@ void projector::record_poison(const std::vector<store::message>& batch, const st
     // Counted and logged only when this call recorded it, so a re-read poison event is not reported twice.
     if (outcomes[k].value.value != "1") continue;
     ++stats_.poison;
-    log("poison event at " + m.topic + ":" + std::to_string(m.partition) + "@" + std::to_string(m.offset) + " (key " +
-        m.key + "): " + found[k].reason + "; copied to " + dlq +
-        (m.key.empty() ? std::string() : ", account " + m.key + " marked blocked"));
+    log(log_level::warn,
+        "poison event at " + m.topic + ":" + std::to_string(m.partition) + "@" + std::to_string(m.offset) + " (key " +
+            m.key + "): " + found[k].reason + "; copied to " + dlq +
+            (m.key.empty() ? std::string() : ", account " + m.key + " marked blocked"),
+        {{"topic", m.topic},
+         {"partition", m.partition},
+         {"offset", m.offset},
+         {"accountId", m.key},
+         {"reason", found[k].reason},
+         {"deadLetterTopic", dlq}});
   }
 }
 

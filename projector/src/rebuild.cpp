@@ -5,6 +5,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "credits/log.hpp"
 #include "credits/operations.hpp"
 
 namespace credits::ops {
@@ -100,8 +101,14 @@ class view_builder {
           refused ? read_model::poison_marks(m.topic, m.partition, m.offset, m.key, *refused) : read_model::fold(*e, m.offset);
       if (refused) {
         ++stats_.poison;
-        std::fprintf(stderr, "credits-projector: poison event at %s:%d@%lld (key %s): %s; recorded by the rebuild\n",
-                     m.topic.c_str(), m.partition, static_cast<long long>(m.offset), m.key.c_str(), refused->c_str());
+        write_log(log_level::warn, "credits-projector",
+                  "poison event at " + m.topic + ":" + std::to_string(m.partition) + "@" + std::to_string(m.offset) +
+                      " (key " + m.key + "): " + *refused + "; recorded by the rebuild",
+                  {{"topic", m.topic},
+                   {"partition", m.partition},
+                   {"offset", m.offset},
+                   {"accountId", m.key},
+                   {"reason", *refused}});
       } else {
         ++stats_.applied;
       }

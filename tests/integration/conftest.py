@@ -82,9 +82,11 @@ class Stack:
             "CREDITS_API_KEYS": f"tenant_a:{API_KEY},tenant_b:{OTHER_TENANT_KEY}",
             "CREDITS_TRANSACTIONAL_ID": "credits-test-api" + name,
             "CREDITS_EXPIRY_SCAN_INTERVAL_MS": "100",
+            "CREDITS_PROJECTOR_METRICS_PORT": str(free_port()),
             "ASAN_OPTIONS": "detect_leaks=0",
         })
         self.env.update(env or {})
+        self.projector_metrics_url = f"http://127.0.0.1:{self.env['CREDITS_PROJECTOR_METRICS_PORT']}/metrics"
         self.api = Process("credits-api" + name, BUILD / "command-api" / "credits-api", self.env)
         self.projector = Process("credits-projector" + name, BUILD / "projector" / "credits-projector", self.env)
         self.url = f"http://127.0.0.1:{self.port}"

@@ -80,6 +80,10 @@ struct config {
   std::string event_source = "/credits/command-api";
   amount_t balance_low_threshold = 0;
 
+  // One JSON log line per answered request (CREDITS_ACCESS_LOG=1). Off by default: at full load the lines
+  // would cost more than the requests. Answers with a 5xx status are logged either way.
+  bool access_log = false;
+
   request_limits limits;
 };
 

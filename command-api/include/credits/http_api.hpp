@@ -62,14 +62,14 @@ class kafka_probe {
 };
 
 // The HTTP surface: a Beast server with one coroutine per connection (each on its own strand), routing to
-// the writer for commands and to Redis for queries, plus /healthz (the process serves) and /readyz (Kafka,
-// the writer and Redis can serve). Blocking Redis calls run on a pool of their own, never on the I/O threads.
+// the writer for commands and to Redis for queries, plus /healthz (the process serves), /readyz (Kafka,
+// the writer and Redis can serve) and /metrics (Prometheus; every answered request is counted and timed). Blocking Redis calls run on a pool of their own, never on the I/O threads.
 // Every connection is bounded: at most `connections_max` at once (more are answered 503 and closed), one
 // request at a time, each request within `request_timeout_ms` once it has started, idle at most
 // `idle_timeout_ms`. Lifecycle: construct, listen(), run the io_context; shutdown() closes the acceptor.
 class http_api {
  public:
-  http_api(const config& cfg, boost::asio::io_context& io, writer& w);
+  http_api(const config& cfg, boost::asio::io_context& io, writer& w, api_metrics& metrics);
   ~http_api();
 
   // Binds and starts accepting; returns the bound port (useful with port 0).

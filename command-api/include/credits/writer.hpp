@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include "credits/api_config.hpp"
+#include "credits/api_metrics.hpp"
 #include "credits/domain.hpp"
 #include "credits/event_store.hpp"
 #include "credits/idempotency.hpp"
@@ -45,7 +46,7 @@ class writer {
  public:
   using clock_fn = std::function<time_ms()>;
 
-  writer(const config& cfg, clock_fn now);
+  writer(const config& cfg, clock_fn now, api_metrics& metrics);
   ~writer();
   writer(const writer&) = delete;
   writer& operator=(const writer&) = delete;
@@ -63,6 +64,7 @@ class writer {
 
   bool ready() const;  // state rebuilt and taking commands
   std::size_t accounts() const;
+  std::size_t queued_commands() const;  // waiting for the writer thread
 
   struct start_stats {
     bool from_snapshot = false;
@@ -86,6 +88,7 @@ class writer {
 
   const config cfg_;
   const clock_fn now_;
+  api_metrics& metrics_;
   std::unique_ptr<store::transactional_producer> producer_;
 
   // Writer thread only.

@@ -72,6 +72,7 @@ struct message {
   std::int64_t offset = 0;
   std::string key;
   std::string value;
+  std::int64_t timestamp_ms = -1;  // the record's timestamp (producer create time), -1 if it has none
 };
 
 struct start_point {
@@ -101,6 +102,14 @@ class consumer {
   // last fetches (no broker round trip). Offsets include Kafka transaction markers, so it over-counts events
   // slightly; 0 means caught up.
   std::int64_t lag();
+
+  // The same per assigned partition.
+  struct partition_lag {
+    std::string topic;
+    std::int32_t partition = 0;
+    std::int64_t offsets = 0;
+  };
+  std::vector<partition_lag> lag_by_partition();
 
   // Up to `max` messages; waits at most `timeout` for the first. End-of-partition markers are reported
   // through `on_end` when the consumer was built to report them.

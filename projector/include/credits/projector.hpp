@@ -15,6 +15,7 @@
 #include "credits/event_store.hpp"
 #include "credits/events.hpp"
 #include "credits/kafka_tools.hpp"
+#include "credits/projector_metrics.hpp"
 #include "credits/read_model.hpp"
 
 namespace credits {
@@ -42,6 +43,10 @@ struct projector_config {
   std::int64_t rebuild_swap_timeout_ms = 120'000;  // catching up with the live view before the switch
   std::int64_t log_read_timeout_ms = 3'600'000;    // verify and export read the whole log within this
   std::int64_t progress_interval_ms = 2000;        // plain progress lines (a terminal bar: 5 per second)
+  // Prometheus metrics of `run` (CREDITS_PROJECTOR_METRICS_ADDRESS, CREDITS_PROJECTOR_METRICS_PORT; port 0: off).
+  std::string metrics_address = "127.0.0.1";
+  int metrics_port = 9464;
+  std::int64_t metrics_interval_ms = 1000;  // how often the lag gauges are sampled
 };
 
 // The dead-letter topic: dlq_topic, or "<ledger topic>.dlq".
@@ -131,6 +136,9 @@ class projector {
 
   const projector_stats& stats() const { return stats_; }
 
+  // What the metrics exposer serves; safe to collect from another thread.
+  std::shared_ptr<prometheus::Registry> metrics_registry() const { return metrics_->registry(); }
+
  private:
   struct poison;
   void connect_redis();
@@ -140,6 +148,7 @@ class projector {
   void apply(const std::vector<store::message>& batch);
   std::vector<read_model::redis_connection::outcome> run_scripts(std::vector<std::vector<std::string>>& calls);
   void record_poison(const std::vector<store::message>& batch, const std::vector<poison>& found);
+  void sample_lag();
 
   projector_config config_;
   std::vector<std::pair<std::string, std::int32_t>> partitions_;  // (topic, partition), both topics
@@ -152,6 +161,7 @@ class projector {
   std::unordered_map<std::string, std::int64_t> previous_offset_;
   std::vector<store::start_point> resume_points_;
   projector_stats stats_;
+  std::unique_ptr<projector_metrics> metrics_;  // series for partitions_, so made once they are known
 };
 
 // "credits.ledger 0@12 1@start ..." for the start-up line.

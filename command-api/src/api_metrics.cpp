@@ -1,0 +1,150 @@
+#include "credits/api_metrics.hpp"
+
+#include <prometheus/text_serializer.h>
+
+#include <algorithm>
+
+namespace credits::api {
+namespace {
+
+using prometheus::Histogram;
+
+// Request handling and Kafka transactions: from a millisecond to the append timeout's order of seconds.
+Histogram::BucketBoundaries latency_buckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+}
+
+// Commands per Kafka transaction: 1 when idle, up to CREDITS_BATCH_COMMANDS_MAX (512 by default) under load.
+Histogram::BucketBoundaries batch_buckets() { return {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096}; }
+
+constexpr std::string_view operational_routes[] = {"/healthz", "/readyz", "/metrics"};
+
+}  // namespace
+
+std::string_view route_label(std::string_view target, bool api_route) {
+  const auto path = target.substr(0, target.find('?'));
+  if (api_route && !path.empty()) return path;
+  const auto* op = std::find(std::begin(operational_routes), std::end(operational_routes), path);
+  return op != std::end(operational_routes) ? *op : other_route;
+}
+
+api_metrics::api_metrics()
+    : requests_family_(prometheus::BuildCounter()
+                           .Name("credits_api_http_requests_total")
+                           .Help("HTTP requests answered, by route (path template) and status code")
+                           .Register(registry_)),
+      duration_family_(prometheus::BuildHistogram()
+                           .Name("credits_api_http_request_duration_seconds")
+                           .Help("Time from a request read to its response ready, by route")
+                           .Register(registry_)),
+      commands_committed_(prometheus::BuildCounter()
+                              .Name("credits_api_commands_committed_total")
+                              .Help("Commands whose events were committed to the log")
+                              .Register(registry_)
+                              .Add({})),
+      events_appended_(prometheus::BuildCounter()
+                           .Name("credits_api_events_appended_total")
+                           .Help("Events committed to the log (commands' events, their signals and expiries)")
+                           .Register(registry_)
+                           .Add({})),
+      transaction_duration_(prometheus::BuildHistogram()
+                                .Name("credits_api_kafka_transaction_duration_seconds")
+                                .Help("Time to append one batch in a Kafka transaction, committed or not")
+                                .Register(registry_)
+                                .Add({}, latency_buckets())),
+      transaction_commands_(prometheus::BuildHistogram()
+                                .Name("credits_api_kafka_transaction_commands")
+                                .Help("Commands per committed Kafka transaction (group commit batch size)")
+                                .Register(registry_)
+                                .Add({}, batch_buckets())),
+      transactions_aborted_(prometheus::BuildCounter()
+                                .Name("credits_api_kafka_transactions_failed_total")
+                                .Help("Kafka transactions not committed, by outcome (aborted, unknown)")
+                                .Register(registry_)
+                                .Add({{"outcome", "aborted"}})),
+      transactions_unknown_(prometheus::BuildCounter()
+                                .Name("credits_api_kafka_transactions_failed_total")
+                                .Help("Kafka transactions not committed, by outcome (aborted, unknown)")
+                                .Register(registry_)
+                                .Add({{"outcome", "unknown"}})),
+      idempotent_replays_(prometheus::BuildCounter()
+                              .Name("credits_api_idempotent_replays_total")
+                              .Help("Commands answered with the first answer to their Idempotency-Key")
+                              .Register(registry_)
+                              .Add({})),
+      redis_errors_(prometheus::BuildCounter()
+                        .Name("credits_api_redis_errors_total")
+                        .Help("Failed Redis calls of the query side (queries and readiness checks)")
+                        .Register(registry_)
+                        .Add({})),
+      queue_commands_(prometheus::BuildGauge()
+                          .Name("credits_api_writer_queue_commands")
+                          .Help("Commands waiting for the writer")
+                          .Register(registry_)
+                          .Add({})),
+      open_connections_(prometheus::BuildGauge()
+                            .Name("credits_api_open_connections")
+                            .Help("HTTP connections open now")
+                            .Register(registry_)
+                            .Add({})) {}
+
+const api_metrics::route_series* api_metrics::series_of(std::string_view route) {
+  auto published = routes_published_.load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < published; ++i)
+    if (routes_[i].route == route) return &routes_[i];
+  std::lock_guard lock(routes_mutex_);
+  published = routes_published_.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < published; ++i)  // another thread may have added it meanwhile
+    if (routes_[i].route == route) return &routes_[i];
+  if (published == routes_.size()) return nullptr;
+  auto& entry = routes_[published];
+  entry.route = std::string(route);
+  entry.duration = &duration_family_.Add({{"route", entry.route}}, latency_buckets());
+  for (std::size_t k = 0; k < statuses.size(); ++k)
+    entry.requests[k] = &requests_family_.Add({{"route", entry.route}, {"status", std::to_string(statuses[k])}});
+  routes_published_.store(published + 1, std::memory_order_release);
+  return &entry;
+}
+
+void api_metrics::request_done(std::string_view route, unsigned status, double seconds) {
+  const auto* series = series_of(route);
+  const auto known = std::find(statuses.begin(), statuses.end(), status);
+  if (series && known != statuses.end()) {
+    series->requests[static_cast<std::size_t>(known - statuses.begin())]->Increment();
+    series->duration->Observe(seconds);
+    return;
+  }
+  // A status not resolved up front, or a full table: prometheus-cpp's own (locked) lookup.
+  const std::string label(route);
+  requests_family_.Add({{"route", label}, {"status", std::to_string(status)}}).Increment();
+  (series ? *series->duration : duration_family_.Add({{"route", label}}, latency_buckets())).Observe(seconds);
+}
+
+void api_metrics::request_unread(unsigned status) {
+  const auto* series = series_of(other_route);
+  const auto known = std::find(statuses.begin(), statuses.end(), status);
+  if (series && known != statuses.end())
+    series->requests[static_cast<std::size_t>(known - statuses.begin())]->Increment();
+  else
+    requests_family_.Add({{"route", std::string(other_route)}, {"status", std::to_string(status)}}).Increment();
+}
+
+void api_metrics::transaction_committed(std::size_t commands, std::size_t events, double seconds) {
+  transaction_duration_.Observe(seconds);
+  transaction_commands_.Observe(static_cast<double>(commands));
+  commands_committed_.Increment(static_cast<double>(commands));
+  events_appended_.Increment(static_cast<double>(events));
+}
+
+void api_metrics::transaction_failed(bool outcome_unknown, double seconds) {
+  transaction_duration_.Observe(seconds);
+  (outcome_unknown ? transactions_unknown_ : transactions_aborted_).Increment();
+}
+
+std::string api_metrics::scrape(std::size_t open_connections, std::size_t queue_commands) {
+  open_connections_.Set(static_cast<double>(open_connections));
+  queue_commands_.Set(static_cast<double>(queue_commands));
+  return prometheus::TextSerializer{}.Serialize(registry_.Collect());
+}
+
+}  // namespace credits::api
