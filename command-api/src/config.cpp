@@ -63,6 +63,65 @@ std::map<std::string, api_key> parse_api_keys(const std::string& text) {
   return keys;
 }
 
+namespace {
+
+// "2.5" -> 2'500'000 millionths; digits, at most one dot and 6 decimals, below 10^6 credits per 1K tokens.
+std::int64_t parse_price(std::string_view text, std::string_view entry) {
+  const auto fail = [&] {
+    return std::invalid_argument("CREDITS_MODEL_PRICES: \"" + std::string(entry) +
+                                 "\": a price is credits per 1K tokens, e.g. 2.5 (at most 6 decimals)");
+  };
+  const auto dot = text.find('.');
+  const auto whole = text.substr(0, dot);
+  const auto frac = dot == std::string_view::npos ? std::string_view{} : text.substr(dot + 1);
+  if (whole.empty() || whole.size() > 6 || frac.size() > 6 || (dot != std::string_view::npos && frac.empty()))
+    throw fail();
+  std::int64_t n = 0;
+  for (char ch : whole) {
+    if (ch < '0' || ch > '9') throw fail();
+    n = n * 10 + (ch - '0');
+  }
+  std::int64_t f = 0;
+  for (std::size_t i = 0; i < 6; ++i) {
+    const char ch = i < frac.size() ? frac[i] : '0';
+    if (ch < '0' || ch > '9') throw fail();
+    f = f * 10 + (ch - '0');
+  }
+  return n * price_scale + f;
+}
+
+}  // namespace
+
+price_table parse_prices(std::string_view text) {
+  price_table out;
+  while (!text.empty()) {
+    const auto comma = text.find(',');
+    const auto entry = text.substr(0, comma);
+    text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+    if (entry.empty()) continue;
+    const auto eq = entry.find('=');
+    if (eq == std::string_view::npos || eq == 0)
+      throw std::invalid_argument("CREDITS_MODEL_PRICES: \"" + std::string(entry) +
+                                  "\" is not [tenant:]model=input/output/cached");
+    auto name = entry.substr(0, eq);
+    std::string tenant = "*";
+    if (const auto colon = name.find(':'); colon != std::string_view::npos) {
+      tenant = std::string(name.substr(0, colon));
+      name = name.substr(colon + 1);
+    }
+    const auto prices = entry.substr(eq + 1);
+    const auto s1 = prices.find('/'), s2 = s1 == std::string_view::npos ? s1 : prices.find('/', s1 + 1);
+    if (name.empty() || tenant.empty() || s2 == std::string_view::npos || prices.find('/', s2 + 1) != std::string_view::npos)
+      throw std::invalid_argument("CREDITS_MODEL_PRICES: \"" + std::string(entry) +
+                                  "\" is not [tenant:]model=input/output/cached");
+    const model_price p{parse_price(prices.substr(0, s1), entry), parse_price(prices.substr(s1 + 1, s2 - s1 - 1), entry),
+                        parse_price(prices.substr(s2 + 1), entry)};
+    if (!out.emplace(std::pair{tenant, std::string(name)}, p).second)
+      throw std::invalid_argument("CREDITS_MODEL_PRICES: " + std::string(name) + " is priced twice for " + tenant);
+  }
+  return out;
+}
+
 config load_config(const std::function<const char*(const char*)>& getenv) {
   config c;
   const reader r{getenv};
@@ -112,6 +171,7 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
   r.number("CREDITS_ACCESS_LOG", c.access_log, 0, 1);
   if (c.append_timeout_ms > c.kafka_transaction_timeout_ms)
     throw std::invalid_argument("CREDITS_APPEND_TIMEOUT_MS must not exceed CREDITS_KAFKA_TRANSACTION_TIMEOUT_MS");
+  if (const char* prices = getenv("CREDITS_MODEL_PRICES")) c.model_prices = parse_prices(prices);
   const char* keys = getenv("CREDITS_API_KEYS");
   if (!keys || *keys == '\0') throw std::invalid_argument("CREDITS_API_KEYS is required (tenant:key,...)");
   c.api_keys = parse_api_keys(keys);

@@ -125,6 +125,7 @@ json render(const event& e, const account_state& account) {
                       {"cachedTokens", p.cached_tokens},
                       {"totalTokens", p.input_tokens + p.output_tokens},
                       {"metadata", p.metadata},
+                      {"costCredits", p.cost_credits ? json(*p.cost_credits) : json(nullptr)},
                       {"createdAt", format_time(e.occurred_at)}}}};
           },
           [&](const transaction_reversed& p) -> json {

@@ -61,6 +61,7 @@ std::optional<log_position> log_position::parse(std::string_view text) {
 
 writer::writer(const config& cfg, clock_fn now, api_metrics& metrics)
     : cfg_(cfg),
+      rules_{cfg.balance_low_threshold, cfg.model_prices},
       now_(std::move(now)),
       metrics_(metrics),
       idempotency_(cfg.idempotency_window_ms, cfg.idempotency_keys_max, cfg.idempotency_responses_cached_max),
@@ -387,7 +388,7 @@ void writer::process(std::vector<submission>& batch) {
         continue;
       }
     }
-    auto d = decide(state_, s.cmd, s.ctx, policy{cfg_.balance_low_threshold});
+    auto d = decide(state_, s.cmd, s.ctx, rules_);
     if (auto* r = std::get_if<rejection>(&d)) {
       answers[i] = failure(*r);
       continue;

@@ -238,9 +238,28 @@ std::string target_account(const command& cmd) {
                     cmd);
 }
 
+std::optional<amount_t> usage_cost(const price_table& prices, std::string_view tenant, std::string_view model,
+                                   std::int64_t input_tokens, std::int64_t output_tokens, std::int64_t cached_tokens) {
+  auto it = prices.find({std::string(tenant), std::string(model)});
+  if (it == prices.end()) it = prices.find({"*", std::string(model)});
+  if (it == prices.end()) return std::nullopt;
+  const auto& p = it->second;
+  // Tokens and prices are below 2^53 and 2^40: the products fit in 128 bits (a GCC/Clang extension).
+  __extension__ using int128 = __int128;
+  const int128 micro = static_cast<int128>(input_tokens) * p.input + static_cast<int128>(output_tokens) * p.output +
+                       static_cast<int128>(cached_tokens) * p.cached;
+  const int128 per = static_cast<int128>(1000) * price_scale;
+  const int128 cost = (micro + per - 1) / per;
+  return cost > amount_max ? amount_max : static_cast<amount_t>(cost);
+}
+
 decision decide(const ledger_state& state, const command& cmd, const request_context& ctx, const policy& rules) {
   auto d = std::visit([&](const auto& c) { return decide_one(state, c, ctx); }, cmd);
   auto* events = std::get_if<std::vector<event>>(&d);
+  if (events && !rules.prices.empty())
+    if (auto* usage = std::get_if<usage_recorded>(&events->front().payload))
+      usage->cost_credits = usage_cost(rules.prices, ctx.tenant, usage->model_id, usage->input_tokens,
+                                       usage->output_tokens, usage->cached_tokens);
   if (!events || rules.balance_low_threshold <= 0) return d;
   // Only a deduction or a new hold lowers `available`; confirming, cancelling and expiring raise it.
   const auto& cause = events->front();

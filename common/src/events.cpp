@@ -46,9 +46,11 @@ json payload_json(const reservation_expired& p) {
   return {{"reservationId", p.reservation_id}, {"released", p.released}};
 }
 json payload_json(const usage_recorded& p) {
-  return {{"usageId", p.usage_id},         {"context", p.context},           {"transactionId", p.transaction_id},
-          {"modelId", p.model_id},         {"usageType", p.usage_type},      {"inputTokens", p.input_tokens},
-          {"outputTokens", p.output_tokens}, {"cachedTokens", p.cached_tokens}, {"metadata", meta(p.metadata)}};
+  json j = {{"usageId", p.usage_id},         {"context", p.context},           {"transactionId", p.transaction_id},
+            {"modelId", p.model_id},         {"usageType", p.usage_type},      {"inputTokens", p.input_tokens},
+            {"outputTokens", p.output_tokens}, {"cachedTokens", p.cached_tokens}, {"metadata", meta(p.metadata)}};
+  if (p.cost_credits) j["costCredits"] = *p.cost_credits;  // added within version 1: absent on older events
+  return j;
 }
 
 json payload_json(const balance_low& p) {
@@ -104,9 +106,10 @@ std::optional<event_payload> payload_from(std::string_view type, const json& p) 
   if (type == "ReservationCancelled") return reservation_cancelled{str(p, "reservationId"), num(p, "released")};
   if (type == "ReservationExpired") return reservation_expired{str(p, "reservationId"), num(p, "released")};
   if (type == "UsageRecorded")
-    return usage_recorded{str(p, "usageId"),      str(p, "context"),     str(p, "transactionId"),
-                          str(p, "modelId"),      str(p, "usageType"),   num(p, "inputTokens"),
-                          num(p, "outputTokens"), num(p, "cachedTokens"), obj(p, "metadata")};
+    return usage_recorded{str(p, "usageId"),      str(p, "context"),      str(p, "transactionId"),
+                          str(p, "modelId"),      str(p, "usageType"),    num(p, "inputTokens"),
+                          num(p, "outputTokens"), num(p, "cachedTokens"), obj(p, "metadata"),
+                          p.contains("costCredits") ? std::optional(num(p, "costCredits")) : std::nullopt};
   if (type == "TransactionReversed") {
     auto r = transaction_reversed{str(p, "transactionId"), str(p, "originalTransactionId"), str(p, "originalType"),
                                   num(p, "amount"),        num(p, "balanceAfter"),          str(p, "description"),

@@ -152,6 +152,7 @@ command_list fold_payload(const event& e, std::int64_t offset, const usage_recor
           {"HINCRBY", daily, counter("cachedTokens"), num(p.cached_tokens)},
           {"HINCRBY", daily, counter("records"), "1"},
           {"ZADD", usage_records_key(e.account_id), num(e.occurred_at), sequenced(offset, p.usage_id)}};
+  if (p.cost_credits) out[0].insert(out[0].end(), {"costCredits", num(*p.cost_credits)});
   // Summaries by model, context and day, for the account and for its tenant (see usage_summary_field).
   const auto day = std::string_view(when).substr(0, 10);
   for (const auto& key : {usage_summary_key(e.account_id, day), tenant_usage_summary_key(e.tenant, day)}) {
@@ -159,6 +160,8 @@ command_list fold_payload(const event& e, std::int64_t offset, const usage_recor
     out.push_back({"HINCRBY", key, usage_summary_field(p.context, "outputTokens", p.model_id), num(p.output_tokens)});
     out.push_back({"HINCRBY", key, usage_summary_field(p.context, "cachedTokens", p.model_id), num(p.cached_tokens)});
     out.push_back({"HINCRBY", key, usage_summary_field(p.context, "records", p.model_id), "1"});
+    if (p.cost_credits)
+      out.push_back({"HINCRBY", key, usage_summary_field(p.context, "costCredits", p.model_id), num(*p.cost_credits)});
   }
   return out;
 }
@@ -590,6 +593,8 @@ page list_usage(redis_connection& redis, std::string_view account_id, const list
                               {"cachedTokens", integer(h, "cachedTokens", key)},
                               {"totalTokens", input + output},
                               {"metadata", json_field(h, "metadata")},
+                              {"costCredits", h.contains("costCredits") ? nlohmann::json(integer(h, "costCredits", key))
+                                                                        : nlohmann::json(nullptr)},
                               {"createdAt", text(h, "createdAt")}};
       },
       keep);
@@ -646,7 +651,7 @@ nlohmann::json usage_summary(redis_connection& redis, std::string_view tenant, s
     keys.push_back(account_id.empty() ? tenant_usage_summary_key(tenant, day) : usage_summary_key(account_id, day));
   const auto zero = [] {
     return nlohmann::json{{"inputTokens", 0}, {"outputTokens", 0}, {"cachedTokens", 0}, {"totalTokens", 0},
-                          {"records", 0}};
+                          {"records", 0},     {"costCredits", 0}};
   };
   auto totals = zero();
   auto by_model = nlohmann::json::object(), by_context = nlohmann::json::object(), by_day = nlohmann::json::object();

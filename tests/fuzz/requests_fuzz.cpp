@@ -118,6 +118,14 @@ void check_command(const command& cmd, const request_limits& limits) {
                    check_metadata(c.metadata, limits);
                    check_child("use", c.usage_id, c.account_id);
                  },
+                 [&](const reverse_transaction& c) {
+                   FUZZ_CHECK(!c.transaction_id.empty(), "an empty transaction id");
+                   check_text(c.transaction_id, limits);
+                   check_text(c.description, limits);
+                   check_amount(c.amount, 0);
+                   check_metadata(c.metadata, limits);
+                   FUZZ_CHECK(account_of("txn", c.reversal_id).has_value(), "a malformed new transaction id");
+                 },
              },
              cmd);
 }
@@ -135,10 +143,11 @@ ledger_state funded_state(const command& cmd, std::size_t input_size) {
   const auto account_id = target_account(cmd);
   if (std::holds_alternative<create_account>(cmd) || !is_account_id(account_id)) return state;
   const amount_t balance = input_size % 2 ? amount_max - 7 : 1000;
-  const auto funding_txn = std::holds_alternative<record_usage>(cmd) &&
-                                   account_of("txn", std::get<record_usage>(cmd).transaction_id) == account_id
-                               ? std::get<record_usage>(cmd).transaction_id
-                               : child_id("txn", account_id, 1);
+  // The transaction a usage record links to, or a reversal undoes.
+  std::string named_txn;
+  if (const auto* c = std::get_if<record_usage>(&cmd)) named_txn = c->transaction_id;
+  if (const auto* c = std::get_if<reverse_transaction>(&cmd)) named_txn = c->transaction_id;
+  const auto funding_txn = account_of("txn", named_txn) == account_id ? named_txn : child_id("txn", account_id, 1);
   apply(state, system_event(account_id, account_created{"Fuzz", "", "", json::object()}));
   apply(state, system_event(account_id, credits_added{funding_txn, balance, balance, "", "", json::object()}));
   std::string hold;
@@ -185,7 +194,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       parse_create_account(doc, tenant, bits, limits),     parse_add_credits(doc, tenant, bits, limits),
       parse_deduct_credits(doc, tenant, bits, limits),     parse_create_reservation(doc, tenant, bits, limits),
       parse_confirm_reservation(doc, bits, limits),        parse_cancel_reservation(doc, limits),
-      parse_record_usage(doc, tenant, bits, limits),
+      parse_record_usage(doc, tenant, bits, limits),       parse_reverse_transaction(doc, bits, limits),
   };
   for (const auto& p : results) {
     if (const auto* r = std::get_if<rejection>(&p)) {

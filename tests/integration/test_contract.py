@@ -50,6 +50,7 @@ def contract_stack():
         "CREDITS_REDIS_DB": str(REDIS_DB),
         "CREDITS_REDIS_REBUILD_DB": str(REDIS_REBUILD_DB),
         "CREDITS_BALANCE_LOW_THRESHOLD": str(THRESHOLD),
+        "CREDITS_MODEL_PRICES": "gpt-4o=2.5/10/1.25",  # credits per 1K input/output/cached tokens
     })
     stack.start()
     yield stack
@@ -69,9 +70,10 @@ def flow(contract_stack):
                                            "metadata": {"source": "onboarding"}}))
     reservation = ok(c.post("/v1/reservations/create", {"externalId": alice, "amount": 500}))["reservation"]
     confirmed = ok(c.post("/v1/reservations/confirm", {"reservationId": reservation["id"], "actualAmount": 320}))
-    ok(c.post("/v1/usage/record", {"context": "customer", "transactionId": confirmed["transactionId"],
-                                   "accountId": confirmed["accountId"], "modelId": "gpt-4o", "usageType": "text",
-                                   "inputTokens": 1000, "outputTokens": 320}))
+    usage = ok(c.post("/v1/usage/record", {"context": "customer", "transactionId": confirmed["transactionId"],
+                                           "accountId": confirmed["accountId"], "modelId": "gpt-4o",
+                                           "usageType": "text", "inputTokens": 1000, "outputTokens": 320}))
+    assert usage["usage"]["costCredits"] == 6  # 1000 x 2.5/1K + 320 x 10/1K = 5.7, rounded up
     time.sleep(1.2)  # record timestamps have millisecond resolution; leave a clear gap for --since / s@
     mark_ms = int(time.time() * 1000)
     time.sleep(0.2)
@@ -84,8 +86,9 @@ def flow(contract_stack):
     ok(c.post("/v1/reservations/cancel", {"reservationId": held["id"]}))
     ok(c.post("/v1/reservations/create", {"externalId": bob, "amount": 10, "expiresInSeconds": 1}))
     ok(c.post("/v1/accounts/credits/deduct", {"externalId": alice, "amount": 600}))  # 680 -> 80: low
-    ok(c.post("/v1/usage/record", {"context": "system", "accountId": bob_id, "modelId": "claude", "inputTokens": 7,
-                                   "outputTokens": 3, "cachedTokens": 2}))
+    unpriced = ok(c.post("/v1/usage/record", {"context": "system", "accountId": bob_id, "modelId": "claude",
+                                              "inputTokens": 7, "outputTokens": 3, "cachedTokens": 2}))
+    assert unpriced["usage"]["costCredits"] is None
     deadline = time.monotonic() + 30
     while ok(c.get("/v1/accounts/balance", externalId=bob))["reserved"] != 0:
         assert time.monotonic() < deadline, "the 1-second reservation did not expire"

@@ -131,6 +131,7 @@ def test_usage_records_and_summaries_equal_the_log(client, stack):
                 group["cachedTokens"] += p["cachedTokens"]
                 group["totalTokens"] += p["inputTokens"] + p["outputTokens"]
                 group["records"] += 1
+                group["costCredits"] += p.get("costCredits", 0)
         return {"totals": dict(out["totals"]), **{k: {g: dict(v) for g, v in out[k].items()}
                                                   for k in ("byModel", "byContext", "byDay")}}
 

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "credits/api_config.hpp"
 #include "credits/queries.hpp"
 
 namespace credits::api {
@@ -63,6 +64,34 @@ TEST(list_params, a_summary_covers_whole_utc_days_up_to_a_year) {
   const auto one = accepted({{"summary", "true"}, {"startDate", "2025-11-29T23:00:00Z"}, {"endDate", "2025-11-30T00:00:01Z"}});
   EXPECT_EQ(one.days, (std::vector<std::string>{"2025-11-29", "2025-11-30"}));
   EXPECT_EQ(refused_field({{"summary", "true"}, {"startDate", "2024-01-01T00:00:00Z"}}), "startDate");
+}
+
+}  // namespace
+}  // namespace credits::api
+
+namespace credits::api {
+namespace {
+
+TEST(model_prices, parse_decimals_exactly_per_tenant_or_for_all) {
+  const auto t = parse_prices("gpt-4o=2.5/10/1.25,tenant_a:claude=3/15/0.000001");
+  EXPECT_EQ(t.at({"*", "gpt-4o"}), (model_price{2'500'000, 10'000'000, 1'250'000}));
+  EXPECT_EQ(t.at({"tenant_a", "claude"}), (model_price{3'000'000, 15'000'000, 1}));
+  for (const char* bad : {"gpt-4o", "=1/2/3", "m=1/2", "m=1/2/3/4", "m=1.2345678/1/1", "m=-1/1/1", "m=1./1/1",
+                          "m=1/2/3,m=1/2/3", "m=abc/1/1"})
+    EXPECT_THROW(parse_prices(bad), std::invalid_argument) << bad;
+}
+
+TEST(model_prices, cost_is_rounded_up_and_tenant_prices_win) {
+  const auto t = parse_prices("gpt-4o=2.5/10/1.25,tenant_a:gpt-4o=1/1/1");
+  EXPECT_EQ(usage_cost(t, "tenant_b", "gpt-4o", 1000, 320, 0), 6);  // 2.5 + 3.2 = 5.7
+  EXPECT_EQ(usage_cost(t, "tenant_b", "gpt-4o", 0, 0, 800), 1);     // 1.0 exactly
+  EXPECT_EQ(usage_cost(t, "tenant_b", "gpt-4o", 0, 0, 0), 0);
+  EXPECT_EQ(usage_cost(t, "tenant_a", "gpt-4o", 1000, 1000, 1000), 3);
+  EXPECT_EQ(usage_cost(t, "tenant_b", "claude", 1000, 0, 0), std::nullopt);
+  // 128-bit products: exact near the limits, capped at the maximum amount beyond them.
+  EXPECT_EQ(usage_cost(t, "t", "gpt-4o", amount_max, amount_max, amount_max), 123'848'989'752'689);  // x 13.75 / 1K
+  const auto dear = parse_prices("m=999999.999999/999999.999999/999999.999999");
+  EXPECT_EQ(usage_cost(dear, "t", "m", amount_max, amount_max, amount_max), amount_max);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 
+#include "credits/domain.hpp"
 #include "credits/requests.hpp"
 
 namespace credits::api {
@@ -79,6 +80,8 @@ struct config {
   // and the available balance below which a deduction or hold also emits BalanceLow (0: never).
   std::string event_source = "/credits/command-api";
   amount_t balance_low_threshold = 0;
+  // CREDITS_MODEL_PRICES: what a usage record costs in credits, reported in UsageRecorded (see parse_prices).
+  price_table model_prices;
 
   // One JSON log line per answered request (CREDITS_ACCESS_LOG=1). Off by default: at full load the lines
   // would cost more than the requests. Answers with a 5xx status are logged either way.
@@ -86,6 +89,11 @@ struct config {
 
   request_limits limits;
 };
+
+// "[tenant:]model=input/output/cached,...": credits per 1,000 tokens, up to 6 decimals, e.g.
+// "gpt-4o=2.5/10/1.25,tenant_a:claude=3/15/0.3". Without a tenant the price is for every tenant ("*").
+// Throws std::invalid_argument on a malformed entry.
+price_table parse_prices(std::string_view text);
 
 // Reads CREDITS_* variables through `getenv`. Throws std::invalid_argument naming the variable and the
 // problem; main prints it and exits before any socket opens.

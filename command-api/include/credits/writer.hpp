@@ -87,6 +87,7 @@ class writer {
   std::string new_event_id();
 
   const config cfg_;
+  const policy rules_;  // from cfg_: the BalanceLow threshold and the model prices
   const clock_fn now_;
   api_metrics& metrics_;
   std::unique_ptr<store::transactional_producer> producer_;

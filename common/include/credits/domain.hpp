@@ -1,6 +1,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -169,10 +170,27 @@ std::string target_account(const command& cmd);
 using decision = std::variant<std::vector<event>, rejection>;
 
 // Operator settings that shape decisions. Recorded in the events they cause, so a replay never needs them.
+// A model's price in millionths of a credit per 1,000 tokens (so 0.15 credits per 1K is 150'000): integers only.
+struct model_price {
+  std::int64_t input = 0;
+  std::int64_t output = 0;
+  std::int64_t cached = 0;
+  bool operator==(const model_price&) const = default;
+};
+inline constexpr std::int64_t price_scale = 1'000'000;
+
+// Prices by (tenant, model); the tenant "*" prices a model for every tenant without its own price.
+using price_table = std::map<std::pair<std::string, std::string>, model_price>;
+
+// The cost of a usage in credits, rounded up; nullopt when the model has no price for the tenant.
+std::optional<amount_t> usage_cost(const price_table& prices, std::string_view tenant, std::string_view model,
+                                   std::int64_t input_tokens, std::int64_t output_tokens, std::int64_t cached_tokens);
+
 struct policy {
   // A command that takes an account's available balance from >= this to below it also emits BalanceLow.
   // 0 turns the signal off.
   amount_t balance_low_threshold = 0;
+  price_table prices;  // UsageRecorded carries the cost at these prices
 };
 
 // Judges a command against the current state. Pure: no clock, no ids, no I/O beyond its arguments. The

@@ -81,6 +81,9 @@ struct usage_recorded {
   std::int64_t output_tokens = 0;
   std::int64_t cached_tokens = 0;
   nlohmann::json metadata = nlohmann::json::object();
+  // What the usage cost in credits at the model's price when it was recorded (CREDITS_MODEL_PRICES); absent
+  // when the model has no price. Reported, never charged: credits move through reservations and deductions.
+  std::optional<amount_t> cost_credits = std::nullopt;
 };
 
 // A signal, not a movement of credits: the command that caused it (in the same Kafka transaction, just before

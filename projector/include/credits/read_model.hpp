@@ -31,7 +31,7 @@
 //                                                       cachedTokens, records)
 //   credits:usage-records:{<accountId>}           ZSET "<offset>:<usageId>" scored by time (ms)
 //   credits:usage-summary:{<accountId>}:<day>      HASH "<context>|<metric>|<modelId>" counters, metric one of
-//                                                       inputTokens outputTokens cachedTokens records
+//                                                       inputTokens outputTokens cachedTokens records costCredits
 //   credits:usage-summary:tenant:{<tenant>}:<day>  HASH the same, over all the tenant's accounts
 //   credits:transactions:{<accountId>}             ZSET "<offset>:<transactionId>" scored by time (ms)
 //   credits:transaction:{<accountId>}              HASH transaction id -> its list entry (JSON)

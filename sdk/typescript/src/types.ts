@@ -85,6 +85,8 @@ export interface Usage {
   /** inputTokens + outputTokens. */
   totalTokens: number;
   metadata: Metadata;
+  /** What it cost in credits at the model's price when recorded; null when the model has no price. */
+  costCredits: number | null;
   createdAt: string;
 }
 
@@ -362,6 +364,8 @@ export interface UsageTotals {
   cachedTokens: number;
   /** inputTokens + outputTokens. */
   totalTokens: number;
+  /** The summed cost in credits of the priced records (the server's CREDITS_MODEL_PRICES); 0 without prices. */
+  costCredits: number;
 }
 
 export interface UsageSummaryResult {

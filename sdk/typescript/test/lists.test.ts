@@ -271,6 +271,7 @@ describe("listUsage", () => {
       cachedTokens: rows.reduce((n, r) => n + r[5], 0),
       totalTokens: rows.reduce((n, r) => n + r[3] + r[4], 0),
       records: rows.length,
+      costCredits: 0, // the test server prices no model
     });
     const today = new Date().toISOString().slice(0, 10);
 
