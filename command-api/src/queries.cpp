@@ -78,6 +78,7 @@ std::variant<list_params, rejection> parse_list_params(const nlohmann::json& par
     if ((last - first_day) / day_ms + 1 > static_cast<time_ms>(summary_days_max))
       return bad("startDate", "a summary covers at most " + std::to_string(summary_days_max) + " days");
     for (time_ms d = first_day; d <= last; d += day_ms) out.days.push_back(format_time(d).substr(0, 10));
+    if (out.days.empty()) return bad("startDate", "startDate must not be later than endDate or now");
   }
   return out;
 }

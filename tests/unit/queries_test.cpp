@@ -64,6 +64,7 @@ TEST(list_params, a_summary_covers_whole_utc_days_up_to_a_year) {
   const auto one = accepted({{"summary", "true"}, {"startDate", "2025-11-29T23:00:00Z"}, {"endDate", "2025-11-30T00:00:01Z"}});
   EXPECT_EQ(one.days, (std::vector<std::string>{"2025-11-29", "2025-11-30"}));
   EXPECT_EQ(refused_field({{"summary", "true"}, {"startDate", "2024-01-01T00:00:00Z"}}), "startDate");
+  EXPECT_EQ(refused_field({{"summary", "true"}, {"startDate", "2025-12-25T00:00:00Z"}}), "startDate");  // after now
 }
 
 }  // namespace
