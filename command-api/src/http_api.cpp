@@ -349,19 +349,28 @@ struct http_api::impl {
     }
   }
 
+  // The client's Credits-Min-Position: none, a position, or a refusal of a malformed one.
+  static std::variant<std::optional<log_position>, rejection> client_position(const request& req) {
+    const auto header = req["Credits-Min-Position"];
+    if (header.empty()) return std::optional<log_position>();
+    if (auto target = log_position::parse(header)) return target;
+    return rejection{error_code::invalid_request, "Credits-Min-Position is not topic:partition:offset",
+                     "Credits-Min-Position", nullptr};
+  }
+
+  // Waits for the projection to reach `target` when it is a ledger position; true if it did not in time.
+  asio::awaitable<bool> projection_behind(const std::optional<log_position>& target) {
+    if (!target || target->topic != cfg.ledger_topic) co_return false;
+    co_return !co_await wait_for_projection(*target);
+  }
+
   // Tenant-wide reads: the account listing and the tenant's usage summary. Read-your-writes only through an
   // explicit Credits-Min-Position (no one account's position applies).
   asio::awaitable<response> tenant_route(const request& req, std::string_view path, const list_params& p,
                                          const api_key& key) {
-    bool behind = false;
-    if (const auto header = req["Credits-Min-Position"]; !header.empty()) {
-      const auto target = log_position::parse(header);
-      if (!target)
-        co_return reject(rejection{error_code::invalid_request, "Credits-Min-Position is not topic:partition:offset",
-                                   "Credits-Min-Position", nullptr},
-                         req);
-      if (target->topic == cfg.ledger_topic) behind = !co_await wait_for_projection(*target);
-    }
+    auto position = client_position(req);
+    if (auto* r = std::get_if<rejection>(&position)) co_return reject(*r, req);
+    const bool behind = co_await projection_behind(std::get<std::optional<log_position>>(position));
     json body;
     if (path == "/v1/accounts") {
       auto read = with_redis<read_model::page>([tenant = key.tenant, q = p.query](read_model::redis_connection& c) {
@@ -453,20 +462,13 @@ struct http_api::impl {
     const auto account_id = std::get<std::string>(resolved);
 
     // Read-your-writes: the client's position if it sent one, else the last one this instance wrote.
-    std::optional<log_position> target;
-    if (const auto header = req["Credits-Min-Position"]; !header.empty()) {
-      target = log_position::parse(header);
-      if (!target)
-        co_return reject(rejection{error_code::invalid_request, "Credits-Min-Position is not topic:partition:offset",
-                                   "Credits-Min-Position", nullptr},
-                         req);
-    } else {
-      target = w.latest_position(account_id);
-    }
+    auto position = client_position(req);
+    if (auto* r = std::get_if<rejection>(&position)) co_return reject(*r, req);
+    auto target = std::get<std::optional<log_position>>(position);
+    if (!target) target = w.latest_position(account_id);
     // `behind`: the projection has not reached the position we know of. `unconfirmed`: the position we know of
     // may not be the end of the log (Kafka cannot be asked, or the writer is rebuilding its state).
-    bool behind = false;
-    if (target && target->topic == cfg.ledger_topic) behind = !co_await wait_for_projection(*target);
+    const bool behind = co_await projection_behind(target);
     const bool unconfirmed = !kafka.reachable() || !w.ready();
 
     auto read = with_redis<std::optional<read_model::account_view>>(

@@ -28,6 +28,9 @@ std::string tagged(std::string_view prefix, std::string_view account_id) {
 
 std::string num(std::int64_t n) { return std::to_string(n); }
 
+// An empty id is no id: null in JSON.
+nlohmann::json nullable(const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); }
+
 std::string meta(const nlohmann::json& m) { return m.is_null() ? std::string("{}") : m.dump(); }
 
 // HGETALL's flat field/value list as a map. A missing hash reads as empty.
@@ -77,15 +80,14 @@ command_list fold_payload(const event& e, std::int64_t, const account_created& p
 command_list transaction(const event& e, std::int64_t offset, const std::string& id, const char* type, amount_t amount,
                          amount_t balance_after, const std::string& description, const nlohmann::json& metadata,
                          const std::string& reservation_id, const std::string& reversal_of = {}) {
-  const auto nullable_id = [](const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); };
   const nlohmann::json entry{{"id", id},
                              {"type", type},
                              {"amount", amount},
                              {"balanceAfter", balance_after},
                              {"description", description},
                              {"metadata", metadata.is_null() ? nlohmann::json::object() : metadata},
-                             {"reservationId", nullable_id(reservation_id)},
-                             {"reversalOf", nullable_id(reversal_of)},
+                             {"reservationId", nullable(reservation_id)},
+                             {"reversalOf", nullable(reversal_of)},
                              {"createdAt", format_time(e.occurred_at)}};
   return {{"ZADD", transactions_key(e.account_id), num(e.occurred_at), sequenced(offset, id)},
           {"HSET", transaction_entries_key(e.account_id), id, entry.dump()}};
@@ -533,8 +535,6 @@ std::vector<hash_fields> read_hashes(redis_connection& redis, const std::vector<
   }
   return out;
 }
-
-nlohmann::json nullable(const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); }
 
 // A list whose entries are hashes: `key_of` names each index member's hash, `render` turns a hash that exists
 // (has an id) into the list item.
