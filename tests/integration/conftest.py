@@ -94,17 +94,21 @@ class Stack:
     def start(self):
         self.projector.start()
         self.api.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
+        self.wait_healthy(also_alive=[self.projector])
+
+    def wait_healthy(self, timeout_s=START_TIMEOUT_S, poll_s=0.2, also_alive=()):
+        """Until the API answers /healthz; fails at once if it (or a process in `also_alive`) exits."""
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            assert self.api.alive(), f"credits-api exited, see {self.api.log_path}"
-            assert self.projector.alive(), f"credits-projector exited, see {self.projector.log_path}"
+            for process in (self.api, *also_alive):
+                assert process.alive(), f"{process.name} exited, see {process.log_path}"
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
             except requests.RequestException:
                 pass
-            time.sleep(0.2)
-        raise AssertionError(f"credits-api not healthy within {START_TIMEOUT_S}s, see {self.api.log_path}")
+            time.sleep(poll_s)
+        raise AssertionError(f"credits-api not healthy within {timeout_s}s, see {self.api.log_path}")
 
     def stop(self):
         api, projector = self.api.stop(), self.projector.stop()

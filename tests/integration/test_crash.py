@@ -175,16 +175,7 @@ def open_accounts(sender, count, credits, prefix):
 # ---- processes --------------------------------------------------------------------------------------------
 
 def wait_healthy(stack, timeout_s=START_TIMEOUT_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert stack.api.alive(), f"credits-api exited, see {stack.api.log_path}"
-        try:
-            if requests.get(stack.url + "/healthz", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"credits-api not healthy within {timeout_s}s after a restart, see {stack.api.log_path}")
+    stack.wait_healthy(timeout_s, poll_s=0.1)
 
 
 def ensure_running(stack):

@@ -8,7 +8,7 @@ import requests
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import BROKERS, LEDGER_TOPIC, START_TIMEOUT_S, USAGE_TOPIC
+from conftest import BROKERS, LEDGER_TOPIC, USAGE_TOPIC
 
 ADD = "/v1/accounts/credits/add"
 
@@ -131,16 +131,7 @@ def restart_api(stack, env):
     stack.api.stop()
     stack.api.env = env
     stack.api.start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert stack.api.alive(), f"credits-api exited, see {stack.api.log_path}"
-        try:
-            if requests.get(stack.url + "/healthz", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"credits-api not healthy within {START_TIMEOUT_S}s, see {stack.api.log_path}")
+    stack.wait_healthy()
 
 
 def test_access_log_is_opt_in_and_names_request_route_status_and_account(stack, client, external_id):
