@@ -14,7 +14,7 @@ import {
   ValidationError,
 } from "@credits-dev/sdk";
 
-import { apiKey, baseUrl, client, freshExternalId, fundedAccount } from "./env.js";
+import { apiKey, baseUrl, client, freshExternalId, fundedAccount, rejection } from "./env.js";
 
 describe("the methods the server serves", () => {
   test("the guide's flow, plus getAccount and deductCredits, returns the documented shapes", async () => {
@@ -245,16 +245,6 @@ describe("defaults", () => {
     }
   });
 });
-
-async function rejection(p: Promise<unknown>): Promise<CreditsError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof CreditsError, `expected a CreditsError, got ${String(e)}`);
-    return e;
-  }
-  assert.fail("expected the call to fail");
-}
 
 // A port nothing listens on: bound, then released.
 async function closedPort(): Promise<number> {

@@ -1,7 +1,8 @@
 // What the tests run against: a real credits stack, named by the environment (sdk/typescript/test.sh).
+import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 
-import { CreditsClient, type CreditsClientOptions } from "@credits-dev/sdk";
+import { CreditsClient, CreditsError, type CreditsClientOptions } from "@credits-dev/sdk";
 
 function required(name: string): string {
   const value = process.env[name];
@@ -30,4 +31,15 @@ export async function fundedAccount(
   const { account } = await c.createAccount({ name: "Test", externalId });
   if (credits > 0) await c.addCredits({ externalId, amount: credits });
   return { accountId: account.id, externalId };
+}
+
+// The CreditsError a call fails with; fails the test if it succeeds or fails otherwise.
+export async function rejection(p: Promise<unknown>): Promise<CreditsError> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof CreditsError, `expected a CreditsError, got ${String(e)}`);
+    return e;
+  }
+  assert.fail("expected the call to fail");
 }

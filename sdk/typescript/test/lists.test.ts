@@ -7,7 +7,6 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { describe, test } from "node:test";
 
 import {
-  CreditsError,
   InsufficientCreditsError,
   type LedgerTransaction,
   type Page,
@@ -15,7 +14,7 @@ import {
   ValidationError,
 } from "@credits-dev/sdk";
 
-import { client, freshExternalId, fundedAccount } from "./env.js";
+import { client, freshExternalId, fundedAccount, rejection } from "./env.js";
 
 // Pages one at a time by hand, checking each: every page at most `limit` long, the cursor null on the last.
 async function allPages<T, R extends Page>(
@@ -56,16 +55,6 @@ async function eventually<T>(check: () => Promise<T>, timeoutMs = 15_000): Promi
       await sleep(100);
     }
   }
-}
-
-async function rejection(p: Promise<unknown>): Promise<CreditsError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof CreditsError, `expected a CreditsError, got ${String(e)}`);
-    return e;
-  }
-  assert.fail("expected the call to fail");
 }
 
 describe("listAccounts", () => {
