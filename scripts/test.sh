@@ -21,8 +21,7 @@ cd "$REPO"
 "$REPO/scripts/install-deps.sh"
 
 log "build: preset $PRESET"
-cmake --preset "$PRESET" >/dev/null
-cmake --build --preset "$PRESET"
+"$REPO/scripts/build.sh" "$PRESET"
 
 log "unit tests"
 ctest --preset "$PRESET" -LE integration
