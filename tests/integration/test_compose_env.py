@@ -34,10 +34,10 @@ ADAPTED = {
     "CREDITS_REDIS_PORT": "the test run's Redis port",
     "CREDITS_HTTP_PORT": "8080 inside the container; here a free port",
     "CREDITS_PROJECTOR_METRICS_PORT": "9464 inside the container; here a free port",
-    "CREDITS_LEDGER_TOPIC": "topics of the test's own, not the running stack's",
-    "CREDITS_USAGE_TOPIC": "idem",
-    "CREDITS_SNAPSHOT_TOPIC": "idem",
-    "CREDITS_DLQ_TOPIC": "idem",
+    "CREDITS_LEDGER_TOPIC": "a topic of the test's own, not the running stack's",
+    "CREDITS_USAGE_TOPIC": "a topic of the test's own",
+    "CREDITS_SNAPSHOT_TOPIC": "a topic of the test's own",
+    "CREDITS_DLQ_TOPIC": "a topic of the test's own",
     "CREDITS_TRANSACTIONAL_ID": "compose leaves the default, which would fence the running stack's API",
 }
 
@@ -95,7 +95,8 @@ def compose_stack(tmp_path_factory):
                     "org.apache.kafka.tools.TopicCommand \"$@\"\n"
                     % (DATA / "kafka" / "log4j2-tools.properties", DATA / "kafka" / "lib"))
     tool.chmod(0o755)
-    out = subprocess.run([str(REPO / "compose" / "create-topics.sh")], env={**process_env(init), "KAFKA_TOPICS": str(tool)},
+    out = subprocess.run([str(REPO / "compose" / "create-topics.sh")],
+                         env={**process_env(init), "KAFKA_TOPICS": str(tool)},
                          capture_output=True, text=True, timeout=TOPICS_TIMEOUT_S)
     assert out.returncode == 0, out.stdout + out.stderr
 
