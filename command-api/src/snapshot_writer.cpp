@@ -1,5 +1,8 @@
 #include "credits/snapshot_writer.hpp"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include "credits/log.hpp"
 #include "credits/snapshot.hpp"
 
@@ -7,6 +10,10 @@ namespace credits::api {
 namespace {
 
 constexpr std::string_view component = "credits-api";
+
+// The snapshot thread's nice value (Linux: per thread). Encoding a large snapshot takes a core for a second
+// or more; on a small machine that core is the one the HTTP and writer threads need, so it yields to them.
+constexpr int snapshot_thread_nice = 10;
 
 std::unique_ptr<store::transactional_producer> make_producer(const config& cfg, std::chrono::milliseconds init_timeout) {
   return std::make_unique<store::transactional_producer>(cfg.kafka_brokers, cfg.transactional_id + ".snapshots",
@@ -43,6 +50,8 @@ bool snapshot_writer::offer(snapshot_job& job) {
 }
 
 void snapshot_writer::run() {
+  // Best effort: without the permission (it needs none to lower priority) the thread runs at normal priority.
+  (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), snapshot_thread_nice);
   for (;;) {
     std::unique_lock lock(mutex_);
     cv_.wait(lock, [&] { return stopping_ || job_; });
