@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <future>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -303,6 +304,7 @@ std::vector<store::start_point> projector::stored_start_points() {
 }
 
 void projector::assign(const std::vector<store::start_point>& from) {
+  drop_prefetched();  // read from the old positions
   consumer_.assign(from);
   // An event read at `offset` is the first after the position offset - 1; the script checks exactly that.
   for (const auto& p : from) previous_offset_[read_model::position_field(p.topic, p.partition)] = p.offset - 1;
@@ -381,14 +383,42 @@ void projector::sample_lag() {
                   p.offsets, now_ms);
 }
 
+projector::prepared_batch projector::poll_and_prepare() {
+  prepared_batch out;
+  out.messages = consumer_.poll(config_.batch_events_max, milliseconds(config_.poll_timeout_ms));
+  out.events.reserve(out.messages.size());
+  for (const auto& m : out.messages) {
+    auto& p = out.events.emplace_back();
+    std::string error;
+    const auto e = decode(m.value, &error);
+    p.refused = e ? admission_error(*e, m.key, m.topic == config_.ledger_topic ? stream::ledger : stream::usage,
+                                    m.partition, partition_counts_.at(m.topic))
+                  : std::optional<std::string>("undecodable: " + (error.empty() ? std::string("no detail") : error));
+    if (p.refused) continue;
+    p.commands = read_model::fold(*e, m.offset);
+    p.guards = read_model::guards(*e);
+  }
+  return out;
+}
+
+void projector::drop_prefetched() {
+  if (!prefetched_.valid()) return;
+  prefetched_.wait();
+  prefetched_ = {};
+}
+
 std::size_t projector::step() {
   if (!redis_ && !try_recover()) return 0;
-  const auto batch = consumer_.poll(config_.batch_events_max, milliseconds(config_.poll_timeout_ms));
+  auto prepared = prefetched_.valid() ? prefetched_.get() : poll_and_prepare();
+  const auto& batch = prepared.messages;
   if (batch.empty()) return 0;
+  // The next batch is read, decoded and folded while Redis executes this one. Only that thread uses the
+  // consumer until the future is taken (or dropped, before any re-assignment).
+  prefetched_ = std::async(std::launch::async, [this] { return poll_and_prepare(); });
   const auto before = stats_;
   const auto started = std::chrono::steady_clock::now();
   try {
-    apply(batch);
+    apply(prepared);
     const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
     metrics_->batch_done(took.count());
     const auto ledger_partitions = static_cast<std::size_t>(partition_counts_.at(config_.ledger_topic));
@@ -428,7 +458,8 @@ std::vector<read_model::redis_connection::outcome> projector::run_scripts(
 // Applies a batch in rounds. A round sends every event up to the first poison event of each partition; the
 // poison events found are copied to the dead-letter topic and then recorded, and the next round resumes each
 // of their partitions just after them. Without poison events a batch takes exactly one round, one pipeline.
-void projector::apply(const std::vector<store::message>& batch) {
+void projector::apply(const prepared_batch& prepared) {
+  const auto& batch = prepared.messages;
   std::vector<std::size_t> pending;
   pending.reserve(batch.size());
   for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -455,18 +486,12 @@ void projector::apply(const std::vector<store::message>& batch) {
         continue;
       }
       auto& previous = previous_offset_.at(field);
-      std::string error;
-      const auto e = decode(m.value, &error);
-      const auto refused =
-          e ? admission_error(*e, m.key, m.topic == config_.ledger_topic ? stream::ledger : stream::usage, m.partition,
-                              partition_counts_.at(m.topic))
-            : std::optional<std::string>("undecodable: " + (error.empty() ? std::string("no detail") : error));
-      if (refused) {
-        found.emplace(std::move(field), poison{i, *refused, previous});
+      const auto& event = prepared.events[i];
+      if (event.refused) {
+        found.emplace(std::move(field), poison{i, *event.refused, previous});
         continue;
       }
-      calls.push_back(guarded_apply_args(script_sha_, field, m.offset, previous, read_model::fold(*e, m.offset),
-                                         read_model::guards(*e)));
+      calls.push_back(guarded_apply_args(script_sha_, field, m.offset, previous, event.commands, event.guards));
       sent.push_back(i);
       sent_after.push_back(previous);
       previous = m.offset;

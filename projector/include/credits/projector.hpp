@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -145,7 +146,20 @@ class projector {
   std::vector<store::start_point> stored_start_points();
   void assign(const std::vector<store::start_point>& from);
   bool try_recover();
-  void apply(const std::vector<store::message>& batch);
+  // A polled batch decoded, checked and folded: the CPU half of a step, done for the next batch on another
+  // thread while Redis executes this one. Events are prepared alone; what they follow is decided in apply().
+  struct prepared_event {
+    std::optional<std::string> refused;  // a record-level poison event: why
+    std::vector<std::vector<std::string>> commands;
+    std::vector<std::vector<std::string>> guards;
+  };
+  struct prepared_batch {
+    std::vector<store::message> messages;
+    std::vector<prepared_event> events;  // one per message
+  };
+  prepared_batch poll_and_prepare();
+  void drop_prefetched();
+  void apply(const prepared_batch& batch);
   std::vector<read_model::redis_connection::outcome> run_scripts(std::vector<std::vector<std::string>>& calls);
   void record_poison(const std::vector<store::message>& batch, const std::vector<poison>& found);
   void sample_lag();
@@ -162,6 +176,9 @@ class projector {
   std::vector<store::start_point> resume_points_;
   projector_stats stats_;
   std::unique_ptr<projector_metrics> metrics_;  // series for partitions_, so made once they are known
+  // The next batch, being polled and prepared while this one is applied. Last member: it is joined before
+  // the consumer it reads goes away.
+  std::future<prepared_batch> prefetched_;
 };
 
 // "credits.ledger 0@12 1@start ..." for the start-up line.
