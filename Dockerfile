@@ -24,7 +24,7 @@ RUN scripts/build.sh release credits-api credits-projector \
 FROM debian:12.11-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libhiredis0.14 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 librdkafka1 libssl3 \
+      libhiredis0.14 libjemalloc2 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 librdkafka1 libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 credits \
  && useradd --system --uid 10001 --gid credits --no-create-home --shell /usr/sbin/nologin credits

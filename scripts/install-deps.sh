@@ -24,6 +24,7 @@ BUILD_PACKAGES=(
   libboost1.81-dev librdkafka-dev libhiredis-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libssl-dev
   prometheus-cpp-dev            # /metrics: prometheus-cpp core (API, projector) and pull (projector's exposer)
+  libjemalloc-dev               # the servers' allocator in release builds (CMakeLists.txt: credits_allocator)
 )
 APT_PACKAGES=(
   "${BUILD_PACKAGES[@]}"

@@ -142,9 +142,11 @@ redis_up() {
   # Refuse to silently share someone else's Redis: its data would not be under $DATA.
   port_in_use "$REDIS_PORT" && die "redis: port $REDIS_PORT is taken by another process (set CREDITS_REDIS_PORT)"
   log "redis: starting on 127.0.0.1:$REDIS_PORT (dir $REDIS_DIR)"
-  # appendonly: the projection's state survives a restart; redis fsyncs the AOF every second.
+  # appendonly: the projection's state survives a restart; redis fsyncs the AOF every second. save "": no RDB
+  # snapshots besides it (Redis's default saves every minute under load: a fork and a full dump each time,
+  # which on a small machine stalls the projector for nothing the AOF does not already give).
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$REDIS_DIR" \
-    --appendonly yes --daemonize yes --pidfile "$REDIS_PIDFILE" \
+    --appendonly yes --save "" --daemonize yes --pidfile "$REDIS_PIDFILE" \
     --logfile "$LOGS/redis.log"
   wait_until "$REDIS_START_TIMEOUT" redis "" redis_ping || die "redis: did not answer PING (see $LOGS/redis.log)"
   log "redis: ready"

@@ -14,6 +14,8 @@ PRESET="${CREDITS_TEST_PRESET:-dev}"
 GO_TEST_TIMEOUT=300s   # a cold module cache downloads and compiles compose-go: about a minute here
 # In debian:*-slim already, and sanitizer runtimes that only the dev/tsan builds load.
 BASE_PACKAGES=(libc6 libstdc++6 libgcc-s1 libasan8 libubsan1 libtsan2)
+# Loaded by the release build (the image's) only: sanitizer builds keep the sanitizer's allocator.
+RELEASE_ONLY_PACKAGES=(libjemalloc2)
 
 cd "$REPO"
 
@@ -56,6 +58,7 @@ install = re.search(r"apt-get install -y --no-install-recommends(.*?)&&", stage,
 print("\n".join(sorted(install.replace("\\", " ").split())))
 PY
 )"
+[[ "$PRESET" == release ]] || needed+=("${RELEASE_ONLY_PACKAGES[@]}")
 want="$(printf '%s\n' "${needed[@]}" | sort -u | grep -vxF -f <(printf '%s\n' "${BASE_PACKAGES[@]}") || true)"
 if [[ "$want" != "$listed" ]]; then
   echo "Dockerfile runtime packages differ from what the executables load (< needed, > listed):" >&2
