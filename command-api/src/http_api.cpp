@@ -239,6 +239,7 @@ struct http_api::impl {
   const config& cfg;
   asio::io_context& io;
   writer& w;
+  const key_registry& keys;
   api_metrics& metrics;
   tcp::acceptor acceptor;
   asio::thread_pool blocking;
@@ -249,10 +250,11 @@ struct http_api::impl {
   shared_count refusals = std::make_shared<std::atomic<std::size_t>>(0);
   log_rate_limit failure_lines{failure_lines_per_second_max};
 
-  impl(const config& c, asio::io_context& i, writer& wr, api_metrics& m)
+  impl(const config& c, asio::io_context& i, writer& wr, const key_registry& k, api_metrics& m)
       : cfg(c),
         io(i),
         w(wr),
+        keys(k),
         metrics(m),
         acceptor(i),
         blocking(static_cast<std::size_t>(c.redis_connections_max)),
@@ -582,11 +584,11 @@ struct http_api::impl {
     s.api_route = true;
 
     const auto key_text = req["X-API-Key"];
-    const auto key = key_text.empty() ? cfg.api_keys.end() : cfg.api_keys.find(sha256_hex(key_text));
-    if (key == cfg.api_keys.end())
-      co_return reject(rejection{error_code::unauthorized,
-                                 key_text.empty() ? "missing X-API-Key header" : "unknown API key", "", nullptr},
-                       req);
+    if (key_text.empty())
+      co_return reject(rejection{error_code::unauthorized, "missing X-API-Key header", "", nullptr}, req);
+    auto authenticated = keys.authenticate(key_text);
+    if (auto* r = std::get_if<rejection>(&authenticated)) co_return reject(*r, req);
+    const auto& key = std::get<api_key>(authenticated);
 
     const auto wanted = is_command ? http::verb::post : http::verb::get;
     if (req.method() != wanted) {
@@ -596,9 +598,11 @@ struct http_api::impl {
       res.set(http::field::allow, http::to_string(wanted));
       co_return res;
     }
+    if (is_command && key.scope == key_scope::read_only)
+      co_return reject(rejection{error_code::forbidden, "this API key is read-only", "", nullptr}, req);
     try {
-      if (is_command) co_return co_await command_route(req, path, key->second, s, request_id);
-      co_return co_await query_route(req, path, query, key->second);
+      if (is_command) co_return co_await command_route(req, path, key, s, request_id);
+      co_return co_await query_route(req, path, query, key);
     } catch (const std::exception& ex) {
       // Redis unreachable (queries) or another I/O failure: never a false answer, ask for a retry.
       write_log(log_level::error, component,
@@ -778,8 +782,8 @@ struct http_api::impl {
   }
 };
 
-http_api::http_api(const config& cfg, asio::io_context& io, writer& w, api_metrics& metrics)
-    : impl_(std::make_unique<impl>(cfg, io, w, metrics)) {}
+http_api::http_api(const config& cfg, asio::io_context& io, writer& w, const key_registry& keys, api_metrics& metrics)
+    : impl_(std::make_unique<impl>(cfg, io, w, keys, metrics)) {}
 
 http_api::~http_api() {
   if (impl_) impl_->blocking.join();

@@ -51,6 +51,11 @@ int main() {
     return 2;
   }
   try {
+    // The keys first: a key revoked in the log must be refused from the first request on.
+    api::key_registry keys(cfg.api_keys);
+    api::key_log_follower key_log(cfg, keys);
+    key_log.wait_loaded(cfg.startup_timeout_ms);
+
     api::api_metrics metrics;
     api::writer w(cfg, [] {
       return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -59,7 +64,7 @@ int main() {
     w.start();
 
     boost::asio::io_context io(cfg.http_threads);
-    api::http_api server(cfg, io, w, metrics);
+    api::http_api server(cfg, io, w, keys, metrics);
     const auto port = server.listen();
     write_log(log_level::info, component,
               "listening on http://" + cfg.http_address + ":" + std::to_string(port) + " (metrics at /metrics)",

@@ -22,6 +22,7 @@ REDIS_PORT = os.environ.get("CREDITS_REDIS_PORT", "6379")
 LEDGER_TOPIC = os.environ.get("CREDITS_TEST_LEDGER_TOPIC", "credits-test.ledger")
 USAGE_TOPIC = os.environ.get("CREDITS_TEST_USAGE_TOPIC", "credits-test.usage")
 SNAPSHOT_TOPIC = os.environ.get("CREDITS_TEST_SNAPSHOT_TOPIC", "credits-test.snapshots")
+KEYS_TOPIC = os.environ.get("CREDITS_TEST_KEYS_TOPIC", "credits-test.keys")
 SNAPSHOT_INTERVAL_EVENTS = 400  # small, so the tests' traffic writes snapshots and restarts load them
 API_KEY = "ck_test_key_tenant_a"
 OTHER_TENANT_KEY = "ck_test_key_tenant_b"
@@ -78,6 +79,7 @@ class Stack:
             "CREDITS_LEDGER_TOPIC": LEDGER_TOPIC,
             "CREDITS_USAGE_TOPIC": USAGE_TOPIC,
             "CREDITS_SNAPSHOT_TOPIC": SNAPSHOT_TOPIC,
+            "CREDITS_KEYS_TOPIC": KEYS_TOPIC,
             "CREDITS_SNAPSHOT_INTERVAL_EVENTS": str(SNAPSHOT_INTERVAL_EVENTS),
             "CREDITS_API_KEYS": f"tenant_a:{API_KEY},tenant_b:{OTHER_TENANT_KEY}",
             "CREDITS_TRANSACTIONAL_ID": "credits-test-api" + name,

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "credits/api_config.hpp"
+#include "credits/auth.hpp"
 #include "credits/read_model.hpp"
 #include "credits/writer.hpp"
 
@@ -69,7 +70,8 @@ class kafka_probe {
 // `idle_timeout_ms`. Lifecycle: construct, listen(), run the io_context; shutdown() closes the acceptor.
 class http_api {
  public:
-  http_api(const config& cfg, boost::asio::io_context& io, writer& w, api_metrics& metrics);
+  // `keys` decides which X-API-Key is accepted; it must outlive the server.
+  http_api(const config& cfg, boost::asio::io_context& io, writer& w, const key_registry& keys, api_metrics& metrics);
   ~http_api();
 
   // Binds and starts accepting; returns the bound port (useful with port 0).
