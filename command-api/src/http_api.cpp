@@ -20,6 +20,7 @@
 #include "credits/ids.hpp"
 #include "credits/log.hpp"
 #include "credits/queries.hpp"
+#include "credits/rate_limit.hpp"
 #include "credits/responses.hpp"
 
 namespace credits::api {
@@ -240,6 +241,7 @@ struct http_api::impl {
   asio::io_context& io;
   writer& w;
   const key_registry& keys;
+  rate_limiter limiter;
   api_metrics& metrics;
   tcp::acceptor acceptor;
   asio::thread_pool blocking;
@@ -255,6 +257,7 @@ struct http_api::impl {
         io(i),
         w(wr),
         keys(k),
+        limiter(c.rate_limit_requests_per_s, c.rate_limit_burst_requests, c.rate_limit_keys_max),
         metrics(m),
         acceptor(i),
         blocking(static_cast<std::size_t>(c.redis_connections_max)),
@@ -589,6 +592,17 @@ struct http_api::impl {
     auto authenticated = keys.authenticate(key_text);
     if (auto* r = std::get_if<rejection>(&authenticated)) co_return reject(*r, req);
     const auto& key = std::get<api_key>(authenticated);
+    // Every authenticated request takes a token, whatever it asks for, so a flood of bad requests is limited too.
+    const auto steady_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch());
+    if (const auto wait = limiter.admit(key.key_id, steady_ms)) {
+      auto res = reject(rejection{error_code::rate_limited,
+                                  "too many requests for this API key; retry in " + std::to_string(wait->count()) + " s",
+                                  "", json{{"retryAfterSeconds", wait->count()}}},
+                        req);
+      res.set(http::field::retry_after, std::to_string(wait->count()));
+      co_return res;
+    }
 
     const auto wanted = is_command ? http::verb::post : http::verb::get;
     if (req.method() != wanted) {
