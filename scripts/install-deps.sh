@@ -10,7 +10,8 @@ APT_RETRY_SLEEP=5
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git curl
   libboost1.81-dev librdkafka-dev libhiredis-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev libssl-dev
+  libgtest-dev libgmock-dev
+  libssl-dev openssl            # SHA-256 and TLS (OpenSSL through Beast); the TLS test makes a certificate with the CLI
   prometheus-cpp-dev            # /metrics: prometheus-cpp core (API, projector) and pull (projector's exposer)
   redis-server redis-tools kcat maven
   python3 python3-pip

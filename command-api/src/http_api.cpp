@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -29,6 +30,7 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using nlohmann::json;
 using request = http::request<http::string_body>;
@@ -251,6 +253,7 @@ struct http_api::impl {
   shared_count connections = std::make_shared<std::atomic<std::size_t>>(0);
   shared_count refusals = std::make_shared<std::atomic<std::size_t>>(0);
   log_rate_limit failure_lines{failure_lines_per_second_max};
+  std::unique_ptr<ssl::context> tls;  // set when CREDITS_TLS_CERT_FILE/KEY_FILE are: every connection is TLS
 
   impl(const config& c, asio::io_context& i, writer& wr, const key_registry& k, api_metrics& m)
       : cfg(c),
@@ -262,7 +265,19 @@ struct http_api::impl {
         acceptor(i),
         blocking(static_cast<std::size_t>(c.redis_connections_max)),
         redis(c),
-        kafka(c) {}
+        kafka(c),
+        tls(make_tls_context(c)) {}
+
+  // TLS 1.2 or newer with the configured certificate chain and key; throws (start-up fails) if they do not load.
+  static std::unique_ptr<ssl::context> make_tls_context(const config& c) {
+    if (c.tls_cert_file.empty()) return nullptr;
+    auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
+    ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                     ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+    ctx->use_certificate_chain_file(c.tls_cert_file);
+    ctx->use_private_key_file(c.tls_key_file, ssl::context::pem);
+    return ctx;
+  }
 
   // Per-connection state: the caller's random source for new ids, and whether the router recognised the
   // current request's path as an API route (its metrics label, see route_label).
@@ -676,11 +691,32 @@ struct http_api::impl {
               fields);
   }
 
-  // One connection: requests are read, handled and answered strictly one after another, so a client that
-  // pipelines has one request in flight and the rest wait in the socket. Holds one unit of `connections`.
+  // One connection, plain or TLS: the TLS handshake first (within the request timeout), then serve(); a TLS
+  // connection is closed with a close_notify, a plain one with a FIN. Holds one unit of `connections`.
   asio::awaitable<void> session(tcp::socket socket) {
     const count_release slot{connections};
-    beast::tcp_stream stream(std::move(socket));
+    if (!tls) {
+      beast::tcp_stream stream(std::move(socket));
+      co_await serve(stream);
+      beast::error_code ignored;
+      stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      co_return;
+    }
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *tls);
+    beast::get_lowest_layer(stream).expires_after(cfg.request_timeout_ms);
+    auto [hec] = co_await stream.async_handshake(ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+    if (hec) co_return;  // not TLS, or it gave up: there is no channel to answer on
+    co_await serve(stream);
+    beast::get_lowest_layer(stream).expires_after(cfg.send_timeout_ms);
+    // The client may have gone already; either way the connection ends here.
+    auto shutdown = stream.async_shutdown(asio::as_tuple(asio::use_awaitable));
+    co_await std::move(shutdown);
+  }
+
+  // Requests are read, handled and answered strictly one after another, so a client that pipelines has one
+  // request in flight and the rest wait in the socket. `stream` lives in the session's frame, which awaits this.
+  template <class Stream>
+  asio::awaitable<void> serve(Stream& stream) {
     beast::flat_buffer buffer;
     session_state s;
     for (;;) {
@@ -690,13 +726,13 @@ struct http_api::impl {
       // Between requests the connection may idle for the idle timeout; once a request's first byte is here
       // (or was read along with the previous one), the whole request must arrive within the request timeout.
       if (buffer.size() == 0) {
-        stream.expires_after(cfg.idle_timeout_ms);
+        beast::get_lowest_layer(stream).expires_after(cfg.idle_timeout_ms);
         auto [iec, in] = co_await stream.async_read_some(buffer.prepare(read_chunk_bytes),
                                                          asio::as_tuple(asio::use_awaitable));
         if (iec) break;
         buffer.commit(in);
       }
-      stream.expires_after(cfg.request_timeout_ms);
+      beast::get_lowest_layer(stream).expires_after(cfg.request_timeout_ms);
       auto [ec, n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
       if (ec) {
         std::optional<response> last;
@@ -714,7 +750,7 @@ struct http_api::impl {
           last = reject(rejection{error_code::invalid_request, "malformed HTTP request: " + ec.message(), "", nullptr}, blank);
         if (last) {
           metrics.request_unread(last->result_int());
-          stream.expires_after(cfg.send_timeout_ms);
+          beast::get_lowest_layer(stream).expires_after(cfg.send_timeout_ms);
           co_await http::async_write(stream, *last, asio::as_tuple(asio::use_awaitable));
         }
         break;
@@ -724,12 +760,10 @@ struct http_api::impl {
       response res = co_await handle(req, s);
       answered(req, res, s, started);
       const bool keep_alive = res.keep_alive();
-      stream.expires_after(cfg.send_timeout_ms);
+      beast::get_lowest_layer(stream).expires_after(cfg.send_timeout_ms);
       auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
       if (wec || !keep_alive) break;
     }
-    beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
 
   // A connection over the limit: answered 503 at once (before its request is read) and closed, after giving
@@ -737,6 +771,13 @@ struct http_api::impl {
   // `refusals`.
   asio::awaitable<void> refuse(tcp::socket socket) {
     const count_release slot{refusals};
+    if (tls) {
+      // Over TLS the 503 would be noise to the client, and a handshake per refusal is what an overload can least
+      // afford: the connection is closed instead.
+      beast::error_code ignored;
+      socket.close(ignored);
+      co_return;
+    }
     beast::tcp_stream stream(std::move(socket));
     std::mt19937_64 rng{std::random_device{}()};
     request blank;

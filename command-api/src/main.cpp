@@ -67,8 +67,8 @@ int main() {
     api::http_api server(cfg, io, w, keys, metrics);
     const auto port = server.listen();
     write_log(log_level::info, component,
-              "listening on http://" + cfg.http_address + ":" + std::to_string(port) + " (metrics at /metrics)",
-              {{"address", cfg.http_address}, {"port", port}, {"accessLog", cfg.access_log}});
+              "listening on " + std::string(cfg.tls_cert_file.empty() ? "http" : "https") + "://" + cfg.http_address + ":" + std::to_string(port) + " (metrics at /metrics)",
+              {{"address", cfg.http_address}, {"port", port}, {"tls", !cfg.tls_cert_file.empty()}, {"accessLog", cfg.access_log}});
     write_log(log_level::info, component,
               "limits: " + std::to_string(cfg.connections_max) + " connections, 1 request in flight each, body " +
                   std::to_string(cfg.body_bytes_max) + " B, headers " + std::to_string(cfg.header_bytes_max) +
