@@ -13,7 +13,7 @@ from conftest import LOGS, REDIS_PORT, REPO, Client, private_stack
 from test_keys import admin_for, wait_status
 
 DATA = Path(os.environ.get("CREDITS_DATA_DIR", REPO / ".data"))
-REDIS_DB = 10
+REDIS_DB = 5  # unused by the other tests (projector_ops_test uses 10 and 11)
 BOOTSTRAP_KEY = "ck_secret_bootstrap_" + uuid.uuid4().hex
 # Every value of every key in a Redis database that contains ARGV[1], counted on the server.
 SCAN_SCRIPT = """
