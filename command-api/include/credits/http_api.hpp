@@ -67,7 +67,10 @@ class kafka_probe {
 // the writer and Redis can serve) and /metrics (Prometheus; every answered request is counted and timed). Blocking Redis calls run on a pool of their own, never on the I/O threads.
 // Every connection is bounded: at most `connections_max` at once (more are answered 503 and closed), one
 // request at a time, each request within `request_timeout_ms` once it has started, idle at most
-// `idle_timeout_ms`. Lifecycle: construct, listen(), run the io_context; shutdown() closes the acceptor.
+// `idle_timeout_ms`. Every /v1 request is authenticated (key_registry: 401), limited per key (rate_limiter: 429)
+// and, for commands, checked for a read-write key (403), in that order, before anything is decided. With
+// CREDITS_TLS_CERT_FILE/KEY_FILE every connection is TLS. Lifecycle: construct, listen(), run the io_context;
+// shutdown() closes the acceptor.
 class http_api {
  public:
   // `keys` decides which X-API-Key is accepted; it must outlive the server.
