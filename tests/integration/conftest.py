@@ -225,6 +225,14 @@ def private_stack(name, redis_db, env=None, partitions=3):
     admin = AdminClient({"bootstrap.servers": BROKERS})  # kept alive until the futures are done
     for f in admin.create_topics(new).values():
         f.result(30)
+    # Created is not yet known to every metadata request: the API refuses to start on a key log it cannot see.
+    deadline = time.monotonic() + 30
+    while True:
+        listed = admin.list_topics(timeout=10).topics
+        if all(t.topic in listed and listed[t.topic].error is None and listed[t.topic].partitions for t in new):
+            break
+        assert time.monotonic() < deadline, "the new topics did not show up in the metadata"
+        time.sleep(0.1)
     subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(redis_db), "FLUSHDB"], check=True, capture_output=True)
     s = Stack("-" + name, {"CREDITS_LEDGER_TOPIC": topics["ledger"], "CREDITS_USAGE_TOPIC": topics["usage"],
                            "CREDITS_KEYS_TOPIC": topics["keys"], "CREDITS_SNAPSHOT_INTERVAL_EVENTS": "0",
