@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests (no network), then integration tests against a real Kafka and Redis that this
-# script brings up (and stops again if it started them), then the TypeScript SDK's tests against its own API.
+# Runs every test: unit tests (no network), the compose checks (scripts/test-compose.sh), then integration tests
+# against a real Kafka and Redis that this script brings up (and stops again if it started them), then the
+# TypeScript SDK's tests against its own API.
 # .ci/run calls exactly this.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -22,11 +23,13 @@ cd "$REPO"
 "$REPO/scripts/install-deps.sh"
 
 log "build: preset $PRESET"
-cmake --preset "$PRESET" >/dev/null
-cmake --build --preset "$PRESET"
+"$REPO/scripts/build.sh" "$PRESET"
 
 log "unit tests"
 ctest --preset "$PRESET" -LE integration
+
+log "compose checks (hadolint, compose-go, runtime packages)"
+CREDITS_TEST_PRESET="$PRESET" "$REPO/scripts/test-compose.sh"
 
 log "fuzz: ${FUZZ_S}s"
 "$REPO/scripts/fuzz.sh" "$FUZZ_S"

@@ -42,10 +42,8 @@ build_apps() {
     log "build: no CMakePresets.json yet, skipping the build"
     return 0
   fi
-  log "build: cmake --preset release && cmake --build --preset release"
-  (cd "$REPO" && cmake --preset release >"$LOGS/build-configure.log" 2>&1) \
-    || die "build: configure failed (see $LOGS/build-configure.log)"
-  (cd "$REPO" && cmake --build --preset release) || die "build: compile failed"
+  log "build: scripts/build.sh release"
+  "$REPO/scripts/build.sh" release || die "build: failed"
 }
 
 # start_app NAME BINARY: nohup'ed, own log file and pidfile; skipped if running or not built.

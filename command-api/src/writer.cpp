@@ -19,6 +19,11 @@ constexpr std::string_view component = "credits-api";
 
 constexpr milliseconds replay_read_timeout{5'000};
 
+// The writer's transactional ids, used in turn (see store::transactional_producer): the next batch does not
+// wait for the coordinator to finish writing the previous commit's markers. A constant, not a setting: every
+// start-up claims all of them, which is what fences an older process on each.
+constexpr std::size_t transactional_ids_in_turn = 2;
+
 // librdkafka backs off up to 10 s between reconnects by default; after a broker restart that delays the
 // writer's recovery by as much. One second keeps recovery quick without hammering a broker that is down.
 const store::settings producer_settings{{"reconnect.backoff.max.ms", "1000"}};
@@ -72,7 +77,8 @@ writer::~writer() { stop(); }
 void writer::start() {
   producer_ = std::make_unique<store::transactional_producer>(cfg_.kafka_brokers, cfg_.transactional_id,
                                                               cfg_.kafka_transaction_timeout_ms,
-                                                              cfg_.startup_timeout_ms, producer_settings);
+                                                              cfg_.startup_timeout_ms, producer_settings,
+                                                              transactional_ids_in_turn);
   for (const auto& topic : {cfg_.ledger_topic, cfg_.usage_topic}) producer_->partition_count(topic, cfg_.startup_timeout_ms);
   if (snapshots_) {
     try {
@@ -84,6 +90,7 @@ void writer::start() {
       snapshots_ = false;
     }
   }
+  if (snapshots_) snapshots_writer_ = std::make_unique<snapshot_writer>(cfg_);
   rebuild();
   {
     std::lock_guard lock(queue_mutex_);
@@ -100,6 +107,7 @@ void writer::stop() {
   }
   queue_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  snapshots_writer_.reset();  // after the writer thread: it finishes the snapshot it is writing
 }
 
 submit_result writer::submit(submission&& s) {
@@ -264,31 +272,21 @@ void writer::rebuild() {
              {"eventsSkipped", skipped}});
 }
 
-void writer::write_snapshot() {
-  std::vector<std::pair<key128, idempotency_record>> keys;
-  keys.reserve(idempotency_.size());
-  idempotency_.for_each([&](const key128& slot, const idempotency_record& r) { keys.emplace_back(slot, r); });
-  const time_ms now = now_();
-  const auto id = std::max<std::uint64_t>(last_snapshot_id_ + 1, static_cast<std::uint64_t>(now));
-  const auto payload = encode_snapshot(id, now, next_offsets_, state_, keys);
-  std::vector<store::record> records;
-  const auto chunks = split_snapshot(payload, id, cfg_.snapshot_chunk_bytes);
-  for (std::size_t i = 0; i < chunks.size(); ++i)
-    records.push_back({cfg_.snapshot_topic, "chunk-" + std::to_string(i), chunks[i]});
-  const auto result = producer_->append(records, cfg_.append_timeout_ms);
-  if (result.status == store::append_status::committed) {
-    last_snapshot_id_ = id;
-    events_since_snapshot_ = 0;
-    write_log(log_level::info, component,
-              "snapshot " + std::to_string(id) + " written: " + std::to_string(state_.accounts.size()) +
-                  " accounts, " + std::to_string(payload.size()) + " bytes in " + std::to_string(chunks.size()) +
-                  " chunks",
-              {{"snapshotId", id}, {"accounts", state_.accounts.size()}, {"bytes", payload.size()}});
-    return;
-  }
-  // A missing snapshot only makes the next start-up slower; the state itself is unaffected.
-  write_log(log_level::warn, component, "snapshot not written: " + result.error, {{"snapshotId", id}});
-  if (result.producer_lost) recover(true);
+void writer::offer_snapshot() {
+  if (!snapshots_writer_->idle()) return;  // the last one is still being written: offered again after the next batch
+  const auto started = std::chrono::steady_clock::now();
+  snapshot_job job;
+  job.created_at = now_();
+  job.id = std::max<std::uint64_t>(last_snapshot_id_ + 1, static_cast<std::uint64_t>(job.created_at));
+  job.next_offsets = next_offsets_;
+  job.state = state_;
+  job.idempotency.reserve(idempotency_.size());
+  idempotency_.for_each([&](const key128& slot, const idempotency_record& r) { job.idempotency.emplace_back(slot, r); });
+  job.copy_took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
+  const auto id = job.id;
+  if (!snapshots_writer_->offer(job)) return;
+  last_snapshot_id_ = id;  // even if writing it fails, the next one is numbered above it
+  events_since_snapshot_ = 0;
 }
 
 void writer::recover(bool producer_lost) {
@@ -305,7 +303,8 @@ void writer::recover(bool producer_lost) {
         producer_.reset();
         producer_ = std::make_unique<store::transactional_producer>(cfg_.kafka_brokers, cfg_.transactional_id,
                                                                     cfg_.kafka_transaction_timeout_ms,
-                                                                    cfg_.kafka_transaction_timeout_ms, producer_settings);
+                                                                    cfg_.kafka_transaction_timeout_ms, producer_settings,
+                                                                    transactional_ids_in_turn);
         producer_lost = false;
       }
       rebuild();
@@ -475,7 +474,7 @@ void writer::process(std::vector<submission>& batch) {
   }
   release_in_flight(batch);
   for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(*answers[i]));
-  if (snapshots_ && events_since_snapshot_ >= cfg_.snapshot_interval_events) write_snapshot();
+  if (snapshots_ && events_since_snapshot_ >= cfg_.snapshot_interval_events) offer_snapshot();
 }
 
 }  // namespace credits::api

@@ -95,43 +95,49 @@ void on_delivery(rd_kafka_t*, const rd_kafka_message_t* m, void*) {
 }  // namespace
 
 struct transactional_producer::impl {
-  kafka_ptr rk;
+  std::vector<kafka_ptr> ids;  // one client per transactional id, used in turn
+  std::size_t next = 0;
 };
 
 transactional_producer::transactional_producer(const std::string& brokers, const std::string& transactional_id,
                                                milliseconds transaction_timeout, milliseconds init_timeout,
-                                               const settings& extra)
+                                               const settings& extra, std::size_t ids_in_turn)
     : impl_(std::make_unique<impl>()) {
-  auto conf = make_conf(brokers,
-                        {{"transactional.id", transactional_id},
-                         {"enable.idempotence", "true"},
-                         {"acks", "all"},
-                         {"transaction.timeout.ms", std::to_string(transaction_timeout.count())},
-                         // Same key to partition mapping as the Java clients.
-                         {"partitioner", "murmur2_random"},
-                         // The writer already batches a whole group commit; do not wait for more.
-                         {"linger.ms", "0"}},
-                        extra);
-  rd_kafka_conf_set_dr_msg_cb(conf.get(), on_delivery);
-  impl_->rk = make_client(RD_KAFKA_PRODUCER, std::move(conf));
+  if (ids_in_turn == 0) throw std::invalid_argument("transactional_producer: ids_in_turn must be at least 1");
   // A broker that is still starting answers nothing for a while: retry for as long as the caller allows.
   const auto deadline = clock::now() + init_timeout;
-  for (;;) {
-    error_ptr err(rd_kafka_init_transactions(impl_->rk.get(), static_cast<int>(transaction_timeout.count())));
-    if (!err) break;
-    if (!rd_kafka_error_is_retriable(err.get()) || remaining(deadline).count() == 0)
-      throw std::runtime_error(std::string("kafka init_transactions: ") + rd_kafka_error_string(err.get()));
+  for (std::size_t i = 0; i < ids_in_turn; ++i) {
+    auto conf = make_conf(brokers,
+                          {{"transactional.id", i == 0 ? transactional_id : transactional_id + "." + std::to_string(i)},
+                           {"enable.idempotence", "true"},
+                           {"acks", "all"},
+                           {"transaction.timeout.ms", std::to_string(transaction_timeout.count())},
+                           // Same key to partition mapping as the Java clients.
+                           {"partitioner", "murmur2_random"},
+                           // The writer already batches a whole group commit; do not wait for more.
+                           {"linger.ms", "0"}},
+                          extra);
+    rd_kafka_conf_set_dr_msg_cb(conf.get(), on_delivery);
+    auto rk = make_client(RD_KAFKA_PRODUCER, std::move(conf));
+    for (;;) {
+      error_ptr err(rd_kafka_init_transactions(rk.get(), static_cast<int>(transaction_timeout.count())));
+      if (!err) break;
+      if (!rd_kafka_error_is_retriable(err.get()) || remaining(deadline).count() == 0)
+        throw std::runtime_error(std::string("kafka init_transactions: ") + rd_kafka_error_string(err.get()));
+    }
+    impl_->ids.push_back(std::move(rk));
   }
 }
 
 transactional_producer::~transactional_producer() = default;
 
 std::int32_t transactional_producer::partition_count(const std::string& topic, milliseconds timeout) {
-  return count_partitions(impl_->rk.get(), topic, timeout);
+  return count_partitions(impl_->ids.front().get(), topic, timeout);
 }
 
 append_result transactional_producer::append(std::span<const record> records, milliseconds timeout) {
-  rd_kafka_t* rk = impl_->rk.get();
+  rd_kafka_t* rk = impl_->ids[impl_->next].get();
+  impl_->next = (impl_->next + 1) % impl_->ids.size();
   const auto deadline = clock::now() + timeout;
   append_result result;
   auto fail = [&](append_status status, const rd_kafka_error_t* e, const std::string& what) {

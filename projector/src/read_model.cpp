@@ -1,6 +1,7 @@
 #include "credits/read_model.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <functional>
 #include <charconv>
 #include <cstdio>
@@ -323,6 +324,109 @@ void guard_state::apply(const std::vector<std::vector<std::string>>& commands) {
       }
     }
   }
+}
+
+namespace {
+
+// One key's commands while a batch is coalesced.
+struct key_writes {
+  std::vector<std::size_t> original;                        // indices of its commands, in order
+  bool plain = true;                                        // only HSET/HINCRBY/ZADD, no field both set and added
+  std::vector<std::pair<std::string, std::string>> sets;    // field -> value, first-set order
+  std::unordered_map<std::string, std::size_t> set_at;      // field -> index in `sets`
+  std::vector<std::pair<std::string, std::int64_t>> adds;   // field -> summed delta
+  std::unordered_map<std::string, std::size_t> add_at;
+  std::vector<std::pair<std::string, std::string>> scores;  // member -> score
+  std::unordered_map<std::string, std::size_t> score_at;
+};
+
+template <class V>
+void put(std::vector<std::pair<std::string, V>>& list, std::unordered_map<std::string, std::size_t>& at,
+         const std::string& name, V value) {
+  const auto [it, fresh] = at.try_emplace(name, list.size());
+  if (fresh)
+    list.emplace_back(name, std::move(value));
+  else
+    list[it->second].second = std::move(value);
+}
+
+// Folds command `c` into `w`; false when the key must keep its commands as they are.
+bool absorb(key_writes& w, const std::vector<std::string>& c) {
+  const auto& verb = c[0];
+  if (verb == "HSET" && c.size() >= 4 && c.size() % 2 == 0) {
+    for (std::size_t i = 2; i < c.size(); i += 2) {
+      if (w.add_at.contains(c[i])) return false;
+      put(w.sets, w.set_at, c[i], c[i + 1]);
+    }
+    return true;
+  }
+  if (verb == "HINCRBY" && c.size() == 4) {
+    if (w.set_at.contains(c[2])) return false;
+    std::int64_t delta = 0;
+    const auto [p, ec] = std::from_chars(c[3].data(), c[3].data() + c[3].size(), delta);
+    if (ec != std::errc{} || p != c[3].data() + c[3].size()) return false;
+    const auto [it, fresh] = w.add_at.try_emplace(c[2], w.adds.size());
+    if (fresh) {
+      w.adds.emplace_back(c[2], delta);
+    } else if (__builtin_add_overflow(w.adds[it->second].second, delta, &w.adds[it->second].second)) {
+      return false;  // Redis would refuse the sum where it overflows; keep the commands and let it
+    }
+    return true;
+  }
+  if (verb == "ZADD" && c.size() >= 4 && c.size() % 2 == 0) {
+    for (std::size_t i = 2; i < c.size(); i += 2) {
+      if (c[i].empty() || !(std::isdigit(static_cast<unsigned char>(c[i][0])) || c[i][0] == '-')) return false;  // a flag
+      put(w.scores, w.score_at, c[i + 1], c[i]);
+    }
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<std::vector<std::string>> coalesce(std::vector<std::vector<std::string>> commands) {
+  std::vector<std::string> order;  // keys by first appearance
+  std::unordered_map<std::string, key_writes> keys;
+  std::vector<std::vector<std::string>> out;
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    const auto& c = commands[i];
+    if (c.size() < 2) {  // no key: nothing to merge it with
+      out.push_back(c);
+      continue;
+    }
+    auto [it, fresh] = keys.try_emplace(c[1]);
+    if (fresh) order.push_back(c[1]);
+    auto& w = it->second;
+    w.original.push_back(i);
+    if (w.plain) w.plain = absorb(w, c);
+  }
+  out.reserve(out.size() + keys.size());
+  for (const auto& key : order) {
+    auto& w = keys.at(key);
+    if (!w.plain) {
+      for (const auto i : w.original) out.push_back(std::move(commands[i]));
+      continue;
+    }
+    if (!w.sets.empty()) {
+      std::vector<std::string> hset{"HSET", key};
+      for (auto& [field, value] : w.sets) {
+        hset.push_back(field);
+        hset.push_back(std::move(value));
+      }
+      out.push_back(std::move(hset));
+    }
+    for (const auto& [field, delta] : w.adds) out.push_back({"HINCRBY", key, field, std::to_string(delta)});
+    if (!w.scores.empty()) {
+      std::vector<std::string> zadd{"ZADD", key};
+      for (auto& [member, score] : w.scores) {
+        zadd.push_back(std::move(score));
+        zadd.push_back(member);
+      }
+      out.push_back(std::move(zadd));
+    }
+  }
+  return out;
 }
 
 std::string poison_field(std::string_view topic, std::int32_t partition, std::int64_t offset) {

@@ -69,11 +69,24 @@ class Stack:
     """The command API and the projector under test, restartable. `name` and `env` give a second stack its own
     topics, Redis database, transactional id and log files (see test_contract.py)."""
 
-    def __init__(self, name="", env=None):
-        self.port = free_port()
-        self.env = dict(os.environ)
-        self.env.update({
-            "CREDITS_HTTP_PORT": str(self.port),
+    def __init__(self, name="", env=None, exact_env=None):
+        """`exact_env`, if given, is the processes' whole environment instead of the test defaults and `env`
+        (test_compose_env.py); it must set CREDITS_HTTP_PORT and CREDITS_PROJECTOR_METRICS_PORT."""
+        if exact_env is not None:
+            self.env = dict(exact_env)
+        else:
+            self.env = self.default_env(name, env)
+        self.port = int(self.env["CREDITS_HTTP_PORT"])
+        self.projector_metrics_url = f"http://127.0.0.1:{self.env['CREDITS_PROJECTOR_METRICS_PORT']}/metrics"
+        self.api = Process("credits-api" + name, BUILD / "command-api" / "credits-api", self.env)
+        self.projector = Process("credits-projector" + name, BUILD / "projector" / "credits-projector", self.env)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def default_env(name, env):
+        result = dict(os.environ)
+        result.update({
+            "CREDITS_HTTP_PORT": str(free_port()),
             "CREDITS_KAFKA_BROKERS": BROKERS,
             "CREDITS_REDIS_PORT": REDIS_PORT,
             "CREDITS_LEDGER_TOPIC": LEDGER_TOPIC,
@@ -87,11 +100,8 @@ class Stack:
             "CREDITS_PROJECTOR_METRICS_PORT": str(free_port()),
             "ASAN_OPTIONS": "detect_leaks=0",
         })
-        self.env.update(env or {})
-        self.projector_metrics_url = f"http://127.0.0.1:{self.env['CREDITS_PROJECTOR_METRICS_PORT']}/metrics"
-        self.api = Process("credits-api" + name, BUILD / "command-api" / "credits-api", self.env)
-        self.projector = Process("credits-projector" + name, BUILD / "projector" / "credits-projector", self.env)
-        self.url = f"http://127.0.0.1:{self.port}"
+        result.update(env or {})
+        return result
 
     def start(self):
         self.projector.start()

@@ -3,6 +3,12 @@ from conftest import LEDGER_TOPIC, USAGE_TOPIC, fold_balance, read_topic, redis_
 
 
 def test_the_guide_end_to_end(client, external_id):
+    run_guide(client, external_id, "tenant_a", LEDGER_TOPIC, USAGE_TOPIC)
+
+
+def run_guide(client, external_id, tenant, ledger_topic, usage_topic):
+    """The guide's steps by `client` (of `tenant`) on a stack writing to these topics; also run by
+    test_compose_env.py on the native stack configured as compose would configure it."""
     # Step 2: create an account with the app's own user id.
     r = client.post("/v1/accounts/create", {"name": "Alice", "externalId": external_id, "email": "alice@example.com"})
     assert r.status_code == 200, r.text
@@ -11,7 +17,7 @@ def test_the_guide_end_to_end(client, external_id):
     assert account["id"].startswith("acc_")
     assert account["externalId"] == external_id and account["name"] == "Alice"
     assert account["email"] == "alice@example.com"
-    assert r.headers["Credits-Position"].startswith(LEDGER_TOPIC + ":")
+    assert r.headers["Credits-Position"].startswith(ledger_topic + ":")
 
     # Step 3: add credits by externalId.
     r = client.post("/v1/accounts/credits/add", {"externalId": external_id, "amount": 1000,
@@ -71,18 +77,18 @@ def test_the_guide_end_to_end(client, external_id):
     assert redis_hash("credits:reservation:{%s}:%s" % (account["id"], second["id"]))["status"] == "cancelled"
 
     # The log, read with kcat: the account stream in order, with the ids the API returned.
-    events = read_topic(LEDGER_TOPIC, key=account["id"])
+    events = read_topic(ledger_topic, key=account["id"])
     assert [e["type"] for e in events] == ["AccountCreated", "CreditsAdded", "CreditsReserved",
                                            "ReservationConfirmed", "CreditsReserved", "ReservationCancelled"]
     assert len({e["_partition"] for e in events}) == 1, "an account stream lives in one partition"
     assert events[1]["payload"]["transactionId"] == added["transactionId"]
     assert events[3]["payload"]["transactionId"] == confirmed["transactionId"]
     for e in events:
-        assert e["tenant"] == "tenant_a" and e["accountId"] == account["id"] and e["schemaVersion"] == 1
-        assert e["apiKeyId"].startswith("key_") and "ck_test" not in str(e)
+        assert e["tenant"] == tenant and e["accountId"] == account["id"] and e["schemaVersion"] == 1
+        assert e["apiKeyId"].startswith("key_") and client.key not in str(e)
         assert e["occurredAt"].endswith("Z") and len(e["eventId"]) == 36
     assert fold_balance(events) == (680, 0)
-    usage_events = read_topic(USAGE_TOPIC, key=account["id"])
+    usage_events = read_topic(usage_topic, key=account["id"])
     assert [e["type"] for e in usage_events] == ["UsageRecorded"]
     assert usage_events[0]["payload"]["modelId"] == "gpt-4o" and usage_events[0]["payload"]["inputTokens"] == 1000
 

@@ -2,6 +2,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <memory>
@@ -96,6 +97,25 @@ TEST(event_store, a_failed_commit_is_not_reported_as_committed) {
   const auto result = producer.append(records, milliseconds(3000));
   EXPECT_NE(result.status, append_status::committed);
   EXPECT_FALSE(result.error.empty());
+}
+
+// Fencing needs a real broker (the mock cluster does not check producer epochs): see
+// tests/integration/event_store_test.cpp.
+TEST(event_store, ids_in_turn_keep_the_order_of_appends) {
+  mock_cluster cluster;
+  transactional_producer producer(cluster.brokers(), "test-writer", timeout, timeout, {}, 2);
+  const std::string account = derive_account_id("t", "u");
+  std::vector<std::int64_t> offsets;
+  for (int i = 0; i < 6; ++i) {
+    const std::vector<record> records{{"ledger", account, "event-" + std::to_string(i)}};
+    const auto result = producer.append(records, timeout);
+    ASSERT_EQ(result.status, append_status::committed) << i << ": " << result.error;
+    offsets.push_back(result.positions[0].offset);
+  }
+  EXPECT_TRUE(std::is_sorted(offsets.begin(), offsets.end()));
+  std::vector<std::string> values;
+  read_to_end(cluster.brokers(), {"ledger"}, [&](const message& m) { values.push_back(m.value); }, timeout);
+  EXPECT_EQ(values, (std::vector<std::string>{"event-0", "event-1", "event-2", "event-3", "event-4", "event-5"}));
 }
 
 TEST(event_store, reading_an_empty_log_ends_at_once) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <map>
+#include <random>
+#include <set>
 
 #include "credits/projector.hpp"
 #include "credits/read_model.hpp"
@@ -214,6 +216,91 @@ TEST(fold, a_reservation_lifecycle_sums_to_the_domain_balance) {
       if (c[0] == "HINCRBY" && c[1] == account_hash) sums[c[2]] += std::stoll(c[3]);
   EXPECT_EQ(sums["balance"], 680);
   EXPECT_EQ(sums["reserved"], 0);
+}
+
+// What a pipeline of the fold's write commands leaves in Redis, for comparing two pipelines.
+class write_model {
+ public:
+  void run(const words& c) {
+    const auto& verb = c.at(0);
+    const auto& key = c.at(1);
+    if (verb == "HSET") {
+      for (std::size_t i = 2; i + 1 < c.size(); i += 2) hashes_[key][c[i]] = c[i + 1];
+    } else if (verb == "HSETNX") {
+      hashes_[key].try_emplace(c.at(2), c.at(3));
+    } else if (verb == "HINCRBY") {
+      auto& v = hashes_[key][c.at(2)];
+      v = std::to_string((v.empty() ? 0 : std::stoll(v)) + std::stoll(c.at(3)));
+    } else if (verb == "ZADD") {
+      for (std::size_t i = 2; i + 1 < c.size(); i += 2) zsets_[key][c[i + 1]] = c[i];
+    } else if (verb == "SADD") {
+      for (std::size_t i = 2; i < c.size(); ++i) sets_[key].insert(c[i]);
+    } else {
+      ADD_FAILURE() << "unexpected command " << verb;
+    }
+  }
+  void run(const commands& cs) {
+    for (const auto& c : cs) run(c);
+  }
+  bool operator==(const write_model&) const = default;
+
+ private:
+  std::map<std::string, std::map<std::string, std::string>> hashes_;
+  std::map<std::string, std::map<std::string, std::string>> zsets_;  // member -> score
+  std::map<std::string, std::set<std::string>> sets_;
+};
+
+TEST(coalesce, random_pipelines_leave_the_same_writes_in_fewer_commands) {
+  std::mt19937 rng(20261129);
+  const auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  for (int round = 0; round < 1000; ++round) {
+    commands cs;
+    const int length = 1 + pick(30);
+    for (int i = 0; i < length; ++i) {
+      const auto key = "k" + std::to_string(pick(4));
+      const auto field = [&] { return "f" + std::to_string(pick(3)); };
+      switch (pick(6)) {
+        case 0: cs.push_back({"HSET", key, field(), std::to_string(pick(9))}); break;
+        case 1: cs.push_back({"HSET", key, field(), "7", field(), "8"}); break;
+        case 2: cs.push_back({"HINCRBY", key, field(), std::to_string(pick(11) - 5)}); break;
+        case 3: cs.push_back({"ZADD", "z" + key, std::to_string(pick(9)), field(), std::to_string(pick(9)), field()}); break;
+        case 4: cs.push_back({"HSETNX", key, field(), "5"}); break;
+        default: cs.push_back({"SADD", "s" + key, field()}); break;
+      }
+    }
+    write_model plain, merged;
+    plain.run(cs);
+    const auto coalesced = read_model::coalesce(cs);
+    merged.run(coalesced);
+    ASSERT_TRUE(plain == merged) << "round " << round;
+    EXPECT_LE(coalesced.size(), cs.size());
+  }
+}
+
+TEST(coalesce, an_accounts_events_in_one_batch_share_their_commands) {
+  commands cs;
+  std::int64_t offset = 0;
+  for (const auto& payload : std::vector<event_payload>{
+           account_created{"A", "u", "", {}}, credits_added{"txn_1", 1000, 1000, "", "", {}},
+           credits_added{"txn_2", 50, 1050, "", "", {}}, credits_reserved{"rsv_1", 500, occurred, "", "", {}},
+           reservation_confirmed{"rsv_1", "txn_3", 320, 180, 730}})
+    for (auto& c : read_model::fold(sample(payload), offset++)) cs.push_back(std::move(c));
+  const auto coalesced = read_model::coalesce(cs);
+  write_model plain, merged;
+  plain.run(cs);
+  merged.run(coalesced);
+  EXPECT_TRUE(plain == merged);
+  EXPECT_EQ(delta(coalesced, account_hash, "balance"), "730");
+  EXPECT_EQ(delta(coalesced, account_hash, "reserved"), "0");
+  EXPECT_LT(coalesced.size(), cs.size() / 2) << cs.size() << " commands became " << coalesced.size();
+}
+
+TEST(coalesce, a_field_both_set_and_incremented_keeps_its_keys_commands_in_order) {
+  const commands cs{{"HINCRBY", "k", "f", "1"}, {"HSET", "k", "f", "10"}, {"HINCRBY", "k", "f", "2"},
+                    {"HINCRBY", "other", "g", "1"}, {"HINCRBY", "other", "g", "1"}};
+  const commands expected{{"HINCRBY", "k", "f", "1"}, {"HSET", "k", "f", "10"}, {"HINCRBY", "k", "f", "2"},
+                          {"HINCRBY", "other", "g", "2"}};
+  EXPECT_EQ(read_model::coalesce(cs), expected);
 }
 
 TEST(guarded_apply, arguments_carry_the_position_then_each_command_prefixed_by_its_length) {

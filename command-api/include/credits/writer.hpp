@@ -18,6 +18,7 @@
 #include "credits/event_store.hpp"
 #include "credits/idempotency.hpp"
 #include "credits/outcome.hpp"
+#include "credits/snapshot_writer.hpp"
 
 namespace credits::api {
 
@@ -38,7 +39,8 @@ enum class submit_result {
 // command against it and appends the resulting events to Kafka, many commands per Kafka transaction (group
 // commit). Only after the Kafka transaction commits are the commands answered. If an append fails or its
 // outcome is unknown, the batch is answered 503 and the state is rebuilt from the log before more commands
-// are taken. Every `snapshot_interval_events` events it writes a snapshot of its state to the snapshot topic.
+// are taken. Every `snapshot_interval_events` events it copies its state and hands the copy to a
+// snapshot_writer, which writes it to the snapshot topic on a thread of its own.
 //
 // Threads: submit(), latest_position() and the counters from any thread; everything else on the writer
 // thread that start() launches. stop() drains the queue and joins.
@@ -79,7 +81,7 @@ class writer {
   void process(std::vector<submission>& batch);
   void rebuild();
   bool load_snapshot(store::start_offsets& from);
-  void write_snapshot();
+  void offer_snapshot();
   void recover(bool producer_lost);
   void release_in_flight(const std::vector<submission>& batch);
   outcome replay(const idempotency_store::hit& hit);
@@ -91,6 +93,7 @@ class writer {
   const clock_fn now_;
   api_metrics& metrics_;
   std::unique_ptr<store::transactional_producer> producer_;
+  std::unique_ptr<snapshot_writer> snapshots_writer_;  // when snapshots are on
 
   // Writer thread only.
   ledger_state state_;

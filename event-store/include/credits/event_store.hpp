@@ -46,17 +46,26 @@ struct append_result {
 // Appends batches of records in one Kafka transaction each. Lives on one thread (the writer's); not
 // thread-safe. Construction runs init_transactions, which fences any older producer with the same
 // transactional.id and aborts its open transaction.
+//
+// With `ids_in_turn` = K > 1 it owns K transactional ids (`transactional_id`, then `transactional_id.1` ..
+// `.K-1`), claims all of them at construction and uses them in turn, still one transaction at a time, so
+// the order of batches in the log is the order of append() calls. Why: a Kafka coordinator answers EndTxn
+// before it has written the commit markers, and until it has, the same id cannot add partitions to its next
+// transaction (CONCURRENT_TRANSACTIONS, retried by librdkafka after a fixed 20 ms). The next id in turn has no
+// such wait. Fencing holds as long as K is a constant of the caller: a new process claims every id before
+// it appends, so an older one fails on whichever id it tries next.
 class transactional_producer {
  public:
   // Retries init_transactions until `init_timeout` while the broker is unreachable, then throws.
   transactional_producer(const std::string& brokers, const std::string& transactional_id,
                          std::chrono::milliseconds transaction_timeout, std::chrono::milliseconds init_timeout,
-                         const settings& extra = {});
+                         const settings& extra = {}, std::size_t ids_in_turn = 1);
   ~transactional_producer();
   transactional_producer(const transactional_producer&) = delete;
   transactional_producer& operator=(const transactional_producer&) = delete;
 
-  // Blocks until the Kafka transaction commits or fails, at most about `timeout`.
+  // Blocks until the Kafka transaction commits or fails, at most about `timeout`. After a result with
+  // `producer_lost`, the whole producer (every id) must be re-created.
   append_result append(std::span<const record> records, std::chrono::milliseconds timeout);
 
   std::int32_t partition_count(const std::string& topic, std::chrono::milliseconds timeout);

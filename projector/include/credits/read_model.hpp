@@ -234,6 +234,14 @@ class guard_state {
   std::unordered_map<std::string, std::unordered_map<std::string, std::string>> hashes_;
 };
 
+// The same writes as running `commands` in order, in fewer commands, for a writer that sends them in one
+// pipeline and reads nothing in between (a rebuild). Per key: its HSETs become one HSET (the last value of a
+// field wins), its HINCRBYs one per field (deltas summed, so a field still comes into being at 0), its ZADDs
+// one ZADD (the last score of a member wins). A key with any other command, or with a field both set and
+// incremented, keeps its commands as they were, in order. Keys come out in order of first appearance; the
+// order between keys never matters, as no command reads another key.
+std::vector<std::vector<std::string>> coalesce(std::vector<std::vector<std::string>> commands);
+
 // The commands that record a poison event: its entry in credits:poison and, when it has a key, the blocked
 // marks on that account. `key` is the Kafka key as read, which need not be a valid account id.
 std::vector<std::vector<std::string>> poison_marks(std::string_view topic, std::int32_t partition,

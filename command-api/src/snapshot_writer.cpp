@@ -1,0 +1,98 @@
+#include "credits/snapshot_writer.hpp"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "credits/log.hpp"
+#include "credits/snapshot.hpp"
+
+namespace credits::api {
+namespace {
+
+constexpr std::string_view component = "credits-api";
+
+// The snapshot thread's nice value (Linux: per thread). Encoding a large snapshot takes a core for a second
+// or more; on a small machine that core is the one the HTTP and writer threads need, so it yields to them.
+constexpr int snapshot_thread_nice = 10;
+
+std::unique_ptr<store::transactional_producer> make_producer(const config& cfg, std::chrono::milliseconds init_timeout) {
+  return std::make_unique<store::transactional_producer>(cfg.kafka_brokers, cfg.transactional_id + ".snapshots",
+                                                         cfg.kafka_transaction_timeout_ms, init_timeout);
+}
+
+}  // namespace
+
+snapshot_writer::snapshot_writer(const config& cfg)
+    : cfg_(cfg), producer_(make_producer(cfg, cfg.startup_timeout_ms)), thread_([this] { run(); }) {}
+
+snapshot_writer::~snapshot_writer() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+bool snapshot_writer::idle() const {
+  std::lock_guard lock(mutex_);
+  return !job_;
+}
+
+bool snapshot_writer::offer(snapshot_job& job) {
+  {
+    std::lock_guard lock(mutex_);
+    if (job_ || stopping_) return false;
+    job_ = std::move(job);
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void snapshot_writer::run() {
+  // Best effort: without the permission (it needs none to lower priority) the thread runs at normal priority.
+  (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), snapshot_thread_nice);
+  for (;;) {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return stopping_ || job_; });
+    if (!job_) return;  // stopping, nothing left to write
+    lock.unlock();
+    write(*job_);  // the job is only read here; offer() leaves it alone while it is set
+    lock.lock();
+    job_.reset();
+  }
+}
+
+void snapshot_writer::write(const snapshot_job& job) {
+  const auto started = std::chrono::steady_clock::now();
+  try {
+    if (!producer_) producer_ = make_producer(cfg_, cfg_.kafka_transaction_timeout_ms);
+    const auto payload = encode_snapshot(job.id, job.created_at, job.next_offsets, job.state, job.idempotency);
+    const auto chunks = split_snapshot(payload, job.id, cfg_.snapshot_chunk_bytes);
+    std::vector<store::record> records;
+    records.reserve(chunks.size());
+    for (std::size_t i = 0; i < chunks.size(); ++i)
+      records.push_back({cfg_.snapshot_topic, "chunk-" + std::to_string(i), chunks[i]});
+    const auto result = producer_->append(records, cfg_.append_timeout_ms);
+    const auto took =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+    if (result.status == store::append_status::committed) {
+      write_log(log_level::info, component,
+                "snapshot " + std::to_string(job.id) + " written: " + std::to_string(job.state.accounts.size()) +
+                    " accounts, " + std::to_string(payload.size()) + " bytes in " + std::to_string(chunks.size()) +
+                    " chunks in " + std::to_string(took) + " ms (the writer paused " +
+                    std::to_string(job.copy_took.count()) + " ms to copy its state)",
+                {{"snapshotId", job.id}, {"accounts", job.state.accounts.size()}, {"bytes", payload.size()},
+                 {"durationMs", took}, {"writerPauseMs", job.copy_took.count()}});
+      return;
+    }
+    // A missing snapshot only makes the next start-up slower; the writer's state is unaffected.
+    write_log(log_level::warn, component, "snapshot not written: " + result.error, {{"snapshotId", job.id}});
+    if (result.producer_lost) producer_.reset();
+  } catch (const std::exception& ex) {
+    write_log(log_level::warn, component, std::string("snapshot not written: ") + ex.what(), {{"snapshotId", job.id}});
+    producer_.reset();
+  }
+}
+
+}  // namespace credits::api
