@@ -2,7 +2,8 @@
 # The compose stack's one-shot init (service `init-topics`, in the Kafka image): creates the ledger's topics
 # with the settings the native stack gives them (scripts/lib.sh, create_topics): the two event topics and the
 # projector's dead letters with CREDITS_PARTITIONS partitions and infinite retention (the log is the source of
-# truth), the writer's snapshots in one compacted partition. A topic that exists is left as it is: Kafka can
+# truth), the writer's snapshots in one compacted partition, the key log (credits-admin) in one partition kept
+# forever. A topic that exists is left as it is: Kafka can
 # only add partitions, and adding them would move keys to other partitions.
 #
 # Every variable is required: compose sets them all, so the names and defaults live in one place.
@@ -25,4 +26,5 @@ for topic in "${CREDITS_LEDGER_TOPIC:?}" "${CREDITS_USAGE_TOPIC:?}" "${CREDITS_D
   create "$topic" "$partitions" --config retention.ms=-1 --config retention.bytes=-1
 done
 create "${CREDITS_SNAPSHOT_TOPIC:?}" 1 --config cleanup.policy=compact --config retention.ms=-1
+create "${CREDITS_KEYS_TOPIC:?}" 1 --config retention.ms=-1 --config retention.bytes=-1
 echo "topics ready"

@@ -22,7 +22,8 @@ APT_RETRY_SLEEP=5
 BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libboost1.81-dev librdkafka-dev libhiredis-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev libssl-dev
+  libgtest-dev libgmock-dev
+  libssl-dev openssl            # SHA-256 and TLS (OpenSSL through Beast); the TLS test makes a certificate with the CLI
   prometheus-cpp-dev            # /metrics: prometheus-cpp core (API, projector) and pull (projector's exposer)
   libjemalloc-dev               # the servers' allocator in release builds (CMakeLists.txt: credits_allocator)
 )

@@ -16,6 +16,7 @@ PARTITIONS="${CREDITS_PARTITIONS:-12}"
 LEDGER_TOPIC="${CREDITS_LEDGER_TOPIC:-credits.ledger}"
 USAGE_TOPIC="${CREDITS_USAGE_TOPIC:-credits.usage}"
 SNAPSHOT_TOPIC="${CREDITS_SNAPSHOT_TOPIC:-credits.snapshots}"
+KEYS_TOPIC="${CREDITS_KEYS_TOPIC:-credits.keys}"
 HTTP_PORT="${CREDITS_HTTP_PORT:-8080}"
 KAFKA_HEAP_OPTS="${CREDITS_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 
@@ -357,5 +358,13 @@ create_topics() {
     kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
       --create --if-not-exists --topic "$SNAPSHOT_TOPIC" --partitions 1 --replication-factor 1 \
       --config cleanup.policy=compact --config retention.ms=-1 >/dev/null
+  fi
+  # The key log (credits-admin): one partition, so every change is in one order; kept forever, as the audit
+  # trail of who created and revoked which key.
+  if [[ -z "$(kafka_topic_partitions "$KEYS_TOPIC")" ]]; then
+    log "topic $KEYS_TOPIC: creating (1 partition, infinite retention)"
+    kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
+      --create --if-not-exists --topic "$KEYS_TOPIC" --partitions 1 --replication-factor 1 \
+      --config retention.ms=-1 --config retention.bytes=-1 >/dev/null
   fi
 }

@@ -13,6 +13,7 @@ BUILD="${CREDITS_TEST_BUILD_DIR:-$REPO/build/$PRESET}"
 SDK_LEDGER_TOPIC=credits-test-sdk.ledger
 SDK_USAGE_TOPIC=credits-test-sdk.usage
 SDK_SNAPSHOT_TOPIC=credits-test-sdk.snapshots
+SDK_KEYS_TOPIC=credits-test-sdk.keys
 SDK_API_KEY=ck_sdk_test_key
 run_id="$(date +%Y%m%d%H%M%S)_$$"
 SDK_EXAMPLE_API_KEY="ck_sdk_example_$run_id"
@@ -24,13 +25,15 @@ done
 kafka_metadata >/dev/null || die "kafka does not answer on $KAFKA_BOOTSTRAP (scripts/up.sh --infra-only)"
 redis_ping || die "redis does not answer on port $REDIS_PORT (scripts/up.sh --infra-only)"
 
-LEDGER_TOPIC="$SDK_LEDGER_TOPIC" USAGE_TOPIC="$SDK_USAGE_TOPIC" SNAPSHOT_TOPIC="$SDK_SNAPSHOT_TOPIC" create_topics
+LEDGER_TOPIC="$SDK_LEDGER_TOPIC" USAGE_TOPIC="$SDK_USAGE_TOPIC" SNAPSHOT_TOPIC="$SDK_SNAPSHOT_TOPIC" KEYS_TOPIC="$SDK_KEYS_TOPIC" \
+  create_topics
 
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 mkdir -p "$LOGS"
 export CREDITS_HTTP_PORT="$port" CREDITS_KAFKA_BROKERS="$KAFKA_BOOTSTRAP" CREDITS_REDIS_PORT="$REDIS_PORT"
 export CREDITS_LEDGER_TOPIC="$SDK_LEDGER_TOPIC" CREDITS_USAGE_TOPIC="$SDK_USAGE_TOPIC"
 export CREDITS_SNAPSHOT_TOPIC="$SDK_SNAPSHOT_TOPIC" CREDITS_TRANSACTIONAL_ID=credits-test-sdk-api
+export CREDITS_KEYS_TOPIC="$SDK_KEYS_TOPIC"
 export CREDITS_API_KEYS="sdk:$SDK_API_KEY,sdk_example_$run_id:$SDK_EXAMPLE_API_KEY"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}"
 

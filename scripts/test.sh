@@ -10,6 +10,7 @@ PRESET="${CREDITS_TEST_PRESET:-dev}"     # dev = ASan + UBSan
 TEST_LEDGER_TOPIC=credits-test.ledger   # the integration tests' own topics: a running stack is not disturbed
 TEST_USAGE_TOPIC=credits-test.usage
 TEST_SNAPSHOT_TOPIC=credits-test.snapshots
+TEST_KEYS_TOPIC=credits-test.keys
 # The projector's own tests write hand-made events that no writer decided; they get topics of their own so
 # the API under test never rebuilds from them.
 PROJECTOR_TEST_LEDGER_TOPIC=credits-test-projector.ledger
@@ -39,13 +40,14 @@ if ! "$REPO/scripts/status.sh" >/dev/null 2>&1; then
   trap '"$REPO/scripts/down.sh" || true' EXIT
 fi
 "$REPO/scripts/up.sh" --infra-only
-LEDGER_TOPIC="$TEST_LEDGER_TOPIC" USAGE_TOPIC="$TEST_USAGE_TOPIC" SNAPSHOT_TOPIC="$TEST_SNAPSHOT_TOPIC" create_topics
+LEDGER_TOPIC="$TEST_LEDGER_TOPIC" USAGE_TOPIC="$TEST_USAGE_TOPIC" SNAPSHOT_TOPIC="$TEST_SNAPSHOT_TOPIC" \
+  KEYS_TOPIC="$TEST_KEYS_TOPIC" create_topics
 LEDGER_TOPIC="$PROJECTOR_TEST_LEDGER_TOPIC" USAGE_TOPIC="$PROJECTOR_TEST_USAGE_TOPIC" SNAPSHOT_TOPIC="$TEST_SNAPSHOT_TOPIC" \
-  create_topics
+  KEYS_TOPIC="$TEST_KEYS_TOPIC" create_topics
 
 export CREDITS_KAFKA_BROKERS="$KAFKA_BOOTSTRAP" CREDITS_REDIS_PORT="$REDIS_PORT"
 export CREDITS_TEST_LEDGER_TOPIC="$TEST_LEDGER_TOPIC" CREDITS_TEST_USAGE_TOPIC="$TEST_USAGE_TOPIC"
-export CREDITS_TEST_SNAPSHOT_TOPIC="$TEST_SNAPSHOT_TOPIC"
+export CREDITS_TEST_SNAPSHOT_TOPIC="$TEST_SNAPSHOT_TOPIC" CREDITS_TEST_KEYS_TOPIC="$TEST_KEYS_TOPIC"
 export CREDITS_TEST_BUILD_DIR="$REPO/build/$PRESET"
 
 log "integration tests (C++)"

@@ -1,4 +1,5 @@
 #include <charconv>
+#include <fstream>
 #include <stdexcept>
 
 #include "credits/api_config.hpp"
@@ -172,6 +173,18 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
   if (c.append_timeout_ms > c.kafka_transaction_timeout_ms)
     throw std::invalid_argument("CREDITS_APPEND_TIMEOUT_MS must not exceed CREDITS_KAFKA_TRANSACTION_TIMEOUT_MS");
   if (const char* prices = getenv("CREDITS_MODEL_PRICES")) c.model_prices = parse_prices(prices);
+  r.text("CREDITS_KEYS_TOPIC", c.keys_topic);
+  r.number("CREDITS_RATE_LIMIT_REQUESTS_PER_S", c.rate_limit_requests_per_s, 0, 1'000'000);
+  r.number("CREDITS_RATE_LIMIT_BURST_REQUESTS", c.rate_limit_burst_requests, 0, 10'000'000);
+  if (c.rate_limit_burst_requests == 0) c.rate_limit_burst_requests = 2 * c.rate_limit_requests_per_s;
+  r.number("CREDITS_RATE_LIMIT_KEYS_MAX", c.rate_limit_keys_max, 1, 100'000'000);
+  r.text("CREDITS_TLS_CERT_FILE", c.tls_cert_file);
+  r.text("CREDITS_TLS_KEY_FILE", c.tls_key_file);
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty())
+    throw std::invalid_argument("CREDITS_TLS_CERT_FILE and CREDITS_TLS_KEY_FILE go together: set both or neither");
+  for (const auto* file : {&c.tls_cert_file, &c.tls_key_file})
+    if (!file->empty() && !std::ifstream(*file))
+      throw std::invalid_argument("TLS file " + *file + " cannot be read");
   const char* keys = getenv("CREDITS_API_KEYS");
   if (!keys || *keys == '\0') throw std::invalid_argument("CREDITS_API_KEYS is required (tenant:key,...)");
   c.api_keys = parse_api_keys(keys);

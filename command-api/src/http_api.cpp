@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -20,6 +21,7 @@
 #include "credits/ids.hpp"
 #include "credits/log.hpp"
 #include "credits/queries.hpp"
+#include "credits/rate_limit.hpp"
 #include "credits/responses.hpp"
 
 namespace credits::api {
@@ -28,6 +30,7 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using nlohmann::json;
 using request = http::request<http::string_body>;
@@ -239,6 +242,8 @@ struct http_api::impl {
   const config& cfg;
   asio::io_context& io;
   writer& w;
+  const key_registry& keys;
+  rate_limiter limiter;
   api_metrics& metrics;
   tcp::acceptor acceptor;
   asio::thread_pool blocking;
@@ -248,16 +253,31 @@ struct http_api::impl {
   shared_count connections = std::make_shared<std::atomic<std::size_t>>(0);
   shared_count refusals = std::make_shared<std::atomic<std::size_t>>(0);
   log_rate_limit failure_lines{failure_lines_per_second_max};
+  std::unique_ptr<ssl::context> tls;  // set when CREDITS_TLS_CERT_FILE/KEY_FILE are: every connection is TLS
 
-  impl(const config& c, asio::io_context& i, writer& wr, api_metrics& m)
+  impl(const config& c, asio::io_context& i, writer& wr, const key_registry& k, api_metrics& m)
       : cfg(c),
         io(i),
         w(wr),
+        keys(k),
+        limiter(c.rate_limit_requests_per_s, c.rate_limit_burst_requests, c.rate_limit_keys_max),
         metrics(m),
         acceptor(i),
         blocking(static_cast<std::size_t>(c.redis_connections_max)),
         redis(c),
-        kafka(c) {}
+        kafka(c),
+        tls(make_tls_context(c)) {}
+
+  // TLS 1.2 or newer with the configured certificate chain and key; throws (start-up fails) if they do not load.
+  static std::unique_ptr<ssl::context> make_tls_context(const config& c) {
+    if (c.tls_cert_file.empty()) return nullptr;
+    auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
+    ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                     ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+    ctx->use_certificate_chain_file(c.tls_cert_file);
+    ctx->use_private_key_file(c.tls_key_file, ssl::context::pem);
+    return ctx;
+  }
 
   // Per-connection state: the caller's random source for new ids, and whether the router recognised the
   // current request's path as an API route (its metrics label, see route_label).
@@ -582,11 +602,22 @@ struct http_api::impl {
     s.api_route = true;
 
     const auto key_text = req["X-API-Key"];
-    const auto key = key_text.empty() ? cfg.api_keys.end() : cfg.api_keys.find(sha256_hex(key_text));
-    if (key == cfg.api_keys.end())
-      co_return reject(rejection{error_code::unauthorized,
-                                 key_text.empty() ? "missing X-API-Key header" : "unknown API key", "", nullptr},
-                       req);
+    if (key_text.empty())
+      co_return reject(rejection{error_code::unauthorized, "missing X-API-Key header", "", nullptr}, req);
+    auto authenticated = keys.authenticate(key_text);
+    if (auto* r = std::get_if<rejection>(&authenticated)) co_return reject(*r, req);
+    const auto& key = std::get<api_key>(authenticated);
+    // Every authenticated request takes a token, whatever it asks for, so a flood of bad requests is limited too.
+    const auto steady_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch());
+    if (const auto wait = limiter.admit(key.key_id, steady_ms)) {
+      auto res = reject(rejection{error_code::rate_limited,
+                                  "too many requests for this API key; retry in " + std::to_string(wait->count()) + " s",
+                                  "", json{{"retryAfterSeconds", wait->count()}}},
+                        req);
+      res.set(http::field::retry_after, std::to_string(wait->count()));
+      co_return res;
+    }
 
     const auto wanted = is_command ? http::verb::post : http::verb::get;
     if (req.method() != wanted) {
@@ -596,9 +627,11 @@ struct http_api::impl {
       res.set(http::field::allow, http::to_string(wanted));
       co_return res;
     }
+    if (is_command && key.scope == key_scope::read_only)
+      co_return reject(rejection{error_code::forbidden, "this API key is read-only", "", nullptr}, req);
     try {
-      if (is_command) co_return co_await command_route(req, path, key->second, s, request_id);
-      co_return co_await query_route(req, path, query, key->second);
+      if (is_command) co_return co_await command_route(req, path, key, s, request_id);
+      co_return co_await query_route(req, path, query, key);
     } catch (const std::exception& ex) {
       // Redis unreachable (queries) or another I/O failure: never a false answer, ask for a retry.
       write_log(log_level::error, component,
@@ -658,11 +691,32 @@ struct http_api::impl {
               fields);
   }
 
-  // One connection: requests are read, handled and answered strictly one after another, so a client that
-  // pipelines has one request in flight and the rest wait in the socket. Holds one unit of `connections`.
+  // One connection, plain or TLS: the TLS handshake first (within the request timeout), then serve(); a TLS
+  // connection is closed with a close_notify, a plain one with a FIN. Holds one unit of `connections`.
   asio::awaitable<void> session(tcp::socket socket) {
     const count_release slot{connections};
-    beast::tcp_stream stream(std::move(socket));
+    if (!tls) {
+      beast::tcp_stream stream(std::move(socket));
+      co_await serve(stream);
+      beast::error_code ignored;
+      stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      co_return;
+    }
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *tls);
+    beast::get_lowest_layer(stream).expires_after(cfg.request_timeout_ms);
+    auto [hec] = co_await stream.async_handshake(ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+    if (hec) co_return;  // not TLS, or it gave up: there is no channel to answer on
+    co_await serve(stream);
+    beast::get_lowest_layer(stream).expires_after(cfg.send_timeout_ms);
+    // The client may have gone already; either way the connection ends here.
+    auto shutdown = stream.async_shutdown(asio::as_tuple(asio::use_awaitable));
+    co_await std::move(shutdown);
+  }
+
+  // Requests are read, handled and answered strictly one after another, so a client that pipelines has one
+  // request in flight and the rest wait in the socket. `stream` lives in the session's frame, which awaits this.
+  template <class Stream>
+  asio::awaitable<void> serve(Stream& stream) {
     beast::flat_buffer buffer;
     session_state s;
     for (;;) {
@@ -672,13 +726,13 @@ struct http_api::impl {
       // Between requests the connection may idle for the idle timeout; once a request's first byte is here
       // (or was read along with the previous one), the whole request must arrive within the request timeout.
       if (buffer.size() == 0) {
-        stream.expires_after(cfg.idle_timeout_ms);
+        beast::get_lowest_layer(stream).expires_after(cfg.idle_timeout_ms);
         auto [iec, in] = co_await stream.async_read_some(buffer.prepare(read_chunk_bytes),
                                                          asio::as_tuple(asio::use_awaitable));
         if (iec) break;
         buffer.commit(in);
       }
-      stream.expires_after(cfg.request_timeout_ms);
+      beast::get_lowest_layer(stream).expires_after(cfg.request_timeout_ms);
       auto [ec, n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
       if (ec) {
         std::optional<response> last;
@@ -696,7 +750,7 @@ struct http_api::impl {
           last = reject(rejection{error_code::invalid_request, "malformed HTTP request: " + ec.message(), "", nullptr}, blank);
         if (last) {
           metrics.request_unread(last->result_int());
-          stream.expires_after(cfg.send_timeout_ms);
+          beast::get_lowest_layer(stream).expires_after(cfg.send_timeout_ms);
           co_await http::async_write(stream, *last, asio::as_tuple(asio::use_awaitable));
         }
         break;
@@ -706,12 +760,10 @@ struct http_api::impl {
       response res = co_await handle(req, s);
       answered(req, res, s, started);
       const bool keep_alive = res.keep_alive();
-      stream.expires_after(cfg.send_timeout_ms);
+      beast::get_lowest_layer(stream).expires_after(cfg.send_timeout_ms);
       auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
       if (wec || !keep_alive) break;
     }
-    beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
 
   // A connection over the limit: answered 503 at once (before its request is read) and closed, after giving
@@ -719,6 +771,13 @@ struct http_api::impl {
   // `refusals`.
   asio::awaitable<void> refuse(tcp::socket socket) {
     const count_release slot{refusals};
+    if (tls) {
+      // Over TLS the 503 would be noise to the client, and a handshake per refusal is what an overload can least
+      // afford: the connection is closed instead.
+      beast::error_code ignored;
+      socket.close(ignored);
+      co_return;
+    }
     beast::tcp_stream stream(std::move(socket));
     std::mt19937_64 rng{std::random_device{}()};
     request blank;
@@ -778,8 +837,8 @@ struct http_api::impl {
   }
 };
 
-http_api::http_api(const config& cfg, asio::io_context& io, writer& w, api_metrics& metrics)
-    : impl_(std::make_unique<impl>(cfg, io, w, metrics)) {}
+http_api::http_api(const config& cfg, asio::io_context& io, writer& w, const key_registry& keys, api_metrics& metrics)
+    : impl_(std::make_unique<impl>(cfg, io, w, keys, metrics)) {}
 
 http_api::~http_api() {
   if (impl_) impl_->blocking.join();

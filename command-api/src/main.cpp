@@ -51,6 +51,11 @@ int main() {
     return 2;
   }
   try {
+    // The keys first: a key revoked in the log must be refused from the first request on.
+    api::key_registry keys(cfg.api_keys);
+    api::key_log_follower key_log(cfg, keys);
+    key_log.wait_loaded(cfg.startup_timeout_ms);
+
     api::api_metrics metrics;
     api::writer w(cfg, [] {
       return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -59,11 +64,11 @@ int main() {
     w.start();
 
     boost::asio::io_context io(cfg.http_threads);
-    api::http_api server(cfg, io, w, metrics);
+    api::http_api server(cfg, io, w, keys, metrics);
     const auto port = server.listen();
     write_log(log_level::info, component,
-              "listening on http://" + cfg.http_address + ":" + std::to_string(port) + " (metrics at /metrics)",
-              {{"address", cfg.http_address}, {"port", port}, {"accessLog", cfg.access_log}});
+              "listening on " + std::string(cfg.tls_cert_file.empty() ? "http" : "https") + "://" + cfg.http_address + ":" + std::to_string(port) + " (metrics at /metrics)",
+              {{"address", cfg.http_address}, {"port", port}, {"tls", !cfg.tls_cert_file.empty()}, {"accessLog", cfg.access_log}});
     write_log(log_level::info, component,
               "limits: " + std::to_string(cfg.connections_max) + " connections, 1 request in flight each, body " +
                   std::to_string(cfg.body_bytes_max) + " B, headers " + std::to_string(cfg.header_bytes_max) +

@@ -37,6 +37,8 @@ unsigned http_status(error_code code) {
   switch (code) {
     case error_code::invalid_request: return 400;
     case error_code::unauthorized: return 401;
+    case error_code::forbidden: return 403;
+    case error_code::rate_limited: return 429;
     case error_code::account_not_found:
     case error_code::reservation_not_found:
     case error_code::transaction_not_found:

@@ -199,6 +199,8 @@ std::string_view to_string(error_code code) {
   switch (code) {
     case error_code::invalid_request: return "invalid_request";
     case error_code::unauthorized: return "unauthorized";
+    case error_code::forbidden: return "forbidden";
+    case error_code::rate_limited: return "rate_limited";
     case error_code::account_not_found: return "account_not_found";
     case error_code::reservation_not_found: return "reservation_not_found";
     case error_code::transaction_not_found: return "transaction_not_found";

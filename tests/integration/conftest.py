@@ -22,6 +22,7 @@ REDIS_PORT = os.environ.get("CREDITS_REDIS_PORT", "6379")
 LEDGER_TOPIC = os.environ.get("CREDITS_TEST_LEDGER_TOPIC", "credits-test.ledger")
 USAGE_TOPIC = os.environ.get("CREDITS_TEST_USAGE_TOPIC", "credits-test.usage")
 SNAPSHOT_TOPIC = os.environ.get("CREDITS_TEST_SNAPSHOT_TOPIC", "credits-test.snapshots")
+KEYS_TOPIC = os.environ.get("CREDITS_TEST_KEYS_TOPIC", "credits-test.keys")
 SNAPSHOT_INTERVAL_EVENTS = 400  # small, so the tests' traffic writes snapshots and restarts load them
 API_KEY = "ck_test_key_tenant_a"
 OTHER_TENANT_KEY = "ck_test_key_tenant_b"
@@ -91,6 +92,7 @@ class Stack:
             "CREDITS_LEDGER_TOPIC": LEDGER_TOPIC,
             "CREDITS_USAGE_TOPIC": USAGE_TOPIC,
             "CREDITS_SNAPSHOT_TOPIC": SNAPSHOT_TOPIC,
+            "CREDITS_KEYS_TOPIC": KEYS_TOPIC,
             "CREDITS_SNAPSHOT_INTERVAL_EVENTS": str(SNAPSHOT_INTERVAL_EVENTS),
             "CREDITS_API_KEYS": f"tenant_a:{API_KEY},tenant_b:{OTHER_TENANT_KEY}",
             "CREDITS_TRANSACTIONAL_ID": "credits-test-api" + name,
@@ -218,3 +220,32 @@ def fold_balance(events):
             balance += -p["amount"] if p["originalType"] == "CreditsAdded" else p["amount"]
         assert 0 <= reserved <= balance, f"overdraft in the log at {e}"
     return balance, reserved
+
+
+def private_stack(name, redis_db, env=None, partitions=3):
+    """A Stack on topics of its own (ledger, usage, dead letters, key log, made here) and its own Redis database,
+    so its settings (rate limits, TLS, the access log) and what it writes touch no other test."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    run = uuid.uuid4().hex[:8]
+    topics = {t: f"credits-test-{name}-{run}.{t}" for t in ("ledger", "usage", "keys")}
+    new = [NewTopic(topics["ledger"], partitions, 1, config={"retention.ms": "-1"}),
+           NewTopic(topics["usage"], partitions, 1, config={"retention.ms": "-1"}),
+           NewTopic(topics["ledger"] + ".dlq", partitions, 1, config={"retention.ms": "-1"}),
+           NewTopic(topics["keys"], 1, 1, config={"retention.ms": "-1"})]
+    admin = AdminClient({"bootstrap.servers": BROKERS})  # kept alive until the futures are done
+    for f in admin.create_topics(new).values():
+        f.result(30)
+    # Created is not yet known to every metadata request: the API refuses to start on a key log it cannot see.
+    deadline = time.monotonic() + 30
+    while True:
+        listed = admin.list_topics(timeout=10).topics
+        if all(t.topic in listed and listed[t.topic].error is None and listed[t.topic].partitions for t in new):
+            break
+        assert time.monotonic() < deadline, "the new topics did not show up in the metadata"
+        time.sleep(0.1)
+    subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(redis_db), "FLUSHDB"], check=True, capture_output=True)
+    s = Stack("-" + name, {"CREDITS_LEDGER_TOPIC": topics["ledger"], "CREDITS_USAGE_TOPIC": topics["usage"],
+                           "CREDITS_KEYS_TOPIC": topics["keys"], "CREDITS_SNAPSHOT_INTERVAL_EVENTS": "0",
+                           "CREDITS_REDIS_DB": str(redis_db), **(env or {})})
+    s.topics = topics
+    return s

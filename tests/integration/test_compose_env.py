@@ -37,6 +37,7 @@ ADAPTED = {
     "CREDITS_LEDGER_TOPIC": "a topic of the test's own, not the running stack's",
     "CREDITS_USAGE_TOPIC": "a topic of the test's own",
     "CREDITS_SNAPSHOT_TOPIC": "a topic of the test's own",
+    "CREDITS_KEYS_TOPIC": "a topic of the test's own",
     "CREDITS_DLQ_TOPIC": "a topic of the test's own",
     "CREDITS_TRANSACTIONAL_ID": "compose leaves the default, which would fence the running stack's API",
 }

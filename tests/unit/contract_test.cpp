@@ -107,6 +107,12 @@ TEST(registry, names_every_payload_type_once_with_its_topic) {
     EXPECT_EQ(type->topic, stream_of(payload)) << type->name;
     EXPECT_TRUE(seen.insert(type->name).second) << type->name;
   }
+  for (const key_event_payload& payload : {key_event_payload{api_key_created{}}, key_event_payload{api_key_revoked{}}}) {
+    const auto* type = find_event_type(type_name(payload));
+    ASSERT_NE(type, nullptr) << type_name(payload);
+    EXPECT_EQ(type->topic, stream::keys) << type->name;
+    EXPECT_TRUE(seen.insert(type->name).second) << type->name;
+  }
   EXPECT_EQ(seen.size(), event_types.size());
   EXPECT_EQ(find_event_type("Teleported"), nullptr);
 }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "credits/domain.hpp"
+#include "credits/keys.hpp"
 #include "credits/requests.hpp"
 
 namespace credits::api {
@@ -13,6 +14,7 @@ namespace credits::api {
 struct api_key {
   std::string tenant;
   std::string key_id;  // a stable, non-secret name for the key, stored in events
+  key_scope scope = key_scope::read_write;
 };
 
 // Everything the command API reads from its environment, validated once at start-up. Limits are named with
@@ -32,8 +34,20 @@ struct config {
   int redis_connections_max = 4;
   int redis_db = 0;  // the projector's CREDITS_REDIS_DB: where the read models live
 
-  // Keyed by the SHA-256 of the key, so the lookup never compares secrets byte by byte.
+  // The bootstrap keys (CREDITS_API_KEYS), keyed by the SHA-256 of the key, so the lookup never compares
+  // secrets byte by byte. Keys made with credits-admin live in the key log instead (auth.hpp).
   std::map<std::string, api_key> api_keys;
+  std::string keys_topic = "credits.keys";
+
+  // Per key, a token bucket: `rate_limit_requests_per_s` refill, at most `rate_limit_burst_requests` at once.
+  // 0 requests per second: no limit.
+  std::int64_t rate_limit_requests_per_s = 0;
+  std::int64_t rate_limit_burst_requests = 0;  // 0: twice the rate
+  std::size_t rate_limit_keys_max = 100'000;    // buckets kept; beyond it the longest idle is dropped (full)
+
+  // TLS on the API listener: both files (PEM) or neither (plain HTTP).
+  std::string tls_cert_file;
+  std::string tls_key_file;
 
   std::size_t body_bytes_max = 64 * 1024;
   std::size_t header_bytes_max = 16 * 1024;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "credits/events.hpp"
+#include "credits/keys.hpp"
 
 // The published contract of the topics (docs/events/): the registry of event types with their versions, and
 // the CloudEvents Kafka binding headers every event record carries.
@@ -19,9 +20,9 @@ struct event_type_info {
   stream topic;
 };
 
-// Every event type the system writes. A unit test checks that each has a schema in docs/events/ and each schema
-// a type here, and the static_assert below that no payload type is missing.
-inline constexpr std::array<event_type_info, 10> event_types{{
+// Every event type the system writes: the ledger's and the key log's. A unit test checks that each has a schema
+// in docs/events/ and each schema a type here, and the static_assert below that no payload type is missing.
+inline constexpr std::array<event_type_info, 12> event_types{{
     {"AccountCreated", 1, stream::ledger},
     {"CreditsAdded", 1, stream::ledger},
     {"CreditsDeducted", 1, stream::ledger},
@@ -32,8 +33,11 @@ inline constexpr std::array<event_type_info, 10> event_types{{
     {"BalanceLow", 1, stream::ledger},
     {"TransactionReversed", 1, stream::ledger},
     {"UsageRecorded", 1, stream::usage},
+    {"ApiKeyCreated", 1, stream::keys},
+    {"ApiKeyRevoked", 1, stream::keys},
 }};
-static_assert(event_types.size() == std::variant_size_v<event_payload>, "an event type is missing from the registry");
+static_assert(event_types.size() == std::variant_size_v<event_payload> + std::variant_size_v<key_event_payload>,
+              "an event type is missing from the registry");
 
 const event_type_info* find_event_type(std::string_view name);
 

@@ -17,6 +17,8 @@ namespace credits {
 enum class error_code {
   invalid_request,
   unauthorized,
+  forbidden,     // a read-only key asked for a command
+  rate_limited,  // the key's request budget is spent for now
   account_not_found,
   reservation_not_found,
   transaction_not_found,

@@ -138,8 +138,9 @@ struct event {
 
 std::string_view type_name(const event_payload& payload);
 
-// Balance-affecting events go to the ledger topic, usage to the usage topic.
-enum class stream { ledger, usage };
+// Balance-affecting events go to the ledger topic, usage to the usage topic; API key events (keys.hpp) to the
+// key log, never mixed with the other two.
+enum class stream { ledger, usage, keys };
 stream stream_of(const event_payload& payload);
 
 nlohmann::json to_json(const event& e);
