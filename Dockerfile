@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# The ledger's two executables, credits-api and credits-projector, built from this repository.
+# The ledger's executables, credits-api and credits-projector (and credits-admin, the key tool, in both images),
+# built from this repository.
 #
 #   docker build --target api -t credits-api:local .
 #   docker build --target projector -t credits-projector:local .
@@ -14,8 +15,9 @@ WORKDIR /src
 COPY scripts/install-deps.sh scripts/
 RUN scripts/install-deps.sh --build-only && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN scripts/build.sh release credits-api credits-projector \
+RUN scripts/build.sh release credits-api credits-projector credits-admin \
  && install -D -m 0755 build/release/command-api/credits-api /out/credits-api \
+ && install -D -m 0755 build/release/admin/credits-admin /out/credits-admin \
  && install -D -m 0755 build/release/projector/credits-projector /out/credits-projector \
  && install -D -m 0755 compose/healthcheck.sh /out/credits-healthcheck
 

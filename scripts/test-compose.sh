@@ -41,7 +41,8 @@ package_of() {
   die "no Debian package owns $1"
 }
 needed=()
-for bin in "build/$PRESET/command-api/credits-api" "build/$PRESET/projector/credits-projector"; do
+for bin in "build/$PRESET/command-api/credits-api" "build/$PRESET/projector/credits-projector" \
+           "build/$PRESET/admin/credits-admin"; do
   [[ -x "$bin" ]] || die "no $bin: build the $PRESET preset first"
   while read -r lib; do
     path="$(ldconfig -p | awk -v lib="$lib" '$1 == lib && /x86-64|x86_64/ {print $NF; exit}')"
