@@ -115,7 +115,7 @@ interface Call {
  * so that its own reads see its own writes.
  *
  * Every mutation carries an `Idempotency-Key` (a fresh UUID, or `options.idempotencyKey`) and is retried with the
- * same key and the byte-identical body after a network error, a timeout, a 503, a 500 or a 409
+ * same key and the byte-identical body after a network error, a timeout, a 429, a 503, a 500 or a 409
  * `idempotency_key_in_flight`, so a retry never applies twice: the server answers it with the first outcome.
  */
 export class CreditsClient {
@@ -451,11 +451,12 @@ function queryString(query: Query | undefined): string {
   return s === "" ? "" : "?" + s;
 }
 
-// Transient: the server did not decide (503), failed without writing (500), or is still deciding the same key
-// (409 idempotency_key_in_flight); a gateway in between may answer 502/504 for the same reasons.
+// Transient: the server did not decide (503), failed without writing (500), is still deciding the same key
+// (409 idempotency_key_in_flight), or refused the request before reading it because the key is over its rate
+// (429, with Retry-After); a gateway in between may answer 502/504 for the same reasons.
 function isRetryable(e: CreditsError): boolean {
   return (
-    e.status === 500 || e.status === 502 || e.status === 503 || e.status === 504 ||
+    e.status === 429 || e.status === 500 || e.status === 502 || e.status === 503 || e.status === 504 ||
     e.code === "idempotency_key_in_flight"
   );
 }

@@ -43,6 +43,12 @@ export class ValidationError extends CreditsError {}
 /** 401 `unauthorized`: the API key is missing or unknown. */
 export class AuthenticationError extends CreditsError {}
 
+/** 403 `forbidden`: the API key is read-only and the request would change something. */
+export class PermissionError extends CreditsError {}
+
+/** 429 `rate_limited` after the retries: the key sent more requests than its rate allows (`retryAfterSeconds`). */
+export class RateLimitError extends CreditsError {}
+
 /** 402 `insufficient_credits`: fewer credits are available than asked for. Nothing was written. */
 export class InsufficientCreditsError extends CreditsError {
   /** What the request asked for. */
@@ -99,6 +105,8 @@ const errorByCode: Record<string, typeof CreditsError> = {
   transaction_account_mismatch: ConflictError,
   idempotency_key_reused: ConflictError,
   idempotency_key_in_flight: ConflictError,
+  forbidden: PermissionError,
+  rate_limited: RateLimitError,
   unavailable: UnavailableError,
   internal: ServerError,
 };
@@ -107,6 +115,8 @@ function errorByStatus(status: number): typeof CreditsError {
   if (status === 400 || status === 413 || status === 431) return ValidationError;
   if (status === 401) return AuthenticationError;
   if (status === 402) return InsufficientCreditsError;
+  if (status === 403) return PermissionError;
+  if (status === 429) return RateLimitError;
   if (status === 404) return NotFoundError;
   if (status === 409) return ConflictError;
   if (status === 503) return UnavailableError;

@@ -7,6 +7,8 @@ export {
   CreditsError,
   InsufficientCreditsError,
   NotFoundError,
+  PermissionError,
+  RateLimitError,
   ServerError,
   UnavailableError,
   ValidationError,

@@ -3,7 +3,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
-import { ConnectionError, CreditsError, UnavailableError, ValidationError } from "@credits-dev/sdk";
+import {
+  ConnectionError,
+  CreditsError,
+  PermissionError,
+  RateLimitError,
+  UnavailableError,
+  ValidationError,
+} from "@credits-dev/sdk";
 
 import { baseUrl, client, fundedAccount } from "./env.js";
 import { type Fault, FaultProxy, header, status } from "./proxy.js";
@@ -145,6 +152,46 @@ describe("retries with the same idempotency key", () => {
     assert.equal(proxy.exchanges.length, 3, "the first attempt and 2 retries");
     assert.equal(new Set(proxy.requestHeader("idempotency-key")).size, 1);
     assert.equal((await client().getBalance({ externalId })).balance, 10, "nothing was applied");
+  });
+
+  test("a 429 is retried after its Retry-After with the same key; past maxRetries it is a RateLimitError", async () => {
+    const rateLimited = {
+      status: 429,
+      headers: { "Retry-After": "0" },
+      body: { success: false, error: { code: "rate_limited", message: "this API key is over its request rate" } },
+    };
+    const { externalId } = await fundedAccount(0);
+    const { proxy, url } = await proxyWithFirst(rateLimited);
+    proxies.push(proxy);
+    assert.equal((await client({ baseUrl: url }).addCredits({ externalId, amount: 4 })).balance, 4);
+    const keys = proxy.requestHeader("idempotency-key");
+    assert.equal(keys.length, 2);
+    assert.equal(keys[1], keys[0]);
+
+    const always = new FaultProxy(new URL(baseUrl), () => rateLimited);
+    proxies.push(always);
+    const alwaysUrl = await always.listen();
+    const error = await client({ baseUrl: alwaysUrl, maxRetries: 1 })
+      .addCredits({ externalId, amount: 1 })
+      .then(() => assert.fail("expected a RateLimitError"), (e: unknown) => e);
+    assert.ok(error instanceof RateLimitError);
+    assert.equal(error.code, "rate_limited");
+    assert.equal(error.retryAfterSeconds, 0);
+    assert.equal(always.exchanges.length, 2);
+    assert.equal((await client().getBalance({ externalId })).balance, 4, "the refused attempts wrote nothing");
+  });
+
+  test("a 403 (read-only key) is a PermissionError and is not retried", async () => {
+    const { externalId } = await fundedAccount(0);
+    const proxy = new FaultProxy(new URL(baseUrl), () => ({
+      status: 403,
+      body: { success: false, error: { code: "forbidden", message: "this API key is read-only" } },
+    }));
+    proxies.push(proxy);
+    const url = await proxy.listen();
+    const error = await client({ baseUrl: url }).addCredits({ externalId, amount: 1 }).catch((e: unknown) => e);
+    assert.ok(error instanceof PermissionError);
+    assert.equal(proxy.exchanges.length, 1);
   });
 
   test("a timeout on every attempt is a ConnectionError 'timeout', and the outcome is the server's", async () => {
