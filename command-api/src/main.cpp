@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -39,6 +40,9 @@ std::string reserve_descriptors(std::size_t connections_max) {
 
 int main() {
   using namespace credits;
+  // The query pool's hiredis connections write with write(): a Redis that closed one would kill the process
+  // with SIGPIPE instead of failing that query (Asio's own sockets already send with MSG_NOSIGNAL).
+  std::signal(SIGPIPE, SIG_IGN);
   api::config cfg;
   try {
     cfg = api::load_config([](const char* name) { return std::getenv(name); });

@@ -111,6 +111,9 @@ int main(int argc, char** argv) {
   const auto& config = std::get<credits::projector_config>(parsed);
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGINT, on_stop_signal);
+  // hiredis writes with write(): a Redis that closed the connection (restart, CLIENT KILL, timeout) would kill
+  // the process with SIGPIPE instead of failing the write, which the projector answers by reconnecting.
+  std::signal(SIGPIPE, SIG_IGN);
   try {
     if (command == "run") return run_projector(config);
     int code = 0;

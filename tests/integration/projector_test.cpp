@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -26,6 +27,13 @@ using clock = std::chrono::steady_clock;
 
 constexpr auto catch_up_timeout = 60s;
 constexpr auto kafka_timeout = 15s;
+
+// As the executables do (projector/src/main.cpp): a Redis connection the server closed must fail its write, not
+// end the test process with SIGPIPE (a_lost_redis_connection... kills the projector's connection on purpose).
+const bool sigpipe_ignored = [] {
+  std::signal(SIGPIPE, SIG_IGN);
+  return true;
+}();
 
 std::mt19937_64& rng() {
   static std::mt19937_64 gen{std::random_device{}()};
