@@ -185,6 +185,25 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
   for (const auto* file : {&c.tls_cert_file, &c.tls_key_file})
     if (!file->empty() && !std::ifstream(*file))
       throw std::invalid_argument("TLS file " + *file + " cannot be read");
+  r.text("CREDITS_GROUP_ID", c.group_id);
+  r.text("CREDITS_ADVERTISED_ADDRESS", c.advertised_address);
+  r.millis("CREDITS_GROUP_SESSION_TIMEOUT_MS", c.group_session_timeout_ms, 1000, 600'000);
+  r.millis("CREDITS_OWNERS_REFRESH_MS", c.owners_refresh_ms, 10, 60'000);
+  r.millis("CREDITS_OWNERS_TIMEOUT_MS", c.owners_timeout_ms, 100, 60'000);
+  r.millis("CREDITS_FORWARD_TIMEOUT_MS", c.forward_timeout_ms, 100, 600'000);
+  if (!c.group_id.empty()) {
+    if (!c.tls_cert_file.empty())
+      throw std::invalid_argument("CREDITS_GROUP_ID: instances forward commands to each other over plain HTTP, so "
+                                  "TLS must end in front of them (a load balancer), not in the API");
+    if (c.advertised_address.empty()) {
+      if (c.http_address == "0.0.0.0" || c.http_address == "::" || c.http_port == 0)
+        throw std::invalid_argument("CREDITS_ADVERTISED_ADDRESS (host:port other instances reach this one at) is "
+                                    "required with CREDITS_GROUP_ID when listening on a wildcard address or port 0");
+      c.advertised_address = c.http_address + ":" + std::to_string(c.http_port);
+    }
+    if (c.advertised_address.rfind(':') == std::string::npos)
+      throw std::invalid_argument("CREDITS_ADVERTISED_ADDRESS must be host:port");
+  }
   const char* keys = getenv("CREDITS_API_KEYS");
   if (!keys || *keys == '\0') throw std::invalid_argument("CREDITS_API_KEYS is required (tenant:key,...)");
   c.api_keys = parse_api_keys(keys);

@@ -49,6 +49,12 @@ constexpr std::chrono::milliseconds refusal_linger_ms{1000};
 // After an accept error that is not one connection's own (no file descriptors left, no memory), wait before
 // accepting again rather than spinning.
 constexpr std::chrono::milliseconds accept_backoff_ms{50};
+// What the submit path answers internally when another instance owns the account (never sent to a client).
+constexpr unsigned misdirected = 421;
+// The header a forwarded command carries (the forwarder's address): a command is forwarded at most once.
+constexpr std::string_view forwarded_by_header = "Credits-Forwarded-By";
+// An owner's answer to a forwarded command: far above any answer the API gives.
+constexpr std::size_t forwarded_answer_bytes_max = 1024 * 1024;
 
 std::string new_request_id(std::mt19937_64& rng) {
   char buf[24];
@@ -68,7 +74,7 @@ struct count_release {
 
 // Delivers a writer outcome back onto the coroutine's own executor.
 template <class Token>
-auto async_submit(writer& w, command cmd, request_context ctx, Token&& token) {
+auto async_submit(ownership& w, command cmd, request_context ctx, Token&& token) {
   return asio::async_initiate<Token, void(outcome)>(
       [&w](auto handler, command c, request_context x) {
         auto ex = asio::get_associated_executor(handler);
@@ -90,6 +96,9 @@ auto async_submit(writer& w, command cmd, request_context ctx, Token&& token) {
                             error_body(rejection{error_code::idempotency_key_in_flight,
                                                  "a request with this Idempotency-Key is in flight", "", nullptr}),
                             {}, false});
+            break;
+          case submit_result::elsewhere:  // never sent to a client: command_route forwards the request
+            deliver(outcome{misdirected, {}, {}, false});
             break;
         }
       },
@@ -241,7 +250,7 @@ void kafka_probe::run() {
 struct http_api::impl {
   const config& cfg;
   asio::io_context& io;
-  writer& w;
+  ownership& w;
   const key_registry& keys;
   rate_limiter limiter;
   api_metrics& metrics;
@@ -255,7 +264,7 @@ struct http_api::impl {
   log_rate_limit failure_lines{failure_lines_per_second_max};
   std::unique_ptr<ssl::context> tls;  // set when CREDITS_TLS_CERT_FILE/KEY_FILE are: every connection is TLS
 
-  impl(const config& c, asio::io_context& i, writer& wr, const key_registry& k, api_metrics& m)
+  impl(const config& c, asio::io_context& i, ownership& wr, const key_registry& k, api_metrics& m)
       : cfg(c),
         io(i),
         w(wr),
@@ -342,12 +351,71 @@ struct http_api::impl {
       co_return reject(rejection{error_code::unavailable, "the event log (Kafka) is unreachable; retry later", "",
                                  nullptr},
                        req);
+    auto& cmd = std::get<command>(p);
+    if (auto* c = std::get_if<create_account>(&cmd); c && c->external_id.empty()) {
+      // A retry must name the same account, wherever it lands; without a key, one this instance writes.
+      c->account_id = idempotency_key.empty() ? w.new_account_id(bits) : idempotent_account_id(key.tenant, idempotency_key);
+    }
+    const auto account_id = target_account(cmd);
     request_context ctx{key.tenant, key.key_id, request_id, idempotency_key,
                         sha256_hex(std::string(req.target()) + '\n' + req.body()), 0};
-    const outcome o = co_await async_submit(w, std::move(std::get<command>(p)), std::move(ctx), asio::use_awaitable);
+    const outcome o = co_await async_submit(w, std::move(cmd), std::move(ctx), asio::use_awaitable);
+    if (o.status == misdirected) co_return co_await forward(req, account_id);
     auto res = make(o.status, o.body, req);
     if (!o.position.empty()) res.set("Credits-Position", o.position);
     if (o.replayed) res.set("Idempotent-Replayed", "true");
+    co_return res;
+  }
+
+  static response moving(const request& req) {
+    return reject(rejection{error_code::unavailable,
+                            "this account's partition is moving between instances; retry with the same Idempotency-Key",
+                            "", nullptr},
+                  req);
+  }
+
+  // Sends a command for an account of another instance's partition to that instance and relays its answer.
+  // Forwarded once at most: an instance that is sent a command it does not own (the partition moved on the
+  // way) answers 503, as does a failure to reach the owner; the client retries, with the same Idempotency-Key
+  // if the owner may have taken the command.
+  asio::awaitable<response> forward(const request& req, const std::string& account_id) {
+    if (!req[forwarded_by_header].empty()) co_return moving(req);
+    const auto partition = w.partition_of_account(account_id);
+    auto lookup = offload<std::optional<std::string>>(blocking, [this, partition] { return w.owner_address(partition); });
+    const auto owner = co_await std::move(lookup);
+    if (!owner || *owner == cfg.advertised_address) co_return moving(req);
+    const auto colon = owner->rfind(':');
+    if (colon == std::string::npos) co_return moving(req);
+
+    const auto ex = co_await asio::this_coro::executor;
+    tcp::resolver resolver(ex);
+    auto [resolve_error, endpoints] =
+        co_await resolver.async_resolve(owner->substr(0, colon), owner->substr(colon + 1), asio::as_tuple(asio::use_awaitable));
+    if (resolve_error) co_return moving(req);
+    beast::tcp_stream stream(ex);
+    stream.expires_after(cfg.forward_timeout_ms);
+    auto [connect_error, endpoint] = co_await stream.async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
+    if (connect_error) co_return moving(req);
+
+    request out{req.method(), req.target(), 11};
+    for (const auto& field : req)
+      if (field.name() != http::field::host && field.name() != http::field::connection &&
+          field.name() != http::field::content_length && field.name() != http::field::transfer_encoding)
+        out.insert(field.name_string(), field.value());
+    out.set(http::field::host, *owner);
+    out.set(forwarded_by_header, cfg.advertised_address);
+    out.keep_alive(false);
+    out.body() = req.body();
+    out.prepare_payload();
+    auto [write_error, written] = co_await http::async_write(stream, out, asio::as_tuple(asio::use_awaitable));
+    if (write_error) co_return moving(req);
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(forwarded_answer_bytes_max);
+    auto [read_error, read] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    if (read_error) co_return moving(req);
+    response res = parser.release();
+    res.keep_alive(req.keep_alive());
     co_return res;
   }
 
@@ -837,7 +905,7 @@ struct http_api::impl {
   }
 };
 
-http_api::http_api(const config& cfg, asio::io_context& io, writer& w, const key_registry& keys, api_metrics& metrics)
+http_api::http_api(const config& cfg, asio::io_context& io, ownership& w, const key_registry& keys, api_metrics& metrics)
     : impl_(std::make_unique<impl>(cfg, io, w, keys, metrics)) {}
 
 http_api::~http_api() {

@@ -61,7 +61,7 @@ int main() {
     key_log.wait_loaded(cfg.startup_timeout_ms);
 
     api::api_metrics metrics;
-    api::writer w(cfg, [] {
+    api::ownership w(cfg, [] {
       return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
           .count();
     }, metrics);

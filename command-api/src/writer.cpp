@@ -64,21 +64,30 @@ std::optional<log_position> log_position::parse(std::string_view text) {
   return p;
 }
 
-writer::writer(const config& cfg, clock_fn now, api_metrics& metrics)
+writer::writer(const config& cfg, clock_fn now, api_metrics& metrics, std::optional<std::int32_t> partition)
     : cfg_(cfg),
+      partition_(partition),
       rules_{cfg.balance_low_threshold, cfg.model_prices},
       now_(std::move(now)),
       metrics_(metrics),
       idempotency_(cfg.idempotency_window_ms, cfg.idempotency_keys_max, cfg.idempotency_responses_cached_max),
-      snapshots_(cfg.snapshot_interval_events > 0) {}
+      snapshots_(cfg.snapshot_interval_events > 0 && !partition) {}
 
 writer::~writer() { stop(); }
 
+std::unique_ptr<store::transactional_producer> writer::make_producer(milliseconds init_timeout) const {
+  // A partition writer uses one id: its batches are small and the partitions' writers commit side by side.
+  if (partition_)
+    return std::make_unique<store::transactional_producer>(
+        cfg_.kafka_brokers, cfg_.transactional_id + "-p" + std::to_string(*partition_),
+        cfg_.kafka_transaction_timeout_ms, init_timeout, producer_settings, 1);
+  return std::make_unique<store::transactional_producer>(cfg_.kafka_brokers, cfg_.transactional_id,
+                                                         cfg_.kafka_transaction_timeout_ms, init_timeout,
+                                                         producer_settings, transactional_ids_in_turn);
+}
+
 void writer::start() {
-  producer_ = std::make_unique<store::transactional_producer>(cfg_.kafka_brokers, cfg_.transactional_id,
-                                                              cfg_.kafka_transaction_timeout_ms,
-                                                              cfg_.startup_timeout_ms, producer_settings,
-                                                              transactional_ids_in_turn);
+  producer_ = make_producer(cfg_.startup_timeout_ms);
   for (const auto& topic : {cfg_.ledger_topic, cfg_.usage_topic}) producer_->partition_count(topic, cfg_.startup_timeout_ms);
   if (snapshots_) {
     try {
@@ -132,6 +141,11 @@ std::optional<log_position> writer::latest_position(const std::string& account_i
 bool writer::ready() const {
   std::lock_guard lock(queue_mutex_);
   return accepting_;
+}
+
+bool writer::fenced() const {
+  std::lock_guard lock(queue_mutex_);
+  return fenced_;
 }
 
 std::size_t writer::queued_commands() const {
@@ -243,7 +257,7 @@ void writer::rebuild() {
           }
         }
       },
-      cfg_.startup_timeout_ms, from);
+      cfg_.startup_timeout_ms, from, partition_ ? std::vector<std::int32_t>{*partition_} : std::vector<std::int32_t>{});
   for (auto& [slot, entry] : recent) {
     auto& [e, where] = entry;
     if (const auto hit = idempotency_.find(slot, e.occurred_at); hit && hit->record.offset == where.offset)
@@ -301,10 +315,7 @@ void writer::recover(bool producer_lost) {
     try {
       if (producer_lost) {
         producer_.reset();
-        producer_ = std::make_unique<store::transactional_producer>(cfg_.kafka_brokers, cfg_.transactional_id,
-                                                                    cfg_.kafka_transaction_timeout_ms,
-                                                                    cfg_.kafka_transaction_timeout_ms, producer_settings,
-                                                                    transactional_ids_in_turn);
+        producer_ = make_producer(cfg_.kafka_transaction_timeout_ms);
         producer_lost = false;
       }
       rebuild();
@@ -335,6 +346,12 @@ void writer::run() {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+    }
+    if (fenced()) {  // nothing may be decided or appended here any more
+      release_in_flight(batch);
+      for (auto& s : batch) s.done(unavailable("this account's partition moved to another instance; retry"));
+      batch.clear();
+      continue;
     }
     process(batch);
     batch.clear();
@@ -444,6 +461,16 @@ void writer::process(std::vector<submission>& batch) {
       release_in_flight(batch);
       for (std::size_t i = 0; i < batch.size(); ++i)
         batch[i].done(answers[i] && answers[i]->replayed ? *answers[i] : unavailable(message));
+      if (result.fenced && partition_) {
+        // The partition has a newer owner. Claiming the id back would fence it in turn: stay down until the
+        // group's revocation stops this writer; commands still queued are answered 503 by stop().
+        write_log(log_level::warn, component, "fenced: partition " + std::to_string(*partition_) + " has a newer owner",
+                  {{"partition", *partition_}});
+        std::lock_guard lock(queue_mutex_);
+        accepting_ = false;
+        fenced_ = true;
+        return;
+      }
       recover(result.producer_lost);
       return;
     }

@@ -48,6 +48,14 @@ std::string derive_account_id(std::string_view tenant, std::string_view external
   return "acc_" + sha256_hex(material).substr(0, account_hex_len);
 }
 
+std::string idempotent_account_id(std::string_view tenant, std::string_view idempotency_key) {
+  std::string material;
+  material.reserve(tenant.size() + idempotency_key.size() + 32);
+  material.append("credits/account-by-idempotency-key/").append(tenant).push_back('\0');
+  material.append(idempotency_key);
+  return "acc_" + sha256_hex(material).substr(0, account_hex_len);
+}
+
 std::string account_id_from_bits(std::uint64_t hi, std::uint32_t lo) {
   return "acc_" + hex_of(hi, 16) + hex_of(lo, 8);
 }

@@ -1,9 +1,14 @@
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
+#include <mutex>
 #include <set>
+#include <string_view>
+#include <thread>
 #include <stdexcept>
 
 #include "credits/event_store.hpp"
+#include "credits/group_membership.hpp"
 
 namespace credits::store {
 namespace {
@@ -77,6 +82,12 @@ milliseconds remaining(clock::time_point deadline) {
   return std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(deadline - clock::now()));
 }
 
+// The errors of a producer whose transactional id a newer producer has claimed (init_transactions).
+bool is_fencing(rd_kafka_resp_err_t code) {
+  return code == RD_KAFKA_RESP_ERR__FENCED || code == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+         code == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH;
+}
+
 // Filled by the delivery report callback, one per produced record.
 struct delivery_slot {
   bool reported = false;
@@ -144,6 +155,7 @@ append_result transactional_producer::append(std::span<const record> records, mi
     result.status = status;
     result.error = what + (e ? std::string(": ") + rd_kafka_error_string(e) : std::string());
     if (e && rd_kafka_error_is_fatal(e)) result.producer_lost = true;
+    if (e && is_fencing(rd_kafka_error_code(e))) result.fenced = result.producer_lost = true;
     return result;
   };
   // Aborting is only safe to report as "not in the log" if the abort itself succeeded.
@@ -321,7 +333,7 @@ std::optional<message> consumer::read_at(const std::string& topic, std::int32_t 
 
 void read_to_end(const std::string& brokers, const std::vector<std::string>& topics,
                  const std::function<void(const message&)>& on_message, milliseconds timeout,
-                 const start_offsets& from) {
+                 const start_offsets& from, const std::vector<std::int32_t>& only_partitions) {
   consumer c(brokers, true);
   const auto deadline = clock::now() + timeout;
   std::vector<start_point> all;
@@ -329,6 +341,8 @@ void read_to_end(const std::string& brokers, const std::vector<std::string>& top
     const auto n = c.partition_count(topic, timeout);
     const auto known = from.find(topic);
     for (std::int32_t p = 0; p < n; ++p) {
+      if (!only_partitions.empty() && std::find(only_partitions.begin(), only_partitions.end(), p) == only_partitions.end())
+        continue;
       const bool have = known != from.end() && static_cast<std::size_t>(p) < known->second.size();
       all.push_back({topic, p, have ? known->second[static_cast<std::size_t>(p)] : 0});
     }
@@ -343,6 +357,158 @@ void read_to_end(const std::string& brokers, const std::vector<std::string>& top
                                 [&](const std::string& topic, std::int32_t p) { open.erase({topic, p}); }))
       on_message(m);
   }
+}
+
+}  // namespace credits::store
+
+// ---- group membership -----------------------------------------------------------------------------------------
+
+namespace credits::store {
+namespace {
+
+constexpr milliseconds membership_poll_interval{100};  // how quickly the thread notices stop()
+
+struct queue_deleter {
+  void operator()(rd_kafka_queue_t* q) const { rd_kafka_queue_destroy(q); }
+};
+using queue_ptr = std::unique_ptr<rd_kafka_queue_t, queue_deleter>;
+
+std::vector<std::int32_t> partitions_in(const rd_kafka_topic_partition_list_t* list) {
+  std::vector<std::int32_t> out;
+  for (int i = 0; i < list->cnt; ++i) out.push_back(list->elems[i].partition);
+  return out;
+}
+
+}  // namespace
+
+struct group_membership::impl {
+  handlers on;
+  kafka_ptr rk;
+  std::atomic<bool> stopping{false};
+  mutable std::mutex mutex;
+  std::set<std::int32_t> owned;
+  std::thread thread;
+
+  static void rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* partitions,
+                        void* opaque) {
+    auto* self = static_cast<impl*>(opaque);
+    const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
+    const auto changed = partitions_in(partitions);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+      // Nothing is read: start at the end and pause, so the membership fetches no records.
+      for (int i = 0; i < partitions->cnt; ++i) partitions->elems[i].offset = RD_KAFKA_OFFSET_END;
+      if (cooperative) error_ptr(rd_kafka_incremental_assign(rk, partitions));
+      else rd_kafka_assign(rk, partitions);
+      rd_kafka_pause_partitions(rk, partitions);
+      {
+        std::lock_guard lock(self->mutex);
+        self->owned.insert(changed.begin(), changed.end());
+      }
+      if (!changed.empty()) self->on.assigned(changed);
+      return;
+    }
+    // Revoked, lost, or an assignment error: stop owning them first, then let the group hand them on.
+    std::vector<std::int32_t> gone = changed;
+    if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+      std::lock_guard lock(self->mutex);
+      gone.assign(self->owned.begin(), self->owned.end());
+    }
+    if (!gone.empty()) self->on.revoked(gone);
+    {
+      std::lock_guard lock(self->mutex);
+      for (auto p : gone) self->owned.erase(p);
+    }
+    if (cooperative && err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) error_ptr(rd_kafka_incremental_unassign(rk, partitions));
+    else rd_kafka_assign(rk, nullptr);
+  }
+};
+
+group_membership::group_membership(const std::string& brokers, const std::string& group_id, const std::string& topic,
+                                   const std::string& member_name, milliseconds session_timeout, handlers h,
+                                   const settings& extra)
+    : impl_(std::make_unique<impl>()) {
+  impl_->on = std::move(h);
+  auto conf = make_conf(brokers,
+                        {{"group.id", group_id},
+                         {"client.id", member_name},
+                         {"partition.assignment.strategy", "cooperative-sticky"},
+                         {"session.timeout.ms", std::to_string(session_timeout.count())},
+                         {"heartbeat.interval.ms", std::to_string(std::max<std::int64_t>(100, session_timeout.count() / 3))},
+                         {"enable.auto.commit", "false"},
+                         {"enable.auto.offset.store", "false"},
+                         {"enable.partition.eof", "false"},
+                         {"auto.offset.reset", "latest"}},
+                        extra);
+  rd_kafka_conf_set_rebalance_cb(conf.get(), &impl::rebalance);
+  rd_kafka_conf_set_opaque(conf.get(), impl_.get());
+  impl_->rk = make_client(RD_KAFKA_CONSUMER, std::move(conf));
+  rd_kafka_poll_set_consumer(impl_->rk.get());
+  partition_list_ptr subscription(rd_kafka_topic_partition_list_new(1));
+  rd_kafka_topic_partition_list_add(subscription.get(), topic.c_str(), RD_KAFKA_PARTITION_UA);
+  if (const auto err = rd_kafka_subscribe(impl_->rk.get(), subscription.get()); err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    throw std::runtime_error(std::string("kafka subscribe: ") + rd_kafka_err2str(err));
+  impl_->thread = std::thread([self = impl_.get()] {
+    while (!self->stopping.load(std::memory_order_acquire))
+      message_ptr(rd_kafka_consumer_poll(self->rk.get(), static_cast<int>(membership_poll_interval.count())));
+    rd_kafka_consumer_close(self->rk.get());  // revokes what is owned (the callback runs here) and leaves
+  });
+}
+
+group_membership::~group_membership() {
+  impl_->stopping.store(true, std::memory_order_release);
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+std::vector<std::int32_t> group_membership::owned() const {
+  std::lock_guard lock(impl_->mutex);
+  return {impl_->owned.begin(), impl_->owned.end()};
+}
+
+struct group_observer::impl {
+  kafka_ptr rk;
+  queue_ptr results;
+};
+
+group_observer::group_observer(const std::string& brokers) : impl_(std::make_unique<impl>()) {
+  impl_->rk = make_client(RD_KAFKA_PRODUCER, make_conf(brokers, {}, {}));
+  impl_->results.reset(rd_kafka_queue_new(impl_->rk.get()));
+}
+
+group_observer::~group_observer() = default;
+
+std::map<std::int32_t, std::string> group_observer::describe(const std::string& group_id, const std::string& topic,
+                                                             milliseconds timeout) {
+  std::unique_ptr<rd_kafka_AdminOptions_t, decltype(&rd_kafka_AdminOptions_destroy)> options(
+      rd_kafka_AdminOptions_new(impl_->rk.get(), RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS), &rd_kafka_AdminOptions_destroy);
+  char err[512];
+  if (rd_kafka_AdminOptions_set_request_timeout(options.get(), static_cast<int>(timeout.count()), err, sizeof err))
+    throw std::runtime_error(std::string("kafka admin options: ") + err);
+  const char* groups[] = {group_id.c_str()};
+  rd_kafka_DescribeConsumerGroups(impl_->rk.get(), groups, 1, options.get(), impl_->results.get());
+  std::unique_ptr<rd_kafka_event_t, decltype(&rd_kafka_event_destroy)> event(
+      rd_kafka_queue_poll(impl_->results.get(), static_cast<int>(timeout.count()) + 1000), &rd_kafka_event_destroy);
+  if (!event) throw std::runtime_error("kafka describe group " + group_id + ": no answer in time");
+  if (rd_kafka_event_error(event.get()))
+    throw std::runtime_error("kafka describe group " + group_id + ": " + rd_kafka_event_error_string(event.get()));
+  const auto* result = rd_kafka_event_DescribeConsumerGroups_result(event.get());
+  if (!result) throw std::runtime_error("kafka describe group " + group_id + ": unexpected answer");
+  std::size_t count = 0;
+  const auto** descriptions = rd_kafka_DescribeConsumerGroups_result_groups(result, &count);
+  std::map<std::int32_t, std::string> owners;
+  for (std::size_t g = 0; g < count; ++g) {
+    if (const auto* e = rd_kafka_ConsumerGroupDescription_error(descriptions[g]))
+      throw std::runtime_error("kafka describe group " + group_id + ": " + rd_kafka_error_string(e));
+    const auto members = rd_kafka_ConsumerGroupDescription_member_count(descriptions[g]);
+    for (std::size_t m = 0; m < members; ++m) {
+      const auto* member = rd_kafka_ConsumerGroupDescription_member(descriptions[g], m);
+      const auto* assignment = rd_kafka_MemberAssignment_partitions(rd_kafka_MemberDescription_assignment(member));
+      if (!assignment) continue;
+      for (int i = 0; i < assignment->cnt; ++i)
+        if (topic == assignment->elems[i].topic)
+          owners[assignment->elems[i].partition] = rd_kafka_MemberDescription_client_id(member);
+    }
+  }
+  return owners;
 }
 
 }  // namespace credits::store

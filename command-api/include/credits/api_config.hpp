@@ -29,6 +29,17 @@ struct config {
   std::string usage_topic = "credits.usage";
   std::string transactional_id = "credits-command-api-0";
 
+  // Scale out (docs/scaling.md). With a group id, this instance joins that Kafka consumer group on the ledger
+  // topic and writes only the partitions the group assigns it; commands for other partitions are forwarded
+  // to their owner at its advertised address (host:port, what other instances connect to; default
+  // http_address:http_port). Without one, this instance writes every partition, alone.
+  std::string group_id;
+  std::string advertised_address;
+  std::chrono::milliseconds group_session_timeout_ms{10'000};  // a silent instance loses its partitions after this
+  std::chrono::milliseconds owners_refresh_ms{1'000};          // how old the partition -> owner map may get
+  std::chrono::milliseconds owners_timeout_ms{2'000};          // one describe-group call
+  std::chrono::milliseconds forward_timeout_ms{10'000};        // a forwarded command, connect to answer
+
   std::string redis_host = "127.0.0.1";
   int redis_port = 6379;
   int redis_connections_max = 4;

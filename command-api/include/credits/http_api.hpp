@@ -13,7 +13,7 @@
 #include "credits/api_config.hpp"
 #include "credits/auth.hpp"
 #include "credits/read_model.hpp"
-#include "credits/writer.hpp"
+#include "credits/ownership.hpp"
 
 namespace credits::api {
 
@@ -74,7 +74,7 @@ class kafka_probe {
 class http_api {
  public:
   // `keys` decides which X-API-Key is accepted; it must outlive the server.
-  http_api(const config& cfg, boost::asio::io_context& io, writer& w, const key_registry& keys, api_metrics& metrics);
+  http_api(const config& cfg, boost::asio::io_context& io, ownership& w, const key_registry& keys, api_metrics& metrics);
   ~http_api();
 
   // Binds and starts accepting; returns the bound port (useful with port 0).

@@ -32,6 +32,7 @@ enum class submit_result {
   queued,     // `done` will be called
   busy,       // queue full or the writer is recovering: answer 503
   in_flight,  // a command with the same Idempotency-Key is queued or being written: answer 409
+  elsewhere,  // another instance owns the account's partition (ownership.hpp): forward the request there
 };
 
 // The single writer of every account stream this process owns. It holds the folded ledger_state in memory
@@ -42,13 +43,18 @@ enum class submit_result {
 // are taken. Every `snapshot_interval_events` events it copies its state and hands the copy to a
 // snapshot_writer, which writes it to the snapshot topic on a thread of its own.
 //
+// With a `partition` (group mode, see ownership.hpp) it owns that one partition of the ledger and usage topics:
+// it rebuilds from those partitions only, its transactional id is CREDITS_TRANSACTIONAL_ID + "-p<N>", so whoever
+// owns the partition next fences it, and once fenced it never claims the id back: it stops taking commands and
+// waits to be stopped. Snapshots are whole-process only, so a partition writer replays its partition's log.
+//
 // Threads: submit(), latest_position() and the counters from any thread; everything else on the writer
 // thread that start() launches. stop() drains the queue and joins.
 class writer {
  public:
   using clock_fn = std::function<time_ms()>;
 
-  writer(const config& cfg, clock_fn now, api_metrics& metrics);
+  writer(const config& cfg, clock_fn now, api_metrics& metrics, std::optional<std::int32_t> partition = std::nullopt);
   ~writer();
   writer(const writer&) = delete;
   writer& operator=(const writer&) = delete;
@@ -65,6 +71,7 @@ class writer {
   std::optional<log_position> latest_position(const std::string& account_id) const;
 
   bool ready() const;  // state rebuilt and taking commands
+  bool fenced() const;  // a partition writer whose id a newer owner claimed: it takes no command again
   std::size_t accounts() const;
   std::size_t queued_commands() const;  // waiting for the writer thread
 
@@ -79,6 +86,7 @@ class writer {
  private:
   void run();
   void process(std::vector<submission>& batch);
+  std::unique_ptr<store::transactional_producer> make_producer(std::chrono::milliseconds init_timeout) const;
   void rebuild();
   bool load_snapshot(store::start_offsets& from);
   void offer_snapshot();
@@ -89,6 +97,7 @@ class writer {
   std::string new_event_id();
 
   const config cfg_;
+  const std::optional<std::int32_t> partition_;
   const policy rules_;  // from cfg_: the BalanceLow threshold and the model prices
   const clock_fn now_;
   api_metrics& metrics_;
@@ -112,6 +121,7 @@ class writer {
   std::unordered_set<key128, key128_hash> in_flight_;  // idempotency slots queued or being written
   bool stopping_ = false;
   bool accepting_ = false;
+  bool fenced_ = false;
 
   mutable std::mutex positions_mutex_;
   std::unordered_map<std::string, log_position> latest_;

@@ -17,6 +17,11 @@ inline constexpr std::size_t child_hex_len = 16;
 // same partition and a single writer decides whether an externalId is taken.
 std::string derive_account_id(std::string_view tenant, std::string_view external_id);
 
+// The account id a create without an externalId gets when it carries an Idempotency-Key: derived from the key,
+// so a retry names the same account, and with it the same partition and writer, whichever instance it reaches
+// (docs/scaling.md). Never equal to a derive_account_id() of the same text: the two are salted apart.
+std::string idempotent_account_id(std::string_view tenant, std::string_view idempotency_key);
+
 // Builds ids from caller-supplied random bits (kept out of here so callers and tests choose the source).
 std::string account_id_from_bits(std::uint64_t hi, std::uint32_t lo);
 std::string child_id(std::string_view prefix, std::string_view account_id, std::uint64_t bits);

@@ -41,6 +41,7 @@ struct append_result {
   std::vector<position> positions;  // one per record, in order, when committed
   std::string error;
   bool producer_lost = false;  // a fatal error: the producer must be re-created before the next append
+  bool fenced = false;         // a newer producer claimed the transactional id: this one may never append again
 };
 
 // Appends batches of records in one Kafka transaction each. Lives on one thread (the writer's); not
@@ -135,9 +136,10 @@ class consumer {
 using start_offsets = std::map<std::string, std::vector<std::int64_t>>;
 
 // Reads every committed record of `topics` from `from` (default: the beginning) to the current end of each
-// partition. Throws if the end is not reached within `timeout`.
+// partition; with `only_partitions`, only those partition numbers of each topic. Throws if the end is not
+// reached within `timeout`.
 void read_to_end(const std::string& brokers, const std::vector<std::string>& topics,
                  const std::function<void(const message&)>& on_message, std::chrono::milliseconds timeout,
-                 const start_offsets& from = {});
+                 const start_offsets& from = {}, const std::vector<std::int32_t>& only_partitions = {});
 
 }  // namespace credits::store

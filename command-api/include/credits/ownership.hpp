@@ -1,0 +1,86 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "credits/api_config.hpp"
+#include "credits/group_membership.hpp"
+#include "credits/requests.hpp"
+#include "credits/writer.hpp"
+
+namespace credits::api {
+
+// Which account streams this process writes, and who writes the others (docs/scaling.md).
+//  - Alone (no CREDITS_GROUP_ID): one writer owns every partition.
+//  - In a group: the process is a member of the Kafka consumer group CREDITS_GROUP_ID on the ledger topic, and
+//    each partition the group assigns it gets a writer of its own (writer.hpp, partition mode), built and
+//    rebuilt from the log on a thread of its own when the partition arrives. When the group takes a partition
+//    away, its writer is stopped first (the commands it queued are decided and answered) and only then is the
+//    partition handed on; its transactional id fences it should it outlive that (a paused process). Commands
+//    for accounts of partitions this process does not own are `elsewhere`: the HTTP side forwards them to the
+//    owner_address() of their partition.
+// Threads: everything from any thread; start() and stop() from main.
+class ownership {
+ public:
+  ownership(const config& cfg, writer::clock_fn now, api_metrics& metrics);
+  ~ownership();
+  ownership(const ownership&) = delete;
+  ownership& operator=(const ownership&) = delete;
+
+  // Alone: rebuilds and starts the writer (throws if Kafka cannot be reached). In a group: checks the topics
+  // and joins; partitions arrive later, from the group.
+  void start();
+  void stop();
+
+  submit_result submit(submission&& s);
+  std::optional<log_position> latest_position(const std::string& account_id) const;
+  bool ready() const;  // alone: the writer is; in a group: every owned partition's writer is
+  std::size_t accounts() const;
+  std::size_t queued_commands() const;
+  writer::start_stats last_start() const;
+
+  bool grouped() const { return !cfg_.group_id.empty(); }
+  std::vector<std::int32_t> owned() const;
+  std::int32_t partition_of_account(std::string_view account_id) const;
+
+  // A new random account id in a partition this process owns, so creating it needs no forwarding; any
+  // partition when it owns none (or alone).
+  std::string new_account_id(const random_bits& bits) const;
+
+  // Where the partition's owner listens (its CREDITS_ADVERTISED_ADDRESS), as the group coordinator said at most
+  // owners_refresh_ms ago; nullopt while the partition has no owner (the group is rebalancing). Blocks on a
+  // Kafka admin call when the cached answer is too old: call it off the I/O threads.
+  std::optional<std::string> owner_address(std::int32_t partition);
+
+ private:
+  struct slot;
+  std::shared_ptr<slot> slot_of(std::int32_t partition) const;
+  void assigned(const std::vector<std::int32_t>& partitions);
+  void revoked(const std::vector<std::int32_t>& partitions);
+
+  const config& cfg_;
+  const writer::clock_fn now_;
+  api_metrics& metrics_;
+  std::int32_t partitions_ = 0;  // of the ledger topic (and the usage topic: they must match in a group)
+
+  std::unique_ptr<writer> alone_;
+
+  mutable std::shared_mutex slots_mutex_;
+  std::map<std::int32_t, std::shared_ptr<slot>> slots_;
+  std::unique_ptr<store::group_membership> membership_;
+
+  std::mutex owners_mutex_;  // serialises describe calls and guards the cache
+  std::unique_ptr<store::group_observer> observer_;
+  std::map<std::int32_t, std::string> owners_;
+  std::chrono::steady_clock::time_point owners_at_{};
+};
+
+}  // namespace credits::api
