@@ -644,15 +644,16 @@ struct http_api::impl {
     const auto [path, query] = split_target(req.target());
     if (path == "/healthz") {
       const auto start = w.last_start();
-      co_return make(200,
-                     {{"status", "ok"},
-                      {"accounts", w.accounts()},
-                      {"startup",
-                       {{"fromSnapshot", start.from_snapshot},
-                        {"snapshotId", start.snapshot_id},
-                        {"eventsReplayed", start.events_replayed},
-                        {"durationMs", start.duration.count()}}}},
-                     req);
+      json health{{"status", "ok"},
+                  {"accounts", w.accounts()},
+                  {"startup",
+                   {{"fromSnapshot", start.from_snapshot},
+                    {"snapshotId", start.snapshot_id},
+                    {"eventsReplayed", start.events_replayed},
+                    {"durationMs", start.duration.count()}}}};
+      if (w.grouped())
+        health["group"] = {{"id", cfg.group_id}, {"member", cfg.advertised_address}, {"partitions", w.owned()}};
+      co_return make(200, health, req);
     }
     if (path == "/readyz") co_return co_await readiness(req);
     if (path == "/metrics") co_return scrape(req);

@@ -2,12 +2,11 @@
 #include <librdkafka/rdkafka.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <random>
-#include <stdexcept>
 #include <string>
 
 #include "credits/event_store.hpp"
+#include "kafka_topics.hpp"
 
 // The event store's fencing against the real broker of scripts/up.sh --infra-only (CREDITS_KAFKA_BROKERS):
 // librdkafka's mock cluster does not check producer epochs, so only a real coordinator can show that a new
@@ -16,42 +15,11 @@ namespace credits::store {
 namespace {
 
 using std::chrono::milliseconds;
+using testing::brokers;
+using testing::create_topic;
+using testing::kafka_timeout;
 
-constexpr milliseconds kafka_timeout{15'000};
 constexpr milliseconds fenced_append_timeout{5'000};
-
-std::string brokers() {
-  const char* b = std::getenv("CREDITS_KAFKA_BROKERS");
-  return b && *b ? b : "127.0.0.1:9092";
-}
-
-// A one-partition topic of the test's own, through the admin API (the broker does not auto-create topics).
-std::string create_topic() {
-  const std::string name = "credits-test-fencing-" + std::to_string(std::random_device{}());
-  char err[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers().c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
-    throw std::runtime_error(err);
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  if (!rk) throw std::runtime_error(err);
-  rd_kafka_NewTopic_t* topic = rd_kafka_NewTopic_new(name.c_str(), 1, 1, err, sizeof err);
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
-  rd_kafka_CreateTopics(rk, &topic, 1, nullptr, queue);
-  rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, static_cast<int>(kafka_timeout.count()));
-  std::string failure = !ev ? "no answer" : rd_kafka_event_error(ev) ? rd_kafka_event_error_string(ev) : "";
-  if (ev) {
-    std::size_t n = 0;
-    const auto* results = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-    if (n == 1 && rd_kafka_topic_result_error(results[0]) != RD_KAFKA_RESP_ERR_NO_ERROR)
-      failure = rd_kafka_topic_result_error_string(results[0]);
-    rd_kafka_event_destroy(ev);
-  }
-  rd_kafka_queue_destroy(queue);
-  rd_kafka_NewTopic_destroy(topic);
-  rd_kafka_destroy(rk);
-  if (!failure.empty()) throw std::runtime_error("create topic " + name + ": " + failure);
-  return name;
-}
 
 TEST(event_store_fencing, a_new_producer_fences_every_id_of_the_old_one) {
   const auto topic = create_topic();
@@ -67,6 +35,7 @@ TEST(event_store_fencing, a_new_producer_fences_every_id_of_the_old_one) {
     const auto fenced = old_writer.append(records, fenced_append_timeout);
     EXPECT_NE(fenced.status, append_status::committed) << "turn " << turn;
     EXPECT_TRUE(fenced.producer_lost) << "turn " << turn << ": " << fenced.error;
+    EXPECT_TRUE(fenced.fenced) << "turn " << turn << ": " << fenced.error;
   }
   for (int turn = 0; turn < 2; ++turn) {
     const auto ok = new_writer.append(records, kafka_timeout);

@@ -1,0 +1,298 @@
+"""Scale out (docs/scaling.md): several command-API instances share the partitions through a Kafka consumer group,
+against the real broker. Instances are killed, added and paused under load; the log must still hold every
+answered command exactly once and no overdraft, and the view must converge."""
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import API_KEY, BROKERS, BUILD, REDIS_PORT, Process, fold_balance, free_port, read_topic
+
+PARTITIONS = 6
+REDIS_DB = 8                 # unused by the other tests
+SESSION_TIMEOUT_MS = 6000    # the broker's group.min.session.timeout.ms: a killed instance's partitions move after it
+START_TIMEOUT_S = 120
+SETTLE_TIMEOUT_S = 90        # until the group has given every partition an owner
+ATTEMPTS_MAX = 40            # per command: retries on 503 and on a dead instance, always with the same key
+VERIFY_TIMEOUT_S = 120
+HEADERS = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+
+
+def make_topics(name):
+    run = uuid.uuid4().hex[:8]
+    topics = {t: f"credits-test-{name}-{run}.{t}" for t in ("ledger", "usage", "keys")}
+    new = [NewTopic(topics["ledger"], PARTITIONS, 1), NewTopic(topics["usage"], PARTITIONS, 1),
+           NewTopic(topics["ledger"] + ".dlq", PARTITIONS, 1), NewTopic(topics["keys"], 1, 1)]
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    for f in admin.create_topics(new).values():
+        f.result(30)
+    deadline = time.monotonic() + 30
+    while True:
+        listed = admin.list_topics(timeout=10).topics
+        if all(t.topic in listed and listed[t.topic].error is None and listed[t.topic].partitions for t in new):
+            return topics
+        assert time.monotonic() < deadline, "the new topics did not show up in the metadata"
+        time.sleep(0.1)
+
+
+class Group:
+    """API instances (and projectors) of one consumer group on topics of their own."""
+
+    def __init__(self, name):
+        self.topics = make_topics(name)
+        self.group = f"credits-test-{name}-{uuid.uuid4().hex[:6]}"
+        self.env = dict(os.environ)
+        self.env.update({
+            "CREDITS_KAFKA_BROKERS": BROKERS, "CREDITS_REDIS_PORT": REDIS_PORT, "CREDITS_REDIS_DB": str(REDIS_DB),
+            "CREDITS_LEDGER_TOPIC": self.topics["ledger"], "CREDITS_USAGE_TOPIC": self.topics["usage"],
+            "CREDITS_KEYS_TOPIC": self.topics["keys"], "CREDITS_SNAPSHOT_INTERVAL_EVENTS": "0",
+            "CREDITS_API_KEYS": f"tenant_a:{API_KEY}", "CREDITS_TRANSACTIONAL_ID": self.group,
+            "CREDITS_GROUP_ID": self.group, "CREDITS_GROUP_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+            "CREDITS_EXPIRY_SCAN_INTERVAL_MS": "100", "ASAN_OPTIONS": "detect_leaks=0",
+        })
+        self.apis, self.projectors = [], []
+        subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(REDIS_DB), "FLUSHDB"], check=True, capture_output=True)
+
+    def add_api(self):
+        port = free_port()
+        env = dict(self.env, CREDITS_HTTP_PORT=str(port), CREDITS_PROJECTOR_METRICS_PORT=str(free_port()))
+        p = Process(f"credits-api-{self.group}-{len(self.apis)}", BUILD / "command-api" / "credits-api", env)
+        p.url = f"http://127.0.0.1:{port}"
+        p.start()
+        self.apis.append(p)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.health(p):
+            assert p.alive(), f"{p.name} exited, see {p.log_path}"
+            assert time.monotonic() < deadline, f"{p.name} not healthy, see {p.log_path}"
+            time.sleep(0.2)
+        return p
+
+    def add_projector(self):
+        env = dict(self.env, CREDITS_PROJECTOR_METRICS_PORT=str(free_port()))
+        p = Process(f"credits-projector-{self.group}-{len(self.projectors)}",
+                    BUILD / "projector" / "credits-projector", env)
+        p.start()
+        self.projectors.append(p)
+        return p
+
+    @staticmethod
+    def health(api):
+        try:
+            r = requests.get(api.url + "/healthz", timeout=2)
+            return r.json() if r.status_code == 200 else None
+        except requests.RequestException:
+            return None
+
+    @staticmethod
+    def ready(api):
+        """Every partition it owns has its state rebuilt (/readyz)."""
+        try:
+            return requests.get(api.url + "/readyz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def live(self):
+        return [a for a in self.apis if a.alive()]
+
+    def owners(self):
+        """partition -> the live instances that say they own it."""
+        out = {}
+        for api in self.live():
+            h = self.health(api)
+            for p in (h or {}).get("group", {}).get("partitions", []):
+                out.setdefault(p, []).append(api)
+        return out
+
+    def wait_settled(self, apis):
+        """Until every partition has exactly one owner among `apis`, each of them owns some and is ready."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while True:
+            owners = self.owners()
+            if (sorted(owners) == list(range(PARTITIONS)) and all(len(o) == 1 for o in owners.values())
+                    and {o[0].name for o in owners.values()} == {a.name for a in apis}
+                    and all(self.ready(a) for a in apis)):
+                return owners
+            assert time.monotonic() < deadline, f"the group did not settle: {owners}"
+            time.sleep(0.3)
+
+    def stop(self):
+        for p in self.apis + self.projectors:
+            p.stop()
+
+
+def send(group, path, body, key=None):
+    """One command, retried with the same Idempotency-Key on 503 and on a dead instance, at random live instances.
+    Returns the final response, or None if every attempt failed."""
+    key = key or uuid.uuid4().hex
+    for _ in range(ATTEMPTS_MAX):
+        live = group.live()
+        if not live:
+            time.sleep(0.2)
+            continue
+        api = random.choice(live)
+        try:
+            r = requests.post(api.url + path, data=json.dumps(body), headers={**HEADERS, "Idempotency-Key": key},
+                              timeout=30)
+        except requests.RequestException:
+            time.sleep(0.1)
+            continue
+        if r.status_code == 503 or r.status_code == 409:
+            time.sleep(float(r.headers.get("Retry-After", "0.2")) / 4)
+            continue
+        return r
+    return None
+
+
+class Load:
+    """Threads sending deductions and reserve-confirm pairs to random live instances; records each command's key
+    and final status."""
+
+    def __init__(self, group, accounts, threads=4):
+        self.group, self.accounts = group, accounts
+        self.answers = []  # (key, status or None)
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.run) for _ in range(threads)]
+
+    def note(self, key, r):
+        with self.lock:
+            self.answers.append((key, r.status_code if r is not None else None))
+
+    def run(self):
+        while not self.stopping.is_set():
+            account = random.choice(self.accounts)
+            if random.random() < 0.5:
+                key = uuid.uuid4().hex
+                self.note(key, send(self.group, "/v1/accounts/credits/deduct", {"accountId": account, "amount": 7}, key))
+                continue
+            key = uuid.uuid4().hex
+            r = send(self.group, "/v1/reservations/create", {"accountId": account, "amount": 5}, key)
+            self.note(key, r)
+            if r is not None and r.status_code == 200:
+                key = uuid.uuid4().hex
+                reservation = r.json()["reservation"]["id"]
+                self.note(key, send(self.group, "/v1/reservations/confirm",
+                                    {"reservationId": reservation, "actualAmount": 3}, key))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        for t in self.threads:
+            t.join()
+
+
+def check_log(group, answers, accounts):
+    """Every command answered 200 is in the log exactly once, none answered 4xx is, and no account overdraws."""
+    events = read_topic(group.topics["ledger"], timeout_s=60)
+    by_key = {}
+    for e in events:
+        if e.get("idempotencyKey"):
+            by_key[e["idempotencyKey"]] = by_key.get(e["idempotencyKey"], 0) + 1
+    ok = [k for k, status in answers if status == 200]
+    refused = [k for k, status in answers if status is not None and 400 <= status < 500]
+    assert ok, "no command succeeded"
+    assert all(by_key.get(k) == 1 for k in ok), [(k, by_key.get(k)) for k in ok if by_key.get(k) != 1][:5]
+    assert not any(k in by_key for k in refused)
+    assert all(n == 1 for n in by_key.values()), "an idempotency key is in the log twice"
+    for account in accounts:
+        balance, reserved = fold_balance([e for e in events if e["accountId"] == account])  # asserts no overdraft
+        assert balance >= 0 and 0 <= reserved <= balance
+    return events
+
+
+def verify_converges(group):
+    """`credits-projector verify` finds no mismatch once the projectors have caught up."""
+    deadline = time.monotonic() + VERIFY_TIMEOUT_S
+    while True:
+        r = subprocess.run([str(BUILD / "projector" / "credits-projector"), "verify"], env=group.env,
+                           capture_output=True, text=True, timeout=VERIFY_TIMEOUT_S)
+        if r.returncode == 0:
+            return r.stdout
+        assert time.monotonic() < deadline, r.stdout[-2000:] + r.stderr[-2000:]
+        time.sleep(1)
+
+
+@pytest.fixture()
+def group(request):
+    g = Group(request.node.name[:20].replace("_", "-"))
+    yield g
+    g.stop()
+
+
+def test_killing_and_adding_instances_under_load_loses_and_duplicates_nothing(group):
+    apis = [group.add_api() for _ in range(3)]
+    group.add_projector()
+    group.wait_settled(apis)
+    accounts = []
+    for i in range(12):
+        r = send(group, "/v1/accounts/create", {"name": f"Scale {i}", "externalId": f"scale_{uuid.uuid4().hex[:8]}"})
+        assert r is not None and r.status_code == 200, r and r.text
+        accounts.append(r.json()["account"]["id"])
+        r = send(group, "/v1/accounts/credits/add", {"accountId": accounts[-1], "amount": 400})
+        assert r is not None and r.status_code == 200, r and r.text
+
+    with Load(group, accounts) as load:
+        time.sleep(3)
+        apis[0].stop(signal.SIGKILL)
+        time.sleep(1)
+        newcomer = group.add_api()
+        group.wait_settled([apis[1], apis[2], newcomer])
+        time.sleep(3)
+    statuses = [s for _, s in load.answers]
+    assert statuses.count(200) > 20, statuses
+    assert all(s in (200, 402) for s in statuses), sorted(set(map(str, statuses)))
+
+    check_log(group, load.answers, accounts)
+    verify_converges(group)
+
+
+def test_a_paused_owner_is_fenced_and_cannot_append(group):
+    a, b = group.add_api(), group.add_api()
+    owners = group.wait_settled([a, b])
+    mine = [p for p, o in owners.items() if o[0] is a]
+    assert mine
+    # Without an externalId or a key, an instance creates the account in a partition it owns.
+    r = requests.post(a.url + "/v1/accounts/create", json={"name": "Paused"}, headers=HEADERS, timeout=30)
+    assert r.status_code == 200, r.text
+    account = r.json()["account"]["id"]
+    assert int(r.headers["Credits-Position"].rsplit(":", 2)[1]) in mine
+    r = requests.post(a.url + "/v1/accounts/credits/add", json={"accountId": account, "amount": 100}, headers=HEADERS,
+                      timeout=30)
+    assert r.status_code == 200, r.text
+
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        group.wait_settled([b])  # b has taken a's partitions over, fencing a's transactional ids
+        r = requests.post(b.url + "/v1/accounts/credits/deduct", json={"accountId": account, "amount": 100},
+                          headers={**HEADERS, "Idempotency-Key": "spend-on-b"}, timeout=30)
+        assert r.status_code == 200, r.text
+        # The paused owner still believes the account has 100 credits. The request waits in its socket backlog
+        # and is served the moment it resumes, before it can learn that it lost the partition.
+        stale = {}
+        t = threading.Thread(target=lambda: stale.update(r=requests.post(
+            a.url + "/v1/accounts/credits/deduct", json={"accountId": account, "amount": 100},
+            headers={**HEADERS, "Idempotency-Key": "spend-on-stale-a"}, timeout=60)))
+        t.start()
+        time.sleep(0.5)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    t.join()
+    assert stale["r"].status_code in (402, 503), stale["r"].text  # refused by b's state, or not appended at all
+
+    events = [e for e in read_topic(group.topics["ledger"]) if e["accountId"] == account]
+    assert [e.get("idempotencyKey") for e in events if e["type"] == "CreditsDeducted"] == ["spend-on-b"]
+    assert fold_balance(events) == (0, 0)
+    fenced = "fenced" in a.log_path.read_text()
+    print(f"stale owner {'tried to append and was fenced' if fenced else 'learnt it lost the partition first'}")
