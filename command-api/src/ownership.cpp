@@ -31,6 +31,11 @@ struct ownership::slot {
   std::unique_ptr<writer> w;
   std::thread starter;
   std::atomic<bool> given_up{false};
+
+  ~slot() {
+    given_up.store(true, std::memory_order_release);
+    if (starter.joinable()) starter.join();
+  }
 };
 
 ownership::ownership(const config& cfg, writer::clock_fn now, api_metrics& metrics)
@@ -56,6 +61,7 @@ void ownership::start() {
                                std::to_string(partitions_) + ")");
   }
   observer_ = std::make_unique<store::group_observer>(cfg_.kafka_brokers);
+  joined_.store(true, std::memory_order_release);
   membership_ = std::make_unique<store::group_membership>(
       cfg_.kafka_brokers, cfg_.group_id, cfg_.ledger_topic, cfg_.advertised_address, cfg_.group_session_timeout_ms,
       store::group_membership::handlers{[this](const auto& p) { assigned(p); }, [this](const auto& p) { revoked(p); }});
@@ -70,6 +76,7 @@ void ownership::stop() {
     alone_->stop();
     return;
   }
+  joined_.store(false, std::memory_order_release);
   membership_.reset();  // leaves the group: revoked() stops every writer, and the partitions move on at once
   if (const auto left = owned(); !left.empty()) revoked(left);  // the group never got to revoke them
 }
@@ -156,7 +163,7 @@ std::optional<log_position> ownership::latest_position(const std::string& accoun
 bool ownership::ready() const {
   if (alone_) return alone_->ready();
   std::shared_lock lock(slots_mutex_);
-  return membership_ && std::all_of(slots_.begin(), slots_.end(), [](const auto& s) { return s.second->w->ready(); });
+  return joined_.load(std::memory_order_acquire) && std::all_of(slots_.begin(), slots_.end(), [](const auto& s) { return s.second->w->ready(); });
 }
 
 std::size_t ownership::accounts() const {

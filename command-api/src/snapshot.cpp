@@ -120,12 +120,15 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
   }
 }
 
-std::vector<std::string> split_snapshot(std::string_view payload, std::uint64_t id, std::size_t chunk_bytes) {
+std::vector<std::string> split_snapshot(std::string_view payload, std::uint64_t id, std::size_t chunk_bytes,
+                                        std::string_view scope) {
   const auto digest = sha256_hex(payload);
   const std::size_t chunks = std::max<std::size_t>(1, (payload.size() + chunk_bytes - 1) / chunk_bytes);
   std::vector<std::string> out;
   for (std::size_t i = 0; i < chunks; ++i) {
-    std::string value = json{{"snapshotId", id}, {"chunk", i}, {"chunks", chunks}, {"sha256", digest}}.dump();
+    json header{{"snapshotId", id}, {"chunk", i}, {"chunks", chunks}, {"sha256", digest}};
+    if (!scope.empty()) header["scope"] = scope;
+    std::string value = header.dump();
     value.push_back('\n');
     value.append(payload.substr(std::min(payload.size(), i * chunk_bytes), chunk_bytes));
     out.push_back(std::move(value));
@@ -143,6 +146,10 @@ void snapshot_assembler::add(std::string_view value) {
     ++malformed_;
     return;
   }
+  const auto id = header["snapshotId"].get<std::uint64_t>();
+  highest_id_ = std::max(highest_id_, id);
+  const auto scope = header.value("scope", json(""));
+  if (!scope.is_string() || scope.get<std::string>() != scope_) return;
   auto& p = snapshots_[header["snapshotId"].get<std::uint64_t>()];
   p.chunks = header["chunks"].get<std::size_t>();
   p.sha256 = header["sha256"].get<std::string>();

@@ -15,15 +15,20 @@ constexpr std::string_view component = "credits-api";
 // or more; on a small machine that core is the one the HTTP and writer threads need, so it yields to them.
 constexpr int snapshot_thread_nice = 10;
 
-std::unique_ptr<store::transactional_producer> make_producer(const config& cfg, std::chrono::milliseconds init_timeout) {
-  return std::make_unique<store::transactional_producer>(cfg.kafka_brokers, cfg.transactional_id + ".snapshots",
-                                                         cfg.kafka_transaction_timeout_ms, init_timeout);
+std::unique_ptr<store::transactional_producer> make_producer(const config& cfg, const std::string& scope,
+                                                             std::chrono::milliseconds init_timeout) {
+  return std::make_unique<store::transactional_producer>(
+      cfg.kafka_brokers, cfg.transactional_id + (scope.empty() ? "" : "-" + scope) + ".snapshots",
+      cfg.kafka_transaction_timeout_ms, init_timeout);
 }
 
 }  // namespace
 
-snapshot_writer::snapshot_writer(const config& cfg)
-    : cfg_(cfg), producer_(make_producer(cfg, cfg.startup_timeout_ms)), thread_([this] { run(); }) {}
+snapshot_writer::snapshot_writer(const config& cfg, std::string scope)
+    : cfg_(cfg),
+      scope_(std::move(scope)),
+      producer_(make_producer(cfg, scope_, cfg.startup_timeout_ms)),
+      thread_([this] { run(); }) {}
 
 snapshot_writer::~snapshot_writer() {
   {
@@ -66,13 +71,13 @@ void snapshot_writer::run() {
 void snapshot_writer::write(const snapshot_job& job) {
   const auto started = std::chrono::steady_clock::now();
   try {
-    if (!producer_) producer_ = make_producer(cfg_, cfg_.kafka_transaction_timeout_ms);
+    if (!producer_) producer_ = make_producer(cfg_, scope_, cfg_.kafka_transaction_timeout_ms);
     const auto payload = encode_snapshot(job.id, job.created_at, job.next_offsets, job.state, job.idempotency);
-    const auto chunks = split_snapshot(payload, job.id, cfg_.snapshot_chunk_bytes);
+    const auto chunks = split_snapshot(payload, job.id, cfg_.snapshot_chunk_bytes, scope_);
     std::vector<store::record> records;
     records.reserve(chunks.size());
     for (std::size_t i = 0; i < chunks.size(); ++i)
-      records.push_back({cfg_.snapshot_topic, "chunk-" + std::to_string(i), chunks[i]});
+      records.push_back({cfg_.snapshot_topic, (scope_.empty() ? "" : scope_ + "-") + "chunk-" + std::to_string(i), chunks[i]});
     const auto result = producer_->append(records, cfg_.append_timeout_ms);
     const auto took =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();

@@ -71,9 +71,11 @@ writer::writer(const config& cfg, clock_fn now, api_metrics& metrics, std::optio
       now_(std::move(now)),
       metrics_(metrics),
       idempotency_(cfg.idempotency_window_ms, cfg.idempotency_keys_max, cfg.idempotency_responses_cached_max),
-      snapshots_(cfg.snapshot_interval_events > 0 && !partition) {}
+      snapshots_(cfg.snapshot_interval_events > 0) {}
 
 writer::~writer() { stop(); }
+
+std::string writer::snapshot_scope() const { return partition_ ? "p" + std::to_string(*partition_) : std::string(); }
 
 std::unique_ptr<store::transactional_producer> writer::make_producer(milliseconds init_timeout) const {
   // A partition writer uses one id: its batches are small and the partitions' writers commit side by side.
@@ -99,7 +101,7 @@ void writer::start() {
       snapshots_ = false;
     }
   }
-  if (snapshots_) snapshots_writer_ = std::make_unique<snapshot_writer>(cfg_);
+  if (snapshots_) snapshots_writer_ = std::make_unique<snapshot_writer>(cfg_, snapshot_scope());
   rebuild();
   {
     std::lock_guard lock(queue_mutex_);
@@ -180,7 +182,7 @@ std::string writer::new_event_id() {
 }
 
 bool writer::load_snapshot(store::start_offsets& from) {
-  snapshot_assembler assembler;
+  snapshot_assembler assembler(snapshot_scope());
   store::read_to_end(cfg_.kafka_brokers, {cfg_.snapshot_topic},
                      [&](const store::message& m) { assembler.add(m.value); }, cfg_.startup_timeout_ms);
   last_snapshot_id_ = std::max(last_snapshot_id_, assembler.highest_id());
@@ -274,7 +276,8 @@ void writer::rebuild() {
     last_start_ = start_stats{from_snapshot, from_snapshot ? loaded_snapshot_id_ : 0, events, took};
   }
   write_log(log_level::info, component,
-            "state rebuilt in " + std::to_string(took.count()) + " ms: " + std::to_string(state_.accounts.size()) +
+            (partition_ ? "partition " + std::to_string(*partition_) + ": " : std::string()) + "state rebuilt in " +
+                std::to_string(took.count()) + " ms: " + std::to_string(state_.accounts.size()) +
                 " accounts, " +
                 (from_snapshot ? "snapshot " + std::to_string(loaded_snapshot_id_) : std::string("no snapshot")) +
                 " + " + std::to_string(events) + " events replayed (" + std::to_string(skipped) + " skipped), " +
@@ -459,16 +462,20 @@ void writer::process(std::vector<submission>& batch) {
                                ? "the outcome of the write is unknown; retry with the same Idempotency-Key"
                                : "the event log is unavailable; retry later";
       release_in_flight(batch);
-      for (std::size_t i = 0; i < batch.size(); ++i)
-        batch[i].done(answers[i] && answers[i]->replayed ? *answers[i] : unavailable(message));
-      if (result.fenced && partition_) {
-        // The partition has a newer owner. Claiming the id back would fence it in turn: stay down until the
-        // group's revocation stops this writer; commands still queued are answered 503 by stop().
-        write_log(log_level::warn, component, "fenced: partition " + std::to_string(*partition_) + " has a newer owner",
-                  {{"partition", *partition_}});
+      // A partition writer whose id a newer owner claimed: claiming it back would fence that owner in turn.
+      // It stays down (before anyone hears of this batch) until the group's revocation stops it; commands
+      // still queued are answered 503.
+      const bool fenced_out = result.fenced && partition_;
+      if (fenced_out) {
         std::lock_guard lock(queue_mutex_);
         accepting_ = false;
         fenced_ = true;
+      }
+      for (std::size_t i = 0; i < batch.size(); ++i)
+        batch[i].done(answers[i] && answers[i]->replayed ? *answers[i] : unavailable(message));
+      if (fenced_out) {
+        write_log(log_level::warn, component, "fenced: partition " + std::to_string(*partition_) + " has a newer owner",
+                  {{"partition", *partition_}});
         return;
       }
       recover(result.producer_lost);

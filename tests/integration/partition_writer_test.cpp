@@ -83,5 +83,40 @@ TEST(partition_writer, a_fenced_owner_neither_appends_nor_claims_the_partition_b
   new_owner.stop();
 }
 
+TEST(partition_writer, the_next_owner_starts_from_the_partitions_snapshot_and_its_tail) {
+  config cfg;
+  cfg.kafka_brokers = testing::brokers();
+  cfg.ledger_topic = testing::create_topic("credits-test-partition-writer-ledger-");
+  cfg.usage_topic = testing::create_topic("credits-test-partition-writer-usage-");
+  cfg.snapshot_topic = testing::create_topic("credits-test-partition-writer-snapshots-");
+  cfg.transactional_id = "credits-test-partition-writer-" + std::to_string(std::random_device{}());
+  cfg.snapshot_interval_events = 2;
+  api_metrics metrics;
+  const auto account = derive_account_id("tenant_a", "snapshotted");
+
+  writer first(cfg, wall_clock, metrics, 0);
+  first.start();
+  ASSERT_EQ(status_of(run(first, create_account{account, "Snap", "snapshotted", "", {}}, "create")), 200u);
+  ASSERT_EQ(status_of(run(first, add_credits{account, 70, "", "", {}, child_id("txn", account, 1)}, "add")), 200u);
+  // The snapshot is written off the writer thread: wait until its chunks are in the topic.
+  const auto deadline = std::chrono::steady_clock::now() + answer_timeout;
+  for (bool found = false; !found;) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no snapshot of partition 0 was written";
+    store::read_to_end(cfg.kafka_brokers, {cfg.snapshot_topic}, [&](const store::message& m) {
+      found = found || m.value.find(R"("scope":"p0")") != std::string::npos;
+    }, testing::kafka_timeout);
+  }
+  ASSERT_EQ(status_of(run(first, add_credits{account, 5, "", "", {}, child_id("txn", account, 2)}, "tail")), 200u);
+  first.stop();
+
+  writer next(cfg, wall_clock, metrics, 0);
+  next.start();
+  EXPECT_TRUE(next.last_start().from_snapshot);
+  EXPECT_EQ(next.last_start().events_replayed, 1u);  // only the add after the snapshot
+  EXPECT_EQ(status_of(run(next, deduct_credits{account, 75, "", {}, child_id("txn", account, 3)}, "all")), 200u);
+  EXPECT_EQ(status_of(run(next, deduct_credits{account, 1, "", {}, child_id("txn", account, 4)}, "more")), 402u);
+  next.stop();
+}
+
 }  // namespace
 }  // namespace credits::api

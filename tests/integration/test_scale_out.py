@@ -21,16 +21,18 @@ REDIS_DB = 8                 # unused by the other tests
 SESSION_TIMEOUT_MS = 6000    # the broker's group.min.session.timeout.ms: a killed instance's partitions move after it
 START_TIMEOUT_S = 120
 SETTLE_TIMEOUT_S = 90        # until the group has given every partition an owner
-ATTEMPTS_MAX = 40            # per command: retries on 503 and on a dead instance, always with the same key
+ATTEMPTS_MAX = 120           # per command: retries on 503 and on a dead instance, always with the same key
 VERIFY_TIMEOUT_S = 120
+SNAPSHOT_INTERVAL_EVENTS = 20
 HEADERS = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
 
 
 def make_topics(name):
     run = uuid.uuid4().hex[:8]
-    topics = {t: f"credits-test-{name}-{run}.{t}" for t in ("ledger", "usage", "keys")}
+    topics = {t: f"credits-test-{name}-{run}.{t}" for t in ("ledger", "usage", "keys", "snapshots")}
     new = [NewTopic(topics["ledger"], PARTITIONS, 1), NewTopic(topics["usage"], PARTITIONS, 1),
-           NewTopic(topics["ledger"] + ".dlq", PARTITIONS, 1), NewTopic(topics["keys"], 1, 1)]
+           NewTopic(topics["ledger"] + ".dlq", PARTITIONS, 1), NewTopic(topics["keys"], 1, 1),
+           NewTopic(topics["snapshots"], 1, 1)]
     admin = AdminClient({"bootstrap.servers": BROKERS})
     for f in admin.create_topics(new).values():
         f.result(30)
@@ -53,7 +55,9 @@ class Group:
         self.env.update({
             "CREDITS_KAFKA_BROKERS": BROKERS, "CREDITS_REDIS_PORT": REDIS_PORT, "CREDITS_REDIS_DB": str(REDIS_DB),
             "CREDITS_LEDGER_TOPIC": self.topics["ledger"], "CREDITS_USAGE_TOPIC": self.topics["usage"],
-            "CREDITS_KEYS_TOPIC": self.topics["keys"], "CREDITS_SNAPSHOT_INTERVAL_EVENTS": "0",
+            "CREDITS_KEYS_TOPIC": self.topics["keys"], "CREDITS_SNAPSHOT_TOPIC": self.topics["snapshots"],
+            # Small: partition writers snapshot during the load, and the newcomer starts from their snapshots.
+            "CREDITS_SNAPSHOT_INTERVAL_EVENTS": str(SNAPSHOT_INTERVAL_EVENTS),
             "CREDITS_API_KEYS": f"tenant_a:{API_KEY}", "CREDITS_TRANSACTIONAL_ID": self.group,
             "CREDITS_GROUP_ID": self.group, "CREDITS_GROUP_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
             "CREDITS_EXPIRY_SCAN_INTERVAL_MS": "100", "ASAN_OPTIONS": "detect_leaks=0",

@@ -138,6 +138,23 @@ TEST(snapshot, an_incomplete_or_corrupt_newest_snapshot_falls_back_to_an_older_o
   EXPECT_EQ(problems.size(), 3u);  // malformed, corrupt 3, incomplete 2
 }
 
+TEST(snapshot, a_partition_writer_sees_only_the_snapshots_of_its_partition) {
+  // Scale out: partition writers' snapshots share the topic, each scoped to its partition.
+  snapshot_assembler p1("p1"), whole;
+  for (auto* a : {&p1, &whole}) {
+    for (const auto& c : split_snapshot(std::string(1500, 'w'), 1, 1000)) a->add(c);
+    for (const auto& c : split_snapshot(std::string(1500, '1'), 2, 1000, "p1")) a->add(c);
+    for (const auto& c : split_snapshot(std::string(1500, '2'), 3, 1000, "p2")) a->add(c);
+  }
+  std::vector<std::string> problems;
+  EXPECT_EQ(p1.newest(problems), std::string(1500, '1'));
+  EXPECT_EQ(whole.newest(problems), std::string(1500, 'w'));
+  EXPECT_TRUE(problems.empty());
+  // Ids keep rising across scopes, so whichever writer snapshots next numbers its snapshot above every other.
+  EXPECT_EQ(p1.highest_id(), 3u);
+  EXPECT_EQ(whole.highest_id(), 3u);
+}
+
 TEST(snapshot, none_at_all_is_reported_as_none) {
   snapshot_assembler assembler;
   std::vector<std::string> problems;

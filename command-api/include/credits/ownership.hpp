@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -76,6 +77,7 @@ class ownership {
   mutable std::shared_mutex slots_mutex_;
   std::map<std::int32_t, std::shared_ptr<slot>> slots_;
   std::unique_ptr<store::group_membership> membership_;
+  std::atomic<bool> joined_{false};
 
   std::mutex owners_mutex_;  // serialises describe calls and guards the cache
   std::unique_ptr<store::group_observer> observer_;

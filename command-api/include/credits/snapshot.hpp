@@ -34,17 +34,21 @@ std::string encode_snapshot(std::uint64_t id, time_ms created_at,
 std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* error);
 
 // A snapshot travels as chunks (Kafka messages below the broker's size limit). Each chunk's value is one
-// header line of JSON ({snapshotId, chunk, chunks, sha256 of the whole payload}) and then its bytes.
-std::vector<std::string> split_snapshot(std::string_view payload, std::uint64_t id, std::size_t chunk_bytes);
+// header line of JSON ({snapshotId, chunk, chunks, sha256 of the whole payload}, and the scope when it has
+// one) and then its bytes. The scope says whose state it is: "" for a whole-process writer, "p<N>" for the
+// writer of partition N (scale out), whose snapshots share the topic with the other partitions'.
+std::vector<std::string> split_snapshot(std::string_view payload, std::uint64_t id, std::size_t chunk_bytes,
+                                        std::string_view scope = {});
 
-// Collects chunks read from the snapshot topic and gives the newest snapshot whose chunks are all there and
-// whose checksum holds; older or broken ones are reported through `problems`.
+// Collects chunks read from the snapshot topic and gives the newest snapshot of its scope whose chunks are all
+// there and whose checksum holds; older or broken ones are reported through `problems`.
 class snapshot_assembler {
  public:
+  explicit snapshot_assembler(std::string scope = {}) : scope_(std::move(scope)) {}
   void add(std::string_view chunk_value);
   std::optional<std::string> newest(std::vector<std::string>& problems) const;
-  // The highest id seen, usable or not: the next snapshot must be numbered above it to win.
-  std::uint64_t highest_id() const { return snapshots_.empty() ? 0 : snapshots_.rbegin()->first; }
+  // The highest id seen in any scope, usable or not: the next snapshot must be numbered above it to win.
+  std::uint64_t highest_id() const { return highest_id_; }
 
  private:
   struct parts {
@@ -52,7 +56,9 @@ class snapshot_assembler {
     std::string sha256;
     std::map<std::size_t, std::string> data;
   };
-  std::map<std::uint64_t, parts> snapshots_;
+  std::string scope_;
+  std::map<std::uint64_t, parts> snapshots_;  // of scope_ only
+  std::uint64_t highest_id_ = 0;
   std::size_t malformed_ = 0;
 };
 

@@ -33,10 +33,11 @@ struct snapshot_job {
 // state (encoding and appending a large snapshot took seconds, during which no command was decided). One
 // snapshot at a time: while one is being written, the writer keeps going and offers the next one later.
 // Its transactional id is the writer's with a `.snapshots` suffix, claimed at construction, so a snapshot's
-// chunks reach the topic all or none, and an older process's snapshot writer is fenced.
+// chunks reach the topic all or none, and an older process's snapshot writer is fenced. A partition writer's
+// snapshots carry the scope "p<N>" (snapshot.hpp), with their own id (`<id>-p<N>.snapshots`) and keys.
 class snapshot_writer {
  public:
-  explicit snapshot_writer(const config& cfg);
+  explicit snapshot_writer(const config& cfg, std::string scope = {});
   ~snapshot_writer();  // finishes the snapshot being written, then joins
   snapshot_writer(const snapshot_writer&) = delete;
   snapshot_writer& operator=(const snapshot_writer&) = delete;
@@ -50,6 +51,7 @@ class snapshot_writer {
   void write(const snapshot_job& job);
 
   const config& cfg_;
+  const std::string scope_;
   std::unique_ptr<store::transactional_producer> producer_;  // snapshot thread only after construction
   mutable std::mutex mutex_;
   std::condition_variable cv_;

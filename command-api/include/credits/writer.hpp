@@ -46,7 +46,8 @@ enum class submit_result {
 // With a `partition` (group mode, see ownership.hpp) it owns that one partition of the ledger and usage topics:
 // it rebuilds from those partitions only, its transactional id is CREDITS_TRANSACTIONAL_ID + "-p<N>", so whoever
 // owns the partition next fences it, and once fenced it never claims the id back: it stops taking commands and
-// waits to be stopped. Snapshots are whole-process only, so a partition writer replays its partition's log.
+// waits to be stopped. Its snapshots hold its partition only (scope "p<N>", see snapshot.hpp), so whoever owns
+// the partition next starts from the newest of them plus the partition's tail.
 //
 // Threads: submit(), latest_position() and the counters from any thread; everything else on the writer
 // thread that start() launches. stop() drains the queue and joins.
@@ -87,6 +88,7 @@ class writer {
   void run();
   void process(std::vector<submission>& batch);
   std::unique_ptr<store::transactional_producer> make_producer(std::chrono::milliseconds init_timeout) const;
+  std::string snapshot_scope() const;
   void rebuild();
   bool load_snapshot(store::start_offsets& from);
   void offer_snapshot();
