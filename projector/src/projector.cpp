@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <future>
 #include <optional>
+#include <stdexcept>
 #include <string_view>
 #include <thread>
 #include <type_traits>
@@ -366,6 +367,10 @@ void projector::assign(const std::vector<store::start_point>& from) {
 
 void projector::rewind(const std::vector<store::start_point>& from) {
   if (!group_) return assign(from);
+  for (const auto& p : from)
+    if (std::find(owned_.begin(), owned_.end(), store::topic_partition{p.topic, p.partition}) == owned_.end())
+      throw std::invalid_argument("rewind: " + p.topic + ":" + std::to_string(p.partition) +
+                                  " is not assigned to this member of group " + config_.group_id);
   // The group's assignment is replaced as a whole: owned partitions not named go on from where they are.
   std::vector<store::start_point> all;
   for (const auto& p : owned_) {

@@ -155,7 +155,8 @@ class projector {
   const std::vector<store::start_point>& resume_points() const { return resume_points_; }
 
   // Re-reads partitions from earlier offsets. Events the stored positions cover are skipped by the script,
-  // so this is safe; it exists for operators and tests. In a group, only owned partitions can be named.
+  // so this is safe; it exists for operators and tests. In a group, naming a partition this member does not own
+  // now throws std::invalid_argument.
   void rewind(const std::vector<store::start_point>& from);
 
   const projector_stats& stats() const { return stats_; }
