@@ -1,10 +1,15 @@
 #include "credits/projector.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
+#include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <future>
 #include <optional>
+#include <stdexcept>
 #include <string_view>
 #include <thread>
 #include <type_traits>
@@ -52,6 +57,16 @@ std::int64_t stored_offset(const std::optional<std::string>& value, const std::s
   return *n;
 }
 
+// "<host name>-<process id>": unique among the projectors running at one time, which is all a lag field needs.
+std::string default_instance_id() {
+  std::array<char, 256> host{};
+  if (gethostname(host.data(), host.size() - 1) != 0) host[0] = '\0';
+  std::string id;
+  for (const char* c = host.data(); *c != '\0' && id.size() < instance_id_bytes_max / 2; ++c)
+    id += std::isalnum(static_cast<unsigned char>(*c)) || *c == '.' || *c == '-' ? *c : '_';
+  return (id.empty() ? std::string("projector") : id) + "-" + std::to_string(getpid());
+}
+
 }  // namespace
 
 std::variant<projector_config, std::string> projector_config_from_env(const env_lookup& lookup) {
@@ -90,7 +105,26 @@ std::variant<projector_config, std::string> projector_config_from_env(const env_
   integer("CREDITS_REBUILD_SWAP_TIMEOUT_MS", 1, rebuild_swap_timeout_ms_limit, config.rebuild_swap_timeout_ms);
   text("CREDITS_PROJECTOR_METRICS_ADDRESS", config.metrics_address);
   integer("CREDITS_PROJECTOR_METRICS_PORT", 0, 65535, config.metrics_port);
+  // Empty is allowed and means "no group", so a compose file can pass the variable through unset.
+  if (const char* v = lookup("CREDITS_PROJECTOR_GROUP_ID")) config.group_id = v;
+  integer("CREDITS_PROJECTOR_SESSION_TIMEOUT_MS", group_session_timeout_ms_min, group_session_timeout_ms_max,
+          config.group_session_timeout_ms);
+  integer("CREDITS_PROJECTOR_MAX_POLL_INTERVAL_MS", group_session_timeout_ms_min, group_max_poll_interval_ms_max,
+          config.group_max_poll_interval_ms);
+  text("CREDITS_PROJECTOR_INSTANCE_ID", config.instance_id);
   if (!error.empty()) return error;
+  // librdkafka refuses a poll interval shorter than the session: the member would be dropped between polls.
+  if (config.group_max_poll_interval_ms < config.group_session_timeout_ms)
+    return "CREDITS_PROJECTOR_MAX_POLL_INTERVAL_MS (" + std::to_string(config.group_max_poll_interval_ms) +
+           ") must be at least CREDITS_PROJECTOR_SESSION_TIMEOUT_MS (" +
+           std::to_string(config.group_session_timeout_ms) + ")";
+  const bool id_ok = config.instance_id.size() <= instance_id_bytes_max &&
+                     std::all_of(config.instance_id.begin(), config.instance_id.end(), [](char c) {
+                       return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+                     });
+  if (!id_ok)
+    return "CREDITS_PROJECTOR_INSTANCE_ID: expected up to " + std::to_string(instance_id_bytes_max) +
+           " letters, digits, '.', '_' or '-', got \"" + config.instance_id + "\"";
   if (config.ledger_topic == config.usage_topic)
     return std::string("CREDITS_LEDGER_TOPIC and CREDITS_USAGE_TOPIC must differ, both are \"") +
            config.ledger_topic + "\"";
@@ -272,8 +306,27 @@ projector::projector(projector_config config)
                              e.what());
   }
   connect_redis();
-  resume_points_ = stored_start_points();
-  assign(resume_points_);
+  if (config_.instance_id.empty()) config_.instance_id = default_instance_id();
+  if (config_.group_id.empty()) {
+    std::vector<store::topic_partition> all;
+    for (const auto& [topic, partition] : partitions_) all.push_back({topic, partition});
+    set_owned(std::move(all));
+    resume_points_ = stored_start_points(owned_);
+    assign(resume_points_);
+    return;
+  }
+  // Nothing is owned until the first poll joins the group; the callbacks run on this thread, inside it.
+  // Kafka's client.id names the instance in the broker's logs and the group's member list.
+  set_owned({});
+  group_ = std::make_unique<store::consumer_group_member>(
+      config_.brokers, config_.group_id, std::vector<std::string>{config_.ledger_topic, config_.usage_topic},
+      store::consumer_group_member::callbacks{
+          [this](const std::vector<store::topic_partition>& given) { return on_assigned(given); },
+          [this](const std::vector<store::topic_partition>& taken) { on_revoked(taken); }},
+      store::group_limits{milliseconds(config_.group_session_timeout_ms),
+                          milliseconds(config_.group_max_poll_interval_ms)},
+      store::settings{{"fetch.wait.max.ms", std::to_string(config_.fetch_wait_ms)},
+                      {"client.id", config_.instance_id}});
 }
 
 projector::~projector() = default;
@@ -290,32 +343,53 @@ void projector::connect_redis() {
   redis_ = std::move(redis);
 }
 
-std::vector<store::start_point> projector::stored_start_points() {
+std::vector<store::start_point> projector::stored_start_points(const std::vector<store::topic_partition>& of) {
+  if (of.empty()) return {};
   std::vector<std::string> args{"HMGET", std::string(read_model::positions_key)};
-  for (const auto& [topic, partition] : partitions_) args.push_back(read_model::position_field(topic, partition));
+  for (const auto& p : of) args.push_back(read_model::position_field(p.topic, p.partition));
   const auto r = redis_->run(args);
-  if (r.array.size() != partitions_.size()) throw std::runtime_error("redis: HMGET returned the wrong number of values");
+  if (r.array.size() != of.size()) throw std::runtime_error("redis: HMGET returned the wrong number of values");
   std::vector<store::start_point> points;
-  for (std::size_t i = 0; i < partitions_.size(); ++i) {
-    const auto& [topic, partition] = partitions_[i];
-    points.push_back({topic, partition, stored_offset(r.array[i], args[i + 2]) + 1});
-  }
+  for (std::size_t i = 0; i < of.size(); ++i)
+    points.push_back({of[i].topic, of[i].partition, stored_offset(r.array[i], args[i + 2]) + 1});
   return points;
 }
 
 void projector::assign(const std::vector<store::start_point>& from) {
   drop_prefetched();  // read from the old positions
-  consumer_.assign(from);
+  if (group_)
+    group_->assign(from);
+  else
+    consumer_.assign(from);
   // An event read at `offset` is the first after the position offset - 1; the script checks exactly that.
   for (const auto& p : from) previous_offset_[read_model::position_field(p.topic, p.partition)] = p.offset - 1;
 }
 
-void projector::rewind(const std::vector<store::start_point>& from) { assign(from); }
+void projector::rewind(const std::vector<store::start_point>& from) {
+  if (!group_) return assign(from);
+  for (const auto& p : from)
+    if (std::find(owned_.begin(), owned_.end(), store::topic_partition{p.topic, p.partition}) == owned_.end())
+      throw std::invalid_argument("rewind: " + p.topic + ":" + std::to_string(p.partition) +
+                                  " is not assigned to this member of group " + config_.group_id);
+  // The group's assignment is replaced as a whole: owned partitions not named go on from where they are.
+  std::vector<store::start_point> all;
+  for (const auto& p : owned_) {
+    const auto named = std::find_if(from.begin(), from.end(), [&](const store::start_point& s) {
+      return s.topic == p.topic && s.partition == p.partition;
+    });
+    const auto previous = previous_offset_.find(read_model::position_field(p.topic, p.partition));
+    if (named != from.end())
+      all.push_back(*named);
+    else if (previous != previous_offset_.end())
+      all.push_back({p.topic, p.partition, previous->second + 1});
+  }
+  assign(all);
+}
 
 bool projector::try_recover() {
   try {
     connect_redis();
-    const auto points = stored_start_points();
+    const auto points = stored_start_points(owned_);
     assign(points);
     ++stats_.recoveries;
     log(log_level::info, "redis reconnected; resuming at " + describe(points));
@@ -347,7 +421,10 @@ void projector::run(const std::atomic<bool>& stop) {
     }
     if (!redis_) {
       if (!try_recover()) {
-        sleep_unless_stopped(backoff, stop);
+        if (group_)
+          poll_without_redis(backoff, stop);
+        else
+          sleep_unless_stopped(backoff, stop);
         backoff = std::min(backoff * 2, backoff_max);
         continue;
       }
@@ -355,17 +432,30 @@ void projector::run(const std::atomic<bool>& stop) {
     }
     step();
   }
+  // A stopped member's lag fields would otherwise stay behind in the record, looking current.
+  if (group_ && redis_) {
+    try {
+      redis_->run(
+          {"HDEL", "credits:projector", "lagOffsets:" + config_.instance_id, "reportedAt:" + config_.instance_id});
+    } catch (const std::runtime_error& e) {
+      log(log_level::warn, std::string("could not remove this projector's lag fields: ") + e.what());
+    }
+  }
 }
 
 void projector::report_lag() {
-  const auto behind = consumer_.lag();
+  std::int64_t behind = 0;
+  for (const auto& p : lag_by_partition()) behind += p.offsets;
   if (behind > 0)
     log(log_level::info, "lag: " + std::to_string(behind) + " offsets behind the end of the log",
         {{"lagOffsets", behind}});
   if (!redis_) return;
   try {
     const auto now_ms = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch());
-    redis_->run({"HSET", "credits:projector", "lagOffsets", std::to_string(behind), "reportedAt",
+    // In a group each projector sees only its own partitions, so each writes fields of its own instead of
+    // overwriting the others' (docs/operations.md, "Several projectors").
+    const std::string suffix = group_ ? ":" + config_.instance_id : std::string();
+    redis_->run({"HSET", "credits:projector", "lagOffsets" + suffix, std::to_string(behind), "reportedAt" + suffix,
                  format_time(now_ms.count())});
   } catch (const std::runtime_error& e) {
     metrics_->redis_error();
@@ -377,15 +467,78 @@ void projector::report_lag() {
 void projector::sample_lag() {
   const auto now_ms =
       std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  for (const auto& p : lag_by_partition()) metrics_->lag(partition_index(p.topic, p.partition), p.offsets, now_ms);
+}
+
+std::size_t projector::partition_index(const std::string& topic, std::int32_t partition) const {
+  // A partition added to a topic after start-up has no index (and no metrics) until a restart.
+  const auto count = partition_counts_.find(topic);
+  if (count == partition_counts_.end() || partition < 0 || partition >= count->second) return partitions_.size();
   const auto ledger_partitions = static_cast<std::size_t>(partition_counts_.at(config_.ledger_topic));
-  for (const auto& p : consumer_.lag_by_partition())
-    metrics_->lag((p.topic == config_.ledger_topic ? 0 : ledger_partitions) + static_cast<std::size_t>(p.partition),
-                  p.offsets, now_ms);
+  return (topic == config_.ledger_topic ? 0 : ledger_partitions) + static_cast<std::size_t>(partition);
+}
+
+void projector::poll_without_redis(milliseconds total, const std::atomic<bool>& stop) {
+  const auto deadline = std::chrono::steady_clock::now() + total;
+  while (!stop.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < deadline) {
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    // Dropped unread: recovery starts every owned partition again from its stored position.
+    const auto wait = std::clamp(left, milliseconds(0), milliseconds(config_.poll_timeout_ms));
+    (void)group_->poll(config_.batch_events_max, wait);
+  }
+}
+
+std::vector<store::message> projector::poll_messages() {
+  return group_ ? group_->poll(config_.batch_events_max, milliseconds(config_.poll_timeout_ms))
+                : consumer_.poll(config_.batch_events_max, milliseconds(config_.poll_timeout_ms));
+}
+
+std::vector<store::consumer::partition_lag> projector::lag_by_partition() {
+  return group_ ? group_->lag_by_partition() : consumer_.lag_by_partition();
+}
+
+void projector::set_owned(std::vector<store::topic_partition> owned) {
+  std::vector<bool> is_owned(partitions_.size(), false);
+  for (const auto& p : owned)
+    if (const auto i = partition_index(p.topic, p.partition); i < is_owned.size()) is_owned[i] = true;
+  for (std::size_t i = 0; i < is_owned.size(); ++i) metrics_->owned(i, is_owned[i]);
+  owned_ = std::move(owned);
+  owned_count_.store(owned_.size(), std::memory_order_relaxed);
+}
+
+std::optional<std::vector<store::start_point>> projector::on_assigned(
+    const std::vector<store::topic_partition>& given) {
+  set_owned(given);
+  for (const auto& p : given) previous_offset_.erase(read_model::position_field(p.topic, p.partition));
+  if (!redis_) return std::nullopt;  // run() recovers, then starts them (try_recover)
+  try {
+    auto points = stored_start_points(given);
+    // An event read at `offset` is the first after the position offset - 1; the script checks exactly that.
+    for (const auto& p : points) previous_offset_[read_model::position_field(p.topic, p.partition)] = p.offset - 1;
+    log(log_level::info, "group " + config_.group_id + " assigned " + std::to_string(given.size()) +
+                             " partitions; resuming at " + describe(points),
+        {{"group", config_.group_id}, {"partitions", given.size()}});
+    return points;
+  } catch (const std::exception& e) {
+    // None is read until run() has reconnected and assigned them from their stored positions. Nothing may leave
+    // this function by exception: librdkafka's C frames are below it.
+    metrics_->redis_error();
+    log(log_level::error, std::string("redis unavailable at assignment: ") + e.what());
+    redis_.reset();
+    return std::nullopt;
+  }
+}
+
+void projector::on_revoked(const std::vector<store::topic_partition>& taken) {
+  for (const auto& p : taken) previous_offset_.erase(read_model::position_field(p.topic, p.partition));
+  set_owned({});
+  log(log_level::info, "group " + config_.group_id + " revoked " + std::to_string(taken.size()) + " partitions",
+      {{"group", config_.group_id}, {"partitions", taken.size()}});
 }
 
 projector::prepared_batch projector::poll_and_prepare() {
   prepared_batch out;
-  out.messages = consumer_.poll(config_.batch_events_max, milliseconds(config_.poll_timeout_ms));
+  out.messages = poll_messages();
   out.events.reserve(out.messages.size());
   for (const auto& m : out.messages) {
     auto& p = out.events.emplace_back();
@@ -411,20 +564,19 @@ std::size_t projector::step() {
   if (!redis_ && !try_recover()) return 0;
   auto prepared = prefetched_.valid() ? prefetched_.get() : poll_and_prepare();
   const auto& batch = prepared.messages;
-  if (batch.empty()) return 0;
+  // A rebalance inside that poll may have lost Redis (group mode): its partitions wait, unread, for recovery.
+  if (batch.empty() || !redis_) return 0;
   // The next batch is read, decoded and folded while Redis executes this one. Only that thread uses the
-  // consumer until the future is taken (or dropped, before any re-assignment).
-  prefetched_ = std::async(std::launch::async, [this] { return poll_and_prepare(); });
+  // consumer until the future is taken (or dropped, before any re-assignment). Not in a group: there the
+  // poll runs the rebalance callbacks, which must not race with apply() over the positions.
+  if (!group_) prefetched_ = std::async(std::launch::async, [this] { return poll_and_prepare(); });
   const auto before = stats_;
   const auto started = std::chrono::steady_clock::now();
   try {
     apply(prepared);
     const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
     metrics_->batch_done(took.count());
-    const auto ledger_partitions = static_cast<std::size_t>(partition_counts_.at(config_.ledger_topic));
-    for (const auto& m : batch)
-      metrics_->folded((m.topic == config_.ledger_topic ? 0 : ledger_partitions) + static_cast<std::size_t>(m.partition),
-                       m.timestamp_ms);
+    for (const auto& m : batch) metrics_->folded(partition_index(m.topic, m.partition), m.timestamp_ms);
   } catch (const std::runtime_error& e) {
     // The consumer has moved past events whose fate is unknown; recovery re-reads from the stored positions,
     // and the script turns whatever did land into no-ops (and re-detects, and re-copies, any poison event
@@ -465,6 +617,9 @@ void projector::apply(const prepared_batch& prepared) {
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const auto& m = batch[i];
     const auto previous = previous_offset_.find(read_model::position_field(m.topic, m.partition));
+    // In a group a partition is forgotten at revocation, and the consumer drops what it read before; one that
+    // slipped through anyway now belongs to another projector.
+    if (group_ && previous == previous_offset_.end()) continue;
     CREDITS_ASSERT(previous != previous_offset_.end(), "a message from a partition that was never assigned");
     // librdkafka drops messages fetched before a re-assignment; this guards the script's gap check if one
     // slipped through anyway. It was sent before, so skipping it loses nothing.

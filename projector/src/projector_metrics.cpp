@@ -33,18 +33,32 @@ projector_metrics::projector_metrics(const std::vector<std::pair<std::string, st
                           .Help("Time to fold one polled batch into Redis (its pipelines and any dead-letter copies)")
                           .Register(*registry_)
                           .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                                           0.05, 0.1, 0.25, 0.5, 1, 2.5, 5})) {
-  auto& offsets = prometheus::BuildGauge()
-                      .Name("credits_projector_lag_events")
-                      .Help("Offsets between the last folded record and the end of the partition")
-                      .Register(*registry_);
-  auto& seconds = prometheus::BuildGauge()
-                      .Name("credits_projector_lag_seconds")
-                      .Help("Now minus the timestamp of the last folded record, while the partition is behind")
-                      .Register(*registry_);
+                                                                           0.05, 0.1, 0.25, 0.5, 1, 2.5, 5})),
+      lag_offsets_(prometheus::BuildGauge()
+                       .Name("credits_projector_lag_events")
+                       .Help("Offsets between the last folded record and the end of the partition")
+                       .Register(*registry_)),
+      lag_seconds_(prometheus::BuildGauge()
+                       .Name("credits_projector_lag_seconds")
+                       .Help("Now minus the timestamp of the last folded record, while the partition is behind")
+                       .Register(*registry_)) {
   for (const auto& [topic, partition] : partitions) {
-    const prometheus::Labels labels{{"topic", topic}, {"partition", std::to_string(partition)}};
-    partitions_.push_back({&offsets.Add(labels), &seconds.Add(labels)});
+    partitions_.push_back({prometheus::Labels{{"topic", topic}, {"partition", std::to_string(partition)}}});
+    owned(partitions_.size() - 1, true);
+  }
+}
+
+void projector_metrics::owned(std::size_t index, bool yes) {
+  if (index >= partitions_.size()) return;
+  auto& p = partitions_[index];
+  if (yes && !p.offsets) {
+    p.offsets = &lag_offsets_.Add(p.labels);
+    p.seconds = &lag_seconds_.Add(p.labels);
+  } else if (!yes && p.offsets) {
+    lag_offsets_.Remove(p.offsets);
+    lag_seconds_.Remove(p.seconds);
+    p.offsets = p.seconds = nullptr;
+    p.last_timestamp_ms = -1;
   }
 }
 
@@ -53,7 +67,7 @@ void projector_metrics::folded(std::size_t index, std::int64_t timestamp_ms) {
 }
 
 void projector_metrics::lag(std::size_t index, std::int64_t offsets, std::int64_t now_ms) {
-  if (index >= partitions_.size()) return;
+  if (index >= partitions_.size() || !partitions_[index].offsets) return;
   auto& p = partitions_[index];
   p.offsets->Set(static_cast<double>(offsets));
   const bool late = offsets > 0 && p.last_timestamp_ms >= 0;

@@ -98,5 +98,22 @@ TEST(projector_metrics, lag_in_time_counts_from_the_last_folded_record_only_whil
   EXPECT_EQ(sample(text, "credits_projector_poison_events_total"), 1);
 }
 
+TEST(projector_metrics, a_partition_another_projector_owns_has_no_lag_series_until_it_is_owned_again) {
+  projector_metrics m({{"t.ledger", 0}, {"t.ledger", 1}});
+  m.folded(1, 10'000);
+  m.owned(1, false);
+  m.lag(1, 7, 12'000);  // sampled by mistake after the revocation: ignored
+  auto text = prometheus::TextSerializer{}.Serialize(m.registry()->Collect());
+  EXPECT_EQ(sample(text, R"(credits_projector_lag_events{partition="1",topic="t.ledger"})"), -1);
+  EXPECT_EQ(sample(text, R"(credits_projector_lag_seconds{partition="1",topic="t.ledger"})"), -1);
+  EXPECT_EQ(sample(text, R"(credits_projector_lag_events{partition="0",topic="t.ledger"})"), 0);
+
+  m.owned(1, true);
+  m.lag(1, 3, 12'000);  // the record folded before it moved away is not what this lag counts from
+  text = prometheus::TextSerializer{}.Serialize(m.registry()->Collect());
+  EXPECT_EQ(sample(text, R"(credits_projector_lag_events{partition="1",topic="t.ledger"})"), 3);
+  EXPECT_EQ(sample(text, R"(credits_projector_lag_seconds{partition="1",topic="t.ledger"})"), 0);
+}
+
 }  // namespace
 }  // namespace credits

@@ -398,5 +398,51 @@ TEST(projector_config, the_two_topics_must_differ) {
   ASSERT_TRUE(std::holds_alternative<std::string>(parsed));
 }
 
+TEST(projector_config, without_a_group_id_the_projector_reads_every_partition_as_before) {
+  for (const auto& vars : {std::map<std::string, std::string>{}, {{"CREDITS_PROJECTOR_GROUP_ID", ""}}}) {
+    const auto parsed = projector_config_from_env(env(vars));
+    ASSERT_TRUE(std::holds_alternative<projector_config>(parsed)) << std::get<std::string>(parsed);
+    const auto& c = std::get<projector_config>(parsed);
+    EXPECT_EQ(c.group_id, "");
+    EXPECT_EQ(c.group_session_timeout_ms, 45'000);
+    EXPECT_EQ(c.group_max_poll_interval_ms, 300'000);
+    EXPECT_EQ(c.instance_id, "");  // the projector makes one from the host name and process id
+  }
+}
+
+TEST(projector_config, the_group_settings_are_read) {
+  const auto parsed = projector_config_from_env(env({{"CREDITS_PROJECTOR_GROUP_ID", "credits-projectors"},
+                                                     {"CREDITS_PROJECTOR_SESSION_TIMEOUT_MS", "6000"},
+                                                     {"CREDITS_PROJECTOR_MAX_POLL_INTERVAL_MS", "6000"},
+                                                     {"CREDITS_PROJECTOR_INSTANCE_ID", "projector-2.eu_west"}}));
+  ASSERT_TRUE(std::holds_alternative<projector_config>(parsed)) << std::get<std::string>(parsed);
+  const auto& c = std::get<projector_config>(parsed);
+  EXPECT_EQ(c.group_id, "credits-projectors");
+  EXPECT_EQ(c.group_session_timeout_ms, 6000);
+  EXPECT_EQ(c.group_max_poll_interval_ms, 6000);
+  EXPECT_EQ(c.instance_id, "projector-2.eu_west");
+}
+
+TEST(projector_config, bad_group_settings_are_rejected_with_the_variable_named) {
+  const std::vector<std::map<std::string, std::string>> bad{
+      {{"CREDITS_PROJECTOR_SESSION_TIMEOUT_MS", "5999"}},  // below the broker's minimum
+      {{"CREDITS_PROJECTOR_SESSION_TIMEOUT_MS", "1800001"}},
+      {{"CREDITS_PROJECTOR_SESSION_TIMEOUT_MS", "6s"}},
+      {{"CREDITS_PROJECTOR_MAX_POLL_INTERVAL_MS", "0"}},
+      {{"CREDITS_PROJECTOR_MAX_POLL_INTERVAL_MS", "86400001"}},
+      {{"CREDITS_PROJECTOR_SESSION_TIMEOUT_MS", "60000"}, {"CREDITS_PROJECTOR_MAX_POLL_INTERVAL_MS", "59999"}},
+      {{"CREDITS_PROJECTOR_INSTANCE_ID", ""}},
+      {{"CREDITS_PROJECTOR_INSTANCE_ID", "a b"}},
+      {{"CREDITS_PROJECTOR_INSTANCE_ID", "a:b"}},
+      {{"CREDITS_PROJECTOR_INSTANCE_ID", std::string(201, 'a')}},
+  };
+  for (const auto& vars : bad) {
+    const auto parsed = projector_config_from_env(env(vars));
+    ASSERT_TRUE(std::holds_alternative<std::string>(parsed)) << vars.begin()->first << "=" << vars.begin()->second;
+    const auto& error = std::get<std::string>(parsed);
+    EXPECT_NE(error.find(vars.rbegin()->first), std::string::npos) << error;
+  }
+}
+
 }  // namespace
 }  // namespace credits

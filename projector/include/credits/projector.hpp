@@ -13,6 +13,7 @@
 #include <variant>
 #include <vector>
 
+#include "credits/consumer_group_member.hpp"
 #include "credits/event_store.hpp"
 #include "credits/events.hpp"
 #include "credits/kafka_tools.hpp"
@@ -48,6 +49,15 @@ struct projector_config {
   std::string metrics_address = "127.0.0.1";
   int metrics_port = 9464;
   std::int64_t metrics_interval_ms = 1000;  // how often the lag gauges are sampled
+  // Several projectors (docs/operations.md "Several projectors"). Empty: this projector reads every partition.
+  // Set: it joins this Kafka consumer group and folds only the partitions the group gives it
+  // (CREDITS_PROJECTOR_GROUP_ID).
+  std::string group_id;
+  std::int64_t group_session_timeout_ms = 45'000;     // CREDITS_PROJECTOR_SESSION_TIMEOUT_MS
+  std::int64_t group_max_poll_interval_ms = 300'000;  // CREDITS_PROJECTOR_MAX_POLL_INTERVAL_MS
+  // Names this process in the group's lag record (credits:projector fields lagOffsets:<id>, reportedAt:<id>) and
+  // as its Kafka client.id (CREDITS_PROJECTOR_INSTANCE_ID; default: host name and process id).
+  std::string instance_id;
 };
 
 // The dead-letter topic: dlq_topic, or "<ledger topic>.dlq".
@@ -57,6 +67,11 @@ inline constexpr std::size_t batch_events_max_limit = 100'000;
 inline constexpr std::int64_t fetch_wait_ms_limit = 60'000;
 inline constexpr int redis_db_max = 1023;
 inline constexpr std::int64_t rebuild_swap_timeout_ms_limit = 86'400'000;
+// The broker's default group.min.session.timeout.ms and group.max.session.timeout.ms.
+inline constexpr std::int64_t group_session_timeout_ms_min = 6'000;
+inline constexpr std::int64_t group_session_timeout_ms_max = 1'800'000;
+inline constexpr std::int64_t group_max_poll_interval_ms_max = 86'400'000;
+inline constexpr std::size_t instance_id_bytes_max = 200;
 
 // Reads the configuration from the environment through `lookup` (std::getenv in main, a map in tests).
 // Returns the config, or one sentence naming the bad variable.
@@ -111,6 +126,14 @@ struct projector_stats {
 // one producer (for the dead-letter topic); lives on the one thread that calls run() or step(). Construction
 // connects, checks that the dead-letter topic exists, reads the stored positions and assigns every partition
 // just after them; it throws if any of that fails (a start-up failure).
+//
+// With a group id (several projectors) it instead subscribes as a member of that Kafka consumer group and folds
+// only the partitions the group gives it. The group's rebalances run inside poll, and in this mode every poll is
+// made on the projector's thread between two batches (there is no prefetch thread), so the rebalance callbacks
+// may use the Redis connection and the gap-check bookkeeping directly: on assignment they read the stored
+// positions of the given partitions and start each just after its own; on revocation they forget them. Kafka
+// offsets are never committed: positions stay in Redis, so any member resumes exactly where another stopped, and
+// the script turns what both happen to fold into no-ops.
 class projector {
  public:
   explicit projector(projector_config config);
@@ -132,10 +155,18 @@ class projector {
   const std::vector<store::start_point>& resume_points() const { return resume_points_; }
 
   // Re-reads partitions from earlier offsets. Events the stored positions cover are skipped by the script,
-  // so this is safe; it exists for operators and tests.
+  // so this is safe; it exists for operators and tests. In a group, naming a partition this member does not own
+  // now throws std::invalid_argument.
   void rewind(const std::vector<store::start_point>& from);
 
   const projector_stats& stats() const { return stats_; }
+
+  // How many partitions (of both topics) this projector folds now: all of them without a group, what the group
+  // gave it with one. Safe to read from any thread.
+  std::size_t owned_partitions() const { return owned_count_.load(std::memory_order_relaxed); }
+
+  // CREDITS_PROJECTOR_INSTANCE_ID, or the default made from the host name and process id.
+  const std::string& instance_id() const { return config_.instance_id; }
 
   // What the metrics exposer serves; safe to collect from another thread.
   std::shared_ptr<prometheus::Registry> metrics_registry() const { return metrics_->registry(); }
@@ -143,7 +174,7 @@ class projector {
  private:
   struct poison;
   void connect_redis();
-  std::vector<store::start_point> stored_start_points();
+  std::vector<store::start_point> stored_start_points(const std::vector<store::topic_partition>& of);
   void assign(const std::vector<store::start_point>& from);
   bool try_recover();
   // A polled batch decoded, checked and folded: the CPU half of a step, done for the next batch on another
@@ -163,9 +194,22 @@ class projector {
   std::vector<read_model::redis_connection::outcome> run_scripts(std::vector<std::vector<std::string>>& calls);
   void record_poison(const std::vector<store::message>& batch, const std::vector<poison>& found);
   void sample_lag();
+  std::vector<store::message> poll_messages();
+  // Waits out a reconnect backoff while still polling the group (dropping what it reads), so that a rebalance of
+  // the other members is not held up by this one for up to the max poll interval (Kafka's rebalance timeout).
+  void poll_without_redis(std::chrono::milliseconds total, const std::atomic<bool>& stop);
+  std::vector<store::consumer::partition_lag> lag_by_partition();
+  // Where (topic, partition) sits in partitions_ (and the metrics' series); partitions_.size() if nowhere.
+  std::size_t partition_index(const std::string& topic, std::int32_t partition) const;
+  // The group's rebalance callbacks (group mode only), called on this thread from inside poll_messages().
+  std::optional<std::vector<store::start_point>> on_assigned(const std::vector<store::topic_partition>& given);
+  void on_revoked(const std::vector<store::topic_partition>& taken);
+  void set_owned(std::vector<store::topic_partition> owned);
 
   projector_config config_;
   std::vector<std::pair<std::string, std::int32_t>> partitions_;  // (topic, partition), both topics
+  std::vector<store::topic_partition> owned_;  // what this projector folds now (all partitions without a group)
+  std::atomic<std::size_t> owned_count_{0};    // owned_.size(), for other threads
   std::unordered_map<std::string, std::int32_t> partition_counts_;  // topic -> partitions
   store::consumer consumer_;
   kafka::producer dead_letters_;
@@ -176,6 +220,9 @@ class projector {
   std::vector<store::start_point> resume_points_;
   projector_stats stats_;
   std::unique_ptr<projector_metrics> metrics_;  // series for partitions_, so made once they are known
+  // The group membership (null without a group id). Declared after everything its callbacks touch, so it is
+  // destroyed (leaving the group, which runs on_revoked) while they still exist.
+  std::unique_ptr<store::consumer_group_member> group_;
   // The next batch, being polled and prepared while this one is applied. Last member: it is joined before
   // the consumer it reads goes away.
   std::future<prepared_batch> prefetched_;

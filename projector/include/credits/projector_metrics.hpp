@@ -1,6 +1,7 @@
 #pragma once
 
 #include <prometheus/counter.h>
+#include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
@@ -36,11 +37,15 @@ class projector_metrics {
   // now minus the timestamp of its last folded record while it is behind, and 0 once it has caught up (a quiet
   // partition is not late).
   void lag(std::size_t index, std::int64_t offsets, std::int64_t now_ms);
+  // Whether this projector folds partition `index` now (all do without a group). The lag series of a partition
+  // another projector of the group folds are removed, so summing them over the group counts each once.
+  void owned(std::size_t index, bool yes);
 
  private:
   struct partition_series {
-    prometheus::Gauge* offsets;
-    prometheus::Gauge* seconds;
+    prometheus::Labels labels;
+    prometheus::Gauge* offsets = nullptr;  // both null while the partition is not owned
+    prometheus::Gauge* seconds = nullptr;
     std::int64_t last_timestamp_ms = -1;
   };
 
@@ -50,6 +55,8 @@ class projector_metrics {
   prometheus::Counter& poison_;
   prometheus::Counter& redis_errors_;
   prometheus::Histogram& batch_duration_;
+  prometheus::Family<prometheus::Gauge>& lag_offsets_;
+  prometheus::Family<prometheus::Gauge>& lag_seconds_;
   std::vector<partition_series> partitions_;
 };
 

@@ -1,0 +1,203 @@
+#include "credits/consumer_group_member.hpp"
+
+#include <librdkafka/rdkafka.h>
+
+#include <stdexcept>
+
+namespace credits::store {
+namespace {
+
+using std::chrono::milliseconds;
+
+// The same small RAII wrappers as kafka.cpp's, kept apart so that file stays untouched.
+struct kafka_deleter {
+  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+};
+struct conf_deleter {
+  void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
+};
+struct partition_list_deleter {
+  void operator()(rd_kafka_topic_partition_list_t* l) const { rd_kafka_topic_partition_list_destroy(l); }
+};
+struct message_deleter {
+  void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
+};
+using partition_list_ptr = std::unique_ptr<rd_kafka_topic_partition_list_t, partition_list_deleter>;
+
+void set(rd_kafka_conf_t* conf, const std::string& key, const std::string& value) {
+  char err[512];
+  if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
+    throw std::runtime_error("kafka setting " + key + "=" + value + ": " + err);
+}
+
+std::vector<topic_partition> partitions_of(const rd_kafka_topic_partition_list_t* list) {
+  std::vector<topic_partition> out;
+  if (!list) return out;
+  for (int i = 0; i < list->cnt; ++i) out.push_back({list->elems[i].topic, list->elems[i].partition});
+  return out;
+}
+
+partition_list_ptr list_of(const std::vector<start_point>& points) {
+  partition_list_ptr list(rd_kafka_topic_partition_list_new(static_cast<int>(points.size())));
+  for (const auto& p : points)
+    rd_kafka_topic_partition_list_add(list.get(), p.topic.c_str(), p.partition)->offset =
+        p.offset <= 0 ? RD_KAFKA_OFFSET_BEGINNING : p.offset;
+  return list;
+}
+
+}  // namespace
+
+struct consumer_group_member::impl {
+  callbacks on_rebalance;
+  std::unique_ptr<rd_kafka_t, kafka_deleter> rk;
+  std::uint64_t rebalances = 0;  // bumped by every callback, so poll() can tell a batch spans one
+
+  // librdkafka calls this from inside rd_kafka_consumer_poll (or rd_kafka_consumer_close), on the thread that
+  // polls. Nothing may throw through librdkafka's C frames: the callbacks are noexcept by contract, and a
+  // failing assign is left to librdkafka, which reports it through poll as a consumer error.
+  static void rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* list,
+                        void* opaque) {
+    auto& self = *static_cast<impl*>(opaque);
+    ++self.rebalances;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+      const auto from = self.on_rebalance.on_assigned(partitions_of(list));
+      if (!from) {
+        // Nothing is fetched until the caller knows where to start (assign()); the group still counts these
+        // partitions as this member's. Empty rather than null keeps librdkafka's join state, as it asks.
+        partition_list_ptr none(rd_kafka_topic_partition_list_new(0));
+        rd_kafka_assign(rk, none.get());
+        return;
+      }
+      for (const auto& p : *from)
+        if (auto* e = rd_kafka_topic_partition_list_find(list, p.topic.c_str(), p.partition))
+          e->offset = p.offset <= 0 ? RD_KAFKA_OFFSET_BEGINNING : p.offset;
+      rd_kafka_assign(rk, list);
+      return;
+    }
+    // Revocation, a lost assignment (no poll within max.poll.interval.ms), or an error: give everything up.
+    self.on_rebalance.on_revoked(partitions_of(list));
+    rd_kafka_assign(rk, nullptr);
+  }
+};
+
+consumer_group_member::consumer_group_member(const std::string& brokers, const std::string& group_id,
+                                             const std::vector<std::string>& topics, callbacks on_rebalance,
+                                             const group_limits& limits, const settings& extra)
+    : impl_(std::make_unique<impl>()) {
+  impl_->on_rebalance = std::move(on_rebalance);
+  std::unique_ptr<rd_kafka_conf_t, conf_deleter> conf(rd_kafka_conf_new());
+  // Heartbeats at a third of the session timeout, as Kafka's own clients default to.
+  constexpr std::int64_t heartbeats_per_session = 3;
+  const settings base{
+      {"bootstrap.servers", brokers},
+      {"group.id", group_id},
+      // Positions live with the caller (in Redis for the projector), never in Kafka.
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"isolation.level", "read_committed"},
+      {"enable.partition.eof", "false"},
+      {"auto.offset.reset", "earliest"},
+      // Eager: every member gives up everything, then the leader deals out the whole set again. Round robin
+      // over all partitions of both topics, so members get equal counts even when a topic has fewer
+      // partitions than there are members.
+      {"partition.assignment.strategy", "roundrobin"},
+      {"session.timeout.ms", std::to_string(limits.session_timeout.count())},
+      {"heartbeat.interval.ms", std::to_string(limits.session_timeout.count() / heartbeats_per_session)},
+      {"max.poll.interval.ms", std::to_string(limits.max_poll_interval.count())},
+  };
+  for (const auto& [k, v] : base) set(conf.get(), k, v);
+  for (const auto& [k, v] : extra) set(conf.get(), k, v);
+  rd_kafka_conf_set_rebalance_cb(conf.get(), impl::rebalance);
+  rd_kafka_conf_set_opaque(conf.get(), impl_.get());
+  char err[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err);
+  if (!rk) throw std::runtime_error(std::string("kafka client: ") + err);
+  conf.release();  // owned by rk now
+  impl_->rk.reset(rk);
+  rd_kafka_poll_set_consumer(rk);
+  partition_list_ptr subscription(rd_kafka_topic_partition_list_new(static_cast<int>(topics.size())));
+  for (const auto& t : topics)
+    rd_kafka_topic_partition_list_add(subscription.get(), t.c_str(), RD_KAFKA_PARTITION_UA);
+  if (const auto e = rd_kafka_subscribe(rk, subscription.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR)
+    throw std::runtime_error(std::string("kafka subscribe: ") + rd_kafka_err2str(e));
+}
+
+consumer_group_member::~consumer_group_member() {
+  // Leaves the group now (running on_revoked), instead of letting the session time out.
+  if (impl_ && impl_->rk) rd_kafka_consumer_close(impl_->rk.get());
+}
+
+std::vector<message> consumer_group_member::poll(std::size_t max, milliseconds timeout) {
+  std::vector<message> out;
+  int wait_ms = static_cast<int>(timeout.count());
+  while (out.size() < max) {
+    const auto rebalances_before = impl_->rebalances;
+    std::unique_ptr<rd_kafka_message_t, message_deleter> m(rd_kafka_consumer_poll(impl_->rk.get(), wait_ms));
+    // What was read under the previous assignment is dropped: the new one starts where the caller said,
+    // which re-reads whatever of it is still owned.
+    if (impl_->rebalances != rebalances_before) out.clear();
+    if (!m) break;
+    wait_ms = 0;  // only the first message is waited for
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      // Transient consumer errors (a broker restarting, a coordinator moving) are retried by librdkafka.
+      if (m->err == RD_KAFKA_RESP_ERR__FATAL)
+        throw std::runtime_error(std::string("kafka consumer: ") + rd_kafka_message_errstr(m.get()));
+      continue;
+    }
+    rd_kafka_timestamp_type_t timestamp_type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+    const auto timestamp = rd_kafka_message_timestamp(m.get(), &timestamp_type);
+    out.push_back(message{rd_kafka_topic_name(m->rkt), m->partition, m->offset,
+                          std::string(static_cast<const char*>(m->key), m->key_len),
+                          std::string(static_cast<const char*>(m->payload), m->len),
+                          timestamp_type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : timestamp});
+  }
+  return out;
+}
+
+void consumer_group_member::assign(const std::vector<start_point>& from) {
+  // A new assignment starts a new fetch version: nothing fetched under the old one is returned by poll().
+  auto list = list_of(from);
+  if (const auto e = rd_kafka_assign(impl_->rk.get(), list.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR)
+    throw std::runtime_error(std::string("kafka assign: ") + rd_kafka_err2str(e));
+}
+
+std::vector<topic_partition> consumer_group_member::assignment() {
+  rd_kafka_topic_partition_list_t* raw = nullptr;
+  if (rd_kafka_assignment(impl_->rk.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR || !raw) return {};
+  partition_list_ptr assigned(raw);
+  return partitions_of(assigned.get());
+}
+
+std::int32_t consumer_group_member::partition_count(const std::string& topic, milliseconds timeout) {
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(impl_->rk.get(), topic.c_str(), nullptr);
+  const rd_kafka_metadata_t* md = nullptr;
+  const auto err = rd_kafka_metadata(impl_->rk.get(), 0, rkt, &md, static_cast<int>(timeout.count()));
+  rd_kafka_topic_destroy(rkt);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    throw std::runtime_error("kafka metadata for " + topic + ": " + rd_kafka_err2str(err));
+  std::int32_t count = -1;
+  if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR) count = md->topics[0].partition_cnt;
+  const auto topic_err = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+  rd_kafka_metadata_destroy(md);
+  if (count <= 0) throw std::runtime_error("kafka topic " + topic + ": " + rd_kafka_err2str(topic_err));
+  return count;
+}
+
+std::vector<consumer::partition_lag> consumer_group_member::lag_by_partition() {
+  std::vector<consumer::partition_lag> out;
+  rd_kafka_topic_partition_list_t* raw = nullptr;
+  if (rd_kafka_assignment(impl_->rk.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR || !raw) return out;
+  partition_list_ptr assigned(raw);
+  rd_kafka_position(impl_->rk.get(), assigned.get());
+  for (int i = 0; i < assigned->cnt; ++i) {
+    const auto& p = assigned->elems[i];
+    std::int64_t low = 0, high = 0;
+    const auto err = rd_kafka_get_watermark_offsets(impl_->rk.get(), p.topic, p.partition, &low, &high);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+    const std::int64_t at = p.offset >= 0 ? p.offset : low;  // no position yet: nothing read
+    out.push_back({p.topic, p.partition, std::max<std::int64_t>(0, high - at)});
+  }
+  return out;
+}
+
+}  // namespace credits::store

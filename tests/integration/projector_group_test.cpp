@@ -1,0 +1,346 @@
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <csignal>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "credits/event_store.hpp"
+#include "credits/events.hpp"
+#include "credits/ids.hpp"
+#include "credits/kafka_tools.hpp"
+#include "credits/operations.hpp"
+#include "credits/projector.hpp"
+#include "credits/read_model.hpp"
+
+extern char** environ;
+
+// Several projectors in one Kafka consumer group (CREDITS_PROJECTOR_GROUP_ID) against the real Kafka and Redis:
+// they divide the partitions, every event is applied exactly once, and when one leaves (cleanly, or killed
+// without a word) the other takes its partitions over and the view converges with the log (verify). Each test
+// makes topics of its own, so the group sees only its events, and uses a Redis database of its own
+// (CREDITS_TEST_GROUP_REDIS_DB, default 9), flushed first, since verify compares the whole view.
+namespace credits {
+namespace {
+
+using namespace std::chrono_literals;
+using clock = std::chrono::steady_clock;
+
+constexpr auto catch_up_timeout = 60s;
+constexpr auto kafka_timeout = 15s;
+constexpr int default_group_db = 9;
+constexpr std::int32_t ledger_partitions = 4;
+constexpr std::int32_t usage_partitions = 2;
+constexpr std::size_t all_partitions = ledger_partitions + usage_partitions;
+// The broker's minimum: a killed member's partitions move after about this long.
+constexpr std::int64_t session_timeout_ms = 6'000;
+constexpr std::size_t accounts_per_round = 30;
+
+// As the executables do: a Redis connection the server closed must fail its write, not end the process.
+const bool sigpipe_ignored = [] {
+  std::signal(SIGPIPE, SIG_IGN);
+  return true;
+}();
+
+std::mt19937_64& rng() {
+  static std::mt19937_64 gen{std::random_device{}()};
+  return gen;
+}
+
+std::string fresh_account() { return account_id_from_bits(rng()(), static_cast<std::uint32_t>(rng()())); }
+
+std::string hex_suffix() {
+  std::ostringstream s;
+  s << std::hex << rng()();
+  return s.str();
+}
+
+template <class F>
+bool eventually(F&& done, std::chrono::seconds timeout = catch_up_timeout) {
+  const auto deadline = clock::now() + timeout;
+  while (clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return done();
+}
+
+// A projector on its own thread. stop() stops the thread; destruction also leaves the group.
+class running_projector {
+ public:
+  explicit running_projector(projector_config config) : projector_(std::move(config)) {
+    thread_ = std::thread([this] {
+      try {
+        projector_.run(stop_);
+      } catch (const std::exception& e) {
+        error_ = e.what();
+      }
+    });
+  }
+  ~running_projector() { stop(); }
+  running_projector(const running_projector&) = delete;
+  running_projector& operator=(const running_projector&) = delete;
+
+  std::size_t owned() const { return projector_.owned_partitions(); }
+
+  projector_stats stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+    EXPECT_EQ(error_, "") << "the projector thread threw";
+    return projector_.stats();
+  }
+
+ private:
+  projector projector_;
+  std::atomic<bool> stop_{false};
+  std::string error_;
+  std::thread thread_;
+};
+
+// credits-projector run as a child process with the test's configuration, killed with SIGKILL on destruction
+// unless it was already: the member that vanishes without leaving the group.
+class projector_process {
+ public:
+  explicit projector_process(const std::map<std::string, std::string>& settings) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e) {
+      const std::string_view entry(*e);
+      const auto name = std::string(entry.substr(0, entry.find('=')));
+      if (!settings.contains(name)) env.emplace_back(entry);
+    }
+    for (const auto& [k, v] : settings) env.push_back(k + "=" + v);
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::string path = CREDITS_PROJECTOR_BINARY;
+    std::string run = "run";
+    char* argv[] = {path.data(), run.data(), nullptr};
+    if (posix_spawn(&pid_, path.c_str(), nullptr, nullptr, argv, envp.data()) != 0) pid_ = -1;
+  }
+  ~projector_process() { kill(); }
+  projector_process(const projector_process&) = delete;
+  projector_process& operator=(const projector_process&) = delete;
+
+  bool started() const { return pid_ > 0; }
+  void kill() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+class projector_group_test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto parsed = projector_config_from_env([](const char* name) { return std::getenv(name); });
+    ASSERT_TRUE(std::holds_alternative<projector_config>(parsed)) << std::get<std::string>(parsed);
+    config_ = std::get<projector_config>(parsed);
+    const auto suffix = hex_suffix();
+    config_.ledger_topic = "credits-test-group-" + suffix + ".ledger";
+    config_.usage_topic = "credits-test-group-" + suffix + ".usage";
+    config_.dlq_topic = config_.ledger_topic + ".dlq";
+    kafka::create_topics(config_.brokers,
+                         {{config_.ledger_topic, ledger_partitions, {}},
+                          {config_.usage_topic, usage_partitions, {}},
+                          {config_.dlq_topic, 1, {}}},
+                         kafka_timeout);
+    const char* db = std::getenv("CREDITS_TEST_GROUP_REDIS_DB");
+    config_.redis_db = db ? std::atoi(db) : default_group_db;
+    config_.redis_rebuild_db = config_.redis_db == 0 ? 1 : 0;  // never written: no rebuild runs here
+    config_.metrics_port = 0;
+    config_.group_id = "credits-test-group-" + suffix;
+    config_.group_session_timeout_ms = session_timeout_ms;
+    redis_ = std::make_unique<read_model::redis_connection>(config_.redis_host, config_.redis_port, 2000ms);
+    redis_->run({"SELECT", std::to_string(config_.redis_db)});
+    redis_->run({"FLUSHDB"});
+    producer_ = std::make_unique<store::transactional_producer>(config_.brokers, "credits-group-test-" + suffix, 10s,
+                                                                30s);
+  }
+
+  projector_config member(const std::string& instance) {
+    auto c = config_;
+    c.instance_id = instance;
+    c.redis_client_name = "credits-group-test-" + instance + "-" + config_.group_id;
+    return c;
+  }
+
+  event make(const std::string& account, event_payload payload) {
+    return event{"evt-" + hex_suffix(), event_schema_version, "t1", account, "key_test", "req_test", "", "",
+                 1'764'432'082'123, std::move(payload)};
+  }
+
+  // Appends a round of account streams (created, two top-ups, a deduction and a usage record each) in one Kafka
+  // transaction; returns how many events it wrote.
+  std::size_t produce_round() {
+    std::vector<store::record> records;
+    for (std::size_t i = 0; i < accounts_per_round; ++i) {
+      const auto acc = fresh_account();
+      const auto txn = child_id("txn", acc, 3);
+      for (const auto& e : {make(acc, account_created{"G", "user-" + acc, "", {}}),
+                            make(acc, credits_added{child_id("txn", acc, 1), 100, 100, "", "", {}}),
+                            make(acc, credits_added{child_id("txn", acc, 2), 50, 150, "", "", {}}),
+                            make(acc, credits_deducted{txn, 30, 120, "chat", {}})})
+        records.push_back({config_.ledger_topic, acc, encode(e)});
+      records.push_back({config_.usage_topic, acc,
+                         encode(make(acc, usage_recorded{child_id("use", acc, 4), "customer", txn, "gpt-4o", "text",
+                                                         100, 30, 0, {}}))});
+    }
+    const auto result = producer_->append(records, kafka_timeout);
+    EXPECT_EQ(result.status, store::append_status::committed) << result.error;
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      auto& end = records[i].topic == config_.ledger_topic ? ledger_end_ : usage_end_;
+      const auto& at = result.positions.at(i);
+      end[at.partition] = std::max(end[at.partition], at.offset);
+    }
+    return records.size();
+  }
+
+  // True once the stored position of every partition covers everything produced so far.
+  bool all_applied() {
+    for (const auto* ends : {&ledger_end_, &usage_end_})
+      for (const auto& [partition, offset] : *ends)
+        if (read_model::applied_offset(*redis_, ends == &ledger_end_ ? config_.ledger_topic : config_.usage_topic,
+                                       partition) < offset)
+          return false;
+    return true;
+  }
+
+  // ops::verify over the test's topics and database: 0 when the view equals the fold of the log.
+  std::pair<int, std::string> verify() {
+    std::unique_ptr<std::FILE, decltype(&std::fclose)> out(std::tmpfile(), &std::fclose);
+    const std::atomic<bool> never{false};
+    const int code = ops::verify(config_, never, out.get());
+    std::rewind(out.get());
+    std::string text;
+    for (int c; (c = std::fgetc(out.get())) != EOF;) text += static_cast<char>(c);
+    return {code, text};
+  }
+
+  // The id of the Redis client with the given name in CLIENT LIST.
+  std::optional<std::string> client_id(const std::string& name) {
+    std::istringstream lines(*redis_->run({"CLIENT", "LIST"}).value);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find(" name=" + name + " ") == std::string::npos) continue;
+      const auto start = line.find("id=") + 3;
+      return line.substr(start, line.find(' ', start) - start);
+    }
+    return std::nullopt;
+  }
+
+  std::optional<std::string> lag_field(const std::string& name) {
+    return redis_->run({"HGET", "credits:projector", name}).value;
+  }
+
+  projector_config config_;
+  std::unique_ptr<read_model::redis_connection> redis_;
+  std::unique_ptr<store::transactional_producer> producer_;
+  std::map<std::int32_t, std::int64_t> ledger_end_, usage_end_;  // partition -> last offset produced
+};
+
+TEST_F(projector_group_test, two_projectors_share_the_partitions_and_the_survivor_takes_over_after_a_clean_stop) {
+  std::size_t produced = produce_round();
+  auto a = std::make_unique<running_projector>(member("group-test-a"));
+  auto b = std::make_unique<running_projector>(member("group-test-b"));
+  ASSERT_TRUE(eventually([&] { return a->owned() > 0 && b->owned() > 0 && a->owned() + b->owned() == all_partitions; }))
+      << "owned: a " << a->owned() << ", b " << b->owned();
+  produced += produce_round();
+  ASSERT_TRUE(eventually([&] { return all_applied(); }));
+  // Each member reports the lag of its own partitions in fields of its own.
+  ASSERT_TRUE(eventually([&] { return lag_field("lagOffsets:group-test-a") && lag_field("lagOffsets:group-test-b"); }));
+  EXPECT_FALSE(lag_field("lagOffsets").has_value());
+
+  const auto a_stats = a->stop();
+  a.reset();  // leaves the group
+  ASSERT_TRUE(eventually([&] { return b->owned() == all_partitions; })) << "b owns " << b->owned();
+  EXPECT_FALSE(lag_field("lagOffsets:group-test-a").has_value()) << "a stopped member's lag field stays behind";
+  produced += produce_round();
+  ASSERT_TRUE(eventually([&] { return all_applied(); }));
+  const auto b_stats = b->stop();
+  b.reset();
+
+  // Exactly once: the script reports each event applied once, whichever member applied it.
+  EXPECT_EQ(a_stats.applied + b_stats.applied, produced);
+  EXPECT_GT(a_stats.applied, 0u);
+  EXPECT_GT(b_stats.applied, 0u);
+  EXPECT_EQ(a_stats.poison + b_stats.poison, 0u);
+  const auto [code, report] = verify();
+  EXPECT_EQ(code, 0) << report;
+}
+
+TEST_F(projector_group_test, a_killed_projectors_partitions_move_to_the_other_after_the_session_timeout) {
+  std::size_t produced = produce_round();
+  auto a = std::make_unique<running_projector>(member("group-test-a"));
+  ASSERT_TRUE(eventually([&] { return a->owned() == all_partitions && all_applied(); }));
+  projector_process b({{"CREDITS_KAFKA_BROKERS", config_.brokers},
+                       {"CREDITS_REDIS_HOST", config_.redis_host},
+                       {"CREDITS_REDIS_PORT", std::to_string(config_.redis_port)},
+                       {"CREDITS_REDIS_DB", std::to_string(config_.redis_db)},
+                       {"CREDITS_REDIS_REBUILD_DB", std::to_string(config_.redis_rebuild_db)},
+                       {"CREDITS_LEDGER_TOPIC", config_.ledger_topic},
+                       {"CREDITS_USAGE_TOPIC", config_.usage_topic},
+                       {"CREDITS_DLQ_TOPIC", config_.dlq_topic},
+                       {"CREDITS_PROJECTOR_METRICS_PORT", "0"},
+                       {"CREDITS_PROJECTOR_GROUP_ID", config_.group_id},
+                       {"CREDITS_PROJECTOR_SESSION_TIMEOUT_MS", std::to_string(session_timeout_ms)},
+                       {"CREDITS_PROJECTOR_INSTANCE_ID", "group-test-b"}});
+  ASSERT_TRUE(b.started());
+  // b joined once a gives partitions up; then both fold the next round.
+  ASSERT_TRUE(eventually([&] { return a->owned() > 0 && a->owned() < all_partitions; })) << "a owns " << a->owned();
+  produced += produce_round();
+  ASSERT_TRUE(eventually([&] { return all_applied(); }));
+
+  b.kill();  // no LeaveGroup: the broker notices only when the session times out
+  produced += produce_round();
+  const auto killed_at = clock::now();
+  ASSERT_TRUE(eventually([&] { return a->owned() == all_partitions && all_applied(); }))
+      << "a owns " << a->owned();
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - killed_at);
+  std::printf("partitions of the killed member folded again after %lld ms (session timeout %lld ms)\n",
+              static_cast<long long>(took.count()), static_cast<long long>(session_timeout_ms));
+  const auto a_stats = a->stop();
+  a.reset();
+  EXPECT_LT(a_stats.applied, produced) << "b applied nothing";
+  EXPECT_EQ(a_stats.poison, 0u);
+  const auto [code, report] = verify();
+  EXPECT_EQ(code, 0) << report;
+}
+
+TEST_F(projector_group_test, a_member_that_loses_redis_at_a_rebalance_resumes_its_partitions_once_reconnected) {
+  std::size_t produced = produce_round();
+  auto a = std::make_unique<running_projector>(member("group-test-a"));
+  ASSERT_TRUE(eventually([&] { return a->owned() == all_partitions && all_applied(); }));
+  // a is idle, so the next Redis command it sends is most likely the position read of the rebalance b's join
+  // starts: its partitions are then read only once it has reconnected.
+  const auto a_connection = client_id(member("group-test-a").redis_client_name);
+  ASSERT_TRUE(a_connection.has_value());
+  redis_->run({"CLIENT", "KILL", "ID", *a_connection});
+  auto b = std::make_unique<running_projector>(member("group-test-b"));
+  ASSERT_TRUE(eventually([&] { return a->owned() > 0 && b->owned() > 0 && a->owned() + b->owned() == all_partitions; }))
+      << "owned: a " << a->owned() << ", b " << b->owned();
+  produced += produce_round();
+  ASSERT_TRUE(eventually([&] { return all_applied(); }));
+  const auto a_stats = a->stop();
+  const auto b_stats = b->stop();
+  a.reset();
+  b.reset();
+  EXPECT_GE(a_stats.recoveries, 1u);
+  EXPECT_EQ(a_stats.applied + b_stats.applied, produced);
+  const auto [code, report] = verify();
+  EXPECT_EQ(code, 0) << report;
+}
+
+}  // namespace
+}  // namespace credits
