@@ -1,5 +1,5 @@
-"""Scale out (docs/scaling.md): several command-API instances share the partitions through a Kafka consumer group,
-against the real broker. Instances are killed, added and paused under load; the log must still hold every
+"""Scale out (docs/scaling.md): several command-API instances, and two projectors, share the partitions through
+Kafka consumer groups, against the real broker. Instances are killed, added and paused under load; the log must still hold every
 answered command exactly once and no overdraft, and the view must converge."""
 import json
 import os
@@ -60,6 +60,8 @@ class Group:
             "CREDITS_SNAPSHOT_INTERVAL_EVENTS": str(SNAPSHOT_INTERVAL_EVENTS),
             "CREDITS_API_KEYS": f"tenant_a:{API_KEY}", "CREDITS_TRANSACTIONAL_ID": self.group,
             "CREDITS_GROUP_ID": self.group, "CREDITS_GROUP_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+            "CREDITS_PROJECTOR_GROUP_ID": self.group + "-projectors",
+            "CREDITS_PROJECTOR_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
             "CREDITS_EXPIRY_SCAN_INTERVAL_MS": "100", "ASAN_OPTIONS": "detect_leaks=0",
         })
         self.apis, self.projectors = [], []
@@ -237,7 +239,7 @@ def group(request):
 
 def test_killing_and_adding_instances_under_load_loses_and_duplicates_nothing(group):
     apis = [group.add_api() for _ in range(3)]
-    group.add_projector()
+    projectors = [group.add_projector() for _ in range(2)]  # sharing the partitions of both topics
     group.wait_settled(apis)
     accounts = []
     for i in range(12):
@@ -254,6 +256,7 @@ def test_killing_and_adding_instances_under_load_loses_and_duplicates_nothing(gr
         newcomer = group.add_api()
         group.wait_settled([apis[1], apis[2], newcomer])
         time.sleep(3)
+    assert all(p.alive() for p in projectors)
     statuses = [s for _, s in load.answers]
     assert statuses.count(200) > 20, statuses
     assert all(s in (200, 402) for s in statuses), sorted(set(map(str, statuses)))
