@@ -249,6 +249,13 @@ def test_killing_and_adding_instances_under_load_loses_and_duplicates_nothing(gr
         r = send(group, "/v1/accounts/credits/add", {"accountId": accounts[-1], "amount": 400})
         assert r is not None and r.status_code == 200, r and r.text
 
+    # A create retried at every instance names one account, created once: the id follows from the key.
+    retried = [requests.post(api.url + "/v1/accounts/create", json={"name": "Retried"},
+                             headers={**HEADERS, "Idempotency-Key": "create-once"}, timeout=30) for api in apis]
+    assert [r.status_code for r in retried] == [200, 200, 200], [r.text for r in retried]
+    assert len({r.json()["account"]["id"] for r in retried}) == 1
+    assert [r.headers.get("Idempotent-Replayed") for r in retried[1:]] == ["true", "true"]
+
     with Load(group, accounts) as load:
         time.sleep(3)
         apis[0].stop(signal.SIGKILL)
@@ -261,7 +268,8 @@ def test_killing_and_adding_instances_under_load_loses_and_duplicates_nothing(gr
     assert statuses.count(200) > 20, statuses
     assert all(s in (200, 402) for s in statuses), sorted(set(map(str, statuses)))
 
-    check_log(group, load.answers, accounts)
+    events = check_log(group, load.answers, accounts)
+    assert [e["type"] for e in events if e.get("idempotencyKey") == "create-once"] == ["AccountCreated"]
     verify_converges(group)
 
 

@@ -49,6 +49,28 @@ TEST(config, bad_values_are_refused_with_the_variable_named) {
   EXPECT_THROW(load({{"CREDITS_API_KEYS", "a:ck_same_key_1,b:ck_same_key_1"}}), std::invalid_argument);
 }
 
+TEST(config, a_group_member_advertises_where_it_listens_unless_told_otherwise) {
+  const std::map<std::string, std::string> base{{"CREDITS_API_KEYS", "demo:ck_demo_key_123"},
+                                                  {"CREDITS_GROUP_ID", "credits-api"}};
+  auto with = [&](std::map<std::string, std::string> more) {
+    auto env = base;
+    env.merge(more);
+    return env;
+  };
+  EXPECT_EQ(load(with({{"CREDITS_HTTP_PORT", "8081"}})).advertised_address, "127.0.0.1:8081");
+  EXPECT_EQ(load(with({{"CREDITS_HTTP_ADDRESS", "0.0.0.0"}, {"CREDITS_ADVERTISED_ADDRESS", "api-2.internal:8080"}}))
+                .advertised_address,
+            "api-2.internal:8080");
+  EXPECT_TRUE(load({{"CREDITS_API_KEYS", "demo:ck_demo_key_123"}}).group_id.empty());
+  // Others could not reach a wildcard address or port 0; a member forwards over plain HTTP only.
+  EXPECT_THROW(load(with({{"CREDITS_HTTP_ADDRESS", "0.0.0.0"}})), std::invalid_argument);
+  EXPECT_THROW(load(with({{"CREDITS_HTTP_PORT", "0"}})), std::invalid_argument);
+  EXPECT_THROW(load(with({{"CREDITS_ADVERTISED_ADDRESS", "no-port"}})), std::invalid_argument);
+  EXPECT_THROW(load(with({{"CREDITS_TLS_CERT_FILE", "/etc/hostname"}, {"CREDITS_TLS_KEY_FILE", "/etc/hostname"}})),
+               std::invalid_argument);
+  EXPECT_THROW(load(with({{"CREDITS_GROUP_SESSION_TIMEOUT_MS", "10"}})), std::invalid_argument);
+}
+
 TEST(config, several_tenants_each_with_keys) {
   const auto keys = parse_api_keys("a:ck_key_for_a_1,a:ck_key_for_a_2,b:ck_key_for_b_1");
   EXPECT_EQ(keys.size(), 3u);

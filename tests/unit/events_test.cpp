@@ -148,6 +148,15 @@ TEST(ids, children_embed_their_account) {
   EXPECT_FALSE(is_account_id("acc_short"));
 }
 
+TEST(ids, an_idempotency_key_names_one_account_per_tenant) {
+  const auto id = idempotent_account_id("demo", "key-1");
+  EXPECT_TRUE(is_account_id(id));
+  EXPECT_EQ(id, idempotent_account_id("demo", "key-1"));  // a retry, on any instance, names the same account
+  EXPECT_NE(id, idempotent_account_id("other", "key-1"));
+  EXPECT_NE(id, idempotent_account_id("demo", "key-2"));
+  EXPECT_NE(id, derive_account_id("demo", "key-1"));  // an externalId equal to the key is another account
+}
+
 TEST(ids, derived_account_id_is_stable) {
   // Changing the derivation would orphan every account created with an externalId: pin it.
   EXPECT_EQ(derive_account_id("demo", "user_abc123"), derive_account_id("demo", "user_abc123"));
