@@ -4,31 +4,15 @@
 
 #include <stdexcept>
 
+#include "rdkafka_support.hpp"
+
 namespace credits::store {
 namespace {
 
 using std::chrono::milliseconds;
 
-// The same small RAII wrappers as kafka.cpp's, kept apart so that file stays untouched.
-struct kafka_deleter {
-  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
-};
-struct conf_deleter {
-  void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
-};
-struct partition_list_deleter {
-  void operator()(rd_kafka_topic_partition_list_t* l) const { rd_kafka_topic_partition_list_destroy(l); }
-};
-struct message_deleter {
-  void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
-};
-using partition_list_ptr = std::unique_ptr<rd_kafka_topic_partition_list_t, partition_list_deleter>;
-
-void set(rd_kafka_conf_t* conf, const std::string& key, const std::string& value) {
-  char err[512];
-  if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
-    throw std::runtime_error("kafka setting " + key + "=" + value + ": " + err);
-}
+using detail::message_ptr;
+using detail::partition_list_ptr;
 
 std::vector<topic_partition> partitions_of(const rd_kafka_topic_partition_list_t* list) {
   std::vector<topic_partition> out;
@@ -49,7 +33,7 @@ partition_list_ptr list_of(const std::vector<start_point>& points) {
 
 struct consumer_group_member::impl {
   callbacks on_rebalance;
-  std::unique_ptr<rd_kafka_t, kafka_deleter> rk;
+  detail::kafka_ptr rk;
   std::uint64_t rebalances = 0;  // bumped by every callback, so poll() can tell a batch spans one
 
   // librdkafka calls this from inside rd_kafka_consumer_poll (or rd_kafka_consumer_close), on the thread that
@@ -85,11 +69,9 @@ consumer_group_member::consumer_group_member(const std::string& brokers, const s
                                              const group_limits& limits, const settings& extra)
     : impl_(std::make_unique<impl>()) {
   impl_->on_rebalance = std::move(on_rebalance);
-  std::unique_ptr<rd_kafka_conf_t, conf_deleter> conf(rd_kafka_conf_new());
   // Heartbeats at a third of the session timeout, as Kafka's own clients default to.
   constexpr std::int64_t heartbeats_per_session = 3;
   const settings base{
-      {"bootstrap.servers", brokers},
       {"group.id", group_id},
       // Positions live with the caller (in Redis for the projector), never in Kafka.
       {"enable.auto.commit", "false"},
@@ -105,15 +87,11 @@ consumer_group_member::consumer_group_member(const std::string& brokers, const s
       {"heartbeat.interval.ms", std::to_string(limits.session_timeout.count() / heartbeats_per_session)},
       {"max.poll.interval.ms", std::to_string(limits.max_poll_interval.count())},
   };
-  for (const auto& [k, v] : base) set(conf.get(), k, v);
-  for (const auto& [k, v] : extra) set(conf.get(), k, v);
+  auto conf = detail::make_conf(brokers, base, extra);
   rd_kafka_conf_set_rebalance_cb(conf.get(), impl::rebalance);
   rd_kafka_conf_set_opaque(conf.get(), impl_.get());
-  char err[512];
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err);
-  if (!rk) throw std::runtime_error(std::string("kafka client: ") + err);
-  conf.release();  // owned by rk now
-  impl_->rk.reset(rk);
+  impl_->rk = detail::make_client(RD_KAFKA_CONSUMER, std::move(conf));
+  rd_kafka_t* rk = impl_->rk.get();
   rd_kafka_poll_set_consumer(rk);
   partition_list_ptr subscription(rd_kafka_topic_partition_list_new(static_cast<int>(topics.size())));
   for (const auto& t : topics)
@@ -132,7 +110,7 @@ std::vector<message> consumer_group_member::poll(std::size_t max, milliseconds t
   int wait_ms = static_cast<int>(timeout.count());
   while (out.size() < max) {
     const auto rebalances_before = impl_->rebalances;
-    std::unique_ptr<rd_kafka_message_t, message_deleter> m(rd_kafka_consumer_poll(impl_->rk.get(), wait_ms));
+    message_ptr m(rd_kafka_consumer_poll(impl_->rk.get(), wait_ms));
     // What was read under the previous assignment is dropped: the new one starts where the caller said,
     // which re-reads whatever of it is still owned.
     if (impl_->rebalances != rebalances_before) out.clear();
@@ -144,12 +122,7 @@ std::vector<message> consumer_group_member::poll(std::size_t max, milliseconds t
         throw std::runtime_error(std::string("kafka consumer: ") + rd_kafka_message_errstr(m.get()));
       continue;
     }
-    rd_kafka_timestamp_type_t timestamp_type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
-    const auto timestamp = rd_kafka_message_timestamp(m.get(), &timestamp_type);
-    out.push_back(message{rd_kafka_topic_name(m->rkt), m->partition, m->offset,
-                          std::string(static_cast<const char*>(m->key), m->key_len),
-                          std::string(static_cast<const char*>(m->payload), m->len),
-                          timestamp_type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : timestamp});
+    out.push_back(detail::message_of(m.get()));
   }
   return out;
 }

@@ -20,6 +20,7 @@
 #include "credits/operations.hpp"
 #include "credits/projector.hpp"
 #include "credits/read_model.hpp"
+#include "projector_harness.hpp"
 
 extern char** environ;
 
@@ -27,14 +28,19 @@ extern char** environ;
 // they divide the partitions, every event is applied exactly once, and when one leaves (cleanly, or killed
 // without a word) the other takes its partitions over and the view converges with the log (verify). Each test
 // makes topics of its own, so the group sees only its events, and uses a Redis database of its own
-// (CREDITS_TEST_GROUP_REDIS_DB, default 9), flushed first, since verify compares the whole view.
+// (CREDITS_TEST_GROUP_REDIS_DB, default 7), flushed first, since verify compares the whole view.
 namespace credits {
 namespace {
 
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
 
-constexpr auto catch_up_timeout = 60s;
+using harness::catch_up_timeout;
+using harness::eventually;
+using harness::fresh_account;
+using harness::hex_suffix;
+using harness::running_projector;
+
 constexpr auto kafka_timeout = 15s;
 constexpr int default_group_db = 7;  // unused by the other tests (see docs/operations.md)
 constexpr std::int32_t ledger_partitions = 4;
@@ -43,67 +49,6 @@ constexpr std::size_t all_partitions = ledger_partitions + usage_partitions;
 // The broker's minimum: a killed member's partitions move after about this long.
 constexpr std::int64_t session_timeout_ms = 6'000;
 constexpr std::size_t accounts_per_round = 30;
-
-// As the executables do: a Redis connection the server closed must fail its write, not end the process.
-const bool sigpipe_ignored = [] {
-  std::signal(SIGPIPE, SIG_IGN);
-  return true;
-}();
-
-std::mt19937_64& rng() {
-  static std::mt19937_64 gen{std::random_device{}()};
-  return gen;
-}
-
-std::string fresh_account() { return account_id_from_bits(rng()(), static_cast<std::uint32_t>(rng()())); }
-
-std::string hex_suffix() {
-  std::ostringstream s;
-  s << std::hex << rng()();
-  return s.str();
-}
-
-template <class F>
-bool eventually(F&& done, std::chrono::seconds timeout = catch_up_timeout) {
-  const auto deadline = clock::now() + timeout;
-  while (clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return done();
-}
-
-// A projector on its own thread. stop() stops the thread; destruction also leaves the group.
-class running_projector {
- public:
-  explicit running_projector(projector_config config) : projector_(std::move(config)) {
-    thread_ = std::thread([this] {
-      try {
-        projector_.run(stop_);
-      } catch (const std::exception& e) {
-        error_ = e.what();
-      }
-    });
-  }
-  ~running_projector() { stop(); }
-  running_projector(const running_projector&) = delete;
-  running_projector& operator=(const running_projector&) = delete;
-
-  std::size_t owned() const { return projector_.owned_partitions(); }
-
-  projector_stats stop() {
-    stop_.store(true);
-    if (thread_.joinable()) thread_.join();
-    EXPECT_EQ(error_, "") << "the projector thread threw";
-    return projector_.stats();
-  }
-
- private:
-  projector projector_;
-  std::atomic<bool> stop_{false};
-  std::string error_;
-  std::thread thread_;
-};
 
 // credits-projector run as a child process with the test's configuration, killed with SIGKILL on destruction
 // unless it was already: the member that vanishes without leaving the group.

@@ -15,6 +15,7 @@
 #include "credits/operations.hpp"
 #include "credits/projector.hpp"
 #include "credits/read_model.hpp"
+#include "projector_harness.hpp"
 
 // Poison events against the real Kafka and Redis: the projector's Lua guards, the dead-letter topic, the
 // blocked marks, and verify and rebuild agreeing with them. Runs on the projector tests' topics
@@ -27,62 +28,14 @@ namespace {
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
 
-constexpr auto catch_up_timeout = 60s;
+using harness::catch_up_timeout;
+using harness::eventually;
+using harness::fresh_account;
+using harness::hex_suffix;
+using harness::running_projector;
+
 constexpr auto kafka_timeout = 15s;
 constexpr int default_ops_db = 10;
-
-std::mt19937_64& rng() {
-  static std::mt19937_64 gen{std::random_device{}()};
-  return gen;
-}
-
-std::string fresh_account() { return account_id_from_bits(rng()(), static_cast<std::uint32_t>(rng()())); }
-
-std::string hex_suffix() {
-  std::ostringstream s;
-  s << std::hex << rng()();
-  return s.str();
-}
-
-template <class F>
-bool eventually(F&& done, std::chrono::seconds timeout = catch_up_timeout) {
-  const auto deadline = clock::now() + timeout;
-  while (clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return done();
-}
-
-// A projector on its own thread, stopped and joined on destruction.
-class running_projector {
- public:
-  explicit running_projector(projector_config config) : projector_(std::move(config)) {
-    thread_ = std::thread([this] {
-      try {
-        projector_.run(stop_);
-      } catch (const std::exception& e) {
-        error_ = e.what();
-      }
-    });
-  }
-  ~running_projector() { stop(); }
-  running_projector(const running_projector&) = delete;
-  running_projector& operator=(const running_projector&) = delete;
-
-  projector_stats stop() {
-    stop_.store(true);
-    if (thread_.joinable()) thread_.join();
-    EXPECT_EQ(error_, "") << "the projector thread threw";
-    return projector_.stats();
-  }
-
- private:
-  projector projector_;
-  std::atomic<bool> stop_{false};
-  std::string error_;
-  std::thread thread_;
-};
 
 // What an operation printed, captured through a FILE.
 class captured_output {

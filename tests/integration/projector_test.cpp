@@ -14,6 +14,7 @@
 #include "credits/ids.hpp"
 #include "credits/projector.hpp"
 #include "credits/read_model.hpp"
+#include "projector_harness.hpp"
 
 // These run against the real Kafka and Redis of scripts/up.sh --infra-only, on the topics CREDITS_LEDGER_TOPIC and
 // CREDITS_USAGE_TOPIC name (scripts/test.sh gives them topics of their own). Each test
@@ -25,72 +26,13 @@ namespace {
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
 
-constexpr auto catch_up_timeout = 60s;
+using harness::catch_up_timeout;
+using harness::eventually;
+using harness::fresh_account;
+using harness::hex_suffix;
+using harness::running_projector;
+
 constexpr auto kafka_timeout = 15s;
-
-// As the executables do (projector/src/main.cpp): a Redis connection the server closed must fail its write, not
-// end the test process with SIGPIPE (a_lost_redis_connection... kills the projector's connection on purpose).
-const bool sigpipe_ignored = [] {
-  std::signal(SIGPIPE, SIG_IGN);
-  return true;
-}();
-
-std::mt19937_64& rng() {
-  static std::mt19937_64 gen{std::random_device{}()};
-  return gen;
-}
-
-std::string fresh_account() {
-  return account_id_from_bits(rng()(), static_cast<std::uint32_t>(rng()()));
-}
-
-std::string hex_suffix() {
-  std::ostringstream s;
-  s << std::hex << rng()();
-  return s.str();
-}
-
-// Polls `done` until it holds or the deadline passes; the caller asserts on the result.
-template <class F>
-bool eventually(F&& done, std::chrono::seconds timeout = catch_up_timeout) {
-  const auto deadline = clock::now() + timeout;
-  while (clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return done();
-}
-
-// A projector on its own thread, stopped and joined on destruction.
-class running_projector {
- public:
-  explicit running_projector(projector_config config) : projector_(std::move(config)) {
-    thread_ = std::thread([this] {
-      try {
-        projector_.run(stop_);
-      } catch (const std::exception& e) {
-        error_ = e.what();
-      }
-    });
-  }
-  ~running_projector() { stop(); }
-  running_projector(const running_projector&) = delete;
-  running_projector& operator=(const running_projector&) = delete;
-
-  // Stops the thread and returns the projector's counters, which are safe to read only once it has stopped.
-  projector_stats stop() {
-    stop_.store(true);
-    if (thread_.joinable()) thread_.join();
-    EXPECT_EQ(error_, "") << "the projector thread threw";
-    return projector_.stats();
-  }
-
- private:
-  projector projector_;
-  std::atomic<bool> stop_{false};
-  std::string error_;
-  std::thread thread_;
-};
 
 class projector_test : public ::testing::Test {
  protected:
