@@ -222,16 +222,9 @@ def fold_balance(events):
     return balance, reserved
 
 
-def private_stack(name, redis_db, env=None, partitions=3):
-    """A Stack on topics of its own (ledger, usage, dead letters, key log, made here) and its own Redis database,
-    so its settings (rate limits, TLS, the access log) and what it writes touch no other test."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-    run = uuid.uuid4().hex[:8]
-    topics = {t: f"credits-test-{name}-{run}.{t}" for t in ("ledger", "usage", "keys")}
-    new = [NewTopic(topics["ledger"], partitions, 1, config={"retention.ms": "-1"}),
-           NewTopic(topics["usage"], partitions, 1, config={"retention.ms": "-1"}),
-           NewTopic(topics["ledger"] + ".dlq", partitions, 1, config={"retention.ms": "-1"}),
-           NewTopic(topics["keys"], 1, 1, config={"retention.ms": "-1"})]
+def create_topics(new):
+    """Creates confluent_kafka NewTopics and waits until the metadata shows them all."""
+    from confluent_kafka.admin import AdminClient
     admin = AdminClient({"bootstrap.servers": BROKERS})  # kept alive until the futures are done
     for f in admin.create_topics(new).values():
         f.result(30)
@@ -240,9 +233,22 @@ def private_stack(name, redis_db, env=None, partitions=3):
     while True:
         listed = admin.list_topics(timeout=10).topics
         if all(t.topic in listed and listed[t.topic].error is None and listed[t.topic].partitions for t in new):
-            break
+            return
         assert time.monotonic() < deadline, "the new topics did not show up in the metadata"
         time.sleep(0.1)
+
+
+def private_stack(name, redis_db, env=None, partitions=3):
+    """A Stack on topics of its own (ledger, usage, dead letters, key log, made here) and its own Redis database,
+    so its settings (rate limits, TLS, the access log) and what it writes touch no other test."""
+    from confluent_kafka.admin import NewTopic
+    run = uuid.uuid4().hex[:8]
+    topics = {t: f"credits-test-{name}-{run}.{t}" for t in ("ledger", "usage", "keys")}
+    new = [NewTopic(topics["ledger"], partitions, 1, config={"retention.ms": "-1"}),
+           NewTopic(topics["usage"], partitions, 1, config={"retention.ms": "-1"}),
+           NewTopic(topics["ledger"] + ".dlq", partitions, 1, config={"retention.ms": "-1"}),
+           NewTopic(topics["keys"], 1, 1, config={"retention.ms": "-1"})]
+    create_topics(new)
     subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(redis_db), "FLUSHDB"], check=True, capture_output=True)
     s = Stack("-" + name, {"CREDITS_LEDGER_TOPIC": topics["ledger"], "CREDITS_USAGE_TOPIC": topics["usage"],
                            "CREDITS_KEYS_TOPIC": topics["keys"], "CREDITS_SNAPSHOT_INTERVAL_EVENTS": "0",

@@ -38,18 +38,26 @@ std::variant<outcome, submit_result> run(writer& w, command cmd, const std::stri
   return future.get();
 }
 
+// One-partition topics and a transactional id of the test's own; snapshots every `snapshot_interval_events`
+// (0: none) to a snapshot topic of its own.
+config fresh_config(std::size_t snapshot_interval_events) {
+  config cfg;
+  cfg.kafka_brokers = testing::brokers();
+  cfg.ledger_topic = testing::create_topic("credits-test-partition-writer-ledger-");
+  cfg.usage_topic = testing::create_topic("credits-test-partition-writer-usage-");
+  if (snapshot_interval_events > 0) cfg.snapshot_topic = testing::create_topic("credits-test-partition-writer-snapshots-");
+  cfg.transactional_id = "credits-test-partition-writer-" + std::to_string(std::random_device{}());
+  cfg.snapshot_interval_events = snapshot_interval_events;
+  return cfg;
+}
+
 unsigned status_of(const std::variant<outcome, submit_result>& r) {
   const auto* o = std::get_if<outcome>(&r);
   return o ? o->status : 0;
 }
 
 TEST(partition_writer, a_fenced_owner_neither_appends_nor_claims_the_partition_back) {
-  config cfg;
-  cfg.kafka_brokers = testing::brokers();
-  cfg.ledger_topic = testing::create_topic("credits-test-partition-writer-ledger-");
-  cfg.usage_topic = testing::create_topic("credits-test-partition-writer-usage-");
-  cfg.transactional_id = "credits-test-partition-writer-" + std::to_string(std::random_device{}());
-  cfg.snapshot_interval_events = 0;
+  const auto cfg = fresh_config(0);
   api_metrics metrics;
   const auto account = derive_account_id("tenant_a", "stale-owner");
 
@@ -84,13 +92,7 @@ TEST(partition_writer, a_fenced_owner_neither_appends_nor_claims_the_partition_b
 }
 
 TEST(partition_writer, the_next_owner_starts_from_the_partitions_snapshot_and_its_tail) {
-  config cfg;
-  cfg.kafka_brokers = testing::brokers();
-  cfg.ledger_topic = testing::create_topic("credits-test-partition-writer-ledger-");
-  cfg.usage_topic = testing::create_topic("credits-test-partition-writer-usage-");
-  cfg.snapshot_topic = testing::create_topic("credits-test-partition-writer-snapshots-");
-  cfg.transactional_id = "credits-test-partition-writer-" + std::to_string(std::random_device{}());
-  cfg.snapshot_interval_events = 2;
+  const auto cfg = fresh_config(2);
   api_metrics metrics;
   const auto account = derive_account_id("tenant_a", "snapshotted");
 

@@ -12,9 +12,10 @@ import uuid
 
 import pytest
 import requests
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
-from conftest import API_KEY, BROKERS, BUILD, REDIS_PORT, Process, fold_balance, free_port, read_topic
+from conftest import (API_KEY, BROKERS, BUILD, REDIS_PORT, Process, create_topics, fold_balance, free_port,
+                      read_topic)
 
 PARTITIONS = 6
 REDIS_DB = 8                 # unused by the other tests
@@ -33,16 +34,8 @@ def make_topics(name):
     new = [NewTopic(topics["ledger"], PARTITIONS, 1), NewTopic(topics["usage"], PARTITIONS, 1),
            NewTopic(topics["ledger"] + ".dlq", PARTITIONS, 1), NewTopic(topics["keys"], 1, 1),
            NewTopic(topics["snapshots"], 1, 1)]
-    admin = AdminClient({"bootstrap.servers": BROKERS})
-    for f in admin.create_topics(new).values():
-        f.result(30)
-    deadline = time.monotonic() + 30
-    while True:
-        listed = admin.list_topics(timeout=10).topics
-        if all(t.topic in listed and listed[t.topic].error is None and listed[t.topic].partitions for t in new):
-            return topics
-        assert time.monotonic() < deadline, "the new topics did not show up in the metadata"
-        time.sleep(0.1)
+    create_topics(new)
+    return topics
 
 
 class Group:
