@@ -190,6 +190,8 @@ writer::start_stats ownership::last_start() const {
     const auto one = s->w->last_start();
     total.events_replayed += one.events_replayed;
     total.duration = std::max(total.duration, one.duration);
+    total.from_snapshot = total.from_snapshot || one.from_snapshot;
+    total.snapshot_id = std::max(total.snapshot_id, one.snapshot_id);
   }
   return total;
 }

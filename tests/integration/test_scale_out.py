@@ -14,6 +14,7 @@ import pytest
 import requests
 from confluent_kafka.admin import NewTopic
 
+from test_openapi import assert_valid
 from conftest import (API_KEY, BROKERS, BUILD, REDIS_PORT, Process, create_topics, fold_balance, free_port,
                       read_topic)
 
@@ -234,6 +235,8 @@ def test_killing_and_adding_instances_under_load_loses_and_duplicates_nothing(gr
     apis = [group.add_api() for _ in range(3)]
     projectors = [group.add_projector() for _ in range(2)]  # sharing the partitions of both topics
     group.wait_settled(apis)
+    for api in apis:  # /healthz with its "group" is what docs/openapi.yaml says
+        assert_valid(group.health(api), "/components/schemas/HealthResponse", "/healthz in a group")
     accounts = []
     for i in range(12):
         r = send(group, "/v1/accounts/create", {"name": f"Scale {i}", "externalId": f"scale_{uuid.uuid4().hex[:8]}"})
