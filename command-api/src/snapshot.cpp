@@ -41,13 +41,26 @@ json account_json(const account_state& a) {
 std::string encode_snapshot(std::uint64_t id, time_ms created_at,
                             const std::map<std::string, std::vector<std::int64_t>>& next_offsets,
                             const ledger_state& state,
-                            const std::vector<std::pair<key128, idempotency_record>>& idempotency) {
+                            const std::vector<std::pair<key128, idempotency_record>>& idempotency,
+                            const std::atomic<bool>* cancelled) {
+  constexpr std::size_t items_per_check = 1024;
+  std::size_t items = 0;
+  const auto check = [&] {
+    if (cancelled && ++items % items_per_check == 0 && cancelled->load(std::memory_order_relaxed))
+      throw snapshot_cancelled();
+  };
   json accounts = json::array();
-  for (const auto& [account_id, a] : state.accounts) accounts.push_back(account_json(a));
+  for (const auto& [account_id, a] : state.accounts) {
+    check();
+    accounts.push_back(account_json(a));
+  }
   json keys = json::array();
-  for (const auto& [slot, r] : idempotency)
+  for (const auto& [slot, r] : idempotency) {
+    check();
     keys.push_back({to_hex(slot), to_hex(r.request), r.topic == stream::ledger ? 0 : 1, r.partition, r.offset,
                     r.occurred_at});
+  }
+  if (cancelled && cancelled->load(std::memory_order_relaxed)) throw snapshot_cancelled();
   return json{{"format", "credits-writer-snapshot"},
               {"version", snapshot_format_version},
               {"snapshotId", id},

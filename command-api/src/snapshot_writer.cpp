@@ -36,6 +36,14 @@ snapshot_writer::~snapshot_writer() {
     stopping_ = true;
   }
   cv_.notify_all();
+  // The snapshot being written gets the shutdown timeout to finish. Stopping must not wait longer (a large one
+  // encodes for a minute on a loaded machine, beyond any stop timeout); the state it holds is in the log anyway,
+  // and the next start-up replays it from the snapshot before.
+  {
+    std::unique_lock lock(mutex_);
+    cv_.wait_for(lock, cfg_.shutdown_timeout_ms, [&] { return !job_; });
+  }
+  cancelled_.store(true, std::memory_order_relaxed);
   thread_.join();
 }
 
@@ -65,6 +73,7 @@ void snapshot_writer::run() {
     write(*job_);  // the job is only read here; offer() leaves it alone while it is set
     lock.lock();
     job_.reset();
+    cv_.notify_all();  // a stopping destructor waits for this
   }
 }
 
@@ -72,7 +81,9 @@ void snapshot_writer::write(const snapshot_job& job) {
   const auto started = std::chrono::steady_clock::now();
   try {
     if (!producer_) producer_ = make_producer(cfg_, scope_, cfg_.kafka_transaction_timeout_ms);
-    const auto payload = encode_snapshot(job.id, job.created_at, job.next_offsets, job.state, job.idempotency);
+    const auto payload =
+        encode_snapshot(job.id, job.created_at, job.next_offsets, job.state, job.idempotency, &cancelled_);
+    if (cancelled_.load(std::memory_order_relaxed)) throw snapshot_cancelled();
     const auto chunks = split_snapshot(payload, job.id, cfg_.snapshot_chunk_bytes, scope_);
     std::vector<store::record> records;
     records.reserve(chunks.size());
@@ -94,6 +105,9 @@ void snapshot_writer::write(const snapshot_job& job) {
     // A missing snapshot only makes the next start-up slower; the writer's state is unaffected.
     write_log(log_level::warn, component, "snapshot not written: " + result.error, {{"snapshotId", job.id}});
     if (result.producer_lost) producer_.reset();
+  } catch (const snapshot_cancelled&) {
+    write_log(log_level::info, component, "snapshot " + std::to_string(job.id) + " given up: the process is stopping",
+              {{"snapshotId", job.id}});
   } catch (const std::exception& ex) {
     write_log(log_level::warn, component, std::string("snapshot not written: ") + ex.what(), {{"snapshotId", job.id}});
     producer_.reset();

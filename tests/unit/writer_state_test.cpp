@@ -100,6 +100,17 @@ TEST(snapshot, round_trips_the_state_and_the_keys) {
   EXPECT_EQ(back->idempotency[0].second.offset, 9);
 }
 
+TEST(snapshot, encoding_gives_up_once_cancelled_and_not_before) {
+  // A stopping process cancels the snapshot being encoded rather than wait for it.
+  const auto state = sample_state();
+  std::vector<std::pair<key128, idempotency_record>> keys;
+  for (int i = 0; i < 5000; ++i) keys.emplace_back(slot_of("t1", "k" + std::to_string(i)), at(7, i));
+  std::atomic<bool> cancelled{false};
+  EXPECT_FALSE(encode_snapshot(1, 1000, {}, state, keys, &cancelled).empty());
+  cancelled = true;
+  EXPECT_THROW(encode_snapshot(1, 1000, {}, state, keys, &cancelled), snapshot_cancelled);
+}
+
 TEST(snapshot, a_snapshot_that_breaks_the_money_invariants_is_refused) {
   auto state = sample_state();
   state.accounts.begin()->second.reserved += 1;

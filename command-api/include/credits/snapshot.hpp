@@ -1,8 +1,10 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,11 +28,18 @@ struct snapshot {
   std::vector<std::pair<key128, idempotency_record>> idempotency;
 };
 
-// Encodes without copying the state: the writer snapshots its live state in place.
+// What encode_snapshot throws when `cancelled` became true while it encoded.
+struct snapshot_cancelled : std::runtime_error {
+  snapshot_cancelled() : std::runtime_error("snapshot cancelled") {}
+};
+
+// Encodes without copying the state: the writer snapshots its live state in place. A large state takes seconds;
+// with `cancelled`, the encoding checks it as it goes and gives up (snapshot_cancelled) once it is set.
 std::string encode_snapshot(std::uint64_t id, time_ms created_at,
                             const std::map<std::string, std::vector<std::int64_t>>& next_offsets,
                             const ledger_state& state,
-                            const std::vector<std::pair<key128, idempotency_record>>& idempotency);
+                            const std::vector<std::pair<key128, idempotency_record>>& idempotency,
+                            const std::atomic<bool>* cancelled = nullptr);
 std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* error);
 
 // A snapshot travels as chunks (Kafka messages below the broker's size limit). Each chunk's value is one

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -38,7 +39,9 @@ struct snapshot_job {
 class snapshot_writer {
  public:
   explicit snapshot_writer(const config& cfg, std::string scope = {});
-  ~snapshot_writer();  // finishes the snapshot being written, then joins
+  // Gives the snapshot being written CREDITS_SHUTDOWN_TIMEOUT_MS to finish, then gives it up (nothing of it is
+  // appended), and joins.
+  ~snapshot_writer();
   snapshot_writer(const snapshot_writer&) = delete;
   snapshot_writer& operator=(const snapshot_writer&) = delete;
 
@@ -57,6 +60,7 @@ class snapshot_writer {
   std::condition_variable cv_;
   std::optional<snapshot_job> job_;  // being written (or about to be)
   bool stopping_ = false;
+  std::atomic<bool> cancelled_{false};  // set by the destructor: the encoding gives up, nothing is appended
   std::thread thread_;
 };
 
