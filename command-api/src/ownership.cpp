@@ -126,13 +126,19 @@ void ownership::revoked(const std::vector<std::int32_t>& partitions) {
         slots_.erase(it);
       }
   }
+  // Side by side: each stop decides and answers what its writer queued (a Kafka transaction or so), with the
+  // partition still ours; the group waits for all of them before it hands the partitions on.
   std::string list;
+  std::vector<std::thread> stopping;
   for (auto& s : going) {
     s->given_up.store(true, std::memory_order_release);
-    if (s->starter.joinable()) s->starter.join();
-    s->w->stop();  // decides and answers what it queued, with the partition still ours
+    stopping.emplace_back([s = s.get()] {
+      if (s->starter.joinable()) s->starter.join();
+      s->w->stop();
+    });
     list += (list.empty() ? "" : ",") + std::to_string(s->partition);
   }
+  for (auto& t : stopping) t.join();
   {
     std::lock_guard lock(owners_mutex_);
     owners_at_ = {};

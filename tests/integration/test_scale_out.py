@@ -124,8 +124,9 @@ class Group:
             time.sleep(0.3)
 
     def stop(self):
-        for p in self.apis + self.projectors:
-            p.stop()
+        """SIGTERM to every process still running: each must leave its group cleanly (exit 0)."""
+        codes = {p.name: p.stop() for p in self.apis + self.projectors}
+        assert all(c in (0, None) for c in codes.values()), codes
 
 
 def send(group, path, body, key=None):
