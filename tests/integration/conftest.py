@@ -106,7 +106,12 @@ class Stack:
     def start(self):
         self.projector.start()
         self.api.start()
-        self.wait_healthy(also_alive=[self.projector])
+        try:
+            self.wait_healthy(also_alive=[self.projector])
+        except BaseException:  # a failed start leaves nothing running to disturb later tests
+            self.api.stop()
+            self.projector.stop()
+            raise
 
     def wait_healthy(self, timeout_s=START_TIMEOUT_S, poll_s=0.2, also_alive=()):
         """Until the API answers /healthz; fails at once if it (or a process in `also_alive`) exits."""
