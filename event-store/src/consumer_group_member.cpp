@@ -116,13 +116,7 @@ std::vector<message> consumer_group_member::poll(std::size_t max, milliseconds t
     if (impl_->rebalances != rebalances_before) out.clear();
     if (!m) break;
     wait_ms = 0;  // only the first message is waited for
-    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      // Transient consumer errors (a broker restarting, a coordinator moving) are retried by librdkafka.
-      if (m->err == RD_KAFKA_RESP_ERR__FATAL)
-        throw std::runtime_error(std::string("kafka consumer: ") + rd_kafka_message_errstr(m.get()));
-      continue;
-    }
-    out.push_back(detail::message_of(m.get()));
+    if (detail::is_record(m.get())) out.push_back(detail::message_of(m.get()));
   }
   return out;
 }
@@ -157,20 +151,7 @@ std::int32_t consumer_group_member::partition_count(const std::string& topic, mi
 }
 
 std::vector<consumer::partition_lag> consumer_group_member::lag_by_partition() {
-  std::vector<consumer::partition_lag> out;
-  rd_kafka_topic_partition_list_t* raw = nullptr;
-  if (rd_kafka_assignment(impl_->rk.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR || !raw) return out;
-  partition_list_ptr assigned(raw);
-  rd_kafka_position(impl_->rk.get(), assigned.get());
-  for (int i = 0; i < assigned->cnt; ++i) {
-    const auto& p = assigned->elems[i];
-    std::int64_t low = 0, high = 0;
-    const auto err = rd_kafka_get_watermark_offsets(impl_->rk.get(), p.topic, p.partition, &low, &high);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
-    const std::int64_t at = p.offset >= 0 ? p.offset : low;  // no position yet: nothing read
-    out.push_back({p.topic, p.partition, std::max<std::int64_t>(0, high - at)});
-  }
-  return out;
+  return detail::assignment_lag(impl_->rk.get());
 }
 
 }  // namespace credits::store

@@ -242,13 +242,7 @@ std::vector<message> consumer::poll(std::size_t max, milliseconds timeout,
       if (on_end) on_end(rd_kafka_topic_name(m->rkt), m->partition);
       continue;
     }
-    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      // Transient consumer errors (a broker restarting) are retried by librdkafka itself.
-      if (m->err == RD_KAFKA_RESP_ERR__FATAL)
-        throw std::runtime_error(std::string("kafka consumer: ") + rd_kafka_message_errstr(m.get()));
-      continue;
-    }
-    out.push_back(detail::message_of(m.get()));
+    if (detail::is_record(m.get())) out.push_back(detail::message_of(m.get()));
   }
   return out;
 }
@@ -259,22 +253,7 @@ std::int64_t consumer::lag() {
   return behind;
 }
 
-std::vector<consumer::partition_lag> consumer::lag_by_partition() {
-  std::vector<partition_lag> out;
-  rd_kafka_topic_partition_list_t* raw = nullptr;
-  if (rd_kafka_assignment(impl_->rk.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR || !raw) return out;
-  partition_list_ptr assigned(raw);
-  rd_kafka_position(impl_->rk.get(), assigned.get());
-  for (int i = 0; i < assigned->cnt; ++i) {
-    const auto& p = assigned->elems[i];
-    std::int64_t low = 0, high = 0;
-    if (rd_kafka_get_watermark_offsets(impl_->rk.get(), p.topic, p.partition, &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR)
-      continue;
-    const std::int64_t at = p.offset >= 0 ? p.offset : low;  // no position yet: nothing read
-    out.push_back({p.topic, p.partition, std::max<std::int64_t>(0, high - at)});
-  }
-  return out;
-}
+std::vector<consumer::partition_lag> consumer::lag_by_partition() { return detail::assignment_lag(impl_->rk.get()); }
 
 std::optional<message> consumer::read_at(const std::string& topic, std::int32_t partition, std::int64_t offset,
                                          milliseconds timeout) {

@@ -4,9 +4,12 @@
 // store: nothing outside event-store/src includes librdkafka.
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "credits/event_store.hpp"
 
@@ -67,6 +70,33 @@ inline message message_of(const rd_kafka_message_t* m) {
                  std::string(static_cast<const char*>(m->key), m->key_len),
                  std::string(static_cast<const char*>(m->payload), m->len),
                  timestamp_type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : timestamp};
+}
+
+// Whether a polled message is a record to hand out. A consumer error is not: librdkafka retries the transient
+// ones (a broker restarting, a coordinator moving) itself; a fatal one throws.
+inline bool is_record(const rd_kafka_message_t* m) {
+  if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) return true;
+  if (m->err == RD_KAFKA_RESP_ERR__FATAL)
+    throw std::runtime_error(std::string("kafka consumer: ") + rd_kafka_message_errstr(m));
+  return false;
+}
+
+// How far the consumer is behind the end of each partition assigned to it, from the watermarks of its last
+// fetches (no broker round trip).
+inline std::vector<consumer::partition_lag> assignment_lag(rd_kafka_t* rk) {
+  std::vector<consumer::partition_lag> out;
+  rd_kafka_topic_partition_list_t* raw = nullptr;
+  if (rd_kafka_assignment(rk, &raw) != RD_KAFKA_RESP_ERR_NO_ERROR || !raw) return out;
+  partition_list_ptr assigned(raw);
+  rd_kafka_position(rk, assigned.get());
+  for (int i = 0; i < assigned->cnt; ++i) {
+    const auto& p = assigned->elems[i];
+    std::int64_t low = 0, high = 0;
+    if (rd_kafka_get_watermark_offsets(rk, p.topic, p.partition, &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+    const std::int64_t at = p.offset >= 0 ? p.offset : low;  // no position yet: nothing read
+    out.push_back({p.topic, p.partition, std::max<std::int64_t>(0, high - at)});
+  }
+  return out;
 }
 
 }  // namespace credits::store::detail
