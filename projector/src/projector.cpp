@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstdio>
 #include <future>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string_view>
@@ -141,15 +142,13 @@ std::string dead_letter_topic(const projector_config& config) {
   return config.dlq_topic.empty() ? config.ledger_topic + ".dlq" : config.dlq_topic;
 }
 
-std::string_view guarded_apply_script() {
-  return R"lua(
-local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
-local offset = tonumber(ARGV[2])
-if stored >= offset then return 0 end
-if stored ~= tonumber(ARGV[3]) then
-  return redis.error_reply('GAP ' .. ARGV[1] .. ' is at ' .. stored .. ' but event ' .. ARGV[2] ..
-                           ' follows ' .. ARGV[3])
-end
+namespace {
+
+// The two apply scripts share their argument layout after KEYS (ARGV[1] the offset field, ARGV[2] the event's
+// offset, ARGV[3] the offset it follows, ARGV[4] the number of guards, then the guards and the commands) and
+// this middle part: it checks the guards, leaving `refused` nil or why, then `i` at the first command.
+constexpr std::string_view check_guards_lua = R"lua(
+local refused = nil
 local i = 5
 for _ = 1, tonumber(ARGV[4]) do
   local n = tonumber(ARGV[i])
@@ -174,9 +173,16 @@ for _ = 1, tonumber(ARGV[4]) do
     ok = false
     reason = 'unknown guard ' .. kind
   end
-  if not ok then return 'POISON ' .. reason end
+  if not ok then
+    refused = reason
+    break
+  end
   i = i + n + 1
 end
+)lua";
+
+// Runs the commands from ARGV[i] on, records the offset and answers 1.
+constexpr std::string_view run_commands_lua = R"lua(
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + n))
@@ -185,20 +191,22 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 )lua";
+
+std::string gap_check_lua(std::string_view previous_may_be_unknown) {
+  return std::string(previous_may_be_unknown) + R"lua(stored ~= tonumber(ARGV[3]) then
+  return redis.error_reply('GAP ' .. ARGV[1] .. ' is at ' .. stored .. ' but event ' .. ARGV[2] ..
+                           ' follows ' .. ARGV[3])
+end
+)lua";
 }
 
-std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& position_field,
-                                            std::int64_t offset, std::int64_t previous_offset,
-                                            const std::vector<std::vector<std::string>>& commands,
-                                            const std::vector<std::vector<std::string>>& guards) {
-  std::vector<std::string> args{"EVALSHA",
-                                script_sha,
-                                "1",
-                                std::string(read_model::positions_key),
-                                position_field,
-                                std::to_string(offset),
-                                std::to_string(previous_offset),
-                                std::to_string(guards.size())};
+std::vector<std::string> apply_args(const std::string& script_sha, const std::vector<std::string>& keys,
+                                    const std::string& field, std::int64_t offset, std::string previous,
+                                    const std::vector<std::vector<std::string>>& commands,
+                                    const std::vector<std::vector<std::string>>& guards) {
+  std::vector<std::string> args{"EVALSHA", script_sha, std::to_string(keys.size())};
+  args.insert(args.end(), keys.begin(), keys.end());
+  args.insert(args.end(), {field, std::to_string(offset), std::move(previous), std::to_string(guards.size())});
   for (const auto* list : {&guards, &commands})
     for (const auto& words : *list) {
       args.push_back(std::to_string(words.size()));
@@ -207,10 +215,90 @@ std::vector<std::string> guarded_apply_args(const std::string& script_sha, const
   return args;
 }
 
+}  // namespace
+
+std::string_view guarded_apply_script() {
+  static const std::string script = R"lua(
+local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+local offset = tonumber(ARGV[2])
+if stored >= offset then return 0 end
+)lua" + gap_check_lua("if ") + std::string(check_guards_lua) +
+                                    "if refused then return 'POISON ' .. refused end\n" +
+                                    std::string(run_commands_lua);
+  return script;
+}
+
+std::string_view cluster_apply_script() {
+  static const std::string script = R"lua(
+local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+local offset = tonumber(ARGV[2])
+local poison_field = 'poison:' .. ARGV[1] .. ':' .. ARGV[2]
+if stored >= offset then
+  local refused = redis.call('HGET', KEYS[1], poison_field)
+  if refused then return 'POISON ' .. refused end
+  return 0
+end
+)lua" + gap_check_lua("if ARGV[3] ~= '' and ") + std::string(check_guards_lua) +
+                                    R"lua(if refused then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], poison_field, refused)
+  return 'POISON ' .. refused
+end
+)lua" + std::string(run_commands_lua);
+  return script;
+}
+
+std::string_view positions_max_script() {
+  return R"lua(
+for i = 1, #ARGV, 2 do
+  if tonumber(ARGV[i + 1]) > tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1') then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+)lua";
+}
+
+std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& position_field,
+                                            std::int64_t offset, std::int64_t previous_offset,
+                                            const std::vector<std::vector<std::string>>& commands,
+                                            const std::vector<std::vector<std::string>>& guards) {
+  return apply_args(script_sha, {std::string(read_model::positions_key)}, position_field, offset,
+                    std::to_string(previous_offset), commands, guards);
+}
+
 std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& position_field,
                                             std::int64_t offset, std::int64_t previous_offset,
                                             const std::vector<std::vector<std::string>>& commands) {
   return guarded_apply_args(script_sha, position_field, offset, previous_offset, commands, {});
+}
+
+std::vector<std::string> cluster_apply_args(const std::string& script_sha, const tag_part& part,
+                                            const std::string& field, std::int64_t offset,
+                                            std::optional<std::int64_t> previous_offset) {
+  std::vector<std::string> keys{read_model::applied_key(part.tag)};
+  for (const auto* list : {&part.guards, &part.commands})
+    for (const auto& words : *list)
+      if (std::find(keys.begin(), keys.end(), words.at(1)) == keys.end()) keys.push_back(words.at(1));
+  return apply_args(script_sha, keys, field, offset, previous_offset ? std::to_string(*previous_offset) : "",
+                    part.commands, part.guards);
+}
+
+std::vector<tag_part> split_by_tag(const std::vector<std::vector<std::string>>& commands,
+                                   const std::vector<std::vector<std::string>>& guards, std::string_view account_id) {
+  std::vector<tag_part> parts{{std::string(read_model::hash_tag(read_model::account_key(account_id))), {}, {}}};
+  for (const auto& g : guards) {
+    CREDITS_ASSERT(g.size() > 1 && read_model::hash_tag(g[1]) == parts[0].tag, "a guard outside its account's slot");
+    parts[0].guards.push_back(g);
+  }
+  for (const auto& c : commands) {
+    CREDITS_ASSERT(c.size() > 1, "a fold command without a key");
+    const auto tag = read_model::hash_tag(c[1]);
+    CREDITS_ASSERT(tag.size() < c[1].size(), "a fold command on a key without a hash tag");
+    auto part = std::find_if(parts.begin(), parts.end(), [&](const tag_part& p) { return p.tag == tag; });
+    if (part == parts.end()) part = parts.insert(parts.end(), tag_part{std::string(tag), {}, {}});
+    part->commands.push_back(c);
+  }
+  return parts;
 }
 
 std::optional<std::string> admission_error(const event& e, std::string_view key, stream topic_stream,
@@ -336,11 +424,12 @@ void projector::connect_redis() {
   auto redis = std::make_unique<read_model::redis_connection>(config_.redis_host, config_.redis_port,
                                                               milliseconds(config_.redis_timeout_ms));
   if (!config_.redis_client_name.empty()) redis->run({"CLIENT", "SETNAME", config_.redis_client_name});
-  redis->run({"SELECT", std::to_string(config_.redis_db)});
-  const auto sha = redis->run({"SCRIPT", "LOAD", std::string(guarded_apply_script())});
-  if (!sha.value) throw std::runtime_error("redis: SCRIPT LOAD returned no digest");
-  script_sha_ = *sha.value;
+  if (redis->clustered() && config_.redis_db != 0)
+    throw std::runtime_error("CREDITS_REDIS_DB is " + std::to_string(config_.redis_db) + " but " + config_.redis_host +
+                             ":" + std::to_string(config_.redis_port) + " is a Redis Cluster, which has only db 0");
+  if (!redis->clustered()) redis->run({"SELECT", std::to_string(config_.redis_db)});
   redis_ = std::move(redis);
+  load_script();
 }
 
 std::vector<store::start_point> projector::stored_start_points(const std::vector<store::topic_partition>& of) {
@@ -591,6 +680,13 @@ std::size_t projector::step() {
   return batch.size();
 }
 
+void projector::load_script() {
+  const auto& script = redis_->clustered() ? cluster_apply_script() : guarded_apply_script();
+  const auto sha = redis_->run({"SCRIPT", "LOAD", std::string(script)});
+  if (!sha.value) throw std::runtime_error("redis: SCRIPT LOAD returned no digest");
+  script_sha_ = *sha.value;
+}
+
 std::vector<read_model::redis_connection::outcome> projector::run_scripts(
     std::vector<std::vector<std::string>>& calls) {
   auto outcomes = redis_->pipeline_each(calls);
@@ -599,19 +695,14 @@ std::vector<read_model::redis_connection::outcome> projector::run_scripts(
   });
   if (!lost_script) return outcomes;
   // Redis forgets scripts on restart or SCRIPT FLUSH. Re-sending the whole pipeline is safe: the script makes
-  // every event that did apply a no-op.
-  const auto sha = redis_->run({"SCRIPT", "LOAD", std::string(guarded_apply_script())});
-  if (!sha.value) throw std::runtime_error("redis: SCRIPT LOAD returned no digest");
-  script_sha_ = *sha.value;
-  for (auto& call : calls) call[1] = script_sha_;
+  // every event that did apply a no-op (and the other commands sent with it are idempotent).
+  load_script();
+  for (auto& call : calls)
+    if (call[0] == "EVALSHA") call[1] = script_sha_;
   return redis_->pipeline_each(calls);
 }
 
-// Applies a batch in rounds. A round sends every event up to the first poison event of each partition; the
-// poison events found are copied to the dead-letter topic and then recorded, and the next round resumes each
-// of their partitions just after them. Without poison events a batch takes exactly one round, one pipeline.
-void projector::apply(const prepared_batch& prepared) {
-  const auto& batch = prepared.messages;
+std::vector<std::size_t> projector::unapplied(const std::vector<store::message>& batch) const {
   std::vector<std::size_t> pending;
   pending.reserve(batch.size());
   for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -625,6 +716,96 @@ void projector::apply(const prepared_batch& prepared) {
     // slipped through anyway. It was sent before, so skipping it loses nothing.
     if (m.offset > previous->second) pending.push_back(i);
   }
+  return pending;
+}
+
+// On a cluster (projector.hpp, "Redis Cluster"), in four steps, each after the last one's replies: the account
+// parts of every event in one pipeline, which also finds the poison events; their dead-letter copies; the other
+// parts with the poison marks; the positions. A crash or error anywhere re-reads from the positions, and every
+// step repeats as a no-op what it did before.
+void projector::apply_clustered(const prepared_batch& prepared) {
+  const auto& batch = prepared.messages;
+  const auto pending = unapplied(batch);
+  // (applied key, field) -> the offset of the last part sent for it in this batch: what the next one follows.
+  // A part that did not apply (an error, a redirection) fails every later part of its field in this batch with
+  // GAP, so none of them can get ahead of it.
+  std::map<std::pair<std::string, std::string>, std::int64_t> last_sent;
+  const auto call_for = [&](const store::message& m, const tag_part& part, bool account) {
+    auto field = (account ? "account:" : "shared:") + read_model::position_field(m.topic, m.partition);
+    auto& last = last_sent[{part.tag, field}];
+    const auto previous = last == 0 ? std::nullopt : std::optional<std::int64_t>(last - 1);
+    last = m.offset + 1;  // 0: none sent yet
+    return cluster_apply_args(script_sha_, part, field, m.offset, previous);
+  };
+
+  std::vector<std::vector<tag_part>> parts(batch.size());
+  std::vector<std::vector<std::string>> calls;
+  std::vector<std::size_t> sent;
+  std::vector<poison> found;
+  for (const auto i : pending) {
+    const auto& event = prepared.events[i];
+    if (event.refused) {
+      found.push_back(poison{i, *event.refused});
+      continue;
+    }
+    parts[i] = split_by_tag(event.commands, event.guards, batch[i].key);
+    calls.push_back(call_for(batch[i], parts[i].front(), true));
+    sent.push_back(i);
+  }
+  const auto outcomes = calls.empty() ? std::vector<read_model::redis_connection::outcome>{} : run_scripts(calls);
+  for (std::size_t k = 0; k < outcomes.size(); ++k) {
+    const auto& o = outcomes[k];
+    if (o.error) throw std::runtime_error("redis: " + *o.error);
+    const auto& value = o.value.value;
+    if (value == "1") {
+      ++stats_.applied;
+    } else if (value == "0") {
+      ++stats_.replayed;
+    } else if (value && value->starts_with("POISON ")) {
+      found.push_back(poison{sent[k], value->substr(7)});
+      parts[sent[k]].clear();
+    } else {
+      throw std::runtime_error("redis: unexpected script reply " + value.value_or("(nil)"));
+    }
+  }
+  std::sort(found.begin(), found.end(), [](const poison& a, const poison& b) { return a.index < b.index; });
+  copy_to_dead_letters(batch, found);
+
+  calls.clear();
+  for (const auto i : pending)
+    for (std::size_t p = 1; p < parts[i].size(); ++p) calls.push_back(call_for(batch[i], parts[i][p], false));
+  const auto shared_parts = calls.size();
+  for (const auto& p : found) {
+    const auto& m = batch[p.index];
+    // Plain writes, each idempotent; the first, HSET of credits:poison, answers 1 only the first time.
+    for (auto& c : read_model::poison_marks(m.topic, m.partition, m.offset, m.key, p.reason)) calls.push_back(std::move(c));
+  }
+  const auto marked = calls.empty() ? std::vector<read_model::redis_connection::outcome>{} : run_scripts(calls);
+  for (const auto& o : marked)
+    if (o.error) throw std::runtime_error("redis: " + *o.error);
+  for (std::size_t k = shared_parts, p = 0; p < found.size(); ++p) {
+    const auto& m = batch[found[p].index];
+    if (marked[k].value.value == "1") report_poison(m, found[p].reason);
+    k += read_model::poison_marks(m.topic, m.partition, m.offset, m.key, found[p].reason).size();
+  }
+
+  std::vector<std::string> positions{"EVAL", std::string(positions_max_script()), "1",
+                                     std::string(read_model::positions_key)};
+  std::map<std::string, std::int64_t> last_offset;
+  for (const auto i : pending) last_offset[read_model::position_field(batch[i].topic, batch[i].partition)] = batch[i].offset;
+  if (last_offset.empty()) return;
+  for (const auto& [field, offset] : last_offset) positions.insert(positions.end(), {field, std::to_string(offset)});
+  redis_->run(positions);
+  for (const auto& [field, offset] : last_offset) previous_offset_.at(field) = offset;
+}
+
+// Applies a batch in rounds. A round sends every event up to the first poison event of each partition; the
+// poison events found are copied to the dead-letter topic and then recorded, and the next round resumes each
+// of their partitions just after them. Without poison events a batch takes exactly one round, one pipeline.
+void projector::apply(const prepared_batch& prepared) {
+  if (redis_->clustered()) return apply_clustered(prepared);
+  const auto& batch = prepared.messages;
+  auto pending = unapplied(batch);
 
   while (!pending.empty()) {
     std::vector<std::vector<std::string>> calls;
@@ -694,17 +875,7 @@ void projector::apply(const prepared_batch& prepared) {
 // each reaches the dead-letter topic at least once and none is recorded without its copy.
 void projector::record_poison(const std::vector<store::message>& batch, const std::vector<poison>& found) {
   if (found.empty()) return;
-  const auto dlq = dead_letter_topic(config_);
-  for (const auto& p : found) {
-    const auto& m = batch[p.index];
-    dead_letters_.produce(dlq, -1, m.key, m.value,
-                          {{"credits-reason", p.reason},
-                           {"credits-topic", m.topic},
-                           {"credits-partition", std::to_string(m.partition)},
-                           {"credits-offset", std::to_string(m.offset)}});
-  }
-  dead_letters_.flush(milliseconds(config_.dlq_timeout_ms));
-  stats_.dead_lettered += found.size();
+  copy_to_dead_letters(batch, found);
   std::vector<std::vector<std::string>> calls;
   for (const auto& p : found) {
     const auto& m = batch[p.index];
@@ -718,19 +889,37 @@ void projector::record_poison(const std::vector<store::message>& batch, const st
     if (outcomes[k].error) throw std::runtime_error("redis: " + *outcomes[k].error);
     previous_offset_.at(read_model::position_field(m.topic, m.partition)) = m.offset;
     // Counted and logged only when this call recorded it, so a re-read poison event is not reported twice.
-    if (outcomes[k].value.value != "1") continue;
-    ++stats_.poison;
-    log(log_level::warn,
-        "poison event at " + m.topic + ":" + std::to_string(m.partition) + "@" + std::to_string(m.offset) + " (key " +
-            m.key + "): " + found[k].reason + "; copied to " + dlq +
-            (m.key.empty() ? std::string() : ", account " + m.key + " marked blocked"),
-        {{"topic", m.topic},
-         {"partition", m.partition},
-         {"offset", m.offset},
-         {"accountId", m.key},
-         {"reason", found[k].reason},
-         {"deadLetterTopic", dlq}});
+    if (outcomes[k].value.value == "1") report_poison(m, found[k].reason);
   }
+}
+
+void projector::copy_to_dead_letters(const std::vector<store::message>& batch, const std::vector<poison>& found) {
+  if (found.empty()) return;
+  const auto dlq = dead_letter_topic(config_);
+  for (const auto& p : found) {
+    const auto& m = batch[p.index];
+    dead_letters_.produce(dlq, -1, m.key, m.value,
+                          {{"credits-reason", p.reason},
+                           {"credits-topic", m.topic},
+                           {"credits-partition", std::to_string(m.partition)},
+                           {"credits-offset", std::to_string(m.offset)}});
+  }
+  dead_letters_.flush(milliseconds(config_.dlq_timeout_ms));
+  stats_.dead_lettered += found.size();
+}
+
+void projector::report_poison(const store::message& m, const std::string& reason) {
+  ++stats_.poison;
+  log(log_level::warn,
+      "poison event at " + m.topic + ":" + std::to_string(m.partition) + "@" + std::to_string(m.offset) + " (key " +
+          m.key + "): " + reason + "; copied to " + dead_letter_topic(config_) +
+          (m.key.empty() ? std::string() : ", account " + m.key + " marked blocked"),
+      {{"topic", m.topic},
+       {"partition", m.partition},
+       {"offset", m.offset},
+       {"accountId", m.key},
+       {"reason", reason},
+       {"deadLetterTopic", dead_letter_topic(config_)}});
 }
 
 }  // namespace credits

@@ -455,6 +455,7 @@ std::vector<std::vector<std::string>> poison_marks(std::string_view topic, std::
 }
 
 std::string account_key(std::string_view account_id) { return tagged("credits:account:", account_id); }
+std::string applied_key(std::string_view tag) { return tagged("credits:applied:", tag); }
 
 std::string reservation_key(std::string_view account_id, std::string_view reservation_id) {
   return tagged("credits:reservation:", account_id).append(":").append(reservation_id);

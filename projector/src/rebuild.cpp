@@ -180,6 +180,15 @@ int rebuild(const projector_config& config, const std::atomic<bool>& stop, std::
   const auto started = clock::now();
   const milliseconds redis_timeout(config.redis_timeout_ms);
   read_model::redis_connection view(config.redis_host, config.redis_port, redis_timeout);
+  if (view.clustered()) {
+    std::fprintf(stderr,
+                 "rebuild: %s:%d is a Redis Cluster, which has one database and no SWAPDB, so a view cannot be built "
+                 "beside the live one there. Rebuild it in place instead: stop the projectors, delete the view's "
+                 "keys on every master (redis-cli --cluster call %s:%d FLUSHDB) and start a projector, which replays "
+                 "the log from the start (docs/scaling.md, \"Redis Cluster\").\n",
+                 config.redis_host.c_str(), config.redis_port, config.redis_host.c_str(), config.redis_port);
+    return 2;
+  }
   view.run({"CLIENT", "SETNAME", "credits-rebuild"});
   view.run({"SELECT", std::to_string(config.redis_db)});
   const auto me = view.run({"CLIENT", "ID"}).value.value_or("");

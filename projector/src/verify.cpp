@@ -237,18 +237,37 @@ void compare(const account_snapshot& v, const log_fold& fold, report& r, tally& 
 
 std::vector<std::string> scan_accounts(read_model::redis_connection& redis) {
   std::vector<std::string> out;
-  std::string cursor = "0";
   const std::string prefix = "credits:account:{";
-  do {
-    const auto r = redis.run({"SCAN", cursor, "MATCH", "credits:account:*", "COUNT", std::to_string(scan_count)});
-    if (r.array.empty() || !r.array[0]) throw std::runtime_error("redis: SCAN returned no cursor");
-    cursor = *r.array[0];
-    for (std::size_t i = 1; i < r.array.size(); ++i) {
-      const auto& key = r.array[i];
-      if (!key || !key->starts_with(prefix) || key->back() != '}') continue;
-      out.push_back(key->substr(prefix.size(), key->size() - prefix.size() - 1));
-    }
-  } while (cursor != "0");
+  for (const auto& key : redis.scan("credits:account:*", scan_count))
+    if (key.starts_with(prefix) && key.back() == '}') out.push_back(key.substr(prefix.size(), key.size() - prefix.size() - 1));
+  return out;
+}
+
+// The view's poison records and positions as [n, (field, entry)..., m, (field, offset)...]. On a server, read
+// together in one script. On a cluster the two keys sit in different slots: the positions are read first, and
+// the records past them dropped, as the projector records poison events before it raises the positions.
+std::vector<std::optional<std::string>> poison_snapshot(read_model::redis_connection& redis) {
+  const std::string positions(read_model::positions_key);
+  if (!redis.clustered())
+    return redis.run({"EVAL", std::string(poison_snapshot_script), "2", std::string(read_model::poison_key), positions})
+        .array;
+  const auto at = redis.run({"HGETALL", positions}).array;
+  const auto entries = redis.run({"HGETALL", std::string(read_model::poison_key)}).array;
+  std::map<std::string, std::int64_t> position;
+  for (std::size_t i = 0; i + 1 < at.size(); i += 2) position[text(at[i])] = to_int(at[i + 1], "position");
+  std::vector<std::optional<std::string>> kept;
+  for (std::size_t i = 0; i + 1 < entries.size(); i += 2) {
+    const auto where = text(entries[i]);
+    const auto cut = where.rfind(':');
+    const auto field = cut == std::string::npos ? where : where.substr(0, cut);
+    if (cut != std::string::npos && position.contains(field) && to_int(where.substr(cut + 1), "offset") > position[field])
+      continue;
+    kept.insert(kept.end(), {entries[i], entries[i + 1]});
+  }
+  std::vector<std::optional<std::string>> out{std::to_string(kept.size() / 2)};
+  out.insert(out.end(), kept.begin(), kept.end());
+  out.push_back(std::to_string(at.size() / 2));
+  out.insert(out.end(), at.begin(), at.end());
   return out;
 }
 
@@ -327,7 +346,11 @@ int verify(const projector_config& config, const std::atomic<bool>& stop, std::F
   const auto deadline = clock::now() + milliseconds(config.log_read_timeout_ms);
   read_model::redis_connection redis(config.redis_host, config.redis_port, milliseconds(config.redis_timeout_ms));
   redis.run({"CLIENT", "SETNAME", "credits-verify"});
-  redis.run({"SELECT", std::to_string(config.redis_db)});
+  const bool cluster = redis.clustered();
+  if (cluster && config.redis_db != 0)
+    throw std::runtime_error("CREDITS_REDIS_DB is " + std::to_string(config.redis_db) +
+                             " but the view is on a Redis Cluster, which has only db 0");
+  if (!cluster) redis.run({"SELECT", std::to_string(config.redis_db)});
   kafka::reader reader(config.brokers, {{"fetch.wait.max.ms", std::to_string(config.fetch_wait_ms)}});
   log_fold fold(config, reader, deadline);
   report r(out);
@@ -365,7 +388,9 @@ int verify(const projector_config& config, const std::atomic<bool>& stop, std::F
           read_model::position_field(config.ledger_topic, kafka::key_partition(chunk_ids[k], ledger_partitions));
       auto s = parse_snapshot(chunk_ids[k], field, replies[k].array);
       const auto folded = fold.folded(field);
-      if (s.position == folded)
+      // On a cluster the snapshot carries the offset of the account's own last applied event: the partition's
+      // position was raised only after it, so the account has no event between the two.
+      if (s.position == folded || (cluster && s.position < folded))
         compare(s, fold, r, t);
       else if (s.position > folded)
         later[field].push_back(std::move(s));
@@ -378,8 +403,12 @@ int verify(const projector_config& config, const std::atomic<bool>& stop, std::F
   };
   for (const auto& id : ids) {
     const auto field = read_model::position_field(config.ledger_topic, kafka::key_partition(id, ledger_partitions));
-    calls.push_back({"EVALSHA", sha, "3", read_model::account_key(id), read_model::reservations_key(id), positions,
-                     read_model::reservation_key(id, ""), field});
+    if (cluster)
+      calls.push_back({"EVALSHA", sha, "3", read_model::account_key(id), read_model::reservations_key(id),
+                       read_model::applied_key(id), read_model::reservation_key(id, ""), "account:" + field});
+    else
+      calls.push_back({"EVALSHA", sha, "3", read_model::account_key(id), read_model::reservations_key(id), positions,
+                       read_model::reservation_key(id, ""), field});
     chunk_ids.push_back(id);
     if (calls.size() == snapshot_accounts_per_pipeline) {
       if (stop.load()) return exit_stopped;
@@ -398,9 +427,7 @@ int verify(const projector_config& config, const std::atomic<bool>& stop, std::F
   }
 
   // 3. Poison records: the view's, with its positions, against the fold's up to those positions.
-  const auto snap =
-      redis.run({"EVAL", std::string(poison_snapshot_script), "2", std::string(read_model::poison_key), positions});
-  const auto& a = snap.array;
+  const auto a = poison_snapshot(redis);
   const auto entries = static_cast<std::size_t>(to_int(a.at(0), "count"));
   std::map<std::string, std::map<std::int64_t, poison_entry>> view_poison;
   std::set<std::string> poison_keys;

@@ -195,6 +195,35 @@ TEST_F(projector_test, the_script_refuses_an_event_that_would_skip_an_unapplied_
   redis_->run({"HDEL", std::string(read_model::positions_key), field});
 }
 
+TEST_F(projector_test, the_cluster_script_applies_a_part_once_records_a_refusal_and_refuses_a_gap) {
+  // The script a Redis Cluster runs also runs on a single server: its keys share one hash tag here.
+  const auto tag = "test-cluster-" + hex_suffix();
+  const auto counter = "credits:test:{" + tag + "}:n";
+  const auto money = "credits:test:{" + tag + "}:money";
+  const auto sha = *redis_->run({"SCRIPT", "LOAD", std::string(cluster_apply_script())}).value;
+  const std::string field = "account:credits.test:0";
+  const auto call = [&](std::int64_t offset, std::optional<std::int64_t> previous, amount_t spend) {
+    return redis_->run(cluster_apply_args(
+        sha,
+        tag_part{tag,
+                 {{"INCRBY", counter, "1"}, {"HINCRBY", money, "balance", std::to_string(-spend)}},
+                 {{"money", money, std::to_string(-spend), "0", "", "overdraft"}}},
+        field, offset, previous));
+  };
+  redis_->run({"HSET", money, "balance", "10"});
+  EXPECT_EQ(call(3, std::nullopt, 4).value, "1");
+  EXPECT_EQ(call(3, std::nullopt, 4).value, "0");  // a replay
+  const auto refused = call(5, 3, 100).value;      // would overdraw: refused, and the refusal recorded
+  ASSERT_TRUE(refused && refused->starts_with("POISON overdraft")) << refused.value_or("(nil)");
+  EXPECT_EQ(call(5, 3, 100).value, refused);  // a replay of the refused event answers the same
+  EXPECT_EQ(call(8, 5, 1).value, "1");        // the next event follows the refused one
+  EXPECT_THROW(call(12, 9, 1), read_model::reply_error);  // 9 never applied: GAP
+  EXPECT_EQ(redis_->run({"GET", counter}).value, "2");
+  EXPECT_EQ(redis_->run({"HGET", money, "balance"}).value, "5");
+  EXPECT_EQ(redis_->run({"HGET", read_model::applied_key(tag), field}).value, "8");
+  redis_->run({"DEL", counter, money, read_model::applied_key(tag)});
+}
+
 TEST_F(projector_test, a_poison_event_is_skipped_and_its_position_advances) {
   const auto acc = fresh_account();
   // Same key, so the same partition, in this order: the garbage sits before the good events.

@@ -327,6 +327,73 @@ TEST(guarded_apply, a_call_with_no_guards_and_no_commands_only_advances_the_posi
             (words{"EVALSHA", "sha1", "1", "credits:positions", "credits.usage:0", "7", "-1", "0"}));
 }
 
+// ---- Redis Cluster ----------------------------------------------------------------------------------------
+
+TEST(cluster_slot, matches_the_values_in_the_redis_cluster_specification) {
+  // CRC16-XMODEM of "123456789" is 0x31C3 (the specification's check value); 0x31C3 % 16384 = 12739.
+  EXPECT_EQ(read_model::cluster_slot("123456789"), 0x31C3 % 16384);
+  EXPECT_EQ(read_model::cluster_slot("foo"), 12182);  // redis-cli CLUSTER KEYSLOT foo
+  EXPECT_EQ(read_model::cluster_slot(""), 0);
+}
+
+TEST(cluster_slot, a_hash_tag_places_keys_together_and_an_empty_or_open_one_hashes_the_whole_key) {
+  EXPECT_EQ(read_model::hash_tag("credits:account:{acc_1}"), "acc_1");
+  EXPECT_EQ(read_model::hash_tag("credits:reservation:{acc_1}:rsv_2"), "acc_1");
+  EXPECT_EQ(read_model::hash_tag("a{b}{c}"), "b");  // the first '{' and the next '}'
+  EXPECT_EQ(read_model::hash_tag("a{}b{c}"), "a{}b{c}");
+  EXPECT_EQ(read_model::hash_tag("a{bc"), "a{bc");
+  EXPECT_EQ(read_model::cluster_slot(read_model::account_key(account)),
+            read_model::cluster_slot(read_model::reservation_key(account, "rsv_9")));
+  EXPECT_EQ(read_model::cluster_slot(read_model::applied_key(account)),
+            read_model::cluster_slot(read_model::account_key(account)));
+  EXPECT_EQ(read_model::cluster_slot("{user1000}.following"), read_model::cluster_slot("{user1000}.followers"));
+}
+
+TEST(command_key, is_the_first_key_of_a_script_none_for_keyless_commands_else_the_first_argument) {
+  EXPECT_EQ(read_model::command_key({"HGETALL", "k"}), "k");
+  EXPECT_EQ(read_model::command_key({"evalsha", "sha", "2", "k1", "k2", "arg"}), "k1");
+  EXPECT_EQ(read_model::command_key({"EVAL", "return 1", "0"}), std::nullopt);
+  EXPECT_EQ(read_model::command_key({"PING"}), std::nullopt);
+  EXPECT_EQ(read_model::command_key({"CLIENT", "SETNAME", "x"}), std::nullopt);
+  EXPECT_EQ(read_model::command_key({"SCAN", "0", "MATCH", "credits:*"}), std::nullopt);
+}
+
+TEST(split_by_tag, the_account_part_comes_first_with_the_guards_and_the_tenant_counters_go_apart) {
+  const auto e = sample(usage_recorded{"use_1", "customer", "txn_3", "gpt-4o", "text", 1000, 320, 7, {}});
+  const auto cs = read_model::fold(e, 5);
+  const commands guards{{"present", account_hash, "id", "no account"}};
+  const auto parts = split_by_tag(cs, guards, account);
+  ASSERT_EQ(parts.size(), 2u);
+  EXPECT_EQ(parts[0].tag, account);
+  EXPECT_EQ(parts[0].guards, guards);
+  EXPECT_EQ(parts[1].tag, "t1");
+  EXPECT_TRUE(parts[1].guards.empty());
+  EXPECT_EQ(parts[0].commands.size() + parts[1].commands.size(), cs.size());
+  for (const auto& part : parts)
+    for (const auto& c : part.commands) EXPECT_EQ(read_model::hash_tag(c[1]), part.tag) << c[1];
+  EXPECT_EQ(parts[1].commands.size(), 4u);  // the tenant's four summary counters
+}
+
+TEST(split_by_tag, an_event_without_commands_still_has_its_account_part) {
+  const auto parts = split_by_tag({}, {}, account);
+  ASSERT_EQ(parts.size(), 1u);
+  EXPECT_EQ(parts[0].tag, account);
+}
+
+TEST(cluster_apply, declares_every_key_once_after_the_applied_key_then_the_layout_of_guarded_apply) {
+  const tag_part part{account,
+                      {{"HINCRBY", account_hash, "balance", "5"}, {"HSET", rsv_hash, "status", "x"},
+                       {"HINCRBY", account_hash, "reserved", "1"}},
+                      {{"present", account_hash, "id", "no account"}}};
+  const auto call = cluster_apply_args("sha1", part, "account:credits.ledger:3", 42, std::nullopt);
+  const words head{"EVALSHA", "sha1", "3", "credits:applied:{" + account + "}", account_hash, rsv_hash,
+                   "account:credits.ledger:3", "42", "", "1", "4", "present", account_hash, "id", "no account"};
+  ASSERT_GE(call.size(), head.size());
+  EXPECT_EQ(words(call.begin(), call.begin() + static_cast<std::ptrdiff_t>(head.size())), head);
+  EXPECT_EQ(call.size(), head.size() + 3 * 5);
+  EXPECT_EQ(cluster_apply_args("sha1", part, "account:credits.ledger:3", 42, 40)[8], "40");
+}
+
 TEST(describe, names_each_topic_once_and_shows_start_for_the_beginning) {
   EXPECT_EQ(describe({{"credits.ledger", 0, 12}, {"credits.ledger", 1, 0}, {"credits.usage", 0, 3}}),
             "credits.ledger 0@12 1@start; credits.usage 0@3");

@@ -29,7 +29,8 @@ inline constexpr int exit_stopped = 130;  // stopped by SIGINT or SIGTERM before
 // Replays both topics from the beginning into config.redis_rebuild_db while the live projector keeps
 // serving config.redis_db, then switches readers to the new view with one atomic SWAPDB, once the new view
 // has applied at least as much of every partition as the live one, and discards the old view. Progress on
-// stderr: a bar on a terminal, plain lines every config.progress_interval_ms otherwise.
+// stderr: a bar on a terminal, plain lines every config.progress_interval_ms otherwise. A Redis Cluster has
+// one database and no SWAPDB: there it refuses with exit 2 and says how to rebuild in place.
 int rebuild(const projector_config& config, const std::atomic<bool>& stop, std::FILE* out);
 
 // Folds the log independently (decode, the invariant check below, credits::apply) and compares it with the

@@ -102,6 +102,40 @@ std::vector<std::string> guarded_apply_args(const std::string& script_sha, const
                                             std::int64_t offset, std::int64_t previous_offset,
                                             const std::vector<std::vector<std::string>>& commands);
 
+// ---- Redis Cluster ----------------------------------------------------------------------------------------
+// A Lua script may only touch keys of one slot, so on a cluster an event is applied in parts, one per hash tag
+// its commands touch (its account's; for some events also its tenant's), each guarded by an offset of its own
+// in that tag's slot instead of by the partition's position:
+//   credits:applied:{<tag>}  HASH "account:<topic>:<partition>" or "shared:<topic>:<partition>" -> offset of the
+//                                 last event whose part was applied; "poison:<field>:<offset>" -> why the event
+//                                 at that offset was refused
+// All of one account's events sit in one partition per topic and are applied in offset order, so a part whose
+// offset is not past its field's was applied already. credits:positions is then only where to resume: it is
+// raised (never lowered) after a batch's parts have all been applied.
+struct tag_part {
+  std::string tag;
+  std::vector<std::vector<std::string>> commands;
+  std::vector<std::vector<std::string>> guards;
+};
+
+// An event's commands and guards split by hash tag. The account's part comes first, always (with the guards,
+// which read only the account's keys), even when it has no commands.
+std::vector<tag_part> split_by_tag(const std::vector<std::vector<std::string>>& commands,
+                                   const std::vector<std::vector<std::string>>& guards, std::string_view account_id);
+
+// The cluster's apply script: the layout of guarded_apply_script, but
+//   KEYS[1] = credits:applied:{<tag>}, KEYS[2...] = every key the part touches (so the cluster can route it),
+//   ARGV[3] = the offset this part follows on its field, or "" when this batch has not sent one before it.
+// Returns 1 when applied, 0 when already applied, and "POISON <reason>" when a guard fails; a refusal is
+// recorded (the field moves past it, and a replay answers "POISON <reason>" again) so that later events of the
+// account are judged without it, in the same pipeline, exactly as the fold of the log judges them.
+std::string_view cluster_apply_script();
+std::vector<std::string> cluster_apply_args(const std::string& script_sha, const tag_part& part,
+                                            const std::string& field, std::int64_t offset,
+                                            std::optional<std::int64_t> previous_offset);
+// KEYS[1] = credits:positions, ARGV = field, offset, ...: raises each field to its offset if below.
+std::string_view positions_max_script();
+
 // Why a decoded event read from (topic, partition) cannot be folded, judged on the record alone, or nullopt.
 // Every event of an account must sit in its key's partition of the right topic, or its order against the
 // account's other events would depend on how partitions interleave (and a rebuild could fold differently
@@ -191,8 +225,15 @@ class projector {
   prepared_batch poll_and_prepare();
   void drop_prefetched();
   void apply(const prepared_batch& batch);
+  void apply_clustered(const prepared_batch& batch);
+  // The batch indices of the messages past what this projector already sent for their partitions.
+  std::vector<std::size_t> unapplied(const std::vector<store::message>& batch) const;
+  void load_script();  // the apply script for this Redis (a server or a cluster) into script_sha_
+  // Runs a pipeline of EVALSHA calls (and idempotent plain commands), loading the script again if Redis lost it.
   std::vector<read_model::redis_connection::outcome> run_scripts(std::vector<std::vector<std::string>>& calls);
   void record_poison(const std::vector<store::message>& batch, const std::vector<poison>& found);
+  void copy_to_dead_letters(const std::vector<store::message>& batch, const std::vector<poison>& found);
+  void report_poison(const store::message& m, const std::string& reason);  // counts and logs a newly recorded one
   void sample_lag();
   std::vector<store::message> poll_messages();
   // Waits out a reconnect backoff while still polling the group (dropping what it reads), so that a rebalance of

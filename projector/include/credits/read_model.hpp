@@ -19,7 +19,8 @@
 // The Redis read model: its key layout, the fold of events into Redis commands, and the reads the query
 // endpoints make. The projector is its only writer; command-api only reads it.
 //
-// Key layout (every per-account key carries the account id as a hash tag, for Redis Cluster later):
+// Key layout (every per-account key carries the account id as a hash tag, every per-tenant key the tenant, so that
+// on a Redis Cluster an account's keys share one slot; docs/scaling.md, "Redis Cluster"):
 //   credits:account:{<accountId>}                 HASH id tenant name externalId email metadata(JSON) createdAt
 //                                                       balance reserved
 //   credits:reservation:{<accountId>}:<rsvId>      HASH id accountId amount status createdAt expiresAt operation
@@ -36,6 +37,8 @@
 //   credits:transactions:{<accountId>}             ZSET "<offset>:<transactionId>" scored by time (ms)
 //   credits:transaction:{<accountId>}              HASH transaction id -> its list entry (JSON)
 //   credits:accounts:{<tenant>}                    ZSET account ids scored by creation time (ms)
+//   credits:applied:{<tag>}                        HASH on a Redis Cluster only: the offsets of the events applied
+//                                                       to that tag's keys (projector.hpp, "Redis Cluster")
 //   credits:positions                              HASH "<topic>:<partition>" -> offset of the last applied event
 //   credits:poison                                 HASH "<topic>:<partition>:<offset>" -> {"key","reason"} (JSON) of
 //                                                       every event the projector could not apply
@@ -44,10 +47,17 @@
 // first one) in its hash; its later events are still folded when they can be.
 //
 // The view owns its whole Redis database (CREDITS_REDIS_DB): a rebuild builds the next view in another
-// database and swaps the two with SWAPDB, so no other data may live beside it.
+// database and swaps the two with SWAPDB, so no other data may live beside it. (A cluster has only database 0
+// and no SWAPDB: there a rebuild refuses.)
 namespace credits::read_model {
 
-// One synchronous hiredis connection. Not thread-safe: one owner at a time (see connection_pool).
+// One synchronous connection to a Redis server or a Redis Cluster, whichever `host:port` turns out to be
+// (INFO cluster). On a cluster it holds a hiredis connection per master it has used, sends each command to the
+// master of its key's slot (keyless commands to the configured node), and follows MOVED, ASK and TRYAGAIN
+// redirections, re-reading the slot map on MOVED. CLIENT SETNAME and SCRIPT LOAD go to every master and are
+// replayed on nodes it connects to later; they may not be part of a pipeline there. Commands of one pipeline
+// run in order per node; a redirected one runs after the rest of its pipeline. Not thread-safe: one owner at a
+// time (see connection_pool).
 class redis_connection {
  public:
   redis_connection(const std::string& host, int port, std::chrono::milliseconds timeout);
@@ -80,6 +90,10 @@ class redis_connection {
   std::vector<outcome> receive(std::size_t count);
 
   bool broken() const;  // true after an I/O error: discard and reconnect
+  bool clustered() const;  // connected to a Redis Cluster
+
+  // Every key matching `pattern` (SCAN MATCH, `count` per call), on every master of a cluster.
+  std::vector<std::string> scan(std::string_view pattern, std::size_t count);
 
  private:
   struct impl;
@@ -93,6 +107,15 @@ class reply_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Redis Cluster's key placement: the slot is CRC16 of the hash tag (the text between the first '{' and the
+// next '}', when not empty; else the whole key) modulo 16384.
+inline constexpr std::size_t cluster_slots = 16384;
+std::string_view hash_tag(std::string_view key);
+std::uint16_t cluster_slot(std::string_view key);
+// The key a command is routed by: the first key of EVAL/EVALSHA, none for keyless commands (PING, INFO,
+// CLIENT, SCRIPT, SELECT, SCAN, ...), otherwise its first argument.
+std::optional<std::string_view> command_key(const std::vector<std::string>& args);
+
 std::string account_key(std::string_view account_id);
 std::string reservation_key(std::string_view account_id, std::string_view reservation_id);
 std::string reservations_key(std::string_view account_id);
@@ -102,6 +125,8 @@ inline constexpr std::string_view blocked_key = "credits:blocked";
 // Held by a running rebuild (its Redis client id) so that two never build into the same database.
 inline constexpr std::string_view rebuild_lock_key = "credits:rebuild-lock";
 std::string poison_field(std::string_view topic, std::int32_t partition, std::int64_t offset);
+// On a Redis Cluster: the offsets of the events applied to the keys of hash tag `tag` (projector.hpp).
+std::string applied_key(std::string_view tag);
 std::string position_field(std::string_view topic, std::int32_t partition);
 std::string usage_key(std::string_view account_id, std::string_view usage_id);
 std::string usage_daily_key(std::string_view account_id, std::string_view day);  // day: yyyy-mm-dd (UTC)
