@@ -661,8 +661,13 @@ std::size_t projector::step() {
   if (!group_) prefetched_ = std::async(std::launch::async, [this] { return poll_and_prepare(); });
   const auto before = stats_;
   const auto started = std::chrono::steady_clock::now();
+  const auto redirections = redis_->redirections();
   try {
     apply(prepared);
+    // Slots moving between the masters of a cluster (resharding, a failover): worth a line, not an error.
+    if (const auto followed = redis_->redirections() - redirections; followed > 0)
+      log(log_level::info, "followed " + std::to_string(followed) + " Redis Cluster redirections (slots are moving)",
+          {{"redirections", followed}});
     const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
     metrics_->batch_done(took.count());
     for (const auto& m : batch) metrics_->folded(partition_index(m.topic, m.partition), m.timestamp_ms);

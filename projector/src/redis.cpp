@@ -211,6 +211,7 @@ struct redis_connection::impl {
   std::string seed;  // the configured node, host:port
   bool cluster = false;
   bool broken = false;
+  std::uint64_t redirections = 0;
   std::map<std::string, std::unique_ptr<node>> nodes;  // host:port -> its connection
   std::vector<std::string> masters;                     // host:port of each master, from CLUSTER SLOTS
   std::vector<std::uint16_t> slot_master;               // slot -> index in masters
@@ -322,6 +323,7 @@ struct redis_connection::impl {
   // here are this command's.
   outcome follow(const std::vector<std::string>& args, std::string error) {
     for (int attempt = 1; attempt <= redirects_max && is_redirection(error); ++attempt) {
+      ++redirections;
       reply_ptr r;
       if (error.starts_with("MOVED ")) {
         auto& owner = connect(error.substr(error.rfind(' ') + 1));
@@ -396,6 +398,8 @@ redis_connection::~redis_connection() = default;
 bool redis_connection::broken() const { return impl_->broken; }
 
 bool redis_connection::clustered() const { return impl_->cluster; }
+
+std::uint64_t redis_connection::redirections() const { return impl_->redirections; }
 
 redis_connection::reply redis_connection::run(const std::vector<std::string>& args) {
   auto result = impl_->guarded([&] {

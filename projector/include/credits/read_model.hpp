@@ -91,6 +91,8 @@ class redis_connection {
 
   bool broken() const;  // true after an I/O error: discard and reconnect
   bool clustered() const;  // connected to a Redis Cluster
+  // How many MOVED, ASK and TRYAGAIN replies this connection has followed (0 unless clustered).
+  std::uint64_t redirections() const;
 
   // Every key matching `pattern` (SCAN MATCH, `count` per call), on every master of a cluster.
   std::vector<std::string> scan(std::string_view pattern, std::size_t count);
