@@ -707,6 +707,21 @@ std::vector<read_model::redis_connection::outcome> projector::run_scripts(
   return redis_->pipeline_each(calls);
 }
 
+std::optional<std::string> projector::tally(const read_model::redis_connection::outcome& o) {
+  if (o.error) throw std::runtime_error("redis: " + *o.error);
+  const auto& value = o.value.value;
+  if (value == "1") {
+    ++stats_.applied;
+    return std::nullopt;
+  }
+  if (value == "0") {
+    ++stats_.replayed;
+    return std::nullopt;
+  }
+  if (value && value->starts_with("POISON ")) return value->substr(7);
+  throw std::runtime_error("redis: unexpected script reply " + value.value_or("(nil)"));
+}
+
 std::vector<std::size_t> projector::unapplied(const std::vector<store::message>& batch) const {
   std::vector<std::size_t> pending;
   pending.reserve(batch.size());
@@ -758,21 +773,11 @@ void projector::apply_clustered(const prepared_batch& prepared) {
     sent.push_back(i);
   }
   const auto outcomes = calls.empty() ? std::vector<read_model::redis_connection::outcome>{} : run_scripts(calls);
-  for (std::size_t k = 0; k < outcomes.size(); ++k) {
-    const auto& o = outcomes[k];
-    if (o.error) throw std::runtime_error("redis: " + *o.error);
-    const auto& value = o.value.value;
-    if (value == "1") {
-      ++stats_.applied;
-    } else if (value == "0") {
-      ++stats_.replayed;
-    } else if (value && value->starts_with("POISON ")) {
-      found.push_back(poison{sent[k], value->substr(7)});
+  for (std::size_t k = 0; k < outcomes.size(); ++k)
+    if (auto refused = tally(outcomes[k])) {
+      found.push_back(poison{sent[k], std::move(*refused)});
       parts[sent[k]].clear();
-    } else {
-      throw std::runtime_error("redis: unexpected script reply " + value.value_or("(nil)"));
     }
-  }
   std::sort(found.begin(), found.end(), [](const poison& a, const poison& b) { return a.index < b.index; });
   copy_to_dead_letters(batch, found);
 
@@ -848,21 +853,12 @@ void projector::apply(const prepared_batch& prepared) {
         later.push_back(sent[k]);
         continue;
       }
-      const auto& o = outcomes[k];
-      if (o.error) throw std::runtime_error("redis: " + *o.error);
-      const auto& value = o.value.value;
-      if (value == "1") {
-        ++stats_.applied;
-      } else if (value == "0") {
-        ++stats_.replayed;
-      } else if (value && value->starts_with("POISON ")) {
+      if (auto refused = tally(outcomes[k])) {
         refused_by_script.insert(field);
         // A record-level poison event of this partition comes after this one: it waits for the next round.
         if (const auto it = found.find(field); it != found.end()) later.push_back(it->second.index);
-        found.insert_or_assign(field, poison{sent[k], value->substr(7), sent_after[k]});
+        found.insert_or_assign(field, poison{sent[k], std::move(*refused), sent_after[k]});
         previous_offset_.at(field) = sent_after[k];
-      } else {
-        throw std::runtime_error("redis: unexpected script reply " + value.value_or("(nil)"));
       }
     }
 

@@ -231,6 +231,9 @@ class projector {
   void load_script();  // the apply script for this Redis (a server or a cluster) into script_sha_
   // Runs a pipeline of EVALSHA calls (and idempotent plain commands), loading the script again if Redis lost it.
   std::vector<read_model::redis_connection::outcome> run_scripts(std::vector<std::vector<std::string>>& calls);
+  // Counts an apply script's answer as applied or replayed, or returns the reason it refused the event; throws on
+  // an error or an answer of another kind.
+  std::optional<std::string> tally(const read_model::redis_connection::outcome& o);
   void record_poison(const std::vector<store::message>& batch, const std::vector<poison>& found);
   void copy_to_dead_letters(const std::vector<store::message>& batch, const std::vector<poison>& found);
   void report_poison(const store::message& m, const std::string& reason);  // counts and logs a newly recorded one
