@@ -22,6 +22,8 @@ constexpr milliseconds partition_start_retry_ms{1'000};
 constexpr milliseconds owners_missing_refresh_ms{100};
 // new_account_id() draws at most this many ids per partition before it gives up on owning the account.
 constexpr int account_id_draws_per_partition = 64;
+// How often the watchdog looks for fenced partition writers.
+constexpr milliseconds watchdog_interval_ms{1'000};
 
 }  // namespace
 
@@ -31,6 +33,7 @@ struct ownership::slot {
   std::unique_ptr<writer> w;
   std::thread starter;
   std::atomic<bool> given_up{false};
+  std::optional<std::chrono::steady_clock::time_point> fenced_seen;  // the watchdog's, first seen fenced
 
   ~slot() {
     given_up.store(true, std::memory_order_release);
@@ -65,6 +68,14 @@ void ownership::start() {
   membership_ = std::make_unique<store::group_membership>(
       cfg_.kafka_brokers, cfg_.group_id, cfg_.ledger_topic, cfg_.advertised_address, cfg_.group_session_timeout_ms,
       store::group_membership::handlers{[this](const auto& p) { assigned(p); }, [this](const auto& p) { revoked(p); }});
+  watchdog_ = std::thread([this] {
+    std::unique_lock lock(watchdog_mutex_);
+    while (!watchdog_wake_.wait_for(lock, watchdog_interval_ms, [this] { return watchdog_stop_; })) {
+      lock.unlock();
+      replace_fenced_writers();
+      lock.lock();
+    }
+  });
   write_log(log_level::info, component,
             "joined group " + cfg_.group_id + " as " + cfg_.advertised_address + "; " + std::to_string(partitions_) +
                 " partitions to share",
@@ -77,34 +88,49 @@ void ownership::stop() {
     return;
   }
   joined_.store(false, std::memory_order_release);
+  if (watchdog_.joinable()) {
+    {
+      std::lock_guard lock(watchdog_mutex_);
+      watchdog_stop_ = true;
+    }
+    watchdog_wake_.notify_all();
+    watchdog_.join();
+  }
   membership_.reset();  // leaves the group: revoked() stops every writer, and the partitions move on at once
   if (const auto left = owned(); !left.empty()) revoked(left);  // the group never got to revoke them
+}
+
+// A slot whose writer is being built and started (it claims the partition's transactional id) on a thread of
+// its own, retried until it starts or the slot is given up.
+std::shared_ptr<ownership::slot> ownership::start_slot(std::int32_t partition) {
+  auto s = std::make_shared<slot>();
+  s->partition = partition;
+  s->w = std::make_unique<writer>(cfg_, now_, metrics_, partition);
+  s->starter = std::thread([s = s.get()] {
+    const auto started = std::chrono::steady_clock::now();
+    while (!s->given_up.load(std::memory_order_acquire)) {
+      try {
+        s->w->start();
+        const auto took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
+        write_log(log_level::info, component,
+                  "partition " + std::to_string(s->partition) + " taken over in " + std::to_string(took.count()) + " ms",
+                  {{"partition", s->partition}, {"durationMs", took.count()}});
+        return;
+      } catch (const std::exception& ex) {
+        write_log(log_level::error, component,
+                  "partition " + std::to_string(s->partition) + " cannot start, retrying: " + ex.what(),
+                  {{"partition", s->partition}});
+        std::this_thread::sleep_for(partition_start_retry_ms);
+      }
+    }
+  });
+  return s;
 }
 
 void ownership::assigned(const std::vector<std::int32_t>& partitions) {
   std::string list;
   for (const auto p : partitions) {
-    auto s = std::make_shared<slot>();
-    s->partition = p;
-    s->w = std::make_unique<writer>(cfg_, now_, metrics_, p);
-    s->starter = std::thread([this, s = s.get()] {
-      const auto started = std::chrono::steady_clock::now();
-      while (!s->given_up.load(std::memory_order_acquire)) {
-        try {
-          s->w->start();
-          const auto took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
-          write_log(log_level::info, component,
-                    "partition " + std::to_string(s->partition) + " taken over in " + std::to_string(took.count()) + " ms",
-                    {{"partition", s->partition}, {"durationMs", took.count()}});
-          return;
-        } catch (const std::exception& ex) {
-          write_log(log_level::error, component,
-                    "partition " + std::to_string(s->partition) + " cannot start, retrying: " + ex.what(),
-                    {{"partition", s->partition}});
-          std::this_thread::sleep_for(partition_start_retry_ms);
-        }
-      }
-    });
+    auto s = start_slot(p);
     std::unique_lock lock(slots_mutex_);
     slots_[p] = std::move(s);
     list += (list.empty() ? "" : ",") + std::to_string(p);
@@ -144,6 +170,36 @@ void ownership::revoked(const std::vector<std::int32_t>& partitions) {
     owners_at_ = {};
   }
   write_log(log_level::info, component, "partitions given up: " + list, {{"partitions", list}});
+}
+
+void ownership::replace_fenced_writers() {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::shared_ptr<slot>> stale;
+  {
+    std::shared_lock lock(slots_mutex_);
+    for (const auto& [p, s] : slots_) {
+      if (!s->w->fenced()) continue;
+      if (!s->fenced_seen) s->fenced_seen = now;  // only this thread touches it
+      if (now - *s->fenced_seen >= cfg_.group_session_timeout_ms) stale.push_back(s);
+    }
+  }
+  for (auto& old : stale) {
+    {
+      // Unless revoked() took it meanwhile: then the partition has moved, and nothing is replaced.
+      std::unique_lock lock(slots_mutex_);
+      const auto it = slots_.find(old->partition);
+      if (it == slots_.end() || it->second != old) continue;
+      it->second = start_slot(old->partition);
+    }
+    write_log(log_level::warn, component,
+              "partition " + std::to_string(old->partition) + " is still assigned here " +
+                  std::to_string(cfg_.group_session_timeout_ms.count()) +
+                  " ms after its writer was fenced: replacing the writer, which claims the partition back",
+              {{"partition", old->partition}});
+    old->given_up.store(true, std::memory_order_release);
+    if (old->starter.joinable()) old->starter.join();
+    old->w->stop();
+  }
 }
 
 std::shared_ptr<ownership::slot> ownership::slot_of(std::int32_t partition) const {

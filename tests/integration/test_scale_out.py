@@ -308,3 +308,37 @@ def test_a_paused_owner_is_fenced_and_cannot_append(group):
     assert fold_balance(events) == (0, 0)
     fenced = "fenced" in a.log_path.read_text()
     print(f"stale owner {'tried to append and was fenced' if fenced else 'learnt it lost the partition first'}")
+
+
+def test_a_writer_fenced_while_its_partition_stays_assigned_is_replaced(group):
+    # Another process claims the partition's transactional id (as a stale owner recovering its producer would):
+    # the partition writer is fenced. The group still assigns the partition here, so after a session timeout the
+    # instance replaces the writer, which claims the id back; until then the partition's commands get 503.
+    from confluent_kafka import Producer
+    a = group.add_api()
+    owners = group.wait_settled([a])
+    r = requests.post(a.url + "/v1/accounts/create", json={"name": "Fenced"}, headers=HEADERS, timeout=30)
+    assert r.status_code == 200, r.text
+    account = r.json()["account"]["id"]
+    partition = int(r.headers["Credits-Position"].rsplit(":", 2)[1])
+    assert owners[partition] == [a]
+    r = requests.post(a.url + "/v1/accounts/credits/add", json={"accountId": account, "amount": 100}, headers=HEADERS,
+                      timeout=30)
+    assert r.status_code == 200, r.text
+
+    claimant = Producer({"bootstrap.servers": BROKERS, "transactional.id": f"{group.group}-p{partition}"})
+    claimant.init_transactions(30)
+    r = requests.post(a.url + "/v1/accounts/credits/deduct", json={"accountId": account, "amount": 10},
+                      headers={**HEADERS, "Idempotency-Key": "after-the-fence"}, timeout=30)
+    assert r.status_code == 503, r.text  # its batch met the fence: not appended, not answered 200
+    assert "fenced" in a.log_path.read_text()
+
+    started = time.monotonic()
+    r = send(group, "/v1/accounts/credits/deduct", {"accountId": account, "amount": 10}, "after-the-fence")
+    assert r is not None and r.status_code == 200, r and r.text
+    took = time.monotonic() - started
+    assert "replacing the writer" in a.log_path.read_text()
+    print(f"a fenced writer was replaced and served again after {took:.1f} s (session timeout {SESSION_TIMEOUT_MS} ms)")
+    events = [e for e in read_topic(group.topics["ledger"]) if e["accountId"] == account]
+    assert [e.get("idempotencyKey") for e in events if e["type"] == "CreditsDeducted"] == ["after-the-fence"]
+    assert fold_balance(events) == (90, 0)

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -10,6 +11,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "credits/api_config.hpp"
@@ -28,6 +30,10 @@ namespace credits::api {
 //    partition handed on; its transactional id fences it should it outlive that (a paused process). Commands
 //    for accounts of partitions this process does not own are `elsewhere`: the HTTP side forwards them to the
 //    owner_address() of their partition.
+//  - A partition writer fenced while the group still assigns its partition here (another process claimed the id:
+//    a stale owner recovering its producer, or an operator) is replaced by a new writer once it has stayed
+//    fenced for a session timeout: by then the group has taken the partition away if it was to move, so the
+//    other claimant is the stale one, and the new writer's claim fences it in turn.
 // Threads: everything from any thread; start() and stop() from main.
 class ownership {
  public:
@@ -66,6 +72,9 @@ class ownership {
   std::shared_ptr<slot> slot_of(std::int32_t partition) const;
   void assigned(const std::vector<std::int32_t>& partitions);
   void revoked(const std::vector<std::int32_t>& partitions);
+  std::shared_ptr<slot> start_slot(std::int32_t partition);
+  // The watchdog's round: replaces each writer fenced for a session timeout while its partition stayed here.
+  void replace_fenced_writers();
 
   const config& cfg_;
   const writer::clock_fn now_;
@@ -78,6 +87,11 @@ class ownership {
   std::map<std::int32_t, std::shared_ptr<slot>> slots_;
   std::unique_ptr<store::group_membership> membership_;
   std::atomic<bool> joined_{false};
+
+  std::mutex watchdog_mutex_;
+  std::condition_variable watchdog_wake_;
+  bool watchdog_stop_ = false;
+  std::thread watchdog_;
 
   std::mutex owners_mutex_;  // serialises describe calls and guards the cache
   std::unique_ptr<store::group_observer> observer_;
