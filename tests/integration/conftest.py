@@ -104,9 +104,9 @@ class Stack:
         return result
 
     def start(self):
-        self.projector.start()
-        self.api.start()
         try:
+            self.projector.start()
+            self.api.start()
             self.wait_healthy(also_alive=[self.projector])
         except BaseException:  # a failed start leaves nothing running to disturb later tests
             self.api.stop()
