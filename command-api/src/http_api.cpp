@@ -15,6 +15,9 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <random>
 
 #include "credits/event_store.hpp"
@@ -55,6 +58,41 @@ constexpr unsigned misdirected = 421;
 constexpr std::string_view forwarded_by_header = "Credits-Forwarded-By";
 // An owner's answer to a forwarded command: far above any answer the API gives.
 constexpr std::size_t forwarded_answer_bytes_max = 1024 * 1024;
+// Forwarding keeps connections to the owners open between commands: at most this many idle ones per owner,
+// each for at most this long (well under the owner's own CREDITS_IDLE_TIMEOUT_MS default of 30 s, so that an
+// owner seldom closes one just as it is reused).
+constexpr std::size_t forward_idle_connections_max = 32;
+constexpr std::chrono::milliseconds forward_idle_ms{10'000};
+
+// Idle keep-alive connections to the other instances, by address. Each is used by one forward at a time.
+class peer_connections {
+ public:
+  std::optional<beast::tcp_stream> take(const std::string& address) {
+    std::lock_guard lock(mutex_);
+    auto& idle = idle_[address];
+    const auto now = std::chrono::steady_clock::now();
+    while (!idle.empty()) {
+      auto c = std::move(idle.back());
+      idle.pop_back();
+      if (now - c.since < forward_idle_ms && c.stream.socket().is_open()) return std::move(c.stream);
+    }
+    return std::nullopt;
+  }
+
+  void give_back(const std::string& address, beast::tcp_stream stream) {
+    std::lock_guard lock(mutex_);
+    auto& idle = idle_[address];
+    if (idle.size() < forward_idle_connections_max) idle.push_back({std::move(stream), std::chrono::steady_clock::now()});
+  }
+
+ private:
+  struct idle_connection {
+    beast::tcp_stream stream;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::mutex mutex_;
+  std::map<std::string, std::vector<idle_connection>> idle_;
+};
 
 std::string new_request_id(std::mt19937_64& rng) {
   char buf[24];
@@ -258,6 +296,7 @@ struct http_api::impl {
   asio::thread_pool blocking;
   redis_pool redis;
   kafka_probe kafka;
+  peer_connections peers;  // forwarding's
   // Sessions open now, and connections being answered 503; each at most cfg.connections_max.
   shared_count connections = std::make_shared<std::atomic<std::size_t>>(0);
   shared_count refusals = std::make_shared<std::atomic<std::size_t>>(0);
@@ -387,15 +426,18 @@ struct http_api::impl {
     const auto colon = owner->rfind(':');
     if (colon == std::string::npos) co_return moving(req);
 
-    const auto ex = co_await asio::this_coro::executor;
-    tcp::resolver resolver(ex);
-    auto [resolve_error, endpoints] =
-        co_await resolver.async_resolve(owner->substr(0, colon), owner->substr(colon + 1), asio::as_tuple(asio::use_awaitable));
-    if (resolve_error) co_return moving(req);
-    beast::tcp_stream stream(ex);
+    // A pooled connection's executor is the io_context's, not a strand of the session that opened it.
+    auto pooled = peers.take(*owner);
+    beast::tcp_stream stream = pooled ? std::move(*pooled) : beast::tcp_stream(io.get_executor());
     stream.expires_after(cfg.forward_timeout_ms);
-    auto [connect_error, endpoint] = co_await stream.async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
-    if (connect_error) co_return moving(req);
+    if (!pooled) {
+      tcp::resolver resolver(io.get_executor());
+      auto [resolve_error, endpoints] = co_await resolver.async_resolve(owner->substr(0, colon), owner->substr(colon + 1),
+                                                                        asio::as_tuple(asio::use_awaitable));
+      if (resolve_error) co_return moving(req);
+      auto [connect_error, endpoint] = co_await stream.async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
+      if (connect_error) co_return moving(req);
+    }
 
     request out{req.method(), req.target(), 11};
     for (const auto& field : req)
@@ -404,9 +446,12 @@ struct http_api::impl {
         out.insert(field.name_string(), field.value());
     out.set(http::field::host, *owner);
     out.set(forwarded_by_header, cfg.advertised_address);
-    out.keep_alive(false);
+    out.keep_alive(true);
     out.body() = req.body();
     out.prepare_payload();
+    // A failure after the write may follow the owner's taking the command: the client's retry, with its
+    // Idempotency-Key, learns the outcome. So nothing is re-sent here, not even on a pooled connection the owner
+    // had just closed (it restarted, or it closed the connection as idle).
     auto [write_error, written] = co_await http::async_write(stream, out, asio::as_tuple(asio::use_awaitable));
     if (write_error) co_return moving(req);
     beast::flat_buffer buffer;
@@ -415,6 +460,10 @@ struct http_api::impl {
     auto [read_error, read] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
     if (read_error) co_return moving(req);
     response res = parser.release();
+    if (res.keep_alive() && buffer.size() == 0) {
+      stream.expires_never();
+      peers.give_back(*owner, std::move(stream));
+    }
     res.keep_alive(req.keep_alive());
     co_return res;
   }
