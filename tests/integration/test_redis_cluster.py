@@ -8,6 +8,8 @@ finds the cluster on its own and routes by key slot), on Kafka topics of their o
   reshard`): every event is applied exactly once (the balances, the transaction lists and the usage summaries equal
   the log's fold; `credits-projector verify` finds no mismatch), and a query answered while slots move shows a state
   the account really had, in order, or 503.
+* Two projectors of one consumer group share the partitions into the cluster; one is SIGKILLed under load and the
+  other takes its partitions over, with the same exactly-once checks.
 * `credits-projector rebuild` refuses a cluster; a poison event is dead-lettered, recorded and blocks its account.
 
 Each test gets an empty cluster (FLUSHALL on every master) and new topics. The shared standalone Redis of the other
@@ -28,7 +30,8 @@ import requests
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import (BROKERS, BUILD, OTHER_TENANT_KEY, REPO, Client, Stack, create_topics, fold_balance, read_topic)
+from conftest import (BROKERS, BUILD, OTHER_TENANT_KEY, REPO, Client, Process, Stack, create_topics, fold_balance,
+                      free_port, read_topic)
 from test_openapi import check
 
 SCRIPT = REPO / "scripts" / "redis-cluster.sh"
@@ -52,6 +55,7 @@ PROBE_ATTEMPTS_MAX = 150         # accounts created to find them (each lands in 
 RESHARD_TIMEOUT_S = 180
 CONVERGE_TIMEOUT_S = 60          # the view catching up with the log after the load
 VERIFY_TIMEOUT_S = 180
+GROUP_SESSION_TIMEOUT_MS = 6000  # the broker's minimum: a killed projector's partitions move after it
 COMMAND_STATUSES = {200, 402, 503}   # 503: Kafka slow on this 2-core box; never a wrong answer
 
 
@@ -450,6 +454,36 @@ def test_projector_sigkills_under_load_apply_every_event_exactly_once(stack, clu
     load.check()
     assert stack.projector.alive(), f"see {stack.projector.log_path}"
     check_view_equals_log(stack, cluster, accounts)
+
+
+def test_two_projectors_of_a_group_share_the_cluster_and_one_survives_a_sigkill(stack, cluster):
+    # The stack's projector joins a group; a second one joins it, and the first is killed under load: the survivor
+    # takes its partitions over after the session timeout, starting from the positions the dead one raised.
+    group = {"CREDITS_PROJECTOR_GROUP_ID": "credits-test-cluster-" + uuid.uuid4().hex[:8],
+             "CREDITS_PROJECTOR_SESSION_TIMEOUT_MS": str(GROUP_SESSION_TIMEOUT_MS)}
+    stack.projector.stop()
+    stack.projector.env = dict(stack.projector.env, **group)
+    stack.projector.start()
+    other = Process(stack.projector.name + "-2", PROJECTOR,
+                    dict(stack.env, **group, CREDITS_PROJECTOR_METRICS_PORT=str(free_port()),
+                         CREDITS_REDIS_PORT=str(cluster.ports[1])))
+    logged_before = other.log_path.stat().st_size if other.log_path.exists() else 0  # the log file is appended to
+    other.start()
+    try:
+        client = Client(stack.url)
+        accounts = [open_account(client, OPENING_CREDITS) for _ in range(LOAD_ACCOUNTS)]
+        with Load(stack.url, accounts) as load:
+            time.sleep(3)
+            assert stack.projector.stop(signal.SIGKILL) == -signal.SIGKILL, f"see {stack.projector.log_path}"
+            time.sleep(GROUP_SESSION_TIMEOUT_MS / 1000 + 2)
+        load.check()
+        assert other.alive(), f"see {other.log_path}"
+        check_view_equals_log(stack, cluster, accounts)
+        # Its share when it joined, then the dead one's.
+        logged = other.log_path.read_bytes()[logged_before:].decode()
+        assert logged.count("group " + group["CREDITS_PROJECTOR_GROUP_ID"] + " assigned") >= 2, logged[-2000:]
+    finally:
+        assert other.stop() == 0, f"the surviving projector did not leave its group cleanly, see {other.log_path}"
 
 
 class Observer:
