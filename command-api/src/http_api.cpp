@@ -661,14 +661,20 @@ struct http_api::impl {
   }
 
   // Ready when commands and queries can be served: Kafka answers the probe, the writer has rebuilt its state
-  // and takes commands, and Redis answers a PING from the query pool. The body names what is down.
+  // and takes commands, and Redis answers a PING from the query pool (a Redis Cluster: says cluster_state:ok,
+  // so every slot has a master). The body names what is down.
   asio::awaitable<response> readiness(const request& req) {
     std::string redis_error;
     try {
-      auto ping = with_redis<std::string>(
-          [](read_model::redis_connection& c) { return c.run({"PING"}).value.value_or(""); });
-      const auto pong = co_await std::move(ping);
-      if (pong != "PONG") redis_error = "unexpected answer to PING: " + pong;
+      auto ping = with_redis<std::string>([](read_model::redis_connection& c) -> std::string {
+        if (!c.clustered()) {
+          const auto pong = c.run({"PING"}).value.value_or("");
+          return pong == "PONG" ? "" : "unexpected answer to PING: " + pong;
+        }
+        const auto info = c.run({"CLUSTER", "INFO"}).value.value_or("");
+        return info.find("cluster_state:ok") != std::string::npos ? "" : "the Redis Cluster is not ok (CLUSTER INFO)";
+      });
+      redis_error = co_await std::move(ping);
     } catch (const std::exception& ex) {
       redis_error = ex.what();
     }
