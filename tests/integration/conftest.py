@@ -227,6 +227,18 @@ def fold_balance(events):
     return balance, reserved
 
 
+def eventually(fn, timeout_s=30, poll_s=0.2):
+    """fn's result once it stops raising AssertionError; its last AssertionError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return fn()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(poll_s)
+
+
 def create_topics(new):
     """Creates confluent_kafka NewTopics and waits until the metadata shows them all."""
     from confluent_kafka.admin import AdminClient

@@ -31,8 +31,8 @@ import requests
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import (BROKERS, BUILD, OTHER_TENANT_KEY, REPO, Client, Process, Stack, create_topics, fold_balance,
-                      free_port, read_topic)
+from conftest import (BROKERS, BUILD, OTHER_TENANT_KEY, REPO, Client, Process, Stack, create_topics, eventually,
+                      fold_balance, free_port, read_topic)
 from test_openapi import check
 
 SCRIPT = REPO / "scripts" / "redis-cluster.sh"
@@ -203,17 +203,6 @@ def assert_balance(client, account, balance):
     assert ok(client.get("/v1/accounts/balance", accountId=account))["balance"] == balance
 
 
-def eventually(fn, timeout_s=CONVERGE_TIMEOUT_S):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return fn()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def pages(client, path, items, **params):
     """Every entry of a paginated listing, following nextCursor."""
     out, cursor = [], None
@@ -339,7 +328,7 @@ def check_view_equals_log(stack, cluster, accounts):
             got[a] = (body["balance"], body["reserved"])
             assert body["available"] == body["balance"] - body["reserved"], body
         assert got == expected, {a: (got[a], expected[a]) for a in accounts if got[a] != expected[a]}
-    eventually(balances_match)
+    eventually(balances_match, CONVERGE_TIMEOUT_S)
 
     code, output, summary = verify(stack, cluster.ports[1])
     assert code == 0, output[-4000:]
@@ -580,7 +569,7 @@ def test_moving_slots_under_load_loses_and_duplicates_nothing(stack, cluster):
 
     def listed_whole():
         assert {a["id"] for a in ok(client.get("/v1/accounts", limit=200))["accounts"]} == set(everyone)
-    eventually(listed_whole)  # the observers expect every account in the list
+    eventually(listed_whole, CONVERGE_TIMEOUT_S)  # the observers expect every account in the list
     observers = [Observer(stack.url, accounts, probes, everyone, seed) for seed in range(2)]
     with Load(stack.url, accounts, hot=probes) as load:
         for o in observers:
@@ -613,7 +602,7 @@ def test_moving_slots_under_load_loses_and_duplicates_nothing(stack, cluster):
 def test_rebuild_refuses_a_redis_cluster_and_leaves_the_view_alone(stack, cluster):
     client = Client(stack.url)
     account = open_account(client, 100)
-    eventually(lambda: assert_balance(client, account, 100))
+    eventually(lambda: assert_balance(client, account, 100), CONVERGE_TIMEOUT_S)
     keys = {port: cluster.keys(port) for port in cluster.ports}
     view = cluster.hgetall("credits:account:{%s}" % account)
 
@@ -627,7 +616,7 @@ def test_rebuild_refuses_a_redis_cluster_and_leaves_the_view_alone(stack, cluste
         {port: {k for k in keys[port] if k.startswith("credits:account:")} for port in cluster.ports}
     assert cluster.hgetall("credits:account:{%s}" % account) == view
     ok(client.post("/v1/accounts/credits/add", {"accountId": account, "amount": 5}))
-    eventually(lambda: assert_balance(client, account, 105))  # the live projector still applies
+    eventually(lambda: assert_balance(client, account, 105), CONVERGE_TIMEOUT_S)  # the live projector still applies
 
 
 def test_a_poison_event_is_dead_lettered_recorded_and_blocks_its_account(stack, cluster):
@@ -657,8 +646,8 @@ def test_a_poison_event_is_dead_lettered_recorded_and_blocks_its_account(stack, 
     # Both accounts keep projecting afterwards, the victim included.
     for account in (victim, bystander):
         ok(client.post("/v1/accounts/credits/add", {"accountId": account, "amount": 5}))
-    eventually(lambda: assert_balance(client, victim, before + 5))
-    eventually(lambda: assert_balance(client, bystander, 105))
+    eventually(lambda: assert_balance(client, victim, before + 5), CONVERGE_TIMEOUT_S)
+    eventually(lambda: assert_balance(client, bystander, 105), CONVERGE_TIMEOUT_S)
 
     assert cluster.hget("credits:account:{%s}" % victim, "blocked") == "1"
     assert cluster.hget("credits:account:{%s}" % bystander, "blocked") == ""
@@ -696,4 +685,4 @@ def test_the_api_is_not_ready_while_a_slot_has_no_master(stack, cluster):
 
     def ready_again():
         assert ready() == (200, {"ok": True})
-    eventually(ready_again)
+    eventually(ready_again, CONVERGE_TIMEOUT_S)

@@ -6,7 +6,7 @@ import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import LEDGER_TOPIC, USAGE_TOPIC, Client, fold_balance, read_topic
+from conftest import LEDGER_TOPIC, USAGE_TOPIC, Client, eventually, fold_balance, read_topic
 
 PAGINATED_TRANSACTIONS = 10_000
 WRITERS = 32
@@ -24,17 +24,6 @@ def new_account(client, credits=0):
     if credits:
         ok(client.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": credits}))
     return account_id, external_id
-
-
-def eventually(fn, timeout_s=30):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return fn()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def test_paging_through_10000_transactions_while_writes_continue(stack):
