@@ -35,7 +35,9 @@ package_of() {
   local candidate
   for candidate in "$1" "$(readlink -f "$1")"; do
     for candidate in "$candidate" "${candidate#/usr}" "/usr${candidate}"; do
-      dpkg -S "$candidate" 2>/dev/null | head -1 | cut -d: -f1 | grep . && return 0
+      # sed reads to the end: a reader that stops early (head) can kill the writer with SIGPIPE, which pipefail
+      # turns into a failure of the whole pipeline.
+      dpkg -S "$candidate" 2>/dev/null | sed -n '1s/:.*//p' | grep . && return 0
     done
   done
   die "no Debian package owns $1"
@@ -45,7 +47,8 @@ for bin in "build/$PRESET/command-api/credits-api" "build/$PRESET/projector/cred
            "build/$PRESET/admin/credits-admin"; do
   [[ -x "$bin" ]] || die "no $bin: build the $PRESET preset first"
   while read -r lib; do
-    path="$(ldconfig -p | awk -v lib="$lib" '$1 == lib && /x86-64|x86_64/ {print $NF; exit}')"
+    # awk reads all of ldconfig's output (no early exit), for the same reason.
+    path="$(ldconfig -p | awk -v lib="$lib" '$1 == lib && /x86-64|x86_64/ && !found {print $NF; found = 1}')"
     [[ -n "$path" ]] || die "$bin loads $lib, which ldconfig does not know"
     needed+=("$(package_of "$path")")
   done < <(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
