@@ -784,20 +784,18 @@ void projector::apply_clustered(const prepared_batch& prepared) {
   calls.clear();
   for (const auto i : pending)
     for (std::size_t p = 1; p < parts[i].size(); ++p) calls.push_back(call_for(batch[i], parts[i][p], false));
-  const auto shared_parts = calls.size();
+  std::vector<std::size_t> first_mark;  // per poison event: where its marks start in `calls`
   for (const auto& p : found) {
     const auto& m = batch[p.index];
+    first_mark.push_back(calls.size());
     // Plain writes, each idempotent; the first, HSET of credits:poison, answers 1 only the first time.
     for (auto& c : read_model::poison_marks(m.topic, m.partition, m.offset, m.key, p.reason)) calls.push_back(std::move(c));
   }
   const auto marked = calls.empty() ? std::vector<read_model::redis_connection::outcome>{} : run_scripts(calls);
   for (const auto& o : marked)
     if (o.error) throw std::runtime_error("redis: " + *o.error);
-  for (std::size_t k = shared_parts, p = 0; p < found.size(); ++p) {
-    const auto& m = batch[found[p].index];
-    if (marked[k].value.value == "1") report_poison(m, found[p].reason);
-    k += read_model::poison_marks(m.topic, m.partition, m.offset, m.key, found[p].reason).size();
-  }
+  for (std::size_t p = 0; p < found.size(); ++p)
+    if (marked[first_mark[p]].value.value == "1") report_poison(batch[found[p].index], found[p].reason);
 
   std::vector<std::string> positions{"EVAL", std::string(positions_max_script()), "1",
                                      std::string(read_model::positions_key)};
