@@ -32,6 +32,7 @@ APT_PACKAGES=(
   curl redis-server redis-tools kcat maven
   python3 python3-pip
   clang-19 libclang-rt-19-dev   # libFuzzer (scripts/fuzz.sh, run by scripts/test.sh)
+  clang-format-19               # the C++ layout check (scripts/format.sh --check, run by scripts/test.sh)
 )
 JAVA_PACKAGE=openjdk-17-jre-headless   # Kafka 4.x needs Java 17+
 # pip name -> import name (the test suites' Python helpers)

@@ -22,6 +22,9 @@ FUZZ_S=40   # total over the libFuzzer targets (scripts/fuzz.sh); a smoke run, l
 cd "$REPO"
 "$REPO/scripts/install-deps.sh"
 
+log "format check (clang-format 19, .clang-format)"
+"$REPO/scripts/format.sh" --check
+
 log "build: preset $PRESET"
 "$REPO/scripts/build.sh" "$PRESET"
 

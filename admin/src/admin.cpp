@@ -32,7 +32,7 @@ std::string random_hex(std::size_t bytes) {
 
 std::string new_event_id() {
   auto h = random_hex(16);
-  h[12] = '4';                                                  // version 4
+  h[12] = '4';                                                        // version 4
   h[16] = "89ab"[std::stoi(std::string(1, h[16]), nullptr, 16) & 3];  // RFC 9562 variant
   return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) + "-" + h.substr(20);
 }
@@ -53,8 +53,10 @@ key_log_state read_log(const options& o, std::ostream& err) {
       o.kafka_brokers, {o.keys_topic},
       [&](const store::message& m) {
         std::string error;
-        if (auto e = decode_key_event(m.value, &error)) apply(state, *e);
-        else err << "credits-admin: skipped an undecodable record at offset " << m.offset << ": " << error << "\n";
+        if (auto e = decode_key_event(m.value, &error))
+          apply(state, *e);
+        else
+          err << "credits-admin: skipped an undecodable record at offset " << m.offset << ": " << error << "\n";
       },
       o.timeout_ms);
   return state;
@@ -62,7 +64,9 @@ key_log_state read_log(const options& o, std::ostream& err) {
 
 store::record to_record(const options& o, const key_event& e) {
   const auto* type = find_event_type(type_name(e.payload));
-  return store::record{o.keys_topic, e.key_id, encode(e),
+  return store::record{o.keys_topic,
+                       e.key_id,
+                       encode(e),
                        {{"ce_specversion", "1.0"},
                         {"ce_id", e.event_id},
                         {"ce_type", cloudevents_type(*type)},
@@ -79,10 +83,10 @@ void append(const options& o, const key_event& e) {
   const std::array records{to_record(o, e)};
   const auto result = producer.append(records, o.timeout_ms);
   if (result.status != store::append_status::committed)
-    throw std::runtime_error("appending to " + o.keys_topic + " failed" +
-                             (result.status == store::append_status::unknown ? " or its outcome is unknown (run list)"
-                                                                             : "") +
-                             ": " + result.error);
+    throw std::runtime_error(
+        "appending to " + o.keys_topic + " failed" +
+        (result.status == store::append_status::unknown ? " or its outcome is unknown (run list)" : "") + ": " +
+        result.error);
 }
 
 json key_json(const key_record& k) {
@@ -112,7 +116,8 @@ options load_options(const std::function<const char*(const char*)>& getenv) {
     const std::string_view s(v);
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
     if (ec != std::errc{} || p != s.data() + s.size() || n < 1000 || n > 600'000)
-      throw std::invalid_argument(std::string("CREDITS_ADMIN_TIMEOUT_MS=") + v + " is not an integer in [1000, 600000]");
+      throw std::invalid_argument(std::string("CREDITS_ADMIN_TIMEOUT_MS=") + v +
+                                  " is not an integer in [1000, 600000]");
     o.timeout_ms = std::chrono::milliseconds(n);
   }
   return o;
@@ -121,19 +126,26 @@ options load_options(const std::function<const char*(const char*)>& getenv) {
 command parse_args(const std::vector<std::string>& args) {
   if (args.size() < 2 || args[0] != "keys") throw std::invalid_argument("expected: keys create|list|revoke");
   command c;
-  if (args[1] == "create") c.what = command::verb::create;
-  else if (args[1] == "list") c.what = command::verb::list;
-  else if (args[1] == "revoke") c.what = command::verb::revoke;
-  else throw std::invalid_argument("unknown command: keys " + args[1]);
+  if (args[1] == "create")
+    c.what = command::verb::create;
+  else if (args[1] == "list")
+    c.what = command::verb::list;
+  else if (args[1] == "revoke")
+    c.what = command::verb::revoke;
+  else
+    throw std::invalid_argument("unknown command: keys " + args[1]);
   for (std::size_t i = 2; i < args.size(); ++i) {
     const auto& a = args[i];
     const auto value = [&]() -> const std::string& {
       if (i + 1 >= args.size() || args[i + 1].empty()) throw std::invalid_argument(a + " needs a value");
       return args[++i];
     };
-    if (a == "--tenant") c.tenant = value();
-    else if (a == "--key" && c.what == command::verb::revoke) c.key_id = value();
-    else if (a == "--bootstrap" && c.what == command::verb::revoke) c.bootstrap = true;
+    if (a == "--tenant")
+      c.tenant = value();
+    else if (a == "--key" && c.what == command::verb::revoke)
+      c.key_id = value();
+    else if (a == "--bootstrap" && c.what == command::verb::revoke)
+      c.bootstrap = true;
     else if (a == "--scope" && c.what == command::verb::create) {
       const auto scope = parse_key_scope(value());
       if (!scope) throw std::invalid_argument("--scope is read-write or read-only");
@@ -184,7 +196,12 @@ int run(const options& o, const command& c, std::ostream& out, std::ostream& err
       do id = random_hex(key_id_hex_len / 2);
       while (state.keys.contains("key_" + id));
       const auto token = key_token(id, random_hex(key_secret_hex_len / 2));
-      const key_event e{new_event_id(), 1, c.tenant, *key_id_of_token(token), actor(), now_ms(),
+      const key_event e{new_event_id(),
+                        1,
+                        c.tenant,
+                        *key_id_of_token(token),
+                        actor(),
+                        now_ms(),
                         api_key_created{key_token_hash(token), c.scope}};
       append(o, e);
       // The only time the key exists outside its holder's hands: the log keeps its SHA-256 alone.

@@ -56,7 +56,8 @@ void histogram::merge(const histogram& other) {
 std::uint64_t histogram::percentile(double percent) const {
   if (count_ == 0) return 0;
   percent = std::clamp(percent, 0.0, 100.0);
-  const auto rank = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(std::ceil(percent / 100.0 * static_cast<double>(count_))));
+  const auto rank =
+      std::max<std::uint64_t>(1, static_cast<std::uint64_t>(std::ceil(percent / 100.0 * static_cast<double>(count_))));
   std::uint64_t seen = 0;
   for (std::size_t i = 0; i < counts_.size(); ++i) {
     seen += counts_[i];

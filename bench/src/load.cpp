@@ -56,7 +56,7 @@ using response = http::response<http::string_body>;
 constexpr long connections_max = 16'384;
 constexpr long accounts_max = 1'000'000;
 constexpr long duration_s_max = 3600;
-constexpr long setup_connections = 32;           // account creation before the measurement
+constexpr long setup_connections = 32;                       // account creation before the measurement
 constexpr std::int64_t initial_credits = 1'000'000'000'000;  // so that no flow runs out of credits
 constexpr std::chrono::milliseconds lag_repoll_ms{1};        // between two polls that did not reflect the write
 constexpr std::chrono::milliseconds reconnect_backoff_ms{100};
@@ -87,7 +87,8 @@ double real(const std::string& name, const char* text, double min, double max) {
   char* end = nullptr;
   const double v = std::strtod(text, &end);
   if (*text == '\0' || *end != '\0' || !(v >= min && v <= max))
-    throw std::invalid_argument(name + " must be a number in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    throw std::invalid_argument(name + " must be a number in [" + std::to_string(min) + ", " + std::to_string(max) +
+                                "]");
   return v;
 }
 
@@ -104,26 +105,44 @@ options parse(int argc, char** argv) {
     const std::string a = argv[i];
     if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
     const char* v = argv[++i];
-    if (a == "--host") o.host = v;
-    else if (a == "--port") o.port = static_cast<unsigned short>(integer(a, v, 1, 65535));
-    else if (a == "--key") o.key = v;
-    else if (a == "--connections") o.connections = integer(a, v, 1, connections_max);
-    else if (a == "--duration-s") o.duration_s = real(a, v, 0.1, duration_s_max);
-    else if (a == "--warmup-s") o.warmup_s = real(a, v, 0, duration_s_max);
-    else if (a == "--rate") o.rate = real(a, v, 0, 10'000'000);
-    else if (a == "--accounts") o.accounts = integer(a, v, 1, accounts_max);
-    else if (a == "--lag-every") o.lag_every = integer(a, v, 0, 1'000'000'000);
-    else if (a == "--lag-connections") o.lag_connections = integer(a, v, 1, 1024);
-    else if (a == "--lag-timeout-ms") o.lag_timeout_ms = std::chrono::milliseconds(integer(a, v, 1, 600'000));
-    else if (a == "--run-id") o.run_id = v;
+    if (a == "--host")
+      o.host = v;
+    else if (a == "--port")
+      o.port = static_cast<unsigned short>(integer(a, v, 1, 65535));
+    else if (a == "--key")
+      o.key = v;
+    else if (a == "--connections")
+      o.connections = integer(a, v, 1, connections_max);
+    else if (a == "--duration-s")
+      o.duration_s = real(a, v, 0.1, duration_s_max);
+    else if (a == "--warmup-s")
+      o.warmup_s = real(a, v, 0, duration_s_max);
+    else if (a == "--rate")
+      o.rate = real(a, v, 0, 10'000'000);
+    else if (a == "--accounts")
+      o.accounts = integer(a, v, 1, accounts_max);
+    else if (a == "--lag-every")
+      o.lag_every = integer(a, v, 0, 1'000'000'000);
+    else if (a == "--lag-connections")
+      o.lag_connections = integer(a, v, 1, 1024);
+    else if (a == "--lag-timeout-ms")
+      o.lag_timeout_ms = std::chrono::milliseconds(integer(a, v, 1, 600'000));
+    else if (a == "--run-id")
+      o.run_id = v;
     else if (a == "--scenario") {
       const std::string s = v;
-      if (s == "add") o.kind = scenario::add;
-      else if (s == "flow") o.kind = scenario::flow;
-      else if (s == "balance") o.kind = scenario::balance;
-      else if (s == "mix") o.kind = scenario::mix;
-      else if (s == "static") o.kind = scenario::fixed;
-      else throw std::invalid_argument("unknown scenario " + s);
+      if (s == "add")
+        o.kind = scenario::add;
+      else if (s == "flow")
+        o.kind = scenario::flow;
+      else if (s == "balance")
+        o.kind = scenario::balance;
+      else if (s == "mix")
+        o.kind = scenario::mix;
+      else if (s == "static")
+        o.kind = scenario::fixed;
+      else
+        throw std::invalid_argument("unknown scenario " + s);
     } else {
       throw std::invalid_argument("unknown option " + a);
     }
@@ -257,7 +276,8 @@ asio::awaitable<void> probe_lag(run_state& r, std::string account_id, std::optio
       }
     }
     if (reflected) {
-      r.lag.record(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(now - answered).count()));
+      r.lag.record(
+          static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(now - answered).count()));
       break;
     }
     if (now - answered > r.opt.lag_timeout_ms) {
@@ -310,10 +330,18 @@ asio::awaitable<void> worker(run_state& r, long index) {
     op kind = op::add;
     if (flow_step == 0) account_index = static_cast<std::size_t>(rng() % r.accounts.size());
     switch (r.opt.kind) {
-      case scenario::add: kind = op::add; break;
-      case scenario::fixed: kind = op::fixed; break;
-      case scenario::balance: kind = op::balance; break;
-      case scenario::flow: kind = flow_step == 0 ? op::reserve : flow_step == 1 ? op::confirm : op::usage; break;
+      case scenario::add:
+        kind = op::add;
+        break;
+      case scenario::fixed:
+        kind = op::fixed;
+        break;
+      case scenario::balance:
+        kind = op::balance;
+        break;
+      case scenario::flow:
+        kind = flow_step == 0 ? op::reserve : flow_step == 1 ? op::confirm : op::usage;
+        break;
       case scenario::mix: {
         if (flow_step != 0) {
           kind = flow_step == 1 ? op::confirm : op::usage;
@@ -348,7 +376,8 @@ asio::awaitable<void> worker(run_state& r, long index) {
       case op::balance:
         req = make_request(r, http::verb::get, "/v1/accounts/balance?accountId=" + acc, "");
         break;
-      case op::count_: break;
+      case op::count_:
+        break;
     }
     const auto intended = due;
     due += interval;
@@ -370,11 +399,13 @@ asio::awaitable<void> worker(run_state& r, long index) {
       continue;
     }
     if (counted) {
-      const auto us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(now - intended).count());
+      const auto us =
+          static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(now - intended).count());
       r.all.record(us);
       r.per_op[static_cast<int>(kind)].record(us);
       ++r.ok;
-      const auto second = static_cast<std::size_t>(std::chrono::duration_cast<std::chrono::seconds>(now - r.measure_from).count());
+      const auto second =
+          static_cast<std::size_t>(std::chrono::duration_cast<std::chrono::seconds>(now - r.measure_from).count());
       if (second < r.ok_per_second.size()) ++r.ok_per_second[second];
     }
     switch (kind) {
@@ -402,7 +433,8 @@ asio::awaitable<void> worker(run_state& r, long index) {
         flow_step = 0;
         if (counted) ++r.flows;
         break;
-      default: break;
+      default:
+        break;
     }
   }
 }
@@ -439,11 +471,16 @@ json summary(const credits::bench::histogram& h) {
 
 const char* scenario_name(scenario s) {
   switch (s) {
-    case scenario::add: return "add";
-    case scenario::flow: return "flow";
-    case scenario::balance: return "balance";
-    case scenario::mix: return "mix";
-    case scenario::fixed: return "static";
+    case scenario::add:
+      return "add";
+    case scenario::flow:
+      return "flow";
+    case scenario::balance:
+      return "balance";
+    case scenario::mix:
+      return "mix";
+    case scenario::fixed:
+      return "static";
   }
   return "?";
 }
@@ -477,8 +514,10 @@ int main(int argc, char** argv) {
   }
 
   const auto started = clock_type::now();
-  r.measure_from = started + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(opt.warmup_s));
-  r.measure_until = r.measure_from + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(opt.duration_s));
+  r.measure_from =
+      started + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(opt.warmup_s));
+  r.measure_until =
+      r.measure_from + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(opt.duration_s));
   r.ok_per_second.assign(static_cast<std::size_t>(opt.duration_s + 1), 0);
   for (long i = 0; i < opt.connections; ++i) asio::co_spawn(io, worker(r, i), asio::detached);
   asio::steady_timer stop(io);

@@ -51,7 +51,8 @@ asio::awaitable<void> session(tcp::socket socket) {
     parser.header_limit(header_bytes_max);
     if (buffer.size() == 0) {
       stream.expires_after(idle_timeout_ms);
-      auto [iec, in] = co_await stream.async_read_some(buffer.prepare(read_chunk_bytes), asio::as_tuple(asio::use_awaitable));
+      auto [iec, in] =
+          co_await stream.async_read_some(buffer.prepare(read_chunk_bytes), asio::as_tuple(asio::use_awaitable));
       if (iec) break;
       buffer.commit(in);
     }

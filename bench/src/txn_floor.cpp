@@ -11,9 +11,9 @@
 //          [--record-bytes B] [--writers K] [--alternate K] [--transactional-id PREFIX] [--set key=value]...
 // --set passes a librdkafka property to the producer (after the adapter's own, so it overrides them).
 #include <chrono>
-#include <memory>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -56,7 +56,8 @@ long number(const std::string& name, const char* text, long min, long max) {
   char* end = nullptr;
   const long n = std::strtol(text, &end, 10);
   if (*text == '\0' || *end != '\0' || n < min || n > max)
-    throw std::invalid_argument(name + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    throw std::invalid_argument(name + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) +
+                                "]");
   return n;
 }
 
@@ -66,15 +67,24 @@ options parse(int argc, char** argv) {
     const std::string a = argv[i];
     if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
     const char* v = argv[++i];
-    if (a == "--brokers") o.brokers = v;
-    else if (a == "--topic") o.topic = v;
-    else if (a == "--transactional-id") o.transactional_id = v;
-    else if (a == "--count") o.count = number(a, v, 1, count_max);
-    else if (a == "--warmup") o.warmup = number(a, v, 0, count_max);
-    else if (a == "--records") o.records = number(a, v, 1, records_max);
-    else if (a == "--record-bytes") o.record_bytes = number(a, v, 1, record_bytes_max);
-    else if (a == "--writers") o.writers = number(a, v, 1, writers_max);
-    else if (a == "--alternate") o.alternate = number(a, v, 1, alternate_max);
+    if (a == "--brokers")
+      o.brokers = v;
+    else if (a == "--topic")
+      o.topic = v;
+    else if (a == "--transactional-id")
+      o.transactional_id = v;
+    else if (a == "--count")
+      o.count = number(a, v, 1, count_max);
+    else if (a == "--warmup")
+      o.warmup = number(a, v, 0, count_max);
+    else if (a == "--records")
+      o.records = number(a, v, 1, records_max);
+    else if (a == "--record-bytes")
+      o.record_bytes = number(a, v, 1, record_bytes_max);
+    else if (a == "--writers")
+      o.writers = number(a, v, 1, writers_max);
+    else if (a == "--alternate")
+      o.alternate = number(a, v, 1, alternate_max);
     else if (a == "--set") {
       const std::string kv = v;
       const auto eq = kv.find('=');
@@ -89,9 +99,14 @@ options parse(int argc, char** argv) {
 }
 
 nlohmann::json summary(const credits::bench::histogram& h) {
-  return {{"count", h.count()},          {"p50_us", h.percentile(50)},   {"p90_us", h.percentile(90)},
-          {"p99_us", h.percentile(99)},  {"p999_us", h.percentile(99.9)}, {"max_us", h.max()},
-          {"min_us", h.min()},           {"mean_us", h.mean()}};
+  return {{"count", h.count()},
+          {"p50_us", h.percentile(50)},
+          {"p90_us", h.percentile(90)},
+          {"p99_us", h.percentile(99)},
+          {"p999_us", h.percentile(99.9)},
+          {"max_us", h.max()},
+          {"min_us", h.min()},
+          {"mean_us", h.mean()}};
 }
 
 }  // namespace

@@ -55,7 +55,8 @@ std::map<std::string, api_key> parse_api_keys(const std::string& text) {
                                   ":...\" is not of the form tenant:key");
     const auto tenant = entry.substr(0, colon);
     const auto key = entry.substr(colon + 1);
-    if (key.size() < 8) throw std::invalid_argument("CREDITS_API_KEYS: a key of tenant " + tenant + " is shorter than 8 characters");
+    if (key.size() < 8)
+      throw std::invalid_argument("CREDITS_API_KEYS: a key of tenant " + tenant + " is shorter than 8 characters");
     const auto hash = sha256_hex(key);
     if (!keys.emplace(hash, api_key{tenant, "key_" + hash.substr(0, 16)}).second)
       throw std::invalid_argument("CREDITS_API_KEYS: a key is listed twice");
@@ -112,10 +113,12 @@ price_table parse_prices(std::string_view text) {
     }
     const auto prices = entry.substr(eq + 1);
     const auto s1 = prices.find('/'), s2 = s1 == std::string_view::npos ? s1 : prices.find('/', s1 + 1);
-    if (name.empty() || tenant.empty() || s2 == std::string_view::npos || prices.find('/', s2 + 1) != std::string_view::npos)
+    if (name.empty() || tenant.empty() || s2 == std::string_view::npos ||
+        prices.find('/', s2 + 1) != std::string_view::npos)
       throw std::invalid_argument("CREDITS_MODEL_PRICES: \"" + std::string(entry) +
                                   "\" is not [tenant:]model=input/output/cached");
-    const model_price p{parse_price(prices.substr(0, s1), entry), parse_price(prices.substr(s1 + 1, s2 - s1 - 1), entry),
+    const model_price p{parse_price(prices.substr(0, s1), entry),
+                        parse_price(prices.substr(s1 + 1, s2 - s1 - 1), entry),
                         parse_price(prices.substr(s2 + 1), entry)};
     if (!out.emplace(std::pair{tenant, std::string(name)}, p).second)
       throw std::invalid_argument("CREDITS_MODEL_PRICES: " + std::string(name) + " is priced twice for " + tenant);
@@ -183,8 +186,7 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
   if (c.tls_cert_file.empty() != c.tls_key_file.empty())
     throw std::invalid_argument("CREDITS_TLS_CERT_FILE and CREDITS_TLS_KEY_FILE go together: set both or neither");
   for (const auto* file : {&c.tls_cert_file, &c.tls_key_file})
-    if (!file->empty() && !std::ifstream(*file))
-      throw std::invalid_argument("TLS file " + *file + " cannot be read");
+    if (!file->empty() && !std::ifstream(*file)) throw std::invalid_argument("TLS file " + *file + " cannot be read");
   r.text("CREDITS_GROUP_ID", c.group_id);
   r.text("CREDITS_ADVERTISED_ADDRESS", c.advertised_address);
   r.millis("CREDITS_GROUP_SESSION_TIMEOUT_MS", c.group_session_timeout_ms, 1000, 600'000);
@@ -193,12 +195,14 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
   r.millis("CREDITS_FORWARD_TIMEOUT_MS", c.forward_timeout_ms, 100, 600'000);
   if (!c.group_id.empty()) {
     if (!c.tls_cert_file.empty())
-      throw std::invalid_argument("CREDITS_GROUP_ID: instances forward commands to each other over plain HTTP, so "
-                                  "TLS must end in front of them (a load balancer), not in the API");
+      throw std::invalid_argument(
+          "CREDITS_GROUP_ID: instances forward commands to each other over plain HTTP, so "
+          "TLS must end in front of them (a load balancer), not in the API");
     if (c.advertised_address.empty()) {
       if (c.http_address == "0.0.0.0" || c.http_address == "::" || c.http_port == 0)
-        throw std::invalid_argument("CREDITS_ADVERTISED_ADDRESS (host:port other instances reach this one at) is "
-                                    "required with CREDITS_GROUP_ID when listening on a wildcard address or port 0");
+        throw std::invalid_argument(
+            "CREDITS_ADVERTISED_ADDRESS (host:port other instances reach this one at) is "
+            "required with CREDITS_GROUP_ID when listening on a wildcard address or port 0");
       c.advertised_address = c.http_address + ":" + std::to_string(c.http_port);
     }
     if (c.advertised_address.rfind(':') == std::string::npos)

@@ -1,5 +1,7 @@
 #include "credits/http_api.hpp"
 
+#include <algorithm>
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -11,8 +13,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-#include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -82,7 +82,8 @@ class peer_connections {
   void give_back(const std::string& address, beast::tcp_stream stream) {
     std::lock_guard lock(mutex_);
     auto& idle = idle_[address];
-    if (idle.size() < forward_idle_connections_max) idle.push_back({std::move(stream), std::chrono::steady_clock::now()});
+    if (idle.size() < forward_idle_connections_max)
+      idle.push_back({std::move(stream), std::chrono::steady_clock::now()});
   }
 
  private:
@@ -122,18 +123,21 @@ auto async_submit(ownership& w, command cmd, request_context ctx, Token&& token)
         };
         submission s{std::move(c), std::move(x), deliver};
         switch (w.submit(std::move(s))) {
-          case submit_result::queued: break;
+          case submit_result::queued:
+            break;
           case submit_result::busy:
             deliver(outcome{503,
                             error_body(rejection{error_code::unavailable,
                                                  "the writer is busy or recovering; retry later", "", nullptr}),
-                            {}, false});
+                            {},
+                            false});
             break;
           case submit_result::in_flight:
             deliver(outcome{409,
                             error_body(rejection{error_code::idempotency_key_in_flight,
                                                  "a request with this Idempotency-Key is in flight", "", nullptr}),
-                            {}, false});
+                            {},
+                            false});
             break;
           case submit_result::elsewhere:  // never sent to a client: command_route forwards the request
             deliver(outcome{misdirected, {}, {}, false});
@@ -203,7 +207,8 @@ json query_params(std::string_view query) {
     const auto pair = query.substr(0, amp);
     const auto eq = pair.find('=');
     if (!pair.empty())
-      params[percent_decode(pair.substr(0, eq))] = eq == std::string_view::npos ? "" : percent_decode(pair.substr(eq + 1));
+      params[percent_decode(pair.substr(0, eq))] =
+          eq == std::string_view::npos ? "" : percent_decode(pair.substr(eq + 1));
     query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
   }
   return params;
@@ -361,7 +366,9 @@ struct http_api::impl {
     return res;
   }
 
-  static response reject(const rejection& r, const request& req) { return make(http_status(r.code), error_body(r), req); }
+  static response reject(const rejection& r, const request& req) {
+    return make(http_status(r.code), error_body(r), req);
+  }
 
   asio::awaitable<response> command_route(const request& req, std::string_view path, const api_key& key,
                                           session_state& s, const std::string& request_id) {
@@ -370,34 +377,46 @@ struct http_api::impl {
     const auto& j = std::get<json>(body);
     const random_bits bits = [&s] { return s.rng(); };
     parsed p = rejection{error_code::route_not_found, "no such endpoint", "", nullptr};
-    if (path == "/v1/accounts/create") p = parse_create_account(j, key.tenant, bits, cfg.limits);
-    else if (path == "/v1/accounts/credits/add") p = parse_add_credits(j, key.tenant, bits, cfg.limits);
-    else if (path == "/v1/accounts/credits/deduct") p = parse_deduct_credits(j, key.tenant, bits, cfg.limits);
-    else if (path == "/v1/reservations/create") p = parse_create_reservation(j, key.tenant, bits, cfg.limits);
-    else if (path == "/v1/reservations/confirm") p = parse_confirm_reservation(j, bits, cfg.limits);
-    else if (path == "/v1/reservations/cancel") p = parse_cancel_reservation(j, cfg.limits);
-    else if (path == "/v1/usage/record") p = parse_record_usage(j, key.tenant, bits, cfg.limits);
-    else if (path == "/v1/transactions/reverse") p = parse_reverse_transaction(j, bits, cfg.limits);
+    if (path == "/v1/accounts/create")
+      p = parse_create_account(j, key.tenant, bits, cfg.limits);
+    else if (path == "/v1/accounts/credits/add")
+      p = parse_add_credits(j, key.tenant, bits, cfg.limits);
+    else if (path == "/v1/accounts/credits/deduct")
+      p = parse_deduct_credits(j, key.tenant, bits, cfg.limits);
+    else if (path == "/v1/reservations/create")
+      p = parse_create_reservation(j, key.tenant, bits, cfg.limits);
+    else if (path == "/v1/reservations/confirm")
+      p = parse_confirm_reservation(j, bits, cfg.limits);
+    else if (path == "/v1/reservations/cancel")
+      p = parse_cancel_reservation(j, cfg.limits);
+    else if (path == "/v1/usage/record")
+      p = parse_record_usage(j, key.tenant, bits, cfg.limits);
+    else if (path == "/v1/transactions/reverse")
+      p = parse_reverse_transaction(j, bits, cfg.limits);
     if (auto* r = std::get_if<rejection>(&p)) co_return reject(*r, req);
 
     const auto idempotency_key = std::string(req["Idempotency-Key"]);
     if (!printable_ascii(idempotency_key))
-      co_return reject(rejection{error_code::invalid_request, "Idempotency-Key must be printable ASCII", "Idempotency-Key", nullptr}, req);
+      co_return reject(
+          rejection{error_code::invalid_request, "Idempotency-Key must be printable ASCII", "Idempotency-Key", nullptr},
+          req);
     if (idempotency_key.size() > idempotency_key_bytes_max)
-      co_return reject(rejection{error_code::invalid_request, "Idempotency-Key is too long", "Idempotency-Key", nullptr}, req);
+      co_return reject(
+          rejection{error_code::invalid_request, "Idempotency-Key is too long", "Idempotency-Key", nullptr}, req);
     // Kafka known to be down: answer now instead of letting the writer wait out its append timeout.
     if (!kafka.reachable())
-      co_return reject(rejection{error_code::unavailable, "the event log (Kafka) is unreachable; retry later", "",
-                                 nullptr},
-                       req);
+      co_return reject(
+          rejection{error_code::unavailable, "the event log (Kafka) is unreachable; retry later", "", nullptr}, req);
     auto& cmd = std::get<command>(p);
     if (auto* c = std::get_if<create_account>(&cmd); c && c->external_id.empty()) {
       // A retry must name the same account, wherever it lands; without a key, one this instance writes.
-      c->account_id = idempotency_key.empty() ? w.new_account_id(bits) : idempotent_account_id(key.tenant, idempotency_key);
+      c->account_id =
+          idempotency_key.empty() ? w.new_account_id(bits) : idempotent_account_id(key.tenant, idempotency_key);
     }
     const auto account_id = target_account(cmd);
-    request_context ctx{key.tenant, key.key_id, request_id, idempotency_key,
-                        sha256_hex(std::string(req.target()) + '\n' + req.body()), 0};
+    request_context ctx{
+        key.tenant, key.key_id, request_id, idempotency_key, sha256_hex(std::string(req.target()) + '\n' + req.body()),
+        0};
     const outcome o = co_await async_submit(w, std::move(cmd), std::move(ctx), asio::use_awaitable);
     if (o.status == misdirected) co_return co_await forward(req, account_id);
     auto res = make(o.status, o.body, req);
@@ -420,7 +439,8 @@ struct http_api::impl {
   asio::awaitable<response> forward(const request& req, const std::string& account_id) {
     if (!req[forwarded_by_header].empty()) co_return moving(req);
     const auto partition = w.partition_of_account(account_id);
-    auto lookup = offload<std::optional<std::string>>(blocking, [this, partition] { return w.owner_address(partition); });
+    auto lookup =
+        offload<std::optional<std::string>>(blocking, [this, partition] { return w.owner_address(partition); });
     const auto owner = co_await std::move(lookup);
     if (!owner || *owner == cfg.advertised_address) co_return moving(req);
     const auto colon = owner->rfind(':');
@@ -432,8 +452,8 @@ struct http_api::impl {
     stream.expires_after(cfg.forward_timeout_ms);
     if (!pooled) {
       tcp::resolver resolver(io.get_executor());
-      auto [resolve_error, endpoints] = co_await resolver.async_resolve(owner->substr(0, colon), owner->substr(colon + 1),
-                                                                        asio::as_tuple(asio::use_awaitable));
+      auto [resolve_error, endpoints] = co_await resolver.async_resolve(
+          owner->substr(0, colon), owner->substr(colon + 1), asio::as_tuple(asio::use_awaitable));
       if (resolve_error) co_return moving(req);
       auto [connect_error, endpoint] = co_await stream.async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
       if (connect_error) co_return moving(req);
@@ -537,9 +557,8 @@ struct http_api::impl {
     const auto id = account.id;
     if (path == "/v1/transactions") {
       auto read = with_redis<read_model::page>([id, p](read_model::redis_connection& c) {
-        return read_model::list_transactions(c, id, p.query, [&](const json& t) {
-          return p.type.empty() || t.value("type", "") == p.type;
-        });
+        return read_model::list_transactions(
+            c, id, p.query, [&](const json& t) { return p.type.empty() || t.value("type", "") == p.type; });
       });
       auto page = co_await std::move(read);
       for (auto& t : page.items) t["accountId"] = id;
@@ -565,8 +584,12 @@ struct http_api::impl {
         return read_model::usage_summary(c, tenant, id, p.days, p.model_id, p.context);
       });
       auto summary = co_await std::move(read);
-      co_return json{{"success", true},           {"accountId", id},           {"externalId", account.external_id},
-                     {"startDate", p.days.front()}, {"endDate", p.days.back()}, {"summary", summary}};
+      co_return json{{"success", true},
+                     {"accountId", id},
+                     {"externalId", account.external_id},
+                     {"startDate", p.days.front()},
+                     {"endDate", p.days.back()},
+                     {"summary", summary}};
     }
     auto read = with_redis<read_model::page>([id, p](read_model::redis_connection& c) {
       return read_model::list_usage(c, id, p.query, [&](const json& u) {
@@ -612,7 +635,8 @@ struct http_api::impl {
         [account_id](read_model::redis_connection& c) { return read_model::get_account(c, account_id); });
     const auto view = co_await std::move(read);
     if (!view && behind)  // the account may be in the log but not yet in the view: not found would be false
-      co_return reject(rejection{error_code::unavailable, "the read model is behind the log; retry shortly", "", nullptr}, req);
+      co_return reject(
+          rejection{error_code::unavailable, "the read model is behind the log; retry shortly", "", nullptr}, req);
     if (!view || view->tenant != key.tenant)
       co_return reject(rejection{error_code::account_not_found, "account not found", "", nullptr}, req);
 
@@ -620,22 +644,23 @@ struct http_api::impl {
     if (path == "/v1/accounts/balance" && p.as_of) {
       const auto as_of = *p.as_of;
       const auto hold_max_ms = cfg.limits.reservation_timeout_s_max * 1000;
-      auto read_at = with_redis<read_model::balance_at>([account_id, as_of, hold_max_ms](read_model::redis_connection& c) {
-        return read_model::balance_as_of(c, account_id, as_of, hold_max_ms);
-      });
+      auto read_at =
+          with_redis<read_model::balance_at>([account_id, as_of, hold_max_ms](read_model::redis_connection& c) {
+            return read_model::balance_as_of(c, account_id, as_of, hold_max_ms);
+          });
       const auto at = co_await std::move(read_at);
-      body = {{"success", true},       {"accountId", view->id},    {"externalId", view->external_id},
-              {"balance", at.balance}, {"reserved", at.reserved}, {"available", at.balance - at.reserved},
+      body = {{"success", true},           {"accountId", view->id},   {"externalId", view->external_id},
+              {"balance", at.balance},     {"reserved", at.reserved}, {"available", at.balance - at.reserved},
               {"asOf", format_time(as_of)}};
     } else if (path == "/v1/accounts/balance") {
-      body = {{"success", true},           {"accountId", view->id},     {"externalId", view->external_id},
+      body = {{"success", true},          {"accountId", view->id},      {"externalId", view->external_id},
               {"balance", view->balance}, {"reserved", view->reserved}, {"available", view->balance - view->reserved}};
     } else if (path != "/v1/accounts/get") {
       body = co_await account_report(path, p, *view);
     } else {
       body = {{"success", true},
-              {"account", account_json(view->id, view->name, view->external_id, view->email, view->metadata,
-                                       view->created_at)}};
+              {"account",
+               account_json(view->id, view->name, view->external_id, view->email, view->metadata, view->created_at)}};
       body["account"]["balance"] = view->balance;
       body["account"]["reserved"] = view->reserved;
       body["account"]["available"] = view->balance - view->reserved;
@@ -652,8 +677,8 @@ struct http_api::impl {
     response res;
     s.api_route = false;
     if (garbled)
-      res = reject(rejection{error_code::invalid_request, "X-Request-Id must be printable ASCII", "X-Request-Id", nullptr},
-                   req);
+      res = reject(
+          rejection{error_code::invalid_request, "X-Request-Id must be printable ASCII", "X-Request-Id", nullptr}, req);
     else
       res = co_await route(req, s, request_id);
     res.set("X-Request-Id", request_id);
@@ -690,9 +715,9 @@ struct http_api::impl {
     check("writer", writer_ready, "rebuilding its state from the log; not taking commands");
     check("redis", redis_error.empty(), redis_error);
     const bool ready = down.empty();
-    co_return make(ready ? 200 : 503,
-                   {{"status", ready ? "ready" : "not_ready"}, {"down", std::move(down)}, {"checks", std::move(checks)}},
-                   req);
+    co_return make(
+        ready ? 200 : 503,
+        {{"status", ready ? "ready" : "not_ready"}, {"down", std::move(down)}, {"checks", std::move(checks)}}, req);
   }
 
   asio::awaitable<response> route(const request& req, session_state& s, const std::string& request_id) {
@@ -713,16 +738,17 @@ struct http_api::impl {
     if (path == "/readyz") co_return co_await readiness(req);
     if (path == "/metrics") co_return scrape(req);
 
-    static constexpr std::string_view commands[] = {"/v1/accounts/create",       "/v1/accounts/credits/add",
-                                                    "/v1/accounts/credits/deduct", "/v1/reservations/create",
-                                                    "/v1/reservations/confirm",  "/v1/reservations/cancel",
-                                                    "/v1/usage/record",          "/v1/transactions/reverse"};
+    static constexpr std::string_view commands[] = {
+        "/v1/accounts/create",     "/v1/accounts/credits/add", "/v1/accounts/credits/deduct",
+        "/v1/reservations/create", "/v1/reservations/confirm", "/v1/reservations/cancel",
+        "/v1/usage/record",        "/v1/transactions/reverse"};
     static constexpr std::string_view queries[] = {"/v1/accounts/get", "/v1/accounts/balance", "/v1/accounts",
-                                                   "/v1/transactions",  "/v1/reservations",     "/v1/usage"};
+                                                   "/v1/transactions", "/v1/reservations",     "/v1/usage"};
     const bool is_command = std::find(std::begin(commands), std::end(commands), path) != std::end(commands);
     const bool is_query = std::find(std::begin(queries), std::end(queries), path) != std::end(queries);
     if (!is_command && !is_query)
-      co_return reject(rejection{error_code::route_not_found, "no such endpoint: " + std::string(path), "", nullptr}, req);
+      co_return reject(rejection{error_code::route_not_found, "no such endpoint: " + std::string(path), "", nullptr},
+                       req);
     s.api_route = true;
 
     const auto key_text = req["X-API-Key"];
@@ -735,19 +761,19 @@ struct http_api::impl {
     const auto steady_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch());
     if (const auto wait = limiter.admit(key.key_id, steady_ms)) {
-      auto res = reject(rejection{error_code::rate_limited,
-                                  "too many requests for this API key; retry in " + std::to_string(wait->count()) + " s",
-                                  "", json{{"retryAfterSeconds", wait->count()}}},
-                        req);
+      auto res =
+          reject(rejection{error_code::rate_limited,
+                           "too many requests for this API key; retry in " + std::to_string(wait->count()) + " s", "",
+                           json{{"retryAfterSeconds", wait->count()}}},
+                 req);
       res.set(http::field::retry_after, std::to_string(wait->count()));
       co_return res;
     }
 
     const auto wanted = is_command ? http::verb::post : http::verb::get;
     if (req.method() != wanted) {
-      auto res = reject(rejection{error_code::method_not_allowed, "use " + std::string(http::to_string(wanted)),
-                                  "", nullptr},
-                        req);
+      auto res = reject(
+          rejection{error_code::method_not_allowed, "use " + std::string(http::to_string(wanted)), "", nullptr}, req);
       res.set(http::field::allow, http::to_string(wanted));
       co_return res;
     }
@@ -761,7 +787,8 @@ struct http_api::impl {
       write_log(log_level::error, component,
                 std::string(req.method_string()) + " " + std::string(path) + " failed: " + ex.what(),
                 {{"requestId", request_id}, {"route", path}});
-      co_return reject(rejection{error_code::unavailable, "a backing service is unavailable; retry later", "", nullptr}, req);
+      co_return reject(rejection{error_code::unavailable, "a backing service is unavailable; retry later", "", nullptr},
+                       req);
     }
   }
 
@@ -795,8 +822,8 @@ struct http_api::impl {
     if (params.contains("accountId")) account_id = params["accountId"].get<std::string>();
     if (account_id.empty() && !req.body().empty()) {
       const auto body = parse_json(req.body(), cfg.limits);
-      if (const auto* j = std::get_if<json>(&body); j && j->is_object() && j->contains("accountId") &&
-                                                     (*j)["accountId"].is_string())
+      if (const auto* j = std::get_if<json>(&body);
+          j && j->is_object() && j->contains("accountId") && (*j)["accountId"].is_string())
         account_id = (*j)["accountId"].get<std::string>();
     }
     const auto request_id = std::string(res["X-Request-Id"]);
@@ -811,8 +838,7 @@ struct http_api::impl {
     if (!position.empty()) fields.push_back({"position", position});
     if (suppressed > 0) fields.push_back({"suppressedBefore", suppressed});
     write_log(status >= 500 ? log_level::warn : log_level::info, component,
-              method + " " + std::string(route) + " answered " + std::to_string(status),
-              fields);
+              method + " " + std::string(route) + " answered " + std::to_string(status), fields);
   }
 
   // One connection, plain or TLS: the TLS handshake first (within the request timeout), then serve(); a TLS
@@ -851,8 +877,8 @@ struct http_api::impl {
       // (or was read along with the previous one), the whole request must arrive within the request timeout.
       if (buffer.size() == 0) {
         beast::get_lowest_layer(stream).expires_after(cfg.idle_timeout_ms);
-        auto [iec, in] = co_await stream.async_read_some(buffer.prepare(read_chunk_bytes),
-                                                         asio::as_tuple(asio::use_awaitable));
+        auto [iec, in] =
+            co_await stream.async_read_some(buffer.prepare(read_chunk_bytes), asio::as_tuple(asio::use_awaitable));
         if (iec) break;
         buffer.commit(in);
       }
@@ -864,14 +890,18 @@ struct http_api::impl {
         blank.version(11);
         blank.keep_alive(false);
         if (ec == http::error::body_limit)
-          last = reject(rejection{error_code::payload_too_large,
-                                  "the body is larger than " + std::to_string(cfg.body_bytes_max) + " bytes", "", nullptr},
-                        blank);
+          last =
+              reject(rejection{error_code::payload_too_large,
+                               "the body is larger than " + std::to_string(cfg.body_bytes_max) + " bytes", "", nullptr},
+                     blank);
         else if (ec == http::error::header_limit)
-          last = make(431, error_body(rejection{error_code::invalid_request, "the request headers are too large", "", nullptr}), blank);
+          last = make(
+              431, error_body(rejection{error_code::invalid_request, "the request headers are too large", "", nullptr}),
+              blank);
         else if (ec != http::error::end_of_stream && ec != beast::error::timeout && ec != asio::error::eof &&
                  ec != asio::error::connection_reset && ec != asio::error::operation_aborted)
-          last = reject(rejection{error_code::invalid_request, "malformed HTTP request: " + ec.message(), "", nullptr}, blank);
+          last = reject(rejection{error_code::invalid_request, "malformed HTTP request: " + ec.message(), "", nullptr},
+                        blank);
         if (last) {
           metrics.request_unread(last->result_int());
           beast::get_lowest_layer(stream).expires_after(cfg.send_timeout_ms);
@@ -907,10 +937,10 @@ struct http_api::impl {
     request blank;
     blank.version(11);
     blank.keep_alive(false);
-    auto res = reject(rejection{error_code::unavailable,
-                                "too many connections (" + std::to_string(cfg.connections_max) + "); retry later", "",
-                                nullptr},
-                      blank);
+    auto res = reject(
+        rejection{error_code::unavailable,
+                  "too many connections (" + std::to_string(cfg.connections_max) + "); retry later", "", nullptr},
+        blank);
     res.set("X-Request-Id", new_request_id(rng));
     metrics.request_unread(res.result_int());
     stream.expires_after(std::min(cfg.send_timeout_ms, refusal_linger_ms));
@@ -961,7 +991,8 @@ struct http_api::impl {
   }
 };
 
-http_api::http_api(const config& cfg, asio::io_context& io, ownership& w, const key_registry& keys, api_metrics& metrics)
+http_api::http_api(const config& cfg, asio::io_context& io, ownership& w, const key_registry& keys,
+                   api_metrics& metrics)
     : impl_(std::make_unique<impl>(cfg, io, w, keys, metrics)) {}
 
 http_api::~http_api() {

@@ -55,7 +55,8 @@ std::optional<idempotency_store::hit> idempotency_store::find(const key128& slot
   return h;
 }
 
-void idempotency_store::remember(const key128& slot, const idempotency_record& record, std::optional<outcome> response) {
+void idempotency_store::remember(const key128& slot, const idempotency_record& record,
+                                 std::optional<outcome> response) {
   records_[slot] = record;
   order_.emplace_back(record.occurred_at, slot);
   if (response && responses_max_ > 0) {

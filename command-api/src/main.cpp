@@ -1,7 +1,7 @@
+#include <sys/resource.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <sys/resource.h>
 
 #include <chrono>
 #include <csignal>
@@ -31,7 +31,8 @@ std::string reserve_descriptors(std::size_t connections_max) {
       return "CREDITS_CONNECTIONS_MAX=" + std::to_string(connections_max) + " needs " + std::to_string(needed) +
              " file descriptors, but the hard limit (ulimit -Hn) is " + std::to_string(limit.rlim_max);
     limit.rlim_cur = needed;
-    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return "cannot raise the file descriptor limit to " + std::to_string(needed);
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0)
+      return "cannot raise the file descriptor limit to " + std::to_string(needed);
   }
   return {};
 }
@@ -61,18 +62,26 @@ int main() {
     key_log.wait_loaded(cfg.startup_timeout_ms);
 
     api::api_metrics metrics;
-    api::ownership w(cfg, [] {
-      return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count();
-    }, metrics);
+    api::ownership w(
+        cfg,
+        [] {
+          return std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+              .count();
+        },
+        metrics);
     w.start();
 
     boost::asio::io_context io(cfg.http_threads);
     api::http_api server(cfg, io, w, keys, metrics);
     const auto port = server.listen();
     write_log(log_level::info, component,
-              "listening on " + std::string(cfg.tls_cert_file.empty() ? "http" : "https") + "://" + cfg.http_address + ":" + std::to_string(port) + " (metrics at /metrics)",
-              {{"address", cfg.http_address}, {"port", port}, {"tls", !cfg.tls_cert_file.empty()}, {"accessLog", cfg.access_log}});
+              "listening on " + std::string(cfg.tls_cert_file.empty() ? "http" : "https") + "://" + cfg.http_address +
+                  ":" + std::to_string(port) + " (metrics at /metrics)",
+              {{"address", cfg.http_address},
+               {"port", port},
+               {"tls", !cfg.tls_cert_file.empty()},
+               {"accessLog", cfg.access_log}});
     write_log(log_level::info, component,
               "limits: " + std::to_string(cfg.connections_max) + " connections, 1 request in flight each, body " +
                   std::to_string(cfg.body_bytes_max) + " B, headers " + std::to_string(cfg.header_bytes_max) +

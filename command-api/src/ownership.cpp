@@ -112,9 +112,10 @@ std::shared_ptr<ownership::slot> ownership::start_slot(std::int32_t partition) {
       try {
         s->w->start();
         const auto took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
-        write_log(log_level::info, component,
-                  "partition " + std::to_string(s->partition) + " taken over in " + std::to_string(took.count()) + " ms",
-                  {{"partition", s->partition}, {"durationMs", took.count()}});
+        write_log(
+            log_level::info, component,
+            "partition " + std::to_string(s->partition) + " taken over in " + std::to_string(took.count()) + " ms",
+            {{"partition", s->partition}, {"durationMs", took.count()}});
         return;
       } catch (const std::exception& ex) {
         write_log(log_level::error, component,
@@ -225,7 +226,8 @@ std::optional<log_position> ownership::latest_position(const std::string& accoun
 bool ownership::ready() const {
   if (alone_) return alone_->ready();
   std::shared_lock lock(slots_mutex_);
-  return joined_.load(std::memory_order_acquire) && std::all_of(slots_.begin(), slots_.end(), [](const auto& s) { return s.second->w->ready(); });
+  return joined_.load(std::memory_order_acquire) &&
+         std::all_of(slots_.begin(), slots_.end(), [](const auto& s) { return s.second->w->ready(); });
 }
 
 std::size_t ownership::accounts() const {

@@ -56,7 +56,8 @@ std::variant<list_params, rejection> parse_list_params(const nlohmann::json& par
   if (start && end && *end <= *start) return bad("endDate", "endDate must be later than startDate");
 
   out.type = param(params, "type");
-  if (!out.type.empty() && out.type != "credit" && out.type != "debit" && out.type != "charge" && out.type != "reversal")
+  if (!out.type.empty() && out.type != "credit" && out.type != "debit" && out.type != "charge" &&
+      out.type != "reversal")
     return bad("type", "type must be credit, debit, charge or reversal");
   out.model_id = param(params, "modelId");
   out.context = param(params, "context");

@@ -10,7 +10,8 @@ constexpr std::int64_t milli = 1000;  // thousandths of a token per token
 }  // namespace
 
 rate_limiter::rate_limiter(std::int64_t requests_per_s, std::int64_t burst_requests, std::size_t keys_max)
-    : requests_per_s_(requests_per_s), capacity_milli_(std::max<std::int64_t>(burst_requests, 1) * milli),
+    : requests_per_s_(requests_per_s),
+      capacity_milli_(std::max<std::int64_t>(burst_requests, 1) * milli),
       keys_max_(keys_max) {}
 
 std::int64_t rate_limiter::tokens_at(const bucket& b, std::chrono::milliseconds now) const {

@@ -35,25 +35,36 @@ const reservation_state& reservation_of(const account_state& account, const std:
 
 unsigned http_status(error_code code) {
   switch (code) {
-    case error_code::invalid_request: return 400;
-    case error_code::unauthorized: return 401;
-    case error_code::forbidden: return 403;
-    case error_code::rate_limited: return 429;
+    case error_code::invalid_request:
+      return 400;
+    case error_code::unauthorized:
+      return 401;
+    case error_code::forbidden:
+      return 403;
+    case error_code::rate_limited:
+      return 429;
     case error_code::account_not_found:
     case error_code::reservation_not_found:
     case error_code::transaction_not_found:
-    case error_code::route_not_found: return 404;
-    case error_code::method_not_allowed: return 405;
-    case error_code::insufficient_credits: return 402;
+    case error_code::route_not_found:
+      return 404;
+    case error_code::method_not_allowed:
+      return 405;
+    case error_code::insufficient_credits:
+      return 402;
     case error_code::account_exists:
     case error_code::reservation_not_pending:
     case error_code::reservation_expired:
     case error_code::transaction_account_mismatch:
     case error_code::idempotency_key_reused:
-    case error_code::idempotency_key_in_flight: return 409;
-    case error_code::payload_too_large: return 413;
-    case error_code::unavailable: return 503;
-    case error_code::internal: return 500;
+    case error_code::idempotency_key_in_flight:
+      return 409;
+    case error_code::payload_too_large:
+      return 413;
+    case error_code::unavailable:
+      return 503;
+    case error_code::internal:
+      return 500;
   }
   return 500;
 }
@@ -76,16 +87,24 @@ json render(const event& e, const account_state& account) {
       overloaded{
           [&](const account_created& p) -> json {
             return {{"success", true},
-                    {"account", account_json(account.id, p.name, p.external_id, p.email, p.metadata,
-                                             format_time(e.occurred_at))}};
+                    {"account",
+                     account_json(account.id, p.name, p.external_id, p.email, p.metadata, format_time(e.occurred_at))}};
           },
           [&](const credits_added& p) -> json {
-            return {{"success", true},       {"accountId", account.id},         {"externalId", account.external_id},
-                    {"balance", p.balance_after}, {"added", p.amount}, {"transactionId", p.transaction_id}};
+            return {{"success", true},
+                    {"accountId", account.id},
+                    {"externalId", account.external_id},
+                    {"balance", p.balance_after},
+                    {"added", p.amount},
+                    {"transactionId", p.transaction_id}};
           },
           [&](const credits_deducted& p) -> json {
-            return {{"success", true},          {"accountId", account.id},   {"externalId", account.external_id},
-                    {"balance", p.balance_after}, {"deducted", p.amount}, {"transactionId", p.transaction_id}};
+            return {{"success", true},
+                    {"accountId", account.id},
+                    {"externalId", account.external_id},
+                    {"balance", p.balance_after},
+                    {"deducted", p.amount},
+                    {"transactionId", p.transaction_id}};
           },
           [&](const credits_reserved& p) -> json {
             auto r = reservation_json(account, reservation_of(account, p.reservation_id));
@@ -140,8 +159,8 @@ json render(const event& e, const account_state& account) {
                     {"balance", p.balance_after}};
           },
           [&](const balance_low& p) -> json {  // a signal that follows its cause; never a command's own answer
-            return {{"success", true},          {"accountId", account.id},   {"balance", p.balance},
-                    {"reserved", p.reserved},   {"available", p.available}, {"threshold", p.threshold}};
+            return {{"success", true},        {"accountId", account.id},  {"balance", p.balance},
+                    {"reserved", p.reserved}, {"available", p.available}, {"threshold", p.threshold}};
           },
       },
       e.payload);

@@ -8,9 +8,15 @@ namespace {
 using nlohmann::json;
 
 json reservation_json(const reservation_state& r) {
-  return {{"id", r.id},           {"amount", r.amount},         {"createdAt", r.created_at},
-          {"expiresAt", r.expires_at}, {"status", static_cast<int>(r.status)}, {"charged", r.charged},
-          {"operation", r.operation}, {"model", r.model},       {"metadata", r.metadata}};
+  return {{"id", r.id},
+          {"amount", r.amount},
+          {"createdAt", r.created_at},
+          {"expiresAt", r.expires_at},
+          {"status", static_cast<int>(r.status)},
+          {"charged", r.charged},
+          {"operation", r.operation},
+          {"model", r.model},
+          {"metadata", r.metadata}};
 }
 
 // id -> [type, amount, reversed]
@@ -57,8 +63,8 @@ std::string encode_snapshot(std::uint64_t id, time_ms created_at,
   json keys = json::array();
   for (const auto& [slot, r] : idempotency) {
     check();
-    keys.push_back({to_hex(slot), to_hex(r.request), r.topic == stream::ledger ? 0 : 1, r.partition, r.offset,
-                    r.occurred_at});
+    keys.push_back(
+        {to_hex(slot), to_hex(r.request), r.topic == stream::ledger ? 0 : 1, r.partition, r.offset, r.occurred_at});
   }
   if (cancelled && cancelled->load(std::memory_order_relaxed)) throw snapshot_cancelled();
   return json{{"format", "credits-writer-snapshot"},
@@ -97,10 +103,15 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
         const auto status = r.at("status").get<int>();
         if (status < 0 || status > static_cast<int>(reservation_status::expired))
           throw std::invalid_argument("bad reservation status");
-        reservation_state rs{r.at("id").get<std::string>(), r.at("amount").get<amount_t>(),
-                             r.at("createdAt").get<time_ms>(), r.at("expiresAt").get<time_ms>(),
-                             static_cast<reservation_status>(status), r.at("charged").get<amount_t>(),
-                             r.at("operation").get<std::string>(), r.at("model").get<std::string>(), r.at("metadata")};
+        reservation_state rs{r.at("id").get<std::string>(),
+                             r.at("amount").get<amount_t>(),
+                             r.at("createdAt").get<time_ms>(),
+                             r.at("expiresAt").get<time_ms>(),
+                             static_cast<reservation_status>(status),
+                             r.at("charged").get<amount_t>(),
+                             r.at("operation").get<std::string>(),
+                             r.at("model").get<std::string>(),
+                             r.at("metadata")};
         if (rs.status == reservation_status::pending) {
           pending += rs.amount;
           s.state.pending_by_expiry.emplace(rs.expires_at, rs.id);
@@ -122,9 +133,9 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
       const auto slot = key128_from_hex(k.at(0).get<std::string>());
       const auto request = key128_from_hex(k.at(1).get<std::string>());
       if (!slot || !request) throw std::invalid_argument("bad idempotency key");
-      s.idempotency.emplace_back(*slot, idempotency_record{*request, k.at(2) == 0 ? stream::ledger : stream::usage,
-                                                           k.at(3).get<std::int32_t>(), k.at(4).get<std::int64_t>(),
-                                                           k.at(5).get<time_ms>()});
+      s.idempotency.emplace_back(
+          *slot, idempotency_record{*request, k.at(2) == 0 ? stream::ledger : stream::usage,
+                                    k.at(3).get<std::int32_t>(), k.at(4).get<std::int64_t>(), k.at(5).get<time_ms>()});
     }
     return s;
   } catch (const std::exception& ex) {
@@ -155,7 +166,8 @@ void snapshot_assembler::add(std::string_view value) {
   if (newline == std::string_view::npos || header.is_discarded() || !header.is_object() ||
       !header.contains("snapshotId") || !header.contains("chunk") || !header.contains("chunks") ||
       !header.contains("sha256") || !header["snapshotId"].is_number_unsigned() ||
-      !header["chunk"].is_number_unsigned() || !header["chunks"].is_number_unsigned() || !header["sha256"].is_string()) {
+      !header["chunk"].is_number_unsigned() || !header["chunks"].is_number_unsigned() ||
+      !header["sha256"].is_string()) {
     ++malformed_;
     return;
   }

@@ -88,7 +88,8 @@ void snapshot_writer::write(const snapshot_job& job) {
     std::vector<store::record> records;
     records.reserve(chunks.size());
     for (std::size_t i = 0; i < chunks.size(); ++i)
-      records.push_back({cfg_.snapshot_topic, (scope_.empty() ? "" : scope_ + "-") + "chunk-" + std::to_string(i), chunks[i]});
+      records.push_back(
+          {cfg_.snapshot_topic, (scope_.empty() ? "" : scope_ + "-") + "chunk-" + std::to_string(i), chunks[i]});
     const auto result = producer_->append(records, cfg_.append_timeout_ms);
     const auto took =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
@@ -98,8 +99,11 @@ void snapshot_writer::write(const snapshot_job& job) {
                     " accounts, " + std::to_string(payload.size()) + " bytes in " + std::to_string(chunks.size()) +
                     " chunks in " + std::to_string(took) + " ms (the writer paused " +
                     std::to_string(job.copy_took.count()) + " ms to copy its state)",
-                {{"snapshotId", job.id}, {"accounts", job.state.accounts.size()}, {"bytes", payload.size()},
-                 {"durationMs", took}, {"writerPauseMs", job.copy_took.count()}});
+                {{"snapshotId", job.id},
+                 {"accounts", job.state.accounts.size()},
+                 {"bytes", payload.size()},
+                 {"durationMs", took},
+                 {"writerPauseMs", job.copy_took.count()}});
       return;
     }
     // A missing snapshot only makes the next start-up slower; the writer's state is unaffected.

@@ -90,7 +90,8 @@ std::unique_ptr<store::transactional_producer> writer::make_producer(millisecond
 
 void writer::start() {
   producer_ = make_producer(cfg_.startup_timeout_ms);
-  for (const auto& topic : {cfg_.ledger_topic, cfg_.usage_topic}) producer_->partition_count(topic, cfg_.startup_timeout_ms);
+  for (const auto& topic : {cfg_.ledger_topic, cfg_.usage_topic})
+    producer_->partition_count(topic, cfg_.startup_timeout_ms);
   if (snapshots_) {
     try {
       producer_->partition_count(cfg_.snapshot_topic, cfg_.startup_timeout_ms);
@@ -183,8 +184,9 @@ std::string writer::new_event_id() {
 
 bool writer::load_snapshot(store::start_offsets& from) {
   snapshot_assembler assembler(snapshot_scope());
-  store::read_to_end(cfg_.kafka_brokers, {cfg_.snapshot_topic},
-                     [&](const store::message& m) { assembler.add(m.value); }, cfg_.startup_timeout_ms);
+  store::read_to_end(
+      cfg_.kafka_brokers, {cfg_.snapshot_topic}, [&](const store::message& m) { assembler.add(m.value); },
+      cfg_.startup_timeout_ms);
   last_snapshot_id_ = std::max(last_snapshot_id_, assembler.highest_id());
   std::vector<std::string> problems;
   const auto payload = assembler.newest(problems);
@@ -248,11 +250,11 @@ void writer::rebuild() {
         if (ledger) latest[e->account_id] = log_position{m.topic, m.partition, m.offset};
         if (!e->idempotency_key.empty()) {
           const auto slot = slot_of(e->tenant, e->idempotency_key);
-          idempotency_.remember(slot,
-                                idempotency_record{fingerprint_of(e->request_hash),
-                                                   ledger ? stream::ledger : stream::usage, m.partition, m.offset,
-                                                   e->occurred_at},
-                                std::nullopt);
+          idempotency_.remember(
+              slot,
+              idempotency_record{fingerprint_of(e->request_hash), ledger ? stream::ledger : stream::usage, m.partition,
+                                 m.offset, e->occurred_at},
+              std::nullopt);
           if (cfg_.idempotency_responses_cached_max > 0) {
             recent.emplace_back(slot, std::make_pair(std::move(*e), log_position{m.topic, m.partition, m.offset}));
             if (recent.size() > cfg_.idempotency_responses_cached_max) recent.pop_front();
@@ -277,8 +279,7 @@ void writer::rebuild() {
   }
   write_log(log_level::info, component,
             (partition_ ? "partition " + std::to_string(*partition_) + ": " : std::string()) + "state rebuilt in " +
-                std::to_string(took.count()) + " ms: " + std::to_string(state_.accounts.size()) +
-                " accounts, " +
+                std::to_string(took.count()) + " ms: " + std::to_string(state_.accounts.size()) + " accounts, " +
                 (from_snapshot ? "snapshot " + std::to_string(loaded_snapshot_id_) : std::string("no snapshot")) +
                 " + " + std::to_string(events) + " events replayed (" + std::to_string(skipped) + " skipped), " +
                 std::to_string(idempotency_.size()) + " idempotency keys",
@@ -298,7 +299,8 @@ void writer::offer_snapshot() {
   job.next_offsets = next_offsets_;
   job.state = state_;
   job.idempotency.reserve(idempotency_.size());
-  idempotency_.for_each([&](const key128& slot, const idempotency_record& r) { job.idempotency.emplace_back(slot, r); });
+  idempotency_.for_each(
+      [&](const key128& slot, const idempotency_record& r) { job.idempotency.emplace_back(slot, r); });
   job.copy_took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
   const auto id = job.id;
   if (!snapshots_writer_->offer(job)) return;
@@ -420,8 +422,8 @@ void writer::process(std::vector<submission>& batch) {
         encoded.push_back(encode(e));
       }
     } catch (const std::exception& ex) {
-      answers[i] = failure(rejection{error_code::invalid_request, std::string("the request cannot be stored: ") + ex.what(),
-                                     "", nullptr});
+      answers[i] = failure(rejection{error_code::invalid_request,
+                                     std::string("the request cannot be stored: ") + ex.what(), "", nullptr});
       continue;
     }
     event_of[i] = events.size();  // the command's own event comes first; signals it caused follow

@@ -67,17 +67,15 @@ std::variant<pending_reservation, rejection> find_pending(const ledger_state& st
     return reject(error_code::reservation_expired, "reservation expired at " + format_time(r.expires_at),
                   "reservationId", {{"status", "expired"}, {"expiresAt", format_time(r.expires_at)}});
   if (r.status != reservation_status::pending)
-    return reject(error_code::reservation_not_pending,
-                  "reservation is already " + std::string(to_string(r.status)), "reservationId",
-                  {{"status", to_string(r.status)}});
+    return reject(error_code::reservation_not_pending, "reservation is already " + std::string(to_string(r.status)),
+                  "reservationId", {{"status", to_string(r.status)}});
   return pending_reservation{account, &r};
 }
 
 decision decide_one(const ledger_state& state, const create_account& c, const request_context& ctx) {
   if (state.accounts.contains(c.account_id))
     return reject(error_code::account_exists,
-                  c.external_id.empty() ? "account already exists"
-                                        : "an account with this externalId already exists",
+                  c.external_id.empty() ? "account already exists" : "an account with this externalId already exists",
                   "externalId", {{"accountId", c.account_id}});
   return one(make_event(ctx, c.account_id, account_created{c.name, c.external_id, c.email, c.metadata}));
 }
@@ -97,9 +95,9 @@ decision decide_one(const ledger_state& state, const deduct_credits& c, const re
   const auto* account = find_account(state, c.account_id, ctx.tenant);
   if (!account) return no_account();
   if (c.amount > account->available()) return insufficient(c.amount, account->available());
-  return one(make_event(ctx, c.account_id,
-                        credits_deducted{c.transaction_id, c.amount, account->balance - c.amount, c.description,
-                                         c.metadata}));
+  return one(
+      make_event(ctx, c.account_id,
+                 credits_deducted{c.transaction_id, c.amount, account->balance - c.amount, c.description, c.metadata}));
 }
 
 decision decide_one(const ledger_state& state, const create_reservation& c, const request_context& ctx) {
@@ -108,9 +106,9 @@ decision decide_one(const ledger_state& state, const create_reservation& c, cons
   if (c.amount > account->available()) return insufficient(c.amount, account->available());
   if (account->reservations.contains(c.reservation_id))  // 64 random bits collided: the client may retry
     return reject(error_code::internal, "reservation id collision, please retry");
-  return one(make_event(ctx, c.account_id,
-                        credits_reserved{c.reservation_id, c.amount, ctx.now + c.expires_in_ms, c.operation, c.model,
-                                         c.metadata}));
+  return one(make_event(
+      ctx, c.account_id,
+      credits_reserved{c.reservation_id, c.amount, ctx.now + c.expires_in_ms, c.operation, c.model, c.metadata}));
 }
 
 decision decide_one(const ledger_state& state, const confirm_reservation& c, const request_context& ctx) {
@@ -120,10 +118,10 @@ decision decide_one(const ledger_state& state, const confirm_reservation& c, con
   if (c.actual_amount > reservation->amount)
     return reject(error_code::invalid_request, "actualAmount exceeds the reserved amount", "actualAmount",
                   {{"reserved", reservation->amount}, {"actualAmount", c.actual_amount}});
-  return one(make_event(ctx, account->id,
-                        reservation_confirmed{c.reservation_id, c.transaction_id, c.actual_amount,
-                                              reservation->amount - c.actual_amount,
-                                              account->balance - c.actual_amount}));
+  return one(
+      make_event(ctx, account->id,
+                 reservation_confirmed{c.reservation_id, c.transaction_id, c.actual_amount,
+                                       reservation->amount - c.actual_amount, account->balance - c.actual_amount}));
 }
 
 decision decide_one(const ledger_state& state, const cancel_reservation& c, const request_context& ctx) {
@@ -157,8 +155,8 @@ decision decide_one(const ledger_state& state, const reverse_transaction& c, con
     return reject(error_code::transaction_not_found, "transaction not found", "transactionId");
   const auto& original = it->second;
   if (original.type != "CreditsAdded" && original.type != "CreditsDeducted" && original.type != "ReservationConfirmed")
-    return reject(error_code::invalid_request, "a " + original.type + " transaction cannot be reversed", "transactionId",
-                  {{"type", original.type}});
+    return reject(error_code::invalid_request, "a " + original.type + " transaction cannot be reversed",
+                  "transactionId", {{"type", original.type}});
   const amount_t remaining = original.amount - original.reversed;
   const amount_t amount = c.amount == 0 ? remaining : c.amount;
   if (amount == 0 || amount > remaining)
@@ -197,35 +195,58 @@ void release(ledger_state& state, account_state& account, reservation_state& r, 
 
 std::string_view to_string(error_code code) {
   switch (code) {
-    case error_code::invalid_request: return "invalid_request";
-    case error_code::unauthorized: return "unauthorized";
-    case error_code::forbidden: return "forbidden";
-    case error_code::rate_limited: return "rate_limited";
-    case error_code::account_not_found: return "account_not_found";
-    case error_code::reservation_not_found: return "reservation_not_found";
-    case error_code::transaction_not_found: return "transaction_not_found";
-    case error_code::route_not_found: return "not_found";
-    case error_code::method_not_allowed: return "method_not_allowed";
-    case error_code::insufficient_credits: return "insufficient_credits";
-    case error_code::account_exists: return "account_exists";
-    case error_code::reservation_not_pending: return "reservation_not_pending";
-    case error_code::reservation_expired: return "reservation_expired";
-    case error_code::transaction_account_mismatch: return "transaction_account_mismatch";
-    case error_code::idempotency_key_reused: return "idempotency_key_reused";
-    case error_code::idempotency_key_in_flight: return "idempotency_key_in_flight";
-    case error_code::payload_too_large: return "payload_too_large";
-    case error_code::unavailable: return "unavailable";
-    case error_code::internal: return "internal";
+    case error_code::invalid_request:
+      return "invalid_request";
+    case error_code::unauthorized:
+      return "unauthorized";
+    case error_code::forbidden:
+      return "forbidden";
+    case error_code::rate_limited:
+      return "rate_limited";
+    case error_code::account_not_found:
+      return "account_not_found";
+    case error_code::reservation_not_found:
+      return "reservation_not_found";
+    case error_code::transaction_not_found:
+      return "transaction_not_found";
+    case error_code::route_not_found:
+      return "not_found";
+    case error_code::method_not_allowed:
+      return "method_not_allowed";
+    case error_code::insufficient_credits:
+      return "insufficient_credits";
+    case error_code::account_exists:
+      return "account_exists";
+    case error_code::reservation_not_pending:
+      return "reservation_not_pending";
+    case error_code::reservation_expired:
+      return "reservation_expired";
+    case error_code::transaction_account_mismatch:
+      return "transaction_account_mismatch";
+    case error_code::idempotency_key_reused:
+      return "idempotency_key_reused";
+    case error_code::idempotency_key_in_flight:
+      return "idempotency_key_in_flight";
+    case error_code::payload_too_large:
+      return "payload_too_large";
+    case error_code::unavailable:
+      return "unavailable";
+    case error_code::internal:
+      return "internal";
   }
   return "internal";
 }
 
 std::string_view to_string(reservation_status status) {
   switch (status) {
-    case reservation_status::pending: return "pending";
-    case reservation_status::confirmed: return "confirmed";
-    case reservation_status::cancelled: return "cancelled";
-    case reservation_status::expired: return "expired";
+    case reservation_status::pending:
+      return "pending";
+    case reservation_status::confirmed:
+      return "confirmed";
+    case reservation_status::cancelled:
+      return "cancelled";
+    case reservation_status::expired:
+      return "expired";
   }
   return "pending";
 }
@@ -280,15 +301,16 @@ decision decide(const ledger_state& state, const command& cmd, const request_con
           },
           [&](const transaction_reversed& p) {
             const auto delta = balance_delta(p);
-            return delta < 0 ? std::optional(balance_low{rules.balance_low_threshold, before.balance + delta,
-                                                         before.reserved, before.available() + delta,
-                                                         "TransactionReversed", p.transaction_id})
-                             : std::optional<balance_low>();
+            return delta < 0
+                       ? std::optional(balance_low{rules.balance_low_threshold, before.balance + delta, before.reserved,
+                                                   before.available() + delta, "TransactionReversed", p.transaction_id})
+                       : std::optional<balance_low>();
           },
           [](const auto&) { return std::optional<balance_low>(); },
       },
       cause.payload);
-  if (lowered && before.available() >= rules.balance_low_threshold && lowered->available < rules.balance_low_threshold) {
+  if (lowered && before.available() >= rules.balance_low_threshold &&
+      lowered->available < rules.balance_low_threshold) {
     request_context signal = ctx;
     signal.idempotency_key.clear();  // the causing event answers for the request
     signal.request_hash.clear();
@@ -305,8 +327,12 @@ std::vector<event> expire_due(const ledger_state& state, time_ms now, std::size_
     CREDITS_ASSERT(account_id.has_value(), "indexed reservation id is malformed");
     const auto& account = state.accounts.at(*account_id);
     const auto& r = account.reservations.at(id);
-    request_context ctx{.tenant = account.tenant, .api_key_id = "system", .request_id = {}, .idempotency_key = {},
-                        .request_hash = {}, .now = now};
+    request_context ctx{.tenant = account.tenant,
+                        .api_key_id = "system",
+                        .request_id = {},
+                        .idempotency_key = {},
+                        .request_hash = {},
+                        .now = now};
     events.push_back(make_event(ctx, account.id, reservation_expired{id, r.amount}));
   }
   return events;
@@ -331,8 +357,7 @@ void apply(ledger_state& state, const event& e) {
   CREDITS_ASSERT(it != state.accounts.end(), "event for an unknown account");
   auto& account = it->second;
   std::visit(overloaded{
-                 [](const account_created&) {},
-                 [](const usage_recorded&) {},
+                 [](const account_created&) {}, [](const usage_recorded&) {},
                  [&](const credits_added& p) {
                    account.balance += p.amount;
                    CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
@@ -347,9 +372,9 @@ void apply(ledger_state& state, const event& e) {
                    CREDITS_ASSERT(!account.reservations.contains(p.reservation_id), "reservation created twice");
                    account.reserved += p.amount;
                    account.reservations.emplace(
-                       p.reservation_id, reservation_state{p.reservation_id, p.amount, e.occurred_at, p.expires_at,
-                                                           reservation_status::pending, 0, p.operation, p.model,
-                                                           p.metadata});
+                       p.reservation_id,
+                       reservation_state{p.reservation_id, p.amount, e.occurred_at, p.expires_at,
+                                         reservation_status::pending, 0, p.operation, p.model, p.metadata});
                    state.pending_by_expiry.emplace(p.expires_at, p.reservation_id);
                  },
                  [&](const reservation_confirmed& p) {

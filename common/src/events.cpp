@@ -24,20 +24,27 @@ json payload_json(const account_created& p) {
   return {{"name", p.name}, {"externalId", p.external_id}, {"email", p.email}, {"metadata", meta(p.metadata)}};
 }
 json payload_json(const credits_added& p) {
-  return {{"transactionId", p.transaction_id}, {"amount", p.amount},           {"balanceAfter", p.balance_after},
-          {"description", p.description},      {"paymentMethod", p.payment_method}, {"metadata", meta(p.metadata)}};
+  return {{"transactionId", p.transaction_id}, {"amount", p.amount},
+          {"balanceAfter", p.balance_after},   {"description", p.description},
+          {"paymentMethod", p.payment_method}, {"metadata", meta(p.metadata)}};
 }
 json payload_json(const credits_deducted& p) {
-  return {{"transactionId", p.transaction_id}, {"amount", p.amount}, {"balanceAfter", p.balance_after},
-          {"description", p.description},      {"metadata", meta(p.metadata)}};
+  return {{"transactionId", p.transaction_id},
+          {"amount", p.amount},
+          {"balanceAfter", p.balance_after},
+          {"description", p.description},
+          {"metadata", meta(p.metadata)}};
 }
 json payload_json(const credits_reserved& p) {
   return {{"reservationId", p.reservation_id}, {"amount", p.amount}, {"expiresAt", format_time(p.expires_at)},
           {"operation", p.operation},          {"model", p.model},   {"metadata", meta(p.metadata)}};
 }
 json payload_json(const reservation_confirmed& p) {
-  return {{"reservationId", p.reservation_id}, {"transactionId", p.transaction_id}, {"charged", p.charged},
-          {"released", p.released},            {"balanceAfter", p.balance_after}};
+  return {{"reservationId", p.reservation_id},
+          {"transactionId", p.transaction_id},
+          {"charged", p.charged},
+          {"released", p.released},
+          {"balanceAfter", p.balance_after}};
 }
 json payload_json(const reservation_cancelled& p) {
   return {{"reservationId", p.reservation_id}, {"released", p.released}};
@@ -46,15 +53,21 @@ json payload_json(const reservation_expired& p) {
   return {{"reservationId", p.reservation_id}, {"released", p.released}};
 }
 json payload_json(const usage_recorded& p) {
-  json j = {{"usageId", p.usage_id},         {"context", p.context},           {"transactionId", p.transaction_id},
-            {"modelId", p.model_id},         {"usageType", p.usage_type},      {"inputTokens", p.input_tokens},
-            {"outputTokens", p.output_tokens}, {"cachedTokens", p.cached_tokens}, {"metadata", meta(p.metadata)}};
+  json j = {{"usageId", p.usage_id},
+            {"context", p.context},
+            {"transactionId", p.transaction_id},
+            {"modelId", p.model_id},
+            {"usageType", p.usage_type},
+            {"inputTokens", p.input_tokens},
+            {"outputTokens", p.output_tokens},
+            {"cachedTokens", p.cached_tokens},
+            {"metadata", meta(p.metadata)}};
   if (p.cost_credits) j["costCredits"] = *p.cost_credits;  // added within version 1: absent on older events
   return j;
 }
 
 json payload_json(const balance_low& p) {
-  return {{"threshold", p.threshold}, {"balance", p.balance},     {"reserved", p.reserved},
+  return {{"threshold", p.threshold}, {"balance", p.balance},      {"reserved", p.reserved},
           {"available", p.available}, {"causeType", p.cause_type}, {"causeId", p.cause_id}};
 }
 
@@ -90,7 +103,8 @@ time_ms when(const json& j, const char* key) {
 }
 
 std::optional<event_payload> payload_from(std::string_view type, const json& p) {
-  if (type == "AccountCreated") return account_created{str(p, "name"), str(p, "externalId"), str(p, "email"), obj(p, "metadata")};
+  if (type == "AccountCreated")
+    return account_created{str(p, "name"), str(p, "externalId"), str(p, "email"), obj(p, "metadata")};
   if (type == "CreditsAdded")
     return credits_added{str(p, "transactionId"), num(p, "amount"),        num(p, "balanceAfter"),
                          str(p, "description"),   str(p, "paymentMethod"), obj(p, "metadata")};
@@ -98,18 +112,20 @@ std::optional<event_payload> payload_from(std::string_view type, const json& p) 
     return credits_deducted{str(p, "transactionId"), num(p, "amount"), num(p, "balanceAfter"), str(p, "description"),
                             obj(p, "metadata")};
   if (type == "CreditsReserved")
-    return credits_reserved{str(p, "reservationId"), num(p, "amount"), when(p, "expiresAt"), str(p, "operation"),
-                            str(p, "model"),         obj(p, "metadata")};
+    return credits_reserved{str(p, "reservationId"), num(p, "amount"), when(p, "expiresAt"),
+                            str(p, "operation"),     str(p, "model"),  obj(p, "metadata")};
   if (type == "ReservationConfirmed")
     return reservation_confirmed{str(p, "reservationId"), str(p, "transactionId"), num(p, "charged"),
-                                 num(p, "released"),      num(p, "balanceAfter")};
+                                 num(p, "released"), num(p, "balanceAfter")};
   if (type == "ReservationCancelled") return reservation_cancelled{str(p, "reservationId"), num(p, "released")};
   if (type == "ReservationExpired") return reservation_expired{str(p, "reservationId"), num(p, "released")};
   if (type == "UsageRecorded")
-    return usage_recorded{str(p, "usageId"),      str(p, "context"),      str(p, "transactionId"),
-                          str(p, "modelId"),      str(p, "usageType"),    num(p, "inputTokens"),
-                          num(p, "outputTokens"), num(p, "cachedTokens"), obj(p, "metadata"),
-                          p.contains("costCredits") ? std::optional(num(p, "costCredits")) : std::nullopt};
+    return usage_recorded{
+        str(p, "usageId"),       str(p, "context"),
+        str(p, "transactionId"), str(p, "modelId"),
+        str(p, "usageType"),     num(p, "inputTokens"),
+        num(p, "outputTokens"),  num(p, "cachedTokens"),
+        obj(p, "metadata"),      p.contains("costCredits") ? std::optional(num(p, "costCredits")) : std::nullopt};
   if (type == "TransactionReversed") {
     auto r = transaction_reversed{str(p, "transactionId"), str(p, "originalTransactionId"), str(p, "originalType"),
                                   num(p, "amount"),        num(p, "balanceAfter"),          str(p, "description"),
@@ -120,7 +136,7 @@ std::optional<event_payload> payload_from(std::string_view type, const json& p) 
     return r;
   }
   if (type == "BalanceLow")
-    return balance_low{num(p, "threshold"), num(p, "balance"),     num(p, "reserved"),
+    return balance_low{num(p, "threshold"), num(p, "balance"),   num(p, "reserved"),
                        num(p, "available"), str(p, "causeType"), str(p, "causeId")};
   return std::nullopt;
 }
@@ -202,10 +218,8 @@ std::optional<event> decode(std::string_view text, std::string* error) {
       if (error) *error = "unsupported schema version " + std::to_string(version);
       return std::nullopt;
     }
-    return event{str(j, "eventId"),   event_schema_version,
-                 str(j, "tenant"),    str(j, "accountId"),
-                 str(j, "apiKeyId"),  str(j, "requestId"),
-                 str(j, "idempotencyKey"), str(j, "requestHash"),
+    return event{str(j, "eventId"),     event_schema_version, str(j, "tenant"),         str(j, "accountId"),
+                 str(j, "apiKeyId"),    str(j, "requestId"),  str(j, "idempotencyKey"), str(j, "requestHash"),
                  when(j, "occurredAt"), std::move(*payload)};
   } catch (const std::exception& ex) {
     if (error) *error = ex.what();
@@ -227,8 +241,8 @@ std::string format_time(time_ms t) {
   const unsigned m = mp < 10 ? mp + 3 : mp - 9;
   const std::int64_t y = static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2);
   std::array<char, 64> buf{};
-  std::snprintf(buf.data(), buf.size(), "%04lld-%02u-%02uT%02lld:%02lld:%02lld.%03lldZ", static_cast<long long>(y), m, d,
-                static_cast<long long>(ms_of_day / 3'600'000), static_cast<long long>(ms_of_day / 60'000 % 60),
+  std::snprintf(buf.data(), buf.size(), "%04lld-%02u-%02uT%02lld:%02lld:%02lld.%03lldZ", static_cast<long long>(y), m,
+                d, static_cast<long long>(ms_of_day / 3'600'000), static_cast<long long>(ms_of_day / 60'000 % 60),
                 static_cast<long long>(ms_of_day / 1000 % 60), static_cast<long long>(ms_of_day % 1000));
   return buf.data();
 }
@@ -244,8 +258,7 @@ std::optional<time_ms> parse_time(std::string_view s) {
     return ec == std::errc{} && p == s.data() + pos + len;
   };
   int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, ms = 0;
-  if (s.size() < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
-      s[16] != ':')
+  if (s.size() < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' || s[16] != ':')
     return std::nullopt;
   if (!field(0, 4, y) || !field(5, 2, mo) || !field(8, 2, d) || !field(11, 2, h) || !field(14, 2, mi) ||
       !field(17, 2, sec))

@@ -56,9 +56,7 @@ std::string idempotent_account_id(std::string_view tenant, std::string_view idem
   return "acc_" + sha256_hex(material).substr(0, account_hex_len);
 }
 
-std::string account_id_from_bits(std::uint64_t hi, std::uint32_t lo) {
-  return "acc_" + hex_of(hi, 16) + hex_of(lo, 8);
-}
+std::string account_id_from_bits(std::uint64_t hi, std::uint32_t lo) { return "acc_" + hex_of(hi, 16) + hex_of(lo, 8); }
 
 std::string child_id(std::string_view prefix, std::string_view account_id, std::uint64_t bits) {
   std::string out(prefix);
@@ -101,9 +99,15 @@ std::uint32_t murmur2(std::string_view key) {
   }
   const unsigned char* tail = data + blocks * 4;
   switch (len & 3) {
-    case 3: h ^= static_cast<std::uint32_t>(tail[2]) << 16; [[fallthrough]];
-    case 2: h ^= static_cast<std::uint32_t>(tail[1]) << 8; [[fallthrough]];
-    case 1: h ^= tail[0]; h *= m;
+    case 3:
+      h ^= static_cast<std::uint32_t>(tail[2]) << 16;
+      [[fallthrough]];
+    case 2:
+      h ^= static_cast<std::uint32_t>(tail[1]) << 8;
+      [[fallthrough]];
+    case 1:
+      h ^= tail[0];
+      h *= m;
   }
   h ^= h >> 13;
   h *= m;

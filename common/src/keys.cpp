@@ -63,9 +63,14 @@ json to_json(const key_event& e) {
   json payload = json::object();
   if (const auto* c = std::get_if<api_key_created>(&e.payload))
     payload = {{"secretHash", c->secret_hash}, {"scope", to_string(c->scope)}};
-  return {{"eventId", e.event_id},   {"type", type_name(e.payload)}, {"schemaVersion", e.schema_version},
-          {"tenant", e.tenant},      {"keyId", e.key_id},            {"actor", e.actor},
-          {"occurredAt", format_time(e.occurred_at)}, {"payload", std::move(payload)}};
+  return {{"eventId", e.event_id},
+          {"type", type_name(e.payload)},
+          {"schemaVersion", e.schema_version},
+          {"tenant", e.tenant},
+          {"keyId", e.key_id},
+          {"actor", e.actor},
+          {"occurredAt", format_time(e.occurred_at)},
+          {"payload", std::move(payload)}};
 }
 
 std::string encode(const key_event& e) { return to_json(e).dump(); }

@@ -20,20 +20,32 @@ bool reserved(std::string_view key) { return key == "ts" || key == "level" || ke
 
 std::string_view to_string(log_level level) {
   switch (level) {
-    case log_level::debug: return "debug";
-    case log_level::info: return "info";
-    case log_level::warn: return "warn";
-    case log_level::error: return "error";
+    case log_level::debug:
+      return "debug";
+    case log_level::info:
+      return "info";
+    case log_level::warn:
+      return "warn";
+    case log_level::error:
+      return "error";
   }
   return "info";
 }
 
 void log_value::append_json(std::string& out) const {
   switch (kind_) {
-    case kind::text: append_string(out, text_); return;
-    case kind::signed_number: out += std::to_string(signed_); return;
-    case kind::unsigned_number: out += std::to_string(unsigned_); return;
-    case kind::flag: out += unsigned_ ? "true" : "false"; return;
+    case kind::text:
+      append_string(out, text_);
+      return;
+    case kind::signed_number:
+      out += std::to_string(signed_);
+      return;
+    case kind::unsigned_number:
+      out += std::to_string(unsigned_);
+      return;
+    case kind::flag:
+      out += unsigned_ ? "true" : "false";
+      return;
     case kind::real:
       // JSON has no NaN or infinity.
       out += std::isfinite(real_) ? nlohmann::json(real_).dump() : std::string("null");
@@ -78,9 +90,9 @@ bool log_rate_limit::admit(time_ms now, std::uint64_t& dropped) {
 }
 
 void write_log(log_level level, std::string_view component, std::string_view msg, std::span<const log_field> fields) {
-  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count();
+  const auto now =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   const auto line = format_log_line(now, level, component, msg, fields);
   std::fwrite(line.data(), 1, line.size(), stderr);
 }

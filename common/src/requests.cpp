@@ -29,7 +29,8 @@ std::int64_t integer(const json& body, const char* name, std::int64_t min, std::
     return fallback;
   }
   if (!v->is_number_integer())
-    throw invalid(name, std::string(name) + " must be an integer, not " + (v->is_number() ? "a fraction" : v->type_name()));
+    throw invalid(name,
+                  std::string(name) + " must be an integer, not " + (v->is_number() ? "a fraction" : v->type_name()));
   if (v->is_number_unsigned() && v->get<std::uint64_t>() > static_cast<std::uint64_t>(max))
     throw invalid(name, std::string(name) + " must be at most " + std::to_string(max));
   const auto n = v->get<std::int64_t>();
@@ -192,8 +193,8 @@ parsed parse_confirm_reservation(const json& body, const random_bits& bits, cons
     c.reservation_id = text(body, "reservationId", limits, true);
     // Zero is a valid actual cost (the call was free); it charges nothing and releases the whole hold.
     c.actual_amount = integer(body, "actualAmount", 0, amount_max, true);
-    c.transaction_id = child_id("txn", account_of("rsv", c.reservation_id).value_or("acc_000000000000000000000000"),
-                                bits());
+    c.transaction_id =
+        child_id("txn", account_of("rsv", c.reservation_id).value_or("acc_000000000000000000000000"), bits());
     return c;
   });
 }
@@ -206,8 +207,8 @@ parsed parse_reverse_transaction(const json& body, const random_bits& bits, cons
     c.amount = integer(body, "amount", 1, amount_max, false, 0);
     c.description = text(body, "description", limits, false);
     c.metadata = metadata(body, limits);
-    c.reversal_id = child_id("txn", account_of("txn", c.transaction_id).value_or("acc_000000000000000000000000"),
-                             bits());
+    c.reversal_id =
+        child_id("txn", account_of("txn", c.transaction_id).value_or("acc_000000000000000000000000"), bits());
     return c;
   });
 }

@@ -39,8 +39,7 @@ struct consumer_group_member::impl {
   // librdkafka calls this from inside rd_kafka_consumer_poll (or rd_kafka_consumer_close), on the thread that
   // polls. Nothing may throw through librdkafka's C frames: the callbacks are noexcept by contract, and a
   // failing assign is left to librdkafka, which reports it through poll as a consumer error.
-  static void rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* list,
-                        void* opaque) {
+  static void rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* list, void* opaque) {
     auto& self = *static_cast<impl*>(opaque);
     ++self.rebalances;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
@@ -94,8 +93,7 @@ consumer_group_member::consumer_group_member(const std::string& brokers, const s
   rd_kafka_t* rk = impl_->rk.get();
   rd_kafka_poll_set_consumer(rk);
   partition_list_ptr subscription(rd_kafka_topic_partition_list_new(static_cast<int>(topics.size())));
-  for (const auto& t : topics)
-    rd_kafka_topic_partition_list_add(subscription.get(), t.c_str(), RD_KAFKA_PARTITION_UA);
+  for (const auto& t : topics) rd_kafka_topic_partition_list_add(subscription.get(), t.c_str(), RD_KAFKA_PARTITION_UA);
   if (const auto e = rd_kafka_subscribe(rk, subscription.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR)
     throw std::runtime_error(std::string("kafka subscribe: ") + rd_kafka_err2str(e));
 }

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <string_view>
 #include <thread>
-#include <stdexcept>
 
 #include "credits/event_store.hpp"
 #include "credits/group_membership.hpp"
@@ -227,7 +227,8 @@ void consumer::assign(const std::vector<start_point>& from) {
     rd_kafka_topic_partition_list_add(list.get(), p.topic.c_str(), p.partition)->offset =
         p.offset <= 0 ? RD_KAFKA_OFFSET_BEGINNING : p.offset;
   const auto err = rd_kafka_assign(impl_->rk.get(), list.get());
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) throw std::runtime_error(std::string("kafka assign: ") + rd_kafka_err2str(err));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    throw std::runtime_error(std::string("kafka assign: ") + rd_kafka_err2str(err));
 }
 
 std::vector<message> consumer::poll(std::size_t max, milliseconds timeout,
@@ -267,8 +268,8 @@ std::optional<message> consumer::read_at(const std::string& topic, std::int32_t 
 }
 
 void read_to_end(const std::string& brokers, const std::vector<std::string>& topics,
-                 const std::function<void(const message&)>& on_message, milliseconds timeout,
-                 const start_offsets& from, const std::vector<std::int32_t>& only_partitions) {
+                 const std::function<void(const message&)>& on_message, milliseconds timeout, const start_offsets& from,
+                 const std::vector<std::int32_t>& only_partitions) {
   consumer c(brokers, true);
   const auto deadline = clock::now() + timeout;
   std::vector<start_point> all;
@@ -276,7 +277,8 @@ void read_to_end(const std::string& brokers, const std::vector<std::string>& top
     const auto n = c.partition_count(topic, timeout);
     const auto known = from.find(topic);
     for (std::int32_t p = 0; p < n; ++p) {
-      if (!only_partitions.empty() && std::find(only_partitions.begin(), only_partitions.end(), p) == only_partitions.end())
+      if (!only_partitions.empty() &&
+          std::find(only_partitions.begin(), only_partitions.end(), p) == only_partitions.end())
         continue;
       const bool have = known != from.end() && static_cast<std::size_t>(p) < known->second.size();
       all.push_back({topic, p, have ? known->second[static_cast<std::size_t>(p)] : 0});
@@ -287,9 +289,10 @@ void read_to_end(const std::string& brokers, const std::vector<std::string>& top
   for (const auto& p : all) open.emplace(p.topic, p.partition);
   while (!open.empty()) {
     if (remaining(deadline).count() == 0)
-      throw std::runtime_error("reading the log: " + std::to_string(open.size()) + " partitions not read to the end in time");
-    for (const auto& m : c.poll(10'000, milliseconds(100),
-                                [&](const std::string& topic, std::int32_t p) { open.erase({topic, p}); }))
+      throw std::runtime_error("reading the log: " + std::to_string(open.size()) +
+                               " partitions not read to the end in time");
+    for (const auto& m :
+         c.poll(10'000, milliseconds(100), [&](const std::string& topic, std::int32_t p) { open.erase({topic, p}); }))
       on_message(m);
   }
 }
@@ -332,8 +335,10 @@ struct group_membership::impl {
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
       // Nothing is read: start at the end and pause, so the membership fetches no records.
       for (int i = 0; i < partitions->cnt; ++i) partitions->elems[i].offset = RD_KAFKA_OFFSET_END;
-      if (cooperative) error_ptr(rd_kafka_incremental_assign(rk, partitions));
-      else rd_kafka_assign(rk, partitions);
+      if (cooperative)
+        error_ptr(rd_kafka_incremental_assign(rk, partitions));
+      else
+        rd_kafka_assign(rk, partitions);
       rd_kafka_pause_partitions(rk, partitions);
       {
         std::lock_guard lock(self->mutex);
@@ -353,8 +358,10 @@ struct group_membership::impl {
       std::lock_guard lock(self->mutex);
       for (auto p : gone) self->owned.erase(p);
     }
-    if (cooperative && err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) error_ptr(rd_kafka_incremental_unassign(rk, partitions));
-    else rd_kafka_assign(rk, nullptr);
+    if (cooperative && err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+      error_ptr(rd_kafka_incremental_unassign(rk, partitions));
+    else
+      rd_kafka_assign(rk, nullptr);
   }
 };
 
@@ -363,17 +370,18 @@ group_membership::group_membership(const std::string& brokers, const std::string
                                    const settings& extra)
     : impl_(std::make_unique<impl>()) {
   impl_->on = std::move(h);
-  auto conf = make_conf(brokers,
-                        {{"group.id", group_id},
-                         {"client.id", member_name},
-                         {"partition.assignment.strategy", "cooperative-sticky"},
-                         {"session.timeout.ms", std::to_string(session_timeout.count())},
-                         {"heartbeat.interval.ms", std::to_string(std::max<std::int64_t>(100, session_timeout.count() / 3))},
-                         {"enable.auto.commit", "false"},
-                         {"enable.auto.offset.store", "false"},
-                         {"enable.partition.eof", "false"},
-                         {"auto.offset.reset", "latest"}},
-                        extra);
+  auto conf =
+      make_conf(brokers,
+                {{"group.id", group_id},
+                 {"client.id", member_name},
+                 {"partition.assignment.strategy", "cooperative-sticky"},
+                 {"session.timeout.ms", std::to_string(session_timeout.count())},
+                 {"heartbeat.interval.ms", std::to_string(std::max<std::int64_t>(100, session_timeout.count() / 3))},
+                 {"enable.auto.commit", "false"},
+                 {"enable.auto.offset.store", "false"},
+                 {"enable.partition.eof", "false"},
+                 {"auto.offset.reset", "latest"}},
+                extra);
   rd_kafka_conf_set_rebalance_cb(conf.get(), &impl::rebalance);
   rd_kafka_conf_set_opaque(conf.get(), impl_.get());
   impl_->rk = make_client(RD_KAFKA_CONSUMER, std::move(conf));
@@ -414,7 +422,8 @@ group_observer::~group_observer() = default;
 std::map<std::int32_t, std::string> group_observer::describe(const std::string& group_id, const std::string& topic,
                                                              milliseconds timeout) {
   std::unique_ptr<rd_kafka_AdminOptions_t, decltype(&rd_kafka_AdminOptions_destroy)> options(
-      rd_kafka_AdminOptions_new(impl_->rk.get(), RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS), &rd_kafka_AdminOptions_destroy);
+      rd_kafka_AdminOptions_new(impl_->rk.get(), RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS),
+      &rd_kafka_AdminOptions_destroy);
   char err[512];
   if (rd_kafka_AdminOptions_set_request_timeout(options.get(), static_cast<int>(timeout.count()), err, sizeof err))
     throw std::runtime_error(std::string("kafka admin options: ") + err);

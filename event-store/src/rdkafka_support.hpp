@@ -66,7 +66,9 @@ inline kafka_ptr make_client(rd_kafka_type_t type, conf_ptr conf) {
 inline message message_of(const rd_kafka_message_t* m) {
   rd_kafka_timestamp_type_t timestamp_type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
   const auto timestamp = rd_kafka_message_timestamp(m, &timestamp_type);
-  return message{rd_kafka_topic_name(m->rkt), m->partition, m->offset,
+  return message{rd_kafka_topic_name(m->rkt),
+                 m->partition,
+                 m->offset,
                  std::string(static_cast<const char*>(m->key), m->key_len),
                  std::string(static_cast<const char*>(m->payload), m->len),
                  timestamp_type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : timestamp};

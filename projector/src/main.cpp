@@ -40,8 +40,8 @@ std::unique_ptr<prometheus::Exposer> serve_metrics(const credits::projector_conf
                                                    const credits::projector& projector) {
   if (config.metrics_port == 0) return nullptr;
   const auto& host = config.metrics_address;
-  const auto bind = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
-                    std::to_string(config.metrics_port);
+  const auto bind =
+      (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(config.metrics_port);
   try {
     auto exposer = std::make_unique<prometheus::Exposer>(bind, 1);
     exposer->RegisterCollectable(projector.metrics_registry());
@@ -78,10 +78,9 @@ int run_projector(const credits::projector_config& config) {
   write_log(log_level::info, component,
             "kafka " + config.brokers + ", redis " + config.redis_host + ":" + std::to_string(config.redis_port) +
                 " db " + std::to_string(config.redis_db) + "; dead letters to " + credits::dead_letter_topic(config) +
-                (config.group_id.empty()
-                     ? "; resuming at " + credits::describe(projector.resume_points())
-                     : "; member " + projector.instance_id() + " of group " + config.group_id +
-                           " (partitions as the group assigns them)"));
+                (config.group_id.empty() ? "; resuming at " + credits::describe(projector.resume_points())
+                                         : "; member " + projector.instance_id() + " of group " + config.group_id +
+                                               " (partitions as the group assigns them)"));
   const auto exposer = serve_metrics(config, projector);
   projector.run(stop_requested);
   const auto& stats = projector.stats();

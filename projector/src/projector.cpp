@@ -54,7 +54,8 @@ std::int64_t stored_offset(const std::optional<std::string>& value, const std::s
   if (!value) return -1;
   const auto n = parse_int(*value);
   if (!n || *n < -1)
-    throw std::runtime_error(std::string(read_model::positions_key) + " field " + field + " is not an offset: " + *value);
+    throw std::runtime_error(std::string(read_model::positions_key) + " field " + field +
+                             " is not an offset: " + *value);
   return *n;
 }
 
@@ -127,8 +128,8 @@ std::variant<projector_config, std::string> projector_config_from_env(const env_
     return "CREDITS_PROJECTOR_INSTANCE_ID: expected up to " + std::to_string(instance_id_bytes_max) +
            " letters, digits, '.', '_' or '-', got \"" + config.instance_id + "\"";
   if (config.ledger_topic == config.usage_topic)
-    return std::string("CREDITS_LEDGER_TOPIC and CREDITS_USAGE_TOPIC must differ, both are \"") +
-           config.ledger_topic + "\"";
+    return std::string("CREDITS_LEDGER_TOPIC and CREDITS_USAGE_TOPIC must differ, both are \"") + config.ledger_topic +
+           "\"";
   if (config.dlq_topic.empty()) config.dlq_topic = config.ledger_topic + ".dlq";
   if (config.dlq_topic == config.ledger_topic || config.dlq_topic == config.usage_topic)
     return "CREDITS_DLQ_TOPIC must differ from the event topics, it is \"" + config.dlq_topic + "\"";
@@ -223,8 +224,7 @@ local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 local offset = tonumber(ARGV[2])
 if stored >= offset then return 0 end
 )lua" + gap_check_lua("if ") + std::string(check_guards_lua) +
-                                    "if refused then return 'POISON ' .. refused end\n" +
-                                    std::string(run_commands_lua);
+                                    "if refused then return 'POISON ' .. refused end\n" + std::string(run_commands_lua);
   return script;
 }
 
@@ -238,7 +238,8 @@ if stored >= offset then
   if refused then return 'POISON ' .. refused end
   return 0
 end
-)lua" + gap_check_lua("if ARGV[3] ~= '' and ") + std::string(check_guards_lua) +
+)lua" + gap_check_lua("if ARGV[3] ~= '' and ") +
+                                    std::string(check_guards_lua) +
                                     R"lua(if refused then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], poison_field, refused)
   return 'POISON ' .. refused
@@ -390,8 +391,8 @@ projector::projector(projector_config config)
   try {
     consumer_.partition_count(dlq, milliseconds(config_.metadata_timeout_ms));
   } catch (const std::runtime_error& e) {
-    throw std::runtime_error("dead-letter topic " + dlq + " is missing (scripts/lib.sh create_topics creates it): " +
-                             e.what());
+    throw std::runtime_error("dead-letter topic " + dlq +
+                             " is missing (scripts/lib.sh create_topics creates it): " + e.what());
   }
   connect_redis();
   if (config_.instance_id.empty()) config_.instance_id = default_instance_id();
@@ -604,8 +605,9 @@ std::optional<std::vector<store::start_point>> projector::on_assigned(
     auto points = stored_start_points(given);
     // An event read at `offset` is the first after the position offset - 1; the script checks exactly that.
     for (const auto& p : points) previous_offset_[read_model::position_field(p.topic, p.partition)] = p.offset - 1;
-    log(log_level::info, "group " + config_.group_id + " assigned " + std::to_string(given.size()) +
-                             " partitions; resuming at " + describe(points),
+    log(log_level::info,
+        "group " + config_.group_id + " assigned " + std::to_string(given.size()) + " partitions; resuming at " +
+            describe(points),
         {{"group", config_.group_id}, {"partitions", given.size()}});
     return points;
   } catch (const std::exception& e) {
@@ -789,7 +791,8 @@ void projector::apply_clustered(const prepared_batch& prepared) {
     const auto& m = batch[p.index];
     first_mark.push_back(calls.size());
     // Plain writes, each idempotent; the first, HSET of credits:poison, answers 1 only the first time.
-    for (auto& c : read_model::poison_marks(m.topic, m.partition, m.offset, m.key, p.reason)) calls.push_back(std::move(c));
+    for (auto& c : read_model::poison_marks(m.topic, m.partition, m.offset, m.key, p.reason))
+      calls.push_back(std::move(c));
   }
   const auto marked = calls.empty() ? std::vector<read_model::redis_connection::outcome>{} : run_scripts(calls);
   for (const auto& o : marked)
@@ -800,7 +803,8 @@ void projector::apply_clustered(const prepared_batch& prepared) {
   std::vector<std::string> positions{"EVAL", std::string(positions_max_script()), "1",
                                      std::string(read_model::positions_key)};
   std::map<std::string, std::int64_t> last_offset;
-  for (const auto i : pending) last_offset[read_model::position_field(batch[i].topic, batch[i].partition)] = batch[i].offset;
+  for (const auto i : pending)
+    last_offset[read_model::position_field(batch[i].topic, batch[i].partition)] = batch[i].offset;
   if (last_offset.empty()) return;
   for (const auto& [field, offset] : last_offset) positions.insert(positions.end(), {field, std::to_string(offset)});
   redis_->run(positions);
@@ -817,10 +821,10 @@ void projector::apply(const prepared_batch& prepared) {
 
   while (!pending.empty()) {
     std::vector<std::vector<std::string>> calls;
-    std::vector<std::size_t> sent;                 // batch index of each call
-    std::vector<std::int64_t> sent_after;          // the position each call follows
+    std::vector<std::size_t> sent;                  // batch index of each call
+    std::vector<std::int64_t> sent_after;           // the position each call follows
     std::unordered_map<std::string, poison> found;  // field -> its first poison event this round
-    std::vector<std::size_t> later;                // batch indices for the next round
+    std::vector<std::size_t> later;                 // batch indices for the next round
     calls.reserve(pending.size());
     for (const auto i : pending) {
       const auto& m = batch[i];

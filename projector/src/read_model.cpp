@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
-#include <functional>
 #include <charconv>
 #include <cstdio>
+#include <functional>
 #include <iterator>
 #include <optional>
 #include <unordered_map>
@@ -101,31 +101,41 @@ command_list& operator+=(command_list& a, command_list b) {
 
 command_list fold_payload(const event& e, std::int64_t offset, const credits_added& p) {
   command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(p.amount)}};
-  return out += transaction(e, offset, p.transaction_id, "credit", p.amount, p.balance_after, p.description, p.metadata, "");
+  return out +=
+         transaction(e, offset, p.transaction_id, "credit", p.amount, p.balance_after, p.description, p.metadata, "");
 }
 
 command_list fold_payload(const event& e, std::int64_t offset, const credits_deducted& p) {
   command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(-p.amount)}};
-  return out += transaction(e, offset, p.transaction_id, "debit", -p.amount, p.balance_after, p.description, p.metadata, "");
+  return out +=
+         transaction(e, offset, p.transaction_id, "debit", -p.amount, p.balance_after, p.description, p.metadata, "");
 }
 
 command_list fold_payload(const event& e, std::int64_t, const credits_reserved& p) {
   return {{"HINCRBY", account_key(e.account_id), "reserved", num(p.amount)},
-          {"HSET", reservation_key(e.account_id, p.reservation_id), "id", p.reservation_id, "accountId", e.account_id,
-           "amount", num(p.amount), "status", "pending", "createdAt", format_time(e.occurred_at), "expiresAt",
-           format_time(p.expires_at), "operation", p.operation, "model", p.model, "metadata", meta(p.metadata)},
+          {"HSET",      reservation_key(e.account_id, p.reservation_id),
+           "id",        p.reservation_id,
+           "accountId", e.account_id,
+           "amount",    num(p.amount),
+           "status",    "pending",
+           "createdAt", format_time(e.occurred_at),
+           "expiresAt", format_time(p.expires_at),
+           "operation", p.operation,
+           "model",     p.model,
+           "metadata",  meta(p.metadata)},
           {"ZADD", reservations_key(e.account_id), num(e.occurred_at), p.reservation_id}};
 }
 
 // The whole hold leaves `reserved`; only the charged part leaves the balance.
 command_list fold_payload(const event& e, std::int64_t offset, const reservation_confirmed& p) {
   const auto key = account_key(e.account_id);
-  command_list out{{"HINCRBY", key, "reserved", num(-(p.charged + p.released))},
-                   {"HINCRBY", key, "balance", num(-p.charged)},
-                   {"HSET", reservation_key(e.account_id, p.reservation_id), "status", "confirmed", "charged",
-                    num(p.charged), "released", num(p.released), "transactionId", p.transaction_id, "resolvedAt",
-                    format_time(e.occurred_at)}};
-  return out += transaction(e, offset, p.transaction_id, "charge", -p.charged, p.balance_after, "", nullptr, p.reservation_id);
+  command_list out{
+      {"HINCRBY", key, "reserved", num(-(p.charged + p.released))},
+      {"HINCRBY", key, "balance", num(-p.charged)},
+      {"HSET", reservation_key(e.account_id, p.reservation_id), "status", "confirmed", "charged", num(p.charged),
+       "released", num(p.released), "transactionId", p.transaction_id, "resolvedAt", format_time(e.occurred_at)}};
+  return out +=
+         transaction(e, offset, p.transaction_id, "charge", -p.charged, p.balance_after, "", nullptr, p.reservation_id);
 }
 
 command_list fold_release(const event& e, const std::string& reservation_id, amount_t released, const char* status) {
@@ -146,15 +156,35 @@ command_list fold_payload(const event& e, std::int64_t offset, const usage_recor
   const auto when = format_time(e.occurred_at);
   const auto daily = usage_daily_key(e.account_id, std::string_view(when).substr(0, 10));
   const auto counter = [&](const char* field) { return p.model_id + ":" + field; };
-  command_list out{{"HSET", usage_key(e.account_id, p.usage_id), "id", p.usage_id, "accountId", e.account_id, "context",
-           p.context, "transactionId", p.transaction_id, "modelId", p.model_id, "usageType", p.usage_type,
-           "inputTokens", num(p.input_tokens), "outputTokens", num(p.output_tokens), "cachedTokens",
-           num(p.cached_tokens), "metadata", meta(p.metadata), "createdAt", when},
-          {"HINCRBY", daily, counter("inputTokens"), num(p.input_tokens)},
-          {"HINCRBY", daily, counter("outputTokens"), num(p.output_tokens)},
-          {"HINCRBY", daily, counter("cachedTokens"), num(p.cached_tokens)},
-          {"HINCRBY", daily, counter("records"), "1"},
-          {"ZADD", usage_records_key(e.account_id), num(e.occurred_at), sequenced(offset, p.usage_id)}};
+  command_list out{{"HSET",
+                    usage_key(e.account_id, p.usage_id),
+                    "id",
+                    p.usage_id,
+                    "accountId",
+                    e.account_id,
+                    "context",
+                    p.context,
+                    "transactionId",
+                    p.transaction_id,
+                    "modelId",
+                    p.model_id,
+                    "usageType",
+                    p.usage_type,
+                    "inputTokens",
+                    num(p.input_tokens),
+                    "outputTokens",
+                    num(p.output_tokens),
+                    "cachedTokens",
+                    num(p.cached_tokens),
+                    "metadata",
+                    meta(p.metadata),
+                    "createdAt",
+                    when},
+                   {"HINCRBY", daily, counter("inputTokens"), num(p.input_tokens)},
+                   {"HINCRBY", daily, counter("outputTokens"), num(p.output_tokens)},
+                   {"HINCRBY", daily, counter("cachedTokens"), num(p.cached_tokens)},
+                   {"HINCRBY", daily, counter("records"), "1"},
+                   {"ZADD", usage_records_key(e.account_id), num(e.occurred_at), sequenced(offset, p.usage_id)}};
   if (p.cost_credits) out[0].insert(out[0].end(), {"costCredits", num(*p.cost_credits)});
   // Summaries by model, context and day, for the account and for its tenant (see usage_summary_field).
   const auto day = std::string_view(when).substr(0, 10);
@@ -330,11 +360,11 @@ namespace {
 
 // One key's commands while a batch is coalesced.
 struct key_writes {
-  std::vector<std::size_t> original;                        // indices of its commands, in order
-  bool plain = true;                                        // only HSET/HINCRBY/ZADD, no field both set and added
-  std::vector<std::pair<std::string, std::string>> sets;    // field -> value, first-set order
-  std::unordered_map<std::string, std::size_t> set_at;      // field -> index in `sets`
-  std::vector<std::pair<std::string, std::int64_t>> adds;   // field -> summed delta
+  std::vector<std::size_t> original;                       // indices of its commands, in order
+  bool plain = true;                                       // only HSET/HINCRBY/ZADD, no field both set and added
+  std::vector<std::pair<std::string, std::string>> sets;   // field -> value, first-set order
+  std::unordered_map<std::string, std::size_t> set_at;     // field -> index in `sets`
+  std::vector<std::pair<std::string, std::int64_t>> adds;  // field -> summed delta
   std::unordered_map<std::string, std::size_t> add_at;
   std::vector<std::pair<std::string, std::string>> scores;  // member -> score
   std::unordered_map<std::string, std::size_t> score_at;
@@ -375,7 +405,8 @@ bool absorb(key_writes& w, const std::vector<std::string>& c) {
   }
   if (verb == "ZADD" && c.size() >= 4 && c.size() % 2 == 0) {
     for (std::size_t i = 2; i < c.size(); i += 2) {
-      if (c[i].empty() || !(std::isdigit(static_cast<unsigned char>(c[i][0])) || c[i][0] == '-')) return false;  // a flag
+      if (c[i].empty() || !(std::isdigit(static_cast<unsigned char>(c[i][0])) || c[i][0] == '-'))
+        return false;  // a flag
       put(w.scores, w.score_at, c[i + 1], c[i]);
     }
     return true;
@@ -437,13 +468,12 @@ std::vector<std::vector<std::string>> guards(const event& e) {
   return std::visit([&](const auto& p) { return guard_payload(e, p); }, e.payload);
 }
 
-std::vector<std::vector<std::string>> poison_marks(std::string_view topic, std::int32_t partition,
-                                                   std::int64_t offset, std::string_view key,
-                                                   std::string_view reason) {
+std::vector<std::vector<std::string>> poison_marks(std::string_view topic, std::int32_t partition, std::int64_t offset,
+                                                   std::string_view key, std::string_view reason) {
   const auto where = poison_field(topic, partition, offset);
   // The key and reason may be any bytes; the JSON text must stay valid, so invalid UTF-8 is replaced.
-  const auto entry = nlohmann::json{{"key", key}, {"reason", reason}}.dump(-1, ' ', false,
-                                                                              nlohmann::json::error_handler_t::replace);
+  const auto entry =
+      nlohmann::json{{"key", key}, {"reason", reason}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   command_list out{{"HSET", std::string(poison_key), where, entry}};
   if (!key.empty()) {
     const auto account = account_key(key);
@@ -477,9 +507,7 @@ std::string usage_daily_key(std::string_view account_id, std::string_view day) {
 
 std::string accounts_key(std::string_view tenant) { return tagged("credits:accounts:", tenant); }
 std::string transactions_key(std::string_view account_id) { return tagged("credits:transactions:", account_id); }
-std::string transaction_entries_key(std::string_view account_id) {
-  return tagged("credits:transaction:", account_id);
-}
+std::string transaction_entries_key(std::string_view account_id) { return tagged("credits:transaction:", account_id); }
 std::string usage_records_key(std::string_view account_id) { return tagged("credits:usage-records:", account_id); }
 std::string usage_summary_key(std::string_view account_id, std::string_view day) {
   return tagged("credits:usage-summary:", account_id).append(":").append(day);
@@ -507,9 +535,15 @@ std::optional<account_view> get_account(redis_connection& redis, std::string_vie
   const auto h = read_hash(redis, key);
   // Only AccountCreated writes the id; a hash without it is not an account the read model knows yet.
   if (!h.contains("id")) return std::nullopt;
-  return account_view{text(h, "id"),          text(h, "tenant"),       text(h, "name"),
-                      text(h, "externalId"),  text(h, "email"),        json_field(h, "metadata"),
-                      text(h, "createdAt"),   integer(h, "balance", key), integer(h, "reserved", key),
+  return account_view{text(h, "id"),
+                      text(h, "tenant"),
+                      text(h, "name"),
+                      text(h, "externalId"),
+                      text(h, "email"),
+                      json_field(h, "metadata"),
+                      text(h, "createdAt"),
+                      integer(h, "balance", key),
+                      integer(h, "reserved", key),
                       text(h, "blocked") == "1"};
 }
 
@@ -543,7 +577,6 @@ std::int64_t applied_offset(redis_connection& redis, std::string_view topic, std
 std::vector<std::vector<std::string>> fold(const event& e, std::int64_t offset) {
   return std::visit([&](const auto& p) { return fold_payload(e, offset, p); }, e.payload);
 }
-
 
 // ---- lists --------------------------------------------------------------------------------------------
 
@@ -595,8 +628,8 @@ std::vector<scored_member> newest_first(redis_connection& redis, const std::stri
   return out;
 }
 
-using loader = std::function<std::vector<std::optional<nlohmann::json>>(redis_connection&,
-                                                                        const std::vector<scored_member>&)>;
+using loader =
+    std::function<std::vector<std::optional<nlohmann::json>>(redis_connection&, const std::vector<scored_member>&)>;
 
 page scan(redis_connection& redis, const std::string& key, const list_query& q, const loader& load,
           const item_filter& keep) {
@@ -755,8 +788,8 @@ nlohmann::json usage_summary(redis_connection& redis, std::string_view tenant, s
   for (const auto& day : days)
     keys.push_back(account_id.empty() ? tenant_usage_summary_key(tenant, day) : usage_summary_key(account_id, day));
   const auto zero = [] {
-    return nlohmann::json{{"inputTokens", 0}, {"outputTokens", 0}, {"cachedTokens", 0}, {"totalTokens", 0},
-                          {"records", 0},     {"costCredits", 0}};
+    return nlohmann::json{{"inputTokens", 0}, {"outputTokens", 0}, {"cachedTokens", 0},
+                          {"totalTokens", 0}, {"records", 0},      {"costCredits", 0}};
   };
   auto totals = zero();
   auto by_model = nlohmann::json::object(), by_context = nlohmann::json::object(), by_day = nlohmann::json::object();
@@ -784,16 +817,18 @@ nlohmann::json usage_summary(redis_connection& redis, std::string_view tenant, s
 
 balance_at balance_as_of(redis_connection& redis, std::string_view account_id, time_ms as_of, time_ms hold_max_ms) {
   balance_at out;
-  const auto last = redis.run({"ZRANGE", transactions_key(account_id), num(as_of), "-inf", "BYSCORE", "REV", "LIMIT",
-                               "0", "1"});
+  const auto last =
+      redis.run({"ZRANGE", transactions_key(account_id), num(as_of), "-inf", "BYSCORE", "REV", "LIMIT", "0", "1"});
   if (!last.array.empty() && last.array[0]) {
-    const auto entry = redis.run({"HGET", transaction_entries_key(account_id), std::string(sequenced_id(*last.array[0]))});
+    const auto entry =
+        redis.run({"HGET", transaction_entries_key(account_id), std::string(sequenced_id(*last.array[0]))});
     const auto j = entry.value ? nlohmann::json::parse(*entry.value, nullptr, false) : nlohmann::json();
     if (!j.is_object() || !j.contains("balanceAfter"))
       throw std::runtime_error("read model: transaction entry " + *last.array[0] + " is damaged");
     out.balance = j["balanceAfter"].get<amount_t>();
   }
-  const auto holds = redis.run({"ZRANGE", reservations_key(account_id), num(as_of - hold_max_ms), num(as_of), "BYSCORE"});
+  const auto holds =
+      redis.run({"ZRANGE", reservations_key(account_id), num(as_of - hold_max_ms), num(as_of), "BYSCORE"});
   std::vector<std::vector<std::string>> commands;
   std::vector<std::string> keys;
   for (const auto& id : holds.array)

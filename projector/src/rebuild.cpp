@@ -98,8 +98,8 @@ class view_builder {
                               counts_.at(m.topic))
             : std::optional<std::string>("undecodable: " + (error.empty() ? std::string("no detail") : error));
       if (!refused) refused = mirror_.check(read_model::guards(*e));
-      auto folded =
-          refused ? read_model::poison_marks(m.topic, m.partition, m.offset, m.key, *refused) : read_model::fold(*e, m.offset);
+      auto folded = refused ? read_model::poison_marks(m.topic, m.partition, m.offset, m.key, *refused)
+                            : read_model::fold(*e, m.offset);
       if (refused) {
         ++stats_.poison;
         write_log(log_level::warn, "credits-projector",

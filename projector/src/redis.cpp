@@ -141,8 +141,7 @@ struct node {
 
   void append(const std::vector<std::string>& args) {
     argv_view argv(args);
-    if (redisAppendCommandArgv(context.get(), argv.count(), argv.data.data(), argv.sizes.data()) != REDIS_OK)
-      fail_io();
+    if (redisAppendCommandArgv(context.get(), argv.count(), argv.data.data(), argv.sizes.data()) != REDIS_OK) fail_io();
   }
 
   void flush() {
@@ -213,9 +212,9 @@ struct redis_connection::impl {
   bool broken = false;
   std::uint64_t redirections = 0;
   std::map<std::string, std::unique_ptr<node>> nodes;  // host:port -> its connection
-  std::vector<std::string> masters;                     // host:port of each master, from CLUSTER SLOTS
-  std::vector<std::uint16_t> slot_master;               // slot -> index in masters
-  std::vector<std::vector<std::string>> session;        // replayed on every new node connection
+  std::vector<std::string> masters;                    // host:port of each master, from CLUSTER SLOTS
+  std::vector<std::uint16_t> slot_master;              // slot -> index in masters
+  std::vector<std::vector<std::string>> session;       // replayed on every new node connection
 
   struct sent {
     node* to = nullptr;
@@ -275,7 +274,8 @@ struct redis_connection::impl {
       auto at = std::find(found.begin(), found.end(), address);
       if (at == found.end()) at = found.insert(found.end(), address);
       const auto index = static_cast<std::uint16_t>(at - found.begin());
-      for (auto s = range->element[0]->integer; s <= range->element[1]->integer && s < static_cast<long long>(cluster_slots); ++s)
+      for (auto s = range->element[0]->integer;
+           s <= range->element[1]->integer && s < static_cast<long long>(cluster_slots); ++s)
         owner[static_cast<std::size_t>(s)] = index;
     }
     if (found.empty()) throw std::runtime_error("redis " + from.where + ": the cluster serves no slots");
@@ -350,7 +350,8 @@ struct redis_connection::impl {
   std::vector<outcome> receive(std::size_t count) {
     while (ready.size() < count) read_one();
     const auto first = ready.begin();
-    if (std::any_of(first, first + static_cast<std::ptrdiff_t>(count), [](const received& r) { return r.redirected; })) {
+    if (std::any_of(first, first + static_cast<std::ptrdiff_t>(count),
+                    [](const received& r) { return r.redirected; })) {
       while (!in_flight.empty()) read_one();  // every node idle, so follow() reads only its own replies
       for (auto& r : ready)
         if (r.redirected) {

@@ -239,7 +239,8 @@ std::vector<std::string> scan_accounts(read_model::redis_connection& redis) {
   std::vector<std::string> out;
   const std::string prefix = "credits:account:{";
   for (const auto& key : redis.scan("credits:account:*", scan_count))
-    if (key.starts_with(prefix) && key.back() == '}') out.push_back(key.substr(prefix.size(), key.size() - prefix.size() - 1));
+    if (key.starts_with(prefix) && key.back() == '}')
+      out.push_back(key.substr(prefix.size(), key.size() - prefix.size() - 1));
   return out;
 }
 
@@ -260,7 +261,8 @@ std::vector<std::optional<std::string>> poison_snapshot(read_model::redis_connec
     const auto where = text(entries[i]);
     const auto cut = where.rfind(':');
     const auto field = cut == std::string::npos ? where : where.substr(0, cut);
-    if (cut != std::string::npos && position.contains(field) && to_int(where.substr(cut + 1), "offset") > position[field])
+    if (cut != std::string::npos && position.contains(field) &&
+        to_int(where.substr(cut + 1), "offset") > position[field])
       continue;
     kept.insert(kept.end(), {entries[i], entries[i + 1]});
   }

@@ -131,8 +131,16 @@ void check_command(const command& cmd, const request_limits& limits) {
 }
 
 event system_event(const std::string& account_id, event_payload payload) {
-  return event{"00000000-0000-4000-8000-000000000000", event_schema_version, std::string(tenant), account_id,
-               "key_fuzz", "req_fuzz", "", "", now_ms - 1000, std::move(payload)};
+  return event{"00000000-0000-4000-8000-000000000000",
+               event_schema_version,
+               std::string(tenant),
+               account_id,
+               "key_fuzz",
+               "req_fuzz",
+               "",
+               "",
+               now_ms - 1000,
+               std::move(payload)};
 }
 
 // The command's account exists in the tenant (unless the command creates it), funded (near the maximum balance
@@ -191,10 +199,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   bit_source source;
   const random_bits bits = [&source] { return source(); };
   const parsed results[] = {
-      parse_create_account(doc, tenant, bits, limits),     parse_add_credits(doc, tenant, bits, limits),
-      parse_deduct_credits(doc, tenant, bits, limits),     parse_create_reservation(doc, tenant, bits, limits),
-      parse_confirm_reservation(doc, bits, limits),        parse_cancel_reservation(doc, limits),
-      parse_record_usage(doc, tenant, bits, limits),       parse_reverse_transaction(doc, bits, limits),
+      parse_create_account(doc, tenant, bits, limits), parse_add_credits(doc, tenant, bits, limits),
+      parse_deduct_credits(doc, tenant, bits, limits), parse_create_reservation(doc, tenant, bits, limits),
+      parse_confirm_reservation(doc, bits, limits),    parse_cancel_reservation(doc, limits),
+      parse_record_usage(doc, tenant, bits, limits),   parse_reverse_transaction(doc, bits, limits),
   };
   for (const auto& p : results) {
     if (const auto* r = std::get_if<rejection>(&p)) {

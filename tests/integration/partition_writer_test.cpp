@@ -30,9 +30,9 @@ time_ms wall_clock() {
 std::variant<outcome, submit_result> run(writer& w, command cmd, const std::string& idempotency_key) {
   auto answer = std::make_shared<std::promise<outcome>>();
   auto future = answer->get_future();
-  const auto queued = w.submit(submission{std::move(cmd), request_context{"tenant_a", "key_a", "req", idempotency_key,
-                                                                       sha256_hex(idempotency_key), 0},
-                                          [answer](outcome o) { answer->set_value(std::move(o)); }});
+  const auto queued = w.submit(submission{
+      std::move(cmd), request_context{"tenant_a", "key_a", "req", idempotency_key, sha256_hex(idempotency_key), 0},
+      [answer](outcome o) { answer->set_value(std::move(o)); }});
   if (queued != submit_result::queued) return queued;
   if (future.wait_for(answer_timeout) != std::future_status::ready) throw std::runtime_error("no answer in time");
   return future.get();
@@ -45,7 +45,8 @@ config fresh_config(std::size_t snapshot_interval_events) {
   cfg.kafka_brokers = testing::brokers();
   cfg.ledger_topic = testing::create_topic("credits-test-partition-writer-ledger-");
   cfg.usage_topic = testing::create_topic("credits-test-partition-writer-usage-");
-  if (snapshot_interval_events > 0) cfg.snapshot_topic = testing::create_topic("credits-test-partition-writer-snapshots-");
+  if (snapshot_interval_events > 0)
+    cfg.snapshot_topic = testing::create_topic("credits-test-partition-writer-snapshots-");
   cfg.transactional_id = "credits-test-partition-writer-" + std::to_string(std::random_device{}());
   cfg.snapshot_interval_events = snapshot_interval_events;
   return cfg;
@@ -79,13 +80,17 @@ TEST(partition_writer, a_fenced_owner_neither_appends_nor_claims_the_partition_b
   EXPECT_EQ(std::get<submit_result>(after), submit_result::busy);
 
   // The new owner was not fenced back, and the log holds exactly one deduction.
-  EXPECT_EQ(status_of(run(new_owner, add_credits{account, 5, "", "", {}, child_id("txn", account, 5)}, "new-add")), 200u);
+  EXPECT_EQ(status_of(run(new_owner, add_credits{account, 5, "", "", {}, child_id("txn", account, 5)}, "new-add")),
+            200u);
   std::vector<std::string> deductions;
-  store::read_to_end(cfg.kafka_brokers, {cfg.ledger_topic}, [&](const store::message& m) {
-    const auto e = decode(m.value);
-    ASSERT_TRUE(e.has_value());
-    if (std::holds_alternative<credits_deducted>(e->payload)) deductions.push_back(e->idempotency_key);
-  }, testing::kafka_timeout);
+  store::read_to_end(
+      cfg.kafka_brokers, {cfg.ledger_topic},
+      [&](const store::message& m) {
+        const auto e = decode(m.value);
+        ASSERT_TRUE(e.has_value());
+        if (std::holds_alternative<credits_deducted>(e->payload)) deductions.push_back(e->idempotency_key);
+      },
+      testing::kafka_timeout);
   EXPECT_EQ(deductions, std::vector<std::string>{"new"});
   old_owner.stop();
   new_owner.stop();
@@ -104,9 +109,10 @@ TEST(partition_writer, the_next_owner_starts_from_the_partitions_snapshot_and_it
   const auto deadline = std::chrono::steady_clock::now() + answer_timeout;
   for (bool found = false; !found;) {
     ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no snapshot of partition 0 was written";
-    store::read_to_end(cfg.kafka_brokers, {cfg.snapshot_topic}, [&](const store::message& m) {
-      found = found || m.value.find(R"("scope":"p0")") != std::string::npos;
-    }, testing::kafka_timeout);
+    store::read_to_end(
+        cfg.kafka_brokers, {cfg.snapshot_topic},
+        [&](const store::message& m) { found = found || m.value.find(R"("scope":"p0")") != std::string::npos; },
+        testing::kafka_timeout);
   }
   ASSERT_EQ(status_of(run(first, add_credits{account, 5, "", "", {}, child_id("txn", account, 2)}, "tail")), 200u);
   first.stop();

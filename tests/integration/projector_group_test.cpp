@@ -4,8 +4,8 @@
 #include <sys/wait.h>
 
 #include <atomic>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -111,8 +111,8 @@ class projector_group_test : public ::testing::Test {
     redis_ = std::make_unique<read_model::redis_connection>(config_.redis_host, config_.redis_port, 2000ms);
     redis_->run({"SELECT", std::to_string(config_.redis_db)});
     redis_->run({"FLUSHDB"});
-    producer_ = std::make_unique<store::transactional_producer>(config_.brokers, "credits-group-test-" + suffix, 10s,
-                                                                30s);
+    producer_ =
+        std::make_unique<store::transactional_producer>(config_.brokers, "credits-group-test-" + suffix, 10s, 30s);
   }
 
   projector_config member(const std::string& instance) {
@@ -124,7 +124,7 @@ class projector_group_test : public ::testing::Test {
 
   event make(const std::string& account, event_payload payload) {
     return event{"evt-" + hex_suffix(), event_schema_version, "t1", account, "key_test", "req_test", "", "",
-                 1'764'432'082'123, std::move(payload)};
+                 1'764'432'082'123,     std::move(payload)};
   }
 
   // Appends a round of account streams (created, two top-ups, a deduction and a usage record each) in one Kafka
@@ -139,9 +139,10 @@ class projector_group_test : public ::testing::Test {
                             make(acc, credits_added{child_id("txn", acc, 2), 50, 150, "", "", {}}),
                             make(acc, credits_deducted{txn, 30, 120, "chat", {}})})
         records.push_back({config_.ledger_topic, acc, encode(e)});
-      records.push_back({config_.usage_topic, acc,
-                         encode(make(acc, usage_recorded{child_id("use", acc, 4), "customer", txn, "gpt-4o", "text",
-                                                         100, 30, 0, {}}))});
+      records.push_back(
+          {config_.usage_topic, acc,
+           encode(
+               make(acc, usage_recorded{child_id("use", acc, 4), "customer", txn, "gpt-4o", "text", 100, 30, 0, {}}))});
     }
     const auto result = producer_->append(records, kafka_timeout);
     EXPECT_EQ(result.status, store::append_status::committed) << result.error;
@@ -250,8 +251,7 @@ TEST_F(projector_group_test, a_killed_projectors_partitions_move_to_the_other_af
   b.kill();  // no LeaveGroup: the broker notices only when the session times out
   produced += produce_round();
   const auto killed_at = clock::now();
-  ASSERT_TRUE(eventually([&] { return a->owned() == all_partitions && all_applied(); }))
-      << "a owns " << a->owned();
+  ASSERT_TRUE(eventually([&] { return a->owned() == all_partitions && all_applied(); })) << "a owns " << a->owned();
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - killed_at);
   std::printf("partitions of the killed member folded again after %lld ms (session timeout %lld ms)\n",
               static_cast<long long>(took.count()), static_cast<long long>(session_timeout_ms));

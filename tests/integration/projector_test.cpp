@@ -48,7 +48,7 @@ class projector_test : public ::testing::Test {
 
   event make(const std::string& account, event_payload payload) {
     return event{"evt-" + hex_suffix(), event_schema_version, "t1", account, "key_test", "req_test", "", "",
-                 1'764'432'082'123, std::move(payload)};
+                 1'764'432'082'123,     std::move(payload)};
   }
 
   store::record record_of(const event& e) {
@@ -173,9 +173,9 @@ TEST_F(projector_test, replaying_applied_events_changes_nothing) {
   // The script itself, called with an already-covered offset, writes nothing.
   const auto field = read_model::position_field(config_.ledger_topic, partition);
   const auto old_offset = positions.back().offset;
-  const auto reply = redis_->run(guarded_apply_args(
-      *redis_->run({"SCRIPT", "LOAD", std::string(guarded_apply_script())}).value, field, old_offset, old_offset - 1,
-      {{"HINCRBY", read_model::account_key(acc), "balance", "1000"}}));
+  const auto reply = redis_->run(
+      guarded_apply_args(*redis_->run({"SCRIPT", "LOAD", std::string(guarded_apply_script())}).value, field, old_offset,
+                         old_offset - 1, {{"HINCRBY", read_model::account_key(acc), "balance", "1000"}}));
   EXPECT_EQ(reply.value, "0");
   EXPECT_EQ(balance(acc), 500);
   EXPECT_GE(read_model::applied_offset(*redis_, config_.ledger_topic, partition), old_offset);
@@ -203,20 +203,20 @@ TEST_F(projector_test, the_cluster_script_applies_a_part_once_records_a_refusal_
   const auto sha = *redis_->run({"SCRIPT", "LOAD", std::string(cluster_apply_script())}).value;
   const std::string field = "account:credits.test:0";
   const auto call = [&](std::int64_t offset, std::optional<std::int64_t> previous, amount_t spend) {
-    return redis_->run(cluster_apply_args(
-        sha,
-        tag_part{tag,
-                 {{"INCRBY", counter, "1"}, {"HINCRBY", money, "balance", std::to_string(-spend)}},
-                 {{"money", money, std::to_string(-spend), "0", "", "overdraft"}}},
-        field, offset, previous));
+    return redis_->run(
+        cluster_apply_args(sha,
+                           tag_part{tag,
+                                    {{"INCRBY", counter, "1"}, {"HINCRBY", money, "balance", std::to_string(-spend)}},
+                                    {{"money", money, std::to_string(-spend), "0", "", "overdraft"}}},
+                           field, offset, previous));
   };
   redis_->run({"HSET", money, "balance", "10"});
   EXPECT_EQ(call(3, std::nullopt, 4).value, "1");
   EXPECT_EQ(call(3, std::nullopt, 4).value, "0");  // a replay
   const auto refused = call(5, 3, 100).value;      // would overdraw: refused, and the refusal recorded
   ASSERT_TRUE(refused && refused->starts_with("POISON overdraft")) << refused.value_or("(nil)");
-  EXPECT_EQ(call(5, 3, 100).value, refused);  // a replay of the refused event answers the same
-  EXPECT_EQ(call(8, 5, 1).value, "1");        // the next event follows the refused one
+  EXPECT_EQ(call(5, 3, 100).value, refused);              // a replay of the refused event answers the same
+  EXPECT_EQ(call(8, 5, 1).value, "1");                    // the next event follows the refused one
   EXPECT_THROW(call(12, 9, 1), read_model::reply_error);  // 9 never applied: GAP
   EXPECT_EQ(redis_->run({"GET", counter}).value, "2");
   EXPECT_EQ(redis_->run({"HGET", money, "balance"}).value, "5");
@@ -236,8 +236,7 @@ TEST_F(projector_test, a_poison_event_is_skipped_and_its_position_advances) {
   running_projector projector(config_);
   ASSERT_TRUE(eventually([&] { return applied(config_.ledger_topic, good); }));
   projector.stop();
-  EXPECT_GE(read_model::applied_offset(*redis_, config_.ledger_topic, poison.front().partition),
-            poison.front().offset);
+  EXPECT_GE(read_model::applied_offset(*redis_, config_.ledger_topic, poison.front().partition), poison.front().offset);
   EXPECT_EQ(balance(acc), 10);
 }
 
@@ -265,7 +264,8 @@ TEST_F(projector_test, a_lost_redis_connection_is_re_established_and_nothing_is_
   // These arrive on a dead connection: the pipeline fails and the projector must re-read them.
   std::vector<event> more;
   for (std::uint64_t i = 2; i < 12; ++i)
-    more.push_back(make(acc, credits_added{child_id("txn", acc, i), 10, 100 + 10 * static_cast<amount_t>(i - 1), "", "", {}}));
+    more.push_back(
+        make(acc, credits_added{child_id("txn", acc, i), 10, 100 + 10 * static_cast<amount_t>(i - 1), "", "", {}}));
   const auto second = produce_events(more);
   ASSERT_TRUE(eventually([&] { return applied(config_.ledger_topic, second); }));
   const auto stats = projector.stop();
@@ -294,8 +294,8 @@ TEST_F(projector_test, catches_up_on_a_backlog_and_reports_its_throughput) {
   std::map<std::int32_t, std::int64_t> last_offset;  // partition -> highest offset produced
   for (std::size_t i = 0; i < events.size(); i += records_per_append) {
     const auto end = std::min(events.size(), i + records_per_append);
-    for (const auto& p : produce_events({events.begin() + static_cast<std::ptrdiff_t>(i),
-                                         events.begin() + static_cast<std::ptrdiff_t>(end)}))
+    for (const auto& p : produce_events(
+             {events.begin() + static_cast<std::ptrdiff_t>(i), events.begin() + static_cast<std::ptrdiff_t>(end)}))
       last_offset[p.partition] = std::max(last_offset[p.partition], p.offset);
   }
   std::vector<store::position> targets;

@@ -33,9 +33,9 @@ TEST(config, bad_values_are_refused_with_the_variable_named) {
     env[name] = value;
     return env;
   };
-  for (const auto& env : {with("CREDITS_HTTP_PORT", "http"), with("CREDITS_HTTP_PORT", "70000"),
-                          with("CREDITS_BATCH_COMMANDS_MAX", "0"), with("CREDITS_KAFKA_BROKERS", ""),
-                          with("CREDITS_READ_WAIT_MS", "-5")}) {
+  for (const auto& env :
+       {with("CREDITS_HTTP_PORT", "http"), with("CREDITS_HTTP_PORT", "70000"), with("CREDITS_BATCH_COMMANDS_MAX", "0"),
+        with("CREDITS_KAFKA_BROKERS", ""), with("CREDITS_READ_WAIT_MS", "-5")}) {
     try {
       load(env);
       ADD_FAILURE() << "accepted a bad configuration";
@@ -51,7 +51,7 @@ TEST(config, bad_values_are_refused_with_the_variable_named) {
 
 TEST(config, a_group_member_advertises_where_it_listens_unless_told_otherwise) {
   const std::map<std::string, std::string> base{{"CREDITS_API_KEYS", "demo:ck_demo_key_123"},
-                                                  {"CREDITS_GROUP_ID", "credits-api"}};
+                                                {"CREDITS_GROUP_ID", "credits-api"}};
   auto with = [&](std::map<std::string, std::string> more) {
     auto env = base;
     env.merge(more);
@@ -99,8 +99,8 @@ TEST(status_table, maps_each_error_once) {
 }
 
 TEST(error_body, carries_code_message_field_and_details) {
-  const auto body = error_body(rejection{error_code::insufficient_credits, "insufficient credits", "amount",
-                                         {{"needed", 5}, {"available", 1}}});
+  const auto body = error_body(
+      rejection{error_code::insufficient_credits, "insufficient credits", "amount", {{"needed", 5}, {"available", 1}}});
   EXPECT_EQ(body["success"], false);
   EXPECT_EQ(body["error"]["code"], "insufficient_credits");
   EXPECT_EQ(body["error"]["field"], "amount");

@@ -1,9 +1,9 @@
 #include <gtest/gtest.h>
 
-#include <random>
-#include <vector>
 #include <algorithm>
 #include <cmath>
+#include <random>
+#include <vector>
 
 #include "credits/bench/histogram.hpp"
 

@@ -107,7 +107,8 @@ TEST(registry, names_every_payload_type_once_with_its_topic) {
     EXPECT_EQ(type->topic, stream_of(payload)) << type->name;
     EXPECT_TRUE(seen.insert(type->name).second) << type->name;
   }
-  for (const key_event_payload& payload : {key_event_payload{api_key_created{}}, key_event_payload{api_key_revoked{}}}) {
+  for (const key_event_payload& payload :
+       {key_event_payload{api_key_created{}}, key_event_payload{api_key_revoked{}}}) {
     const auto* type = find_event_type(type_name(payload));
     ASSERT_NE(type, nullptr) << type_name(payload);
     EXPECT_EQ(type->topic, stream::keys) << type->name;
@@ -143,8 +144,16 @@ TEST(registry, has_exactly_one_schema_per_type_in_docs_events) {
 }
 
 TEST(cloudevents, headers_carry_the_required_attributes) {
-  event e{"8d6f1f7e-0000-4000-8000-000000000001", 1, "t1", "acc_0123456789abcdef01234567", "key_1", "req_1", "",
-          "", 1'764'432'082'123, credits_added{"txn_1", 10, 10, "", "", {}}};
+  event e{"8d6f1f7e-0000-4000-8000-000000000001",
+          1,
+          "t1",
+          "acc_0123456789abcdef01234567",
+          "key_1",
+          "req_1",
+          "",
+          "",
+          1'764'432'082'123,
+          credits_added{"txn_1", 10, 10, "", "", {}}};
   const auto headers = cloudevents_headers(e, "/credits/test");
   const std::map<std::string, std::string> h(headers.begin(), headers.end());
   EXPECT_EQ(h.size(), headers.size()) << "a header is repeated";

@@ -7,8 +7,16 @@ namespace credits {
 namespace {
 
 event sample(event_payload payload) {
-  return event{"8d6f1f7e-0000-4000-8000-000000000001", 1, "t1", "acc_0123456789abcdef01234567", "key_1", "req_1",
-               "idem_1", "hash_1", 1'764'432'082'123, std::move(payload)};
+  return event{"8d6f1f7e-0000-4000-8000-000000000001",
+               1,
+               "t1",
+               "acc_0123456789abcdef01234567",
+               "key_1",
+               "req_1",
+               "idem_1",
+               "hash_1",
+               1'764'432'082'123,
+               std::move(payload)};
 }
 
 void expect_round_trip(const event& e) {

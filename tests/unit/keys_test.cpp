@@ -14,21 +14,31 @@ const std::string token_a = key_token("0123456789abcdef", std::string(64, 'a'));
 const std::string token_b = key_token("fedcba9876543210", std::string(64, 'b'));
 
 key_event created(const std::string& tenant, const std::string& token, key_scope scope = key_scope::read_write) {
-  return key_event{"8d6f1f7e-0000-4000-8000-000000000001", 1, tenant, *key_id_of_token(token), "credits-admin:test",
-                   1'764'432'082'123, api_key_created{key_token_hash(token), scope}};
+  return key_event{"8d6f1f7e-0000-4000-8000-000000000001",
+                   1,
+                   tenant,
+                   *key_id_of_token(token),
+                   "credits-admin:test",
+                   1'764'432'082'123,
+                   api_key_created{key_token_hash(token), scope}};
 }
 
 key_event revoked(const std::string& tenant, const std::string& key_id) {
-  return key_event{"8d6f1f7e-0000-4000-8000-000000000002", 1, tenant, key_id, "credits-admin:test", 1'764'432'090'000,
+  return key_event{"8d6f1f7e-0000-4000-8000-000000000002",
+                   1,
+                   tenant,
+                   key_id,
+                   "credits-admin:test",
+                   1'764'432'090'000,
                    api_key_revoked{}};
 }
 
 TEST(key_token, names_its_key_id_and_nothing_else_is_a_token) {
   EXPECT_EQ(key_id_of_token(token_a), "key_0123456789abcdef");
   EXPECT_TRUE(is_key_id("key_0123456789abcdef"));
-  for (const std::string& bad : {std::string("ck_demo_key_123"), token_a.substr(1), token_a + "0",
-                                key_token("0123456789ABCDEF", std::string(64, 'a')),
-                                key_token("0123456789abcdef", std::string(63, 'a') + "g")})
+  for (const std::string& bad :
+       {std::string("ck_demo_key_123"), token_a.substr(1), token_a + "0",
+        key_token("0123456789ABCDEF", std::string(64, 'a')), key_token("0123456789abcdef", std::string(63, 'a') + "g")})
     EXPECT_FALSE(key_id_of_token(bad)) << bad;
   EXPECT_FALSE(is_key_id("key_0123"));
 }
@@ -135,10 +145,15 @@ TEST(admin_args, parses_the_three_commands_and_refuses_the_rest) {
   EXPECT_EQ(admin::parse_args({"keys", "list"}).what, command::verb::list);
   const auto r = admin::parse_args({"keys", "revoke", "--tenant", "t1", "--key", "key_0123456789abcdef"});
   EXPECT_EQ(r.key_id, "key_0123456789abcdef");
-  for (const std::vector<std::string>& bad :
-       {std::vector<std::string>{}, {"keys"}, {"keys", "delete"}, {"keys", "create"}, {"keys", "create", "--tenant"},
-        {"keys", "create", "--tenant", "t", "--scope", "admin"}, {"keys", "revoke", "--tenant", "t"},
-        {"keys", "revoke", "--tenant", "t", "--key", token_a}, {"keys", "list", "--key", "key_0123456789abcdef"}})
+  for (const std::vector<std::string>& bad : {std::vector<std::string>{},
+                                              {"keys"},
+                                              {"keys", "delete"},
+                                              {"keys", "create"},
+                                              {"keys", "create", "--tenant"},
+                                              {"keys", "create", "--tenant", "t", "--scope", "admin"},
+                                              {"keys", "revoke", "--tenant", "t"},
+                                              {"keys", "revoke", "--tenant", "t", "--key", token_a},
+                                              {"keys", "list", "--key", "key_0123456789abcdef"}})
     EXPECT_THROW(admin::parse_args(bad), std::invalid_argument) << bad.size();
 }
 

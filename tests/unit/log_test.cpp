@@ -80,8 +80,8 @@ TEST(log_line, utf8_text_is_kept) {
 }
 
 TEST(log_line, non_finite_numbers_become_null) {
-  const auto j = json::parse(line("m", {{"ratio", std::numeric_limits<double>::quiet_NaN()},
-                                        {"rate", std::numeric_limits<double>::infinity()}}));
+  const auto j = json::parse(line(
+      "m", {{"ratio", std::numeric_limits<double>::quiet_NaN()}, {"rate", std::numeric_limits<double>::infinity()}}));
   EXPECT_TRUE(j["ratio"].is_null());
   EXPECT_TRUE(j["rate"].is_null());
 }

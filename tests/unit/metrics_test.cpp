@@ -49,7 +49,9 @@ TEST(api_metrics, requests_are_counted_by_route_and_status_and_timed_by_route) {
   EXPECT_EQ(sample(text, R"(credits_api_http_requests_total{route="/v1/accounts/credits/add",status="422"})"), 1);
   EXPECT_EQ(sample(text, R"(credits_api_http_requests_total{route="other",status="413"})"), 1);
   EXPECT_EQ(sample(text, R"(credits_api_http_request_duration_seconds_count{route="/v1/accounts/credits/add"})"), 4);
-  EXPECT_EQ(sample(text, R"(credits_api_http_request_duration_seconds_bucket{route="/v1/accounts/credits/add",le="0.001"})"), 2);
+  EXPECT_EQ(
+      sample(text, R"(credits_api_http_request_duration_seconds_bucket{route="/v1/accounts/credits/add",le="0.001"})"),
+      2);
   EXPECT_EQ(sample(text, "credits_api_open_connections"), 7);
   EXPECT_EQ(sample(text, "credits_api_writer_queue_commands"), 3);
 }

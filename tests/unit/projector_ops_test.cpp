@@ -329,9 +329,9 @@ TEST(guard_state, refuses_exactly_what_violation_refuses) {
           std::visit(
               overloaded_test{
                   [&](account_created&) {}, [&](usage_recorded&) {}, [&](balance_low&) {},
-                  [&](transaction_reversed& p) { p.balance_after -= 1; }, [&](credits_added& p) { p.balance_after += 1; },
-                  [&](credits_deducted& p) { p.amount += 1000; }, [&](credits_reserved& p) { p.amount += 1000; },
-                  [&](reservation_confirmed& p) { p.released += 1; },
+                  [&](transaction_reversed& p) { p.balance_after -= 1; },
+                  [&](credits_added& p) { p.balance_after += 1; }, [&](credits_deducted& p) { p.amount += 1000; },
+                  [&](credits_reserved& p) { p.amount += 1000; }, [&](reservation_confirmed& p) { p.released += 1; },
                   [&](reservation_cancelled& p) { p.released -= 1; }, [&](reservation_expired& p) { p.released += 1; }},
               e.payload);
         judge(e);

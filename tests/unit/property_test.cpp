@@ -26,11 +26,16 @@ TEST(property, random_command_sequences_conserve_money_and_never_overdraw) {
       l.now += static_cast<time_ms>(rng() % 50);
       decision d;
       switch (rng() % 6) {
-        case 0: d = l.run(add_credits{account, amount + 1, "", "", {}, l.txn(account)}); break;
-        case 1: d = l.run(deduct_credits{account, amount + 1, "", {}, l.txn(account)}); break;
+        case 0:
+          d = l.run(add_credits{account, amount + 1, "", "", {}, l.txn(account)});
+          break;
+        case 1:
+          d = l.run(deduct_credits{account, amount + 1, "", {}, l.txn(account)});
+          break;
         case 2: {
           const auto id = l.rsv(account);
-          d = l.run(create_reservation{account, amount + 1, static_cast<std::int64_t>(rng() % 2000) + 1, "", "", {}, id});
+          d = l.run(
+              create_reservation{account, amount + 1, static_cast<std::int64_t>(rng() % 2000) + 1, "", "", {}, id});
           if (std::holds_alternative<std::vector<event>>(d)) reservations.push_back(id);
           break;
         }
@@ -76,8 +81,10 @@ TEST(property, replaying_the_log_rebuilds_the_same_state) {
   record(l.run(create_account{id, "A", "u", "", {}}));
   for (int i = 0; i < 300; ++i) {
     const amount_t amount = static_cast<amount_t>(rng() % 100) + 1;
-    if (rng() % 2) record(l.run(add_credits{id, amount, "", "", {}, l.txn(id)}));
-    else record(l.run(create_reservation{id, amount, 10'000, "", "", {}, l.rsv(id)}));
+    if (rng() % 2)
+      record(l.run(add_credits{id, amount, "", "", {}, l.txn(id)}));
+    else
+      record(l.run(create_reservation{id, amount, 10'000, "", "", {}, l.rsv(id)}));
   }
   ledger_state replayed;
   for (const auto& e : log) apply(replayed, e);

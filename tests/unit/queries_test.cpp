@@ -61,7 +61,8 @@ TEST(list_params, a_summary_covers_whole_utc_days_up_to_a_year) {
   ASSERT_EQ(p.days.size(), 30u);  // the default: the 30 days up to now
   EXPECT_EQ(p.days.front(), "2025-10-31");
   EXPECT_EQ(p.days.back(), "2025-11-29");
-  const auto one = accepted({{"summary", "true"}, {"startDate", "2025-11-29T23:00:00Z"}, {"endDate", "2025-11-30T00:00:01Z"}});
+  const auto one =
+      accepted({{"summary", "true"}, {"startDate", "2025-11-29T23:00:00Z"}, {"endDate", "2025-11-30T00:00:01Z"}});
   EXPECT_EQ(one.days, (std::vector<std::string>{"2025-11-29", "2025-11-30"}));
   EXPECT_EQ(refused_field({{"summary", "true"}, {"startDate", "2024-01-01T00:00:00Z"}}), "startDate");
   EXPECT_EQ(refused_field({{"summary", "true"}, {"startDate", "2025-12-25T00:00:00Z"}}), "startDate");  // after now

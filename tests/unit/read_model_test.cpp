@@ -22,8 +22,8 @@ const std::string rsv_hash = "credits:reservation:{acc_0123456789abcdef01234567}
 constexpr time_ms occurred = 1'764'432'082'123;
 
 event sample(event_payload payload) {
-  return event{"8d6f1f7e-0000-4000-8000-000000000001", 1, "t1", account, "key_1", "req_1", "", "", occurred,
-               std::move(payload)};
+  return event{
+      "8d6f1f7e-0000-4000-8000-000000000001", 1, "t1", account, "key_1", "req_1", "", "", occurred, std::move(payload)};
 }
 
 // The fields an HSET sets, as a map, so tests need not depend on their order.
@@ -63,7 +63,8 @@ TEST(read_model_keys, every_account_key_carries_the_account_as_a_hash_tag) {
 TEST(fold, account_created_sets_the_profile_and_creates_zero_balances_by_increment) {
   const auto cs = read_model::fold(sample(account_created{"Alice", "user_1", "a@example.com", {{"plan", "pro"}}}), 0);
   ASSERT_EQ(cs.size(), 4u);
-  EXPECT_EQ(*find(cs, "ZADD", "credits:accounts:{t1}"), (words{"ZADD", "credits:accounts:{t1}", "1764432082123", account}));
+  EXPECT_EQ(*find(cs, "ZADD", "credits:accounts:{t1}"),
+            (words{"ZADD", "credits:accounts:{t1}", "1764432082123", account}));
   const auto* hset = find(cs, "HSET", account_hash);
   ASSERT_NE(hset, nullptr);
   const auto f = hset_fields(*hset);
@@ -260,12 +261,24 @@ TEST(coalesce, random_pipelines_leave_the_same_writes_in_fewer_commands) {
       const auto key = "k" + std::to_string(pick(4));
       const auto field = [&] { return "f" + std::to_string(pick(3)); };
       switch (pick(6)) {
-        case 0: cs.push_back({"HSET", key, field(), std::to_string(pick(9))}); break;
-        case 1: cs.push_back({"HSET", key, field(), "7", field(), "8"}); break;
-        case 2: cs.push_back({"HINCRBY", key, field(), std::to_string(pick(11) - 5)}); break;
-        case 3: cs.push_back({"ZADD", "z" + key, std::to_string(pick(9)), field(), std::to_string(pick(9)), field()}); break;
-        case 4: cs.push_back({"HSETNX", key, field(), "5"}); break;
-        default: cs.push_back({"SADD", "s" + key, field()}); break;
+        case 0:
+          cs.push_back({"HSET", key, field(), std::to_string(pick(9))});
+          break;
+        case 1:
+          cs.push_back({"HSET", key, field(), "7", field(), "8"});
+          break;
+        case 2:
+          cs.push_back({"HINCRBY", key, field(), std::to_string(pick(11) - 5)});
+          break;
+        case 3:
+          cs.push_back({"ZADD", "z" + key, std::to_string(pick(9)), field(), std::to_string(pick(9)), field()});
+          break;
+        case 4:
+          cs.push_back({"HSETNX", key, field(), "5"});
+          break;
+        default:
+          cs.push_back({"SADD", "s" + key, field()});
+          break;
       }
     }
     write_model plain, merged;
@@ -296,10 +309,13 @@ TEST(coalesce, an_accounts_events_in_one_batch_share_their_commands) {
 }
 
 TEST(coalesce, a_field_both_set_and_incremented_keeps_its_keys_commands_in_order) {
-  const commands cs{{"HINCRBY", "k", "f", "1"}, {"HSET", "k", "f", "10"}, {"HINCRBY", "k", "f", "2"},
-                    {"HINCRBY", "other", "g", "1"}, {"HINCRBY", "other", "g", "1"}};
-  const commands expected{{"HINCRBY", "k", "f", "1"}, {"HSET", "k", "f", "10"}, {"HINCRBY", "k", "f", "2"},
-                          {"HINCRBY", "other", "g", "2"}};
+  const commands cs{{"HINCRBY", "k", "f", "1"},
+                    {"HSET", "k", "f", "10"},
+                    {"HINCRBY", "k", "f", "2"},
+                    {"HINCRBY", "other", "g", "1"},
+                    {"HINCRBY", "other", "g", "1"}};
+  const commands expected{
+      {"HINCRBY", "k", "f", "1"}, {"HSET", "k", "f", "10"}, {"HINCRBY", "k", "f", "2"}, {"HINCRBY", "other", "g", "2"}};
   EXPECT_EQ(read_model::coalesce(cs), expected);
 }
 
@@ -382,12 +398,26 @@ TEST(split_by_tag, an_event_without_commands_still_has_its_account_part) {
 
 TEST(cluster_apply, declares_every_key_once_after_the_applied_key_then_the_layout_of_guarded_apply) {
   const tag_part part{account,
-                      {{"HINCRBY", account_hash, "balance", "5"}, {"HSET", rsv_hash, "status", "x"},
+                      {{"HINCRBY", account_hash, "balance", "5"},
+                       {"HSET", rsv_hash, "status", "x"},
                        {"HINCRBY", account_hash, "reserved", "1"}},
                       {{"present", account_hash, "id", "no account"}}};
   const auto call = cluster_apply_args("sha1", part, "account:credits.ledger:3", 42, std::nullopt);
-  const words head{"EVALSHA", "sha1", "3", "credits:applied:{" + account + "}", account_hash, rsv_hash,
-                   "account:credits.ledger:3", "42", "", "1", "4", "present", account_hash, "id", "no account"};
+  const words head{"EVALSHA",
+                   "sha1",
+                   "3",
+                   "credits:applied:{" + account + "}",
+                   account_hash,
+                   rsv_hash,
+                   "account:credits.ledger:3",
+                   "42",
+                   "",
+                   "1",
+                   "4",
+                   "present",
+                   account_hash,
+                   "id",
+                   "no account"};
   ASSERT_GE(call.size(), head.size());
   EXPECT_EQ(words(call.begin(), call.begin() + static_cast<std::ptrdiff_t>(head.size())), head);
   EXPECT_EQ(call.size(), head.size() + 3 * 5);

@@ -27,10 +27,11 @@ struct requests : ::testing::Test {
 };
 
 TEST_F(requests, add_credits_by_external_id_derives_the_account) {
-  const auto c = ok<add_credits>(parse_add_credits(
-      json{{"externalId", "user_abc123"}, {"amount", 1000}, {"description", "Starter credits"},
-           {"metadata", {{"source", "onboarding"}}}},
-      "demo", bits, limits));
+  const auto c = ok<add_credits>(parse_add_credits(json{{"externalId", "user_abc123"},
+                                                        {"amount", 1000},
+                                                        {"description", "Starter credits"},
+                                                        {"metadata", {{"source", "onboarding"}}}},
+                                                   "demo", bits, limits));
   EXPECT_EQ(c.account_id, derive_account_id("demo", "user_abc123"));
   EXPECT_EQ(c.amount, 1000);
   EXPECT_EQ(account_of("txn", c.transaction_id), c.account_id);
@@ -44,8 +45,10 @@ TEST_F(requests, amounts_must_be_positive_integers_up_to_2_pow_53) {
     EXPECT_EQ(r.code, error_code::invalid_request) << amount;
     EXPECT_EQ(r.field, "amount") << amount;
   }
-  EXPECT_EQ(ok<add_credits>(parse_add_credits(json{{"accountId", account}, {"amount", amount_max}}, "demo", bits, limits)).amount,
-            amount_max);
+  EXPECT_EQ(
+      ok<add_credits>(parse_add_credits(json{{"accountId", account}, {"amount", amount_max}}, "demo", bits, limits))
+          .amount,
+      amount_max);
 }
 
 TEST_F(requests, missing_account_is_invalid_and_malformed_account_is_not_found) {
@@ -75,18 +78,18 @@ TEST_F(requests, strings_and_metadata_have_limits) {
   EXPECT_EQ(bad(parse_add_credits(json{{"accountId", account}, {"amount", 1}, {"metadata", "x"}}, "demo", bits, limits))
                 .field,
             "metadata");
-  EXPECT_EQ(bad(parse_add_credits(
-                    json{{"accountId", account}, {"amount", 1}, {"metadata", {{"k", std::string(5000, 'x')}}}},
-                    "demo", bits, limits))
-                .field,
-            "metadata");
+  EXPECT_EQ(
+      bad(parse_add_credits(json{{"accountId", account}, {"amount", 1}, {"metadata", {{"k", std::string(5000, 'x')}}}},
+                            "demo", bits, limits))
+          .field,
+      "metadata");
 }
 
 TEST_F(requests, create_account_requires_a_name_and_checks_email) {
   EXPECT_EQ(bad(parse_create_account(json{{"externalId", "u"}}, "demo", bits, limits)).field, "name");
   EXPECT_EQ(bad(parse_create_account(json{{"name", "A"}, {"email", "nope"}}, "demo", bits, limits)).field, "email");
-  const auto with_external = ok<create_account>(
-      parse_create_account(json{{"name", "Alice"}, {"externalId", "user_abc123"}, {"email", "a@b.c"}}, "demo", bits, limits));
+  const auto with_external = ok<create_account>(parse_create_account(
+      json{{"name", "Alice"}, {"externalId", "user_abc123"}, {"email", "a@b.c"}}, "demo", bits, limits));
   EXPECT_EQ(with_external.account_id, derive_account_id("demo", "user_abc123"));
   const auto without = ok<create_account>(parse_create_account(json{{"name", "Bob"}}, "demo", bits, limits));
   EXPECT_TRUE(is_account_id(without.account_id));
@@ -94,11 +97,13 @@ TEST_F(requests, create_account_requires_a_name_and_checks_email) {
 
 TEST_F(requests, reservation_expiry_defaults_and_is_bounded) {
   const auto account = derive_account_id("demo", "u");
-  EXPECT_EQ(ok<create_reservation>(parse_create_reservation(json{{"accountId", account}, {"amount", 5}}, "demo", bits, limits))
+  EXPECT_EQ(ok<create_reservation>(
+                parse_create_reservation(json{{"accountId", account}, {"amount", 5}}, "demo", bits, limits))
                 .expires_in_ms,
             limits.reservation_timeout_s * 1000);
-  EXPECT_EQ(ok<create_reservation>(parse_create_reservation(
-                                       json{{"accountId", account}, {"amount", 5}, {"expiresInSeconds", 30}}, "demo", bits, limits))
+  EXPECT_EQ(ok<create_reservation>(
+                parse_create_reservation(json{{"accountId", account}, {"amount", 5}, {"expiresInSeconds", 30}}, "demo",
+                                         bits, limits))
                 .expires_in_ms,
             30'000);
   EXPECT_EQ(bad(parse_create_reservation(json{{"accountId", account}, {"amount", 5}, {"expiresInSeconds", 0}}, "demo",
@@ -113,24 +118,30 @@ TEST_F(requests, confirm_needs_reservation_and_non_negative_actual_amount) {
   EXPECT_EQ(bad(parse_confirm_reservation(json{{"reservationId", rsv}}, bits, limits)).field, "actualAmount");
   EXPECT_EQ(bad(parse_confirm_reservation(json{{"reservationId", rsv}, {"actualAmount", -1}}, bits, limits)).field,
             "actualAmount");
-  const auto c = ok<confirm_reservation>(parse_confirm_reservation(json{{"reservationId", rsv}, {"actualAmount", 0}}, bits, limits));
+  const auto c = ok<confirm_reservation>(
+      parse_confirm_reservation(json{{"reservationId", rsv}, {"actualAmount", 0}}, bits, limits));
   EXPECT_EQ(account_of("txn", c.transaction_id), account_of("rsv", rsv));
 }
 
 TEST_F(requests, usage_context_must_be_customer_or_system) {
   const auto account = derive_account_id("demo", "u");
-  EXPECT_EQ(bad(parse_record_usage(json{{"accountId", account}, {"context", "other"}, {"modelId", "m"}}, "demo", bits, limits))
+  EXPECT_EQ(bad(parse_record_usage(json{{"accountId", account}, {"context", "other"}, {"modelId", "m"}}, "demo", bits,
+                                   limits))
                 .field,
             "context");
   EXPECT_EQ(bad(parse_record_usage(json{{"accountId", account}, {"context", "customer"}}, "demo", bits, limits)).field,
             "modelId");
-  EXPECT_EQ(bad(parse_record_usage(json{{"accountId", account}, {"context", "customer"}, {"modelId", "m"}, {"inputTokens", -1}},
-                                   "demo", bits, limits))
+  EXPECT_EQ(bad(parse_record_usage(
+                    json{{"accountId", account}, {"context", "customer"}, {"modelId", "m"}, {"inputTokens", -1}},
+                    "demo", bits, limits))
                 .field,
             "inputTokens");
-  const auto u = ok<record_usage>(parse_record_usage(
-      json{{"accountId", account}, {"context", "customer"}, {"modelId", "gpt-4o"}, {"inputTokens", 1000}, {"outputTokens", 320}},
-      "demo", bits, limits));
+  const auto u = ok<record_usage>(parse_record_usage(json{{"accountId", account},
+                                                          {"context", "customer"},
+                                                          {"modelId", "gpt-4o"},
+                                                          {"inputTokens", 1000},
+                                                          {"outputTokens", 320}},
+                                                     "demo", bits, limits));
   EXPECT_EQ(u.usage_type, "text");
   EXPECT_EQ(u.input_tokens, 1000);
 }

@@ -29,7 +29,7 @@ struct command {
   enum class verb { create, list, revoke } what = verb::list;
   std::string tenant;  // required for create and revoke; list without it lists every tenant
   key_scope scope = key_scope::read_write;
-  std::string key_id;    // revoke
+  std::string key_id;      // revoke
   bool bootstrap = false;  // revoke a CREDITS_API_KEYS key, which the log does not know
 };
 

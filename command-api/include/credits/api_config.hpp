@@ -54,7 +54,7 @@ struct config {
   // 0 requests per second: no limit.
   std::int64_t rate_limit_requests_per_s = 0;
   std::int64_t rate_limit_burst_requests = 0;  // 0: twice the rate
-  std::size_t rate_limit_keys_max = 100'000;    // buckets kept; beyond it the longest idle is dropped (full)
+  std::size_t rate_limit_keys_max = 100'000;   // buckets kept; beyond it the longest idle is dropped (full)
 
   // TLS on the API listener: both files (PEM) or neither (plain HTTP).
   std::string tls_cert_file;
@@ -62,14 +62,14 @@ struct config {
 
   std::size_t body_bytes_max = 64 * 1024;
   std::size_t header_bytes_max = 16 * 1024;
-  std::size_t batch_commands_max = 512;    // commands per Kafka transaction (group commit)
+  std::size_t batch_commands_max = 512;     // commands per Kafka transaction (group commit)
   std::size_t queue_commands_max = 10'000;  // commands waiting for the writer before 503
   std::size_t expiries_per_batch_max = 1000;
 
   std::chrono::milliseconds kafka_transaction_timeout_ms{10'000};
   std::chrono::milliseconds append_timeout_ms{5'000};
   std::chrono::milliseconds startup_timeout_ms{120'000};
-  std::chrono::milliseconds read_wait_ms{300};        // how long a query waits for the projector
+  std::chrono::milliseconds read_wait_ms{300};  // how long a query waits for the projector
   std::chrono::milliseconds read_poll_interval_ms{5};
   std::chrono::milliseconds idle_timeout_ms{30'000};  // keep-alive connection with no request
   std::chrono::milliseconds expiry_scan_interval_ms{250};
@@ -99,7 +99,7 @@ struct config {
   // Snapshots of the writer's state, so start-up replays only the tail of the log.
   std::string snapshot_topic = "credits.snapshots";
   std::size_t snapshot_interval_events = 100'000;  // 0 disables snapshots
-  std::size_t snapshot_chunk_bytes = 512 * 1024;    // below the broker's 1 MB message limit
+  std::size_t snapshot_chunk_bytes = 512 * 1024;   // below the broker's 1 MB message limit
 
   // The published event contract (docs/events/): the CloudEvents ce_source of every event this API writes,
   // and the available balance below which a deduction or hold also emits BalanceLow (0: never).

@@ -12,8 +12,8 @@
 
 #include "credits/api_config.hpp"
 #include "credits/auth.hpp"
-#include "credits/read_model.hpp"
 #include "credits/ownership.hpp"
+#include "credits/read_model.hpp"
 
 namespace credits::api {
 
@@ -64,17 +64,18 @@ class kafka_probe {
 
 // The HTTP surface: a Beast server with one coroutine per connection (each on its own strand), routing to
 // the writer for commands and to Redis for queries, plus /healthz (the process serves), /readyz (Kafka,
-// the writer and Redis can serve) and /metrics (Prometheus; every answered request is counted and timed). Blocking Redis calls run on a pool of their own, never on the I/O threads.
-// Every connection is bounded: at most `connections_max` at once (more are answered 503 and closed), one
-// request at a time, each request within `request_timeout_ms` once it has started, idle at most
-// `idle_timeout_ms`. Every /v1 request is authenticated (key_registry: 401), limited per key (rate_limiter: 429)
-// and, for commands, checked for a read-write key (403), in that order, before anything is decided. With
-// CREDITS_TLS_CERT_FILE/KEY_FILE every connection is TLS. Lifecycle: construct, listen(), run the io_context;
-// shutdown() closes the acceptor.
+// the writer and Redis can serve) and /metrics (Prometheus; every answered request is counted and timed). Blocking
+// Redis calls run on a pool of their own, never on the I/O threads. Every connection is bounded: at most
+// `connections_max` at once (more are answered 503 and closed), one request at a time, each request within
+// `request_timeout_ms` once it has started, idle at most `idle_timeout_ms`. Every /v1 request is authenticated
+// (key_registry: 401), limited per key (rate_limiter: 429) and, for commands, checked for a read-write key (403), in
+// that order, before anything is decided. With CREDITS_TLS_CERT_FILE/KEY_FILE every connection is TLS. Lifecycle:
+// construct, listen(), run the io_context; shutdown() closes the acceptor.
 class http_api {
  public:
   // `keys` decides which X-API-Key is accepted; it must outlive the server.
-  http_api(const config& cfg, boost::asio::io_context& io, ownership& w, const key_registry& keys, api_metrics& metrics);
+  http_api(const config& cfg, boost::asio::io_context& io, ownership& w, const key_registry& keys,
+           api_metrics& metrics);
   ~http_api();
 
   // Binds and starts accepting; returns the bound port (useful with port 0).

@@ -20,7 +20,9 @@ struct key128 {
   friend bool operator==(const key128&, const key128&) = default;
 };
 struct key128_hash {
-  std::size_t operator()(const key128& k) const noexcept { return static_cast<std::size_t>(k.hi ^ (k.lo * 0x9e3779b97f4a7c15ULL)); }
+  std::size_t operator()(const key128& k) const noexcept {
+    return static_cast<std::size_t>(k.hi ^ (k.lo * 0x9e3779b97f4a7c15ULL));
+  }
 };
 
 key128 slot_of(std::string_view tenant, std::string_view idempotency_key);

@@ -19,12 +19,12 @@ inline constexpr std::size_t summary_days_max = 366;  // a usage summary covers 
 
 struct list_params {
   read_model::list_query query;
-  std::string type;        // transactions: credit, debit, charge, reversal
-  std::string model_id;    // usage
-  std::string context;     // usage: customer or system
-  std::string usage_type;  // usage
-  bool active_only = false;  // reservations: pending and not yet expired
-  bool summary = false;      // usage: totals instead of records
+  std::string type;               // transactions: credit, debit, charge, reversal
+  std::string model_id;           // usage
+  std::string context;            // usage: customer or system
+  std::string usage_type;         // usage
+  bool active_only = false;       // reservations: pending and not yet expired
+  bool summary = false;           // usage: totals instead of records
   std::vector<std::string> days;  // usage summary: every UTC day from startDate to endDate
   std::optional<time_ms> as_of;   // balance
 };

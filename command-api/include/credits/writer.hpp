@@ -24,7 +24,7 @@ namespace credits::api {
 
 struct submission {
   command cmd;
-  request_context ctx;                 // `now` is stamped by the writer
+  request_context ctx;                // `now` is stamped by the writer
   std::function<void(outcome)> done;  // called exactly once, on the writer thread
 };
 
@@ -71,7 +71,7 @@ class writer {
   // The last log position this process wrote for the account (read-your-writes without a client position).
   std::optional<log_position> latest_position(const std::string& account_id) const;
 
-  bool ready() const;  // state rebuilt and taking commands
+  bool ready() const;   // state rebuilt and taking commands
   bool fenced() const;  // a partition writer whose id a newer owner claimed: it takes no command again
   std::size_t accounts() const;
   std::size_t queued_commands() const;  // waiting for the writer thread
@@ -109,9 +109,9 @@ class writer {
   // Writer thread only.
   ledger_state state_;
   idempotency_store idempotency_;
-  std::unique_ptr<store::consumer> replay_reader_;  // reads first answers that fell out of the cache
+  std::unique_ptr<store::consumer> replay_reader_;                 // reads first answers that fell out of the cache
   std::map<std::string, std::vector<std::int64_t>> next_offsets_;  // what the state covers, per partition
-  bool snapshots_;  // configured and the topic exists
+  bool snapshots_;                                                 // configured and the topic exists
   std::size_t events_since_snapshot_ = 0;
   std::uint64_t last_snapshot_id_ = 0;    // the highest id in the topic, so ours always come after it
   std::uint64_t loaded_snapshot_id_ = 0;  // the one this start-up used

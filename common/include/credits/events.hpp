@@ -73,7 +73,7 @@ struct reservation_expired {
 // Usage moves no credits; it lives on its own topic.
 struct usage_recorded {
   std::string usage_id;
-  std::string context;  // "customer" or "system"
+  std::string context;         // "customer" or "system"
   std::string transaction_id;  // empty when not linked
   std::string model_id;
   std::string usage_type;
@@ -116,9 +116,9 @@ inline amount_t balance_delta(const transaction_reversed& r) {
   return r.original_type == "CreditsAdded" ? -r.amount : r.amount;
 }
 
-using event_payload = std::variant<account_created, credits_added, credits_deducted, credits_reserved,
-                                   reservation_confirmed, reservation_cancelled, reservation_expired,
-                                   usage_recorded, balance_low, transaction_reversed>;
+using event_payload =
+    std::variant<account_created, credits_added, credits_deducted, credits_reserved, reservation_confirmed,
+                 reservation_cancelled, reservation_expired, usage_recorded, balance_low, transaction_reversed>;
 
 inline constexpr int event_schema_version = 1;
 

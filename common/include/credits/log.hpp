@@ -60,8 +60,7 @@ std::string format_log_line(time_ms ts, log_level level, std::string_view compon
 
 // Formats with the current time and writes the line to stderr in one write, so lines from several threads
 // do not interleave.
-void write_log(log_level level, std::string_view component, std::string_view msg,
-               std::span<const log_field> fields);
+void write_log(log_level level, std::string_view component, std::string_view msg, std::span<const log_field> fields);
 inline void write_log(log_level level, std::string_view component, std::string_view msg,
                       std::initializer_list<log_field> fields = {}) {
   write_log(level, component, msg, std::span<const log_field>(fields.begin(), fields.size()));

@@ -15,7 +15,7 @@ struct request_limits {
   std::size_t string_bytes_max = 256;
   std::size_t metadata_bytes_max = 4096;
   std::size_t json_depth_max = 16;
-  std::int64_t reservation_timeout_s = 900;          // default hold when a request names none
+  std::int64_t reservation_timeout_s = 900;            // default hold when a request names none
   std::int64_t reservation_timeout_s_max = 7 * 86400;  // longest hold a request may ask for
 };
 

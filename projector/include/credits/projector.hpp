@@ -6,9 +6,9 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
-#include <optional>
 #include <unordered_map>
 #include <variant>
 #include <vector>
@@ -31,17 +31,17 @@ struct projector_config {
   int redis_rebuild_db = 1;  // where `rebuild` builds the next view before swapping it in (CREDITS_REDIS_REBUILD_DB)
   std::string ledger_topic = "credits.ledger";
   std::string usage_topic = "credits.usage";
-  std::string dlq_topic;     // CREDITS_DLQ_TOPIC; empty in the struct means "<ledger topic>.dlq"
+  std::string dlq_topic;  // CREDITS_DLQ_TOPIC; empty in the struct means "<ledger topic>.dlq"
   std::string redis_client_name = "credits-projector";  // CLIENT SETNAME, to find it in CLIENT LIST
-  std::size_t batch_events_max = 1000;     // events per poll, and so per Redis pipeline
-  std::size_t rebuild_batch_events_max = 5000;  // the same for a rebuild: no reader waits on it, so larger
-  std::int64_t fetch_wait_ms = 10;         // librdkafka fetch.wait.max.ms: the broker's wait for more data
-  std::int64_t poll_timeout_ms = 100;      // longest wait for a batch, and so for noticing a stop request
-  std::int64_t redis_timeout_ms = 2000;    // connect and per-command timeout
-  std::int64_t metadata_timeout_ms = 10'000;  // partition counts at start-up
+  std::size_t batch_events_max = 1000;                  // events per poll, and so per Redis pipeline
+  std::size_t rebuild_batch_events_max = 5000;          // the same for a rebuild: no reader waits on it, so larger
+  std::int64_t fetch_wait_ms = 10;                      // librdkafka fetch.wait.max.ms: the broker's wait for more data
+  std::int64_t poll_timeout_ms = 100;                   // longest wait for a batch, and so for noticing a stop request
+  std::int64_t redis_timeout_ms = 2000;                 // connect and per-command timeout
+  std::int64_t metadata_timeout_ms = 10'000;            // partition counts at start-up
   std::int64_t reconnect_backoff_ms_min = 100;
   std::int64_t reconnect_backoff_ms_max = 5000;
-  std::int64_t dlq_timeout_ms = 10'000;    // a dead-letter copy must be acknowledged within this
+  std::int64_t dlq_timeout_ms = 10'000;            // a dead-letter copy must be acknowledged within this
   std::int64_t rebuild_swap_timeout_ms = 120'000;  // catching up with the live view before the switch
   std::int64_t log_read_timeout_ms = 3'600'000;    // verify and export read the whole log within this
   std::int64_t progress_interval_ms = 2000;        // plain progress lines (a terminal bar: 5 per second)
@@ -145,11 +145,11 @@ std::optional<std::string> admission_error(const event& e, std::string_view key,
 
 // Counters since construction. Read them from the thread that runs the projector, or after it stopped.
 struct projector_stats {
-  std::uint64_t applied = 0;     // events whose commands ran
-  std::uint64_t replayed = 0;    // events already covered by the stored position: no-ops
-  std::uint64_t poison = 0;      // events that could not be applied, recorded in the view (and the DLQ)
+  std::uint64_t applied = 0;        // events whose commands ran
+  std::uint64_t replayed = 0;       // events already covered by the stored position: no-ops
+  std::uint64_t poison = 0;         // events that could not be applied, recorded in the view (and the DLQ)
   std::uint64_t dead_lettered = 0;  // copies written to the dead-letter topic (at least once per poison event)
-  std::uint64_t recoveries = 0;  // reconnects after a Redis or dead-letter error
+  std::uint64_t recoveries = 0;     // reconnects after a Redis or dead-letter error
 };
 
 // Folds the ledger and usage topics into the Redis read model, exactly once in effect: each event's

@@ -1,9 +1,9 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <limits>
-#include <cstdint>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -89,7 +89,7 @@ class redis_connection {
   void send(const std::vector<std::vector<std::string>>& commands);
   std::vector<outcome> receive(std::size_t count);
 
-  bool broken() const;  // true after an I/O error: discard and reconnect
+  bool broken() const;     // true after an I/O error: discard and reconnect
   bool clustered() const;  // connected to a Redis Cluster
   // How many MOVED, ASK and TRYAGAIN replies this connection has followed (0 unless clustered).
   std::uint64_t redirections() const;
@@ -214,8 +214,7 @@ page list_accounts(redis_connection& redis, std::string_view tenant, const list_
 // summary hashes of one account (or, with an empty account id, of the whole tenant). Empty model / context
 // filters match everything.
 nlohmann::json usage_summary(redis_connection& redis, std::string_view tenant, std::string_view account_id,
-                             const std::vector<std::string>& days, std::string_view model_id,
-                             std::string_view context);
+                             const std::vector<std::string>& days, std::string_view model_id, std::string_view context);
 
 struct balance_at {
   amount_t balance = 0;
@@ -271,8 +270,7 @@ std::vector<std::vector<std::string>> coalesce(std::vector<std::vector<std::stri
 
 // The commands that record a poison event: its entry in credits:poison and, when it has a key, the blocked
 // marks on that account. `key` is the Kafka key as read, which need not be a valid account id.
-std::vector<std::vector<std::string>> poison_marks(std::string_view topic, std::int32_t partition,
-                                                   std::int64_t offset, std::string_view key,
-                                                   std::string_view reason);
+std::vector<std::vector<std::string>> poison_marks(std::string_view topic, std::int32_t partition, std::int64_t offset,
+                                                   std::string_view key, std::string_view reason);
 
 }  // namespace credits::read_model
