@@ -1,4 +1,4 @@
-#include "credits/admin.hpp"
+#include "credits/admin/admin.hpp"
 
 #include <openssl/rand.h>
 #include <pwd.h>
@@ -10,8 +10,8 @@
 #include <ostream>
 #include <stdexcept>
 
-#include "credits/contract.hpp"
-#include "credits/event_store.hpp"
+#include "credits/common/contract.hpp"
+#include "credits/event_store/event_store.hpp"
 
 namespace credits::admin {
 namespace {

@@ -1,7 +1,7 @@
 #include <cstdlib>
 #include <iostream>
 
-#include "credits/admin.hpp"
+#include "credits/admin/admin.hpp"
 
 int main(int argc, char** argv) {
   using namespace credits::admin;

@@ -23,7 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "credits/bench/histogram.hpp"
-#include "credits/event_store.hpp"
+#include "credits/event_store/event_store.hpp"
 
 namespace {
 

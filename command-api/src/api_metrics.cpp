@@ -1,4 +1,4 @@
-#include "credits/api_metrics.hpp"
+#include "credits/command_api/api_metrics.hpp"
 
 #include <prometheus/text_serializer.h>
 

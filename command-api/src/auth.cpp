@@ -1,10 +1,10 @@
-#include "credits/auth.hpp"
+#include "credits/command_api/auth.hpp"
 
 #include <set>
 
-#include "credits/event_store.hpp"
-#include "credits/ids.hpp"
-#include "credits/log.hpp"
+#include "credits/common/ids.hpp"
+#include "credits/common/log.hpp"
+#include "credits/event_store/event_store.hpp"
 
 namespace credits::api {
 namespace {

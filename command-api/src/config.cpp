@@ -2,9 +2,9 @@
 #include <fstream>
 #include <stdexcept>
 
-#include "credits/api_config.hpp"
-#include "credits/ids.hpp"
-#include "credits/projector.hpp"  // redis_db_max: the API reads the database the projector writes
+#include "credits/command_api/api_config.hpp"
+#include "credits/common/ids.hpp"
+#include "credits/projector/projector.hpp"  // redis_db_max: the API reads the database the projector writes
 
 namespace credits::api {
 namespace {

@@ -1,4 +1,4 @@
-#include "credits/http_api.hpp"
+#include "credits/command_api/http_api.hpp"
 
 #include <algorithm>
 #include <array>
@@ -20,12 +20,12 @@
 #include <optional>
 #include <random>
 
-#include "credits/event_store.hpp"
-#include "credits/ids.hpp"
-#include "credits/log.hpp"
-#include "credits/queries.hpp"
-#include "credits/rate_limit.hpp"
-#include "credits/responses.hpp"
+#include "credits/command_api/queries.hpp"
+#include "credits/command_api/rate_limit.hpp"
+#include "credits/command_api/responses.hpp"
+#include "credits/common/ids.hpp"
+#include "credits/common/log.hpp"
+#include "credits/event_store/event_store.hpp"
 
 namespace credits::api {
 namespace {

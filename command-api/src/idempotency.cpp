@@ -1,8 +1,8 @@
-#include "credits/idempotency.hpp"
+#include "credits/command_api/idempotency.hpp"
 
 #include <charconv>
 
-#include "credits/ids.hpp"
+#include "credits/common/ids.hpp"
 
 namespace credits::api {
 namespace {

@@ -9,8 +9,8 @@
 #include <string>
 #include <thread>
 
-#include "credits/http_api.hpp"
-#include "credits/log.hpp"
+#include "credits/command_api/http_api.hpp"
+#include "credits/common/log.hpp"
 
 namespace {
 

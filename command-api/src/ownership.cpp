@@ -1,11 +1,11 @@
-#include "credits/ownership.hpp"
+#include "credits/command_api/ownership.hpp"
 
 #include <algorithm>
 #include <atomic>
 #include <thread>
 
-#include "credits/ids.hpp"
-#include "credits/log.hpp"
+#include "credits/common/ids.hpp"
+#include "credits/common/log.hpp"
 
 namespace credits::api {
 namespace {

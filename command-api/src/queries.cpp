@@ -1,4 +1,4 @@
-#include "credits/queries.hpp"
+#include "credits/command_api/queries.hpp"
 
 #include <charconv>
 

@@ -1,4 +1,4 @@
-#include "credits/rate_limit.hpp"
+#include "credits/command_api/rate_limit.hpp"
 
 #include <algorithm>
 

@@ -1,6 +1,6 @@
-#include "credits/responses.hpp"
+#include "credits/command_api/responses.hpp"
 
-#include "credits/assert.hpp"
+#include "credits/common/assert.hpp"
 
 namespace credits::api {
 namespace {

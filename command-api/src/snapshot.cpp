@@ -1,6 +1,6 @@
-#include "credits/snapshot.hpp"
+#include "credits/command_api/snapshot.hpp"
 
-#include "credits/ids.hpp"
+#include "credits/common/ids.hpp"
 
 namespace credits::api {
 namespace {

@@ -1,10 +1,10 @@
-#include "credits/snapshot_writer.hpp"
+#include "credits/command_api/snapshot_writer.hpp"
 
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "credits/log.hpp"
-#include "credits/snapshot.hpp"
+#include "credits/command_api/snapshot.hpp"
+#include "credits/common/log.hpp"
 
 namespace credits::api {
 namespace {

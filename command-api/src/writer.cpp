@@ -1,14 +1,14 @@
-#include "credits/writer.hpp"
+#include "credits/command_api/writer.hpp"
 
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
 
-#include "credits/log.hpp"
+#include "credits/common/log.hpp"
 
-#include "credits/contract.hpp"
-#include "credits/responses.hpp"
-#include "credits/snapshot.hpp"
+#include "credits/command_api/responses.hpp"
+#include "credits/command_api/snapshot.hpp"
+#include "credits/common/contract.hpp"
 
 namespace credits::api {
 namespace {

@@ -1,6 +1,6 @@
-#include "credits/contract.hpp"
+#include "credits/common/contract.hpp"
 
-#include "credits/assert.hpp"
+#include "credits/common/assert.hpp"
 
 namespace credits {
 

@@ -1,9 +1,9 @@
-#include "credits/domain.hpp"
+#include "credits/common/domain.hpp"
 
 #include <optional>
 
-#include "credits/assert.hpp"
-#include "credits/ids.hpp"
+#include "credits/common/assert.hpp"
+#include "credits/common/ids.hpp"
 
 namespace credits {
 namespace {

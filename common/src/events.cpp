@@ -1,6 +1,6 @@
-#include "credits/events.hpp"
+#include "credits/common/events.hpp"
 
-#include "credits/contract.hpp"
+#include "credits/common/contract.hpp"
 
 #include <array>
 #include <charconv>

@@ -1,4 +1,4 @@
-#include "credits/ids.hpp"
+#include "credits/common/ids.hpp"
 
 #include <array>
 #include <cstdio>

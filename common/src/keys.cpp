@@ -1,11 +1,11 @@
-#include "credits/keys.hpp"
+#include "credits/common/keys.hpp"
 
 #include <openssl/crypto.h>
 
 #include <algorithm>
 
-#include "credits/contract.hpp"
-#include "credits/ids.hpp"
+#include "credits/common/contract.hpp"
+#include "credits/common/ids.hpp"
 
 namespace credits {
 namespace {

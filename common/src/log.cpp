@@ -1,4 +1,4 @@
-#include "credits/log.hpp"
+#include "credits/common/log.hpp"
 
 #include <chrono>
 #include <cmath>

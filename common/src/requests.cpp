@@ -1,6 +1,6 @@
-#include "credits/requests.hpp"
+#include "credits/common/requests.hpp"
 
-#include "credits/ids.hpp"
+#include "credits/common/ids.hpp"
 
 namespace credits {
 namespace {

@@ -1,4 +1,4 @@
-#include "credits/consumer_group_member.hpp"
+#include "credits/event_store/consumer_group_member.hpp"
 
 #include <librdkafka/rdkafka.h>
 

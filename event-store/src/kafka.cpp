@@ -7,8 +7,8 @@
 #include <string_view>
 #include <thread>
 
-#include "credits/event_store.hpp"
-#include "credits/group_membership.hpp"
+#include "credits/event_store/event_store.hpp"
+#include "credits/event_store/group_membership.hpp"
 #include "rdkafka_support.hpp"
 
 namespace credits::store {

@@ -5,7 +5,7 @@
 #include <set>
 #include <stdexcept>
 
-#include "credits/operations.hpp"
+#include "credits/projector/operations.hpp"
 
 namespace credits::ops {
 namespace {

@@ -1,4 +1,4 @@
-#include "credits/kafka_tools.hpp"
+#include "credits/projector/kafka_tools.hpp"
 
 #include <librdkafka/rdkafka.h>
 

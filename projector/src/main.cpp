@@ -8,9 +8,9 @@
 #include <string_view>
 #include <thread>
 
-#include "credits/log.hpp"
-#include "credits/operations.hpp"
-#include "credits/projector.hpp"
+#include "credits/common/log.hpp"
+#include "credits/projector/operations.hpp"
+#include "credits/projector/projector.hpp"
 
 namespace {
 

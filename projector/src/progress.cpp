@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "credits/operations.hpp"
+#include "credits/projector/operations.hpp"
 
 namespace credits::ops {
 namespace {

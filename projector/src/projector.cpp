@@ -1,4 +1,4 @@
-#include "credits/projector.hpp"
+#include "credits/projector/projector.hpp"
 
 #include <unistd.h>
 
@@ -16,8 +16,8 @@
 #include <type_traits>
 #include <unordered_set>
 
-#include "credits/assert.hpp"
-#include "credits/log.hpp"
+#include "credits/common/assert.hpp"
+#include "credits/common/log.hpp"
 
 namespace credits {
 namespace {

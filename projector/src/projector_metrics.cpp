@@ -1,4 +1,4 @@
-#include "credits/projector_metrics.hpp"
+#include "credits/projector/projector_metrics.hpp"
 
 #include <prometheus/family.h>
 

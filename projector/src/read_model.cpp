@@ -1,4 +1,4 @@
-#include "credits/read_model.hpp"
+#include "credits/projector/read_model.hpp"
 
 #include <algorithm>
 #include <cctype>

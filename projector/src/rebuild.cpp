@@ -5,8 +5,8 @@
 #include <unordered_set>
 #include <utility>
 
-#include "credits/log.hpp"
-#include "credits/operations.hpp"
+#include "credits/common/log.hpp"
+#include "credits/projector/operations.hpp"
 
 namespace credits::ops {
 namespace {

@@ -12,7 +12,7 @@
 #include <string>
 #include <string_view>
 
-#include "credits/events.hpp"
+#include "credits/common/events.hpp"
 #include "fuzz_check.hpp"
 
 namespace {

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "credits/keys.hpp"
+#include "credits/common/keys.hpp"
 #include "fuzz_check.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

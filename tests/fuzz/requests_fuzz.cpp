@@ -13,9 +13,9 @@
 #include <string>
 #include <string_view>
 
-#include "credits/domain.hpp"
-#include "credits/ids.hpp"
-#include "credits/requests.hpp"
+#include "credits/common/domain.hpp"
+#include "credits/common/ids.hpp"
+#include "credits/common/requests.hpp"
 #include "fuzz_check.hpp"
 
 namespace {

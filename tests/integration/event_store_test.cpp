@@ -5,7 +5,7 @@
 #include <random>
 #include <string>
 
-#include "credits/event_store.hpp"
+#include "credits/event_store/event_store.hpp"
 #include "kafka_topics.hpp"
 
 // The event store's fencing against the real broker of scripts/up.sh --infra-only (CREDITS_KAFKA_BROKERS):

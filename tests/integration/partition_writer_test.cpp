@@ -5,10 +5,10 @@
 #include <random>
 #include <string>
 
-#include "credits/api_metrics.hpp"
-#include "credits/events.hpp"
-#include "credits/ids.hpp"
-#include "credits/writer.hpp"
+#include "credits/command_api/api_metrics.hpp"
+#include "credits/command_api/writer.hpp"
+#include "credits/common/events.hpp"
+#include "credits/common/ids.hpp"
 #include "kafka_topics.hpp"
 
 // A partition writer (scale out, docs/scaling.md) against the real broker: when the partition's next owner

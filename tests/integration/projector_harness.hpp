@@ -10,8 +10,8 @@
 #include <string>
 #include <thread>
 
-#include "credits/ids.hpp"
-#include "credits/projector.hpp"
+#include "credits/common/ids.hpp"
+#include "credits/projector/projector.hpp"
 
 // What the projector's integration tests share: fresh ids, polling with a deadline, a projector on a thread.
 namespace credits::harness {

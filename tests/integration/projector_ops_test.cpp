@@ -8,13 +8,13 @@
 #include <sstream>
 #include <thread>
 
-#include "credits/event_store.hpp"
-#include "credits/events.hpp"
-#include "credits/ids.hpp"
-#include "credits/kafka_tools.hpp"
-#include "credits/operations.hpp"
-#include "credits/projector.hpp"
-#include "credits/read_model.hpp"
+#include "credits/common/events.hpp"
+#include "credits/common/ids.hpp"
+#include "credits/event_store/event_store.hpp"
+#include "credits/projector/kafka_tools.hpp"
+#include "credits/projector/operations.hpp"
+#include "credits/projector/projector.hpp"
+#include "credits/projector/read_model.hpp"
 #include "projector_harness.hpp"
 
 // Poison events against the real Kafka and Redis: the projector's Lua guards, the dead-letter topic, the

@@ -9,11 +9,11 @@
 #include <sstream>
 #include <thread>
 
-#include "credits/event_store.hpp"
-#include "credits/events.hpp"
-#include "credits/ids.hpp"
-#include "credits/projector.hpp"
-#include "credits/read_model.hpp"
+#include "credits/common/events.hpp"
+#include "credits/common/ids.hpp"
+#include "credits/event_store/event_store.hpp"
+#include "credits/projector/projector.hpp"
+#include "credits/projector/read_model.hpp"
 #include "projector_harness.hpp"
 
 // These run against the real Kafka and Redis of scripts/up.sh --infra-only, on the topics CREDITS_LEDGER_TOPIC and

@@ -2,9 +2,9 @@
 
 #include <map>
 
-#include "credits/api_config.hpp"
-#include "credits/responses.hpp"
-#include "credits/writer.hpp"
+#include "credits/command_api/api_config.hpp"
+#include "credits/command_api/responses.hpp"
+#include "credits/command_api/writer.hpp"
 
 namespace credits::api {
 namespace {

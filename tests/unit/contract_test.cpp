@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "credits/contract.hpp"
+#include "credits/common/contract.hpp"
 #include "test_ledger.hpp"
 
 namespace credits {

@@ -7,8 +7,8 @@
 #include <memory>
 #include <set>
 
-#include "credits/event_store.hpp"
-#include "credits/ids.hpp"
+#include "credits/common/ids.hpp"
+#include "credits/event_store/event_store.hpp"
 
 namespace credits::store {
 namespace {

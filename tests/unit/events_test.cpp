@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "credits/events.hpp"
-#include "credits/ids.hpp"
+#include "credits/common/events.hpp"
+#include "credits/common/ids.hpp"
 
 namespace credits {
 namespace {

@@ -2,10 +2,10 @@
 // credits-admin's argument parsing and revocation decisions.
 #include <gtest/gtest.h>
 
-#include "credits/admin.hpp"
-#include "credits/auth.hpp"
-#include "credits/contract.hpp"
-#include "credits/ids.hpp"
+#include "credits/admin/admin.hpp"
+#include "credits/command_api/auth.hpp"
+#include "credits/common/contract.hpp"
+#include "credits/common/ids.hpp"
 
 namespace credits {
 namespace {

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "credits/log.hpp"
+#include "credits/common/log.hpp"
 
 namespace credits {
 namespace {

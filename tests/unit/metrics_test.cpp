@@ -4,8 +4,8 @@
 
 #include <string>
 
-#include "credits/api_metrics.hpp"
-#include "credits/projector_metrics.hpp"
+#include "credits/command_api/api_metrics.hpp"
+#include "credits/projector/projector_metrics.hpp"
 
 namespace credits {
 namespace {

@@ -5,11 +5,11 @@
 #include <random>
 #include <set>
 
-#include "credits/ids.hpp"
-#include "credits/kafka_tools.hpp"
-#include "credits/operations.hpp"
-#include "credits/projector.hpp"
-#include "credits/read_model.hpp"
+#include "credits/common/ids.hpp"
+#include "credits/projector/kafka_tools.hpp"
+#include "credits/projector/operations.hpp"
+#include "credits/projector/projector.hpp"
+#include "credits/projector/read_model.hpp"
 #include "test_ledger.hpp"
 
 // The pure parts of the projector's poison handling and of the operator commands (rebuild, verify, export,

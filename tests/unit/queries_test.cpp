@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "credits/api_config.hpp"
-#include "credits/queries.hpp"
+#include "credits/command_api/api_config.hpp"
+#include "credits/command_api/queries.hpp"
 
 namespace credits::api {
 namespace {

@@ -1,7 +1,7 @@
 // The per-key token bucket, on an injected clock.
 #include <gtest/gtest.h>
 
-#include "credits/rate_limit.hpp"
+#include "credits/command_api/rate_limit.hpp"
 
 namespace credits::api {
 namespace {

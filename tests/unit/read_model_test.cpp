@@ -5,8 +5,8 @@
 #include <random>
 #include <set>
 
-#include "credits/projector.hpp"
-#include "credits/read_model.hpp"
+#include "credits/projector/projector.hpp"
+#include "credits/projector/read_model.hpp"
 
 namespace credits {
 namespace {

@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "credits/ids.hpp"
-#include "credits/requests.hpp"
+#include "credits/common/ids.hpp"
+#include "credits/common/requests.hpp"
 
 namespace credits {
 namespace {

@@ -2,9 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include "credits/domain.hpp"
-#include "credits/ids.hpp"
-#include "credits/requests.hpp"
+#include "credits/common/domain.hpp"
+#include "credits/common/ids.hpp"
+#include "credits/common/requests.hpp"
 
 namespace credits::testing {
 

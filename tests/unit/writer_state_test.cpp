@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "credits/idempotency.hpp"
-#include "credits/snapshot.hpp"
+#include "credits/command_api/idempotency.hpp"
+#include "credits/command_api/snapshot.hpp"
 #include "test_ledger.hpp"
 
 namespace credits::api {

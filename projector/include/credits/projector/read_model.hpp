@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "credits/events.hpp"
+#include "credits/common/events.hpp"
 
 // The Redis read model: its key layout, the fold of events into Redis commands, and the reads the query
 // endpoints make. The projector is its only writer; command-api only reads it.

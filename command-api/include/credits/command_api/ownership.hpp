@@ -14,10 +14,10 @@
 #include <thread>
 #include <vector>
 
-#include "credits/api_config.hpp"
-#include "credits/group_membership.hpp"
-#include "credits/requests.hpp"
-#include "credits/writer.hpp"
+#include "credits/command_api/api_config.hpp"
+#include "credits/command_api/writer.hpp"
+#include "credits/common/requests.hpp"
+#include "credits/event_store/group_membership.hpp"
 
 namespace credits::api {
 

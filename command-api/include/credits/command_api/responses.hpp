@@ -2,7 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "credits/domain.hpp"
+#include "credits/common/domain.hpp"
 
 namespace credits::api {
 

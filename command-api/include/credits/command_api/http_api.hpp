@@ -10,10 +10,10 @@
 #include <thread>
 #include <vector>
 
-#include "credits/api_config.hpp"
-#include "credits/auth.hpp"
-#include "credits/ownership.hpp"
-#include "credits/read_model.hpp"
+#include "credits/command_api/api_config.hpp"
+#include "credits/command_api/auth.hpp"
+#include "credits/command_api/ownership.hpp"
+#include "credits/projector/read_model.hpp"
 
 namespace credits::api {
 

@@ -12,13 +12,13 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "credits/api_config.hpp"
-#include "credits/api_metrics.hpp"
-#include "credits/domain.hpp"
-#include "credits/event_store.hpp"
-#include "credits/idempotency.hpp"
-#include "credits/outcome.hpp"
-#include "credits/snapshot_writer.hpp"
+#include "credits/command_api/api_config.hpp"
+#include "credits/command_api/api_metrics.hpp"
+#include "credits/command_api/idempotency.hpp"
+#include "credits/command_api/outcome.hpp"
+#include "credits/command_api/snapshot_writer.hpp"
+#include "credits/common/domain.hpp"
+#include "credits/event_store/event_store.hpp"
 
 namespace credits::api {
 

@@ -7,8 +7,8 @@
 #include <variant>
 #include <vector>
 
-#include "credits/events.hpp"
-#include "credits/keys.hpp"
+#include "credits/common/events.hpp"
+#include "credits/common/keys.hpp"
 
 // The published contract of the topics (docs/events/): the registry of event types with their versions, and
 // the CloudEvents Kafka binding headers every event record carries.

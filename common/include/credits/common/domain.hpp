@@ -9,7 +9,7 @@
 #include <variant>
 #include <vector>
 
-#include "credits/events.hpp"
+#include "credits/common/events.hpp"
 
 namespace credits {
 

@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "credits/events.hpp"
+#include "credits/common/events.hpp"
 
 // API keys as events: the key log (topic credits.keys) holds every key ever created and every revocation, so
 // the keys a process accepts are a fold of that log, rebuilt at start-up like the ledger. Pure: no I/O.

@@ -6,7 +6,7 @@
 #include <string_view>
 #include <variant>
 
-#include "credits/domain.hpp"
+#include "credits/common/domain.hpp"
 
 namespace credits {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "credits/event_store.hpp"
+#include "credits/event_store/event_store.hpp"
 
 namespace credits::store {
 

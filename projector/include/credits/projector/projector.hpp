@@ -13,12 +13,12 @@
 #include <variant>
 #include <vector>
 
-#include "credits/consumer_group_member.hpp"
-#include "credits/event_store.hpp"
-#include "credits/events.hpp"
-#include "credits/kafka_tools.hpp"
-#include "credits/projector_metrics.hpp"
-#include "credits/read_model.hpp"
+#include "credits/common/events.hpp"
+#include "credits/event_store/consumer_group_member.hpp"
+#include "credits/event_store/event_store.hpp"
+#include "credits/projector/kafka_tools.hpp"
+#include "credits/projector/projector_metrics.hpp"
+#include "credits/projector/read_model.hpp"
 
 namespace credits {
 

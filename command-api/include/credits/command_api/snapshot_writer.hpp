@@ -12,10 +12,10 @@
 #include <thread>
 #include <vector>
 
-#include "credits/api_config.hpp"
-#include "credits/domain.hpp"
-#include "credits/event_store.hpp"
-#include "credits/idempotency.hpp"
+#include "credits/command_api/api_config.hpp"
+#include "credits/command_api/idempotency.hpp"
+#include "credits/common/domain.hpp"
+#include "credits/event_store/event_store.hpp"
 
 namespace credits::api {
 

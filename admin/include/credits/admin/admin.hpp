@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "credits/keys.hpp"
+#include "credits/common/keys.hpp"
 
 // credits-admin: manages API keys by appending ApiKeyCreated / ApiKeyRevoked to the key log, which every
 // credits-api follows. The parsing and the decisions are pure (tested without Kafka); run() does the I/O.

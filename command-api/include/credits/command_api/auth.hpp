@@ -10,9 +10,9 @@
 #include <thread>
 #include <variant>
 
-#include "credits/api_config.hpp"
-#include "credits/domain.hpp"
-#include "credits/keys.hpp"
+#include "credits/command_api/api_config.hpp"
+#include "credits/common/domain.hpp"
+#include "credits/common/keys.hpp"
 
 namespace credits::api {
 

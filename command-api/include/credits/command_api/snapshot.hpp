@@ -9,8 +9,8 @@
 #include <string_view>
 #include <vector>
 
-#include "credits/domain.hpp"
-#include "credits/idempotency.hpp"
+#include "credits/command_api/idempotency.hpp"
+#include "credits/common/domain.hpp"
 
 namespace credits::api {
 

@@ -5,9 +5,9 @@
 #include <map>
 #include <string>
 
-#include "credits/domain.hpp"
-#include "credits/keys.hpp"
-#include "credits/requests.hpp"
+#include "credits/common/domain.hpp"
+#include "credits/common/keys.hpp"
+#include "credits/common/requests.hpp"
 
 namespace credits::api {
 

@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "credits/event_store.hpp"
+#include "credits/event_store/event_store.hpp"
 
 // Partition ownership through a Kafka consumer group: the group protocol decides which member owns which
 // partition of a topic, and every member can ask who owns what. Nothing is read through the membership; it

@@ -8,8 +8,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "credits/events.hpp"
-#include "credits/outcome.hpp"
+#include "credits/command_api/outcome.hpp"
+#include "credits/common/events.hpp"
 
 namespace credits::api {
 

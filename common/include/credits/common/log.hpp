@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "credits/events.hpp"  // time_ms
+#include "credits/common/events.hpp"  // time_ms
 
 // Structured logs: one JSON object per line on stderr, so a log shipper can index the fields without
 // parsing prose. Every line carries ts, level, component and msg first, then the caller's fields:

@@ -13,9 +13,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "credits/domain.hpp"
-#include "credits/kafka_tools.hpp"
-#include "credits/projector.hpp"
+#include "credits/common/domain.hpp"
+#include "credits/projector/kafka_tools.hpp"
+#include "credits/projector/projector.hpp"
 
 // The operator's commands of credits-projector: rebuild, verify, export and import (docs/operations.md).
 // Each runs on the calling thread and returns the process exit code; they print to `out` (results) and
