@@ -10,7 +10,10 @@
 #include <ostream>
 #include <stdexcept>
 
+#include "credits/common/clock.hpp"
 #include "credits/common/contract.hpp"
+#include "credits/common/env.hpp"
+#include "credits/common/ids.hpp"
 #include "credits/event_store/event_store.hpp"
 
 namespace credits::admin {
@@ -31,20 +34,15 @@ std::string random_hex(std::size_t bytes) {
 }
 
 std::string new_event_id() {
-  auto h = random_hex(16);
-  h[12] = '4';                                                        // version 4
-  h[16] = "89ab"[std::stoi(std::string(1, h[16]), nullptr, 16) & 3];  // RFC 9562 variant
-  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) + "-" + h.substr(20);
+  std::array<std::uint64_t, 2> bits{};
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(bits.data()), sizeof bits) != 1)
+    throw std::runtime_error("no randomness (RAND_bytes)");
+  return uuid_v4(bits[0], bits[1]);
 }
 
 std::string actor() {
   const passwd* pw = getpwuid(getuid());
   return "credits-admin:" + std::string(pw && pw->pw_name ? pw->pw_name : std::to_string(getuid()));
-}
-
-time_ms now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 key_log_state read_log(const options& o, std::ostream& err) {
@@ -102,24 +100,11 @@ json key_json(const key_record& k) {
 
 options load_options(const std::function<const char*(const char*)>& getenv) {
   options o;
-  const auto text = [&](const char* name, std::string& out) {
-    if (const char* v = getenv(name)) {
-      if (*v == '\0') throw std::invalid_argument(std::string(name) + " is set but empty");
-      out = v;
-    }
-  };
-  text("CREDITS_KAFKA_BROKERS", o.kafka_brokers);
-  text("CREDITS_KEYS_TOPIC", o.keys_topic);
-  text("CREDITS_ADMIN_TRANSACTIONAL_ID", o.transactional_id);
-  if (const char* v = getenv("CREDITS_ADMIN_TIMEOUT_MS")) {
-    std::int64_t n = 0;
-    const std::string_view s(v);
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
-    if (ec != std::errc{} || p != s.data() + s.size() || n < 1000 || n > 600'000)
-      throw std::invalid_argument(std::string("CREDITS_ADMIN_TIMEOUT_MS=") + v +
-                                  " is not an integer in [1000, 600000]");
-    o.timeout_ms = std::chrono::milliseconds(n);
-  }
+  const env_reader r{getenv};
+  r.text("CREDITS_KAFKA_BROKERS", o.kafka_brokers);
+  r.text("CREDITS_KEYS_TOPIC", o.keys_topic);
+  r.text("CREDITS_ADMIN_TRANSACTIONAL_ID", o.transactional_id);
+  r.millis("CREDITS_ADMIN_TIMEOUT_MS", o.timeout_ms, 1000, 600'000);
   return o;
 }
 
@@ -167,7 +152,7 @@ std::variant<key_event, refusal> decide_revoke(const key_log_state& state, const
   if (it != state.keys.end() && it->second.tenant != c.tenant)
     return refusal{c.key_id + " is not a key of tenant " + c.tenant};
   if (it != state.keys.end() && it->second.revoked_at) return refusal{c.key_id + " is revoked already"};
-  return key_event{new_event_id(), 1, c.tenant, c.key_id, actor(), now_ms(), api_key_revoked{}};
+  return key_event{new_event_id(), 1, c.tenant, c.key_id, actor(), wall_clock_ms(), api_key_revoked{}};
 }
 
 int run(const options& o, const command& c, std::ostream& out, std::ostream& err) {
@@ -201,7 +186,7 @@ int run(const options& o, const command& c, std::ostream& out, std::ostream& err
                         c.tenant,
                         *key_id_of_token(token),
                         actor(),
-                        now_ms(),
+                        wall_clock_ms(),
                         api_key_created{key_token_hash(token), c.scope}};
       append(o, e);
       // The only time the key exists outside its holder's hands: the log keeps its SHA-256 alone.

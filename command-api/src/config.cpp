@@ -3,46 +3,11 @@
 #include <stdexcept>
 
 #include "credits/command_api/api_config.hpp"
+#include "credits/common/env.hpp"
 #include "credits/common/ids.hpp"
 #include "credits/projector/projector.hpp"  // redis_db_max: the API reads the database the projector writes
 
 namespace credits::api {
-namespace {
-
-struct reader {
-  const std::function<const char*(const char*)>& getenv;
-
-  void text(const char* name, std::string& out) const {
-    if (const char* v = getenv(name)) {
-      if (*v == '\0') throw std::invalid_argument(std::string(name) + " is set but empty");
-      out = v;
-    }
-  }
-
-  template <class T>
-  void number(const char* name, T& out, std::int64_t min, std::int64_t max) const {
-    const char* v = getenv(name);
-    if (!v) return;
-    std::int64_t n = 0;
-    const std::string_view s(v);
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
-    if (ec != std::errc{} || p != s.data() + s.size())
-      throw std::invalid_argument(std::string(name) + "=" + v + " is not an integer");
-    if (n < min || n > max)
-      throw std::invalid_argument(std::string(name) + "=" + v + " is out of range [" + std::to_string(min) + ", " +
-                                  std::to_string(max) + "]");
-    out = static_cast<T>(n);
-  }
-
-  void millis(const char* name, std::chrono::milliseconds& out, std::int64_t min, std::int64_t max) const {
-    std::int64_t n = out.count();
-    number(name, n, min, max);
-    out = std::chrono::milliseconds(n);
-  }
-};
-
-}  // namespace
-
 std::map<std::string, api_key> parse_api_keys(const std::string& text) {
   std::map<std::string, api_key> keys;
   std::size_t start = 0;
@@ -128,7 +93,7 @@ price_table parse_prices(std::string_view text) {
 
 config load_config(const std::function<const char*(const char*)>& getenv) {
   config c;
-  const reader r{getenv};
+  const env_reader r{getenv};
   r.text("CREDITS_HTTP_ADDRESS", c.http_address);
   r.number("CREDITS_HTTP_PORT", c.http_port, 0, 65535);
   r.number("CREDITS_HTTP_THREADS", c.http_threads, 1, 64);

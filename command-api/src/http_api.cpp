@@ -23,6 +23,7 @@
 #include "credits/command_api/queries.hpp"
 #include "credits/command_api/rate_limit.hpp"
 #include "credits/command_api/responses.hpp"
+#include "credits/common/clock.hpp"
 #include "credits/common/ids.hpp"
 #include "credits/common/log.hpp"
 #include "credits/event_store/event_store.hpp"
@@ -569,7 +570,7 @@ struct http_api::impl {
                      {"nextCursor", next_cursor(page)}};
     }
     if (path == "/v1/reservations") {
-      const auto now = format_time(now_ms());
+      const auto now = format_time(wall_clock_ms());
       auto read = with_redis<read_model::page>([id, p, now](read_model::redis_connection& c) {
         return read_model::list_reservations(c, id, p.query, [&](const json& r) {
           return !p.active_only || (r.value("status", "") == "pending" && r.value("expiresAt", "") > now);
@@ -602,15 +603,10 @@ struct http_api::impl {
     co_return json{{"success", true}, {"usage", std::move(page.items)}, {"nextCursor", next_cursor(page)}};
   }
 
-  static time_ms now_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-  }
-
   asio::awaitable<response> query_route(const request& req, std::string_view path, std::string_view query,
                                         const api_key& key) {
     const auto params = query_params(query);
-    auto listing = parse_list_params(params, now_ms());
+    auto listing = parse_list_params(params, wall_clock_ms());
     if (auto* r = std::get_if<rejection>(&listing)) co_return reject(*r, req);
     const auto& p = std::get<list_params>(listing);
     const bool names_account = params.contains("accountId") || params.contains("externalId");
@@ -814,9 +810,7 @@ struct http_api::impl {
     metrics.request_done(route, status, took.count());
     if (status < 500 && !cfg.access_log) return;
     std::uint64_t suppressed = 0;
-    const auto now_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
-    if (!cfg.access_log && !failure_lines.admit(now_ms.count(), suppressed)) return;
+    if (!cfg.access_log && !failure_lines.admit(wall_clock_ms(), suppressed)) return;
     std::string account_id;
     const auto params = query_params(split_target(req.target()).query);
     if (params.contains("accountId")) account_id = params["accountId"].get<std::string>();

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "credits/command_api/http_api.hpp"
+#include "credits/common/clock.hpp"
 #include "credits/common/log.hpp"
 
 namespace {
@@ -62,14 +63,7 @@ int main() {
     key_log.wait_loaded(cfg.startup_timeout_ms);
 
     api::api_metrics metrics;
-    api::ownership w(
-        cfg,
-        [] {
-          return std::chrono::duration_cast<std::chrono::milliseconds>(
-                     std::chrono::system_clock::now().time_since_epoch())
-              .count();
-        },
-        metrics);
+    api::ownership w(cfg, wall_clock_ms, metrics);
     w.start();
 
     boost::asio::io_context io(cfg.http_threads);

@@ -1,16 +1,12 @@
 #include "credits/command_api/responses.hpp"
 
 #include "credits/common/assert.hpp"
+#include "credits/common/overloaded.hpp"
 
 namespace credits::api {
 namespace {
 
 using nlohmann::json;
-
-template <class... F>
-struct overloaded : F... {
-  using F::operator()...;
-};
 
 json reservation_json(const account_state& account, const reservation_state& r) {
   return {{"id", r.id},

@@ -9,6 +9,7 @@
 #include "credits/command_api/responses.hpp"
 #include "credits/command_api/snapshot.hpp"
 #include "credits/common/contract.hpp"
+#include "credits/common/ids.hpp"
 
 namespace credits::api {
 namespace {
@@ -171,15 +172,8 @@ const std::string& writer::topic_of(stream s) const {
 }
 
 std::string writer::new_event_id() {
-  // UUID version 4 (random), RFC 9562.
-  std::uint64_t hi = rng_(), lo = rng_();
-  hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
-  lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
-  char buf[37];
-  std::snprintf(buf, sizeof buf, "%08llx-%04llx-%04llx-%04llx-%012llx", static_cast<unsigned long long>(hi >> 32),
-                static_cast<unsigned long long>((hi >> 16) & 0xffff), static_cast<unsigned long long>(hi & 0xffff),
-                static_cast<unsigned long long>(lo >> 48), static_cast<unsigned long long>(lo & 0xffffffffffffULL));
-  return buf;
+  const auto hi = rng_();
+  return uuid_v4(hi, rng_());
 }
 
 bool writer::load_snapshot(store::start_offsets& from) {

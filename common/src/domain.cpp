@@ -4,14 +4,10 @@
 
 #include "credits/common/assert.hpp"
 #include "credits/common/ids.hpp"
+#include "credits/common/overloaded.hpp"
 
 namespace credits {
 namespace {
-
-template <class... F>
-struct overloaded : F... {
-  using F::operator()...;
-};
 
 event make_event(const request_context& ctx, std::string account_id, event_payload payload) {
   return event{.event_id = {},

@@ -1,6 +1,7 @@
 #include "credits/common/events.hpp"
 
 #include "credits/common/contract.hpp"
+#include "credits/common/overloaded.hpp"
 
 #include <array>
 #include <charconv>
@@ -11,11 +12,6 @@ namespace credits {
 namespace {
 
 using nlohmann::json;
-
-template <class... F>
-struct overloaded : F... {
-  using F::operator()...;
-};
 
 // Metadata is always an object on the wire, even when a caller built the event with a null one.
 json meta(const json& m) { return m.is_null() ? json::object() : m; }

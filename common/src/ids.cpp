@@ -64,6 +64,13 @@ std::string child_id(std::string_view prefix, std::string_view account_id, std::
   return out;
 }
 
+std::string uuid_v4(std::uint64_t hi, std::uint64_t lo) {
+  hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
+  lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant 10
+  const auto h = hex_of(hi, 16), l = hex_of(lo, 16);
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + l.substr(0, 4) + "-" + l.substr(4);
+}
+
 bool is_account_id(std::string_view id) {
   return id.size() == 4 + account_hex_len && id.substr(0, 4) == "acc_" && is_hex(id.substr(4));
 }

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "credits/common/clock.hpp"
+
 namespace credits {
 namespace {
 
@@ -90,10 +92,7 @@ bool log_rate_limit::admit(time_ms now, std::uint64_t& dropped) {
 }
 
 void write_log(log_level level, std::string_view component, std::string_view msg, std::span<const log_field> fields) {
-  const auto now =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count();
-  const auto line = format_log_line(now, level, component, msg, fields);
+  const auto line = format_log_line(wall_clock_ms(), level, component, msg, fields);
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 

@@ -17,17 +17,14 @@
 #include <unordered_set>
 
 #include "credits/common/assert.hpp"
+#include "credits/common/clock.hpp"
 #include "credits/common/log.hpp"
+#include "credits/common/overloaded.hpp"
 
 namespace credits {
 namespace {
 
 using std::chrono::milliseconds;
-
-template <class... F>
-struct overloaded : F... {
-  using F::operator()...;
-};
 
 void log(log_level level, const std::string& line, std::initializer_list<log_field> fields = {}) {
   write_log(level, "credits-projector", line, fields);
@@ -69,52 +66,40 @@ std::string default_instance_id() {
   return (id.empty() ? std::string("projector") : id) + "-" + std::to_string(getpid());
 }
 
+void read_settings(const env_reader& r, projector_config& config) {
+  r.text("CREDITS_KAFKA_BROKERS", config.brokers);
+  r.text("CREDITS_REDIS_HOST", config.redis_host);
+  r.number("CREDITS_REDIS_PORT", config.redis_port, 1, 65535);
+  r.number("CREDITS_REDIS_DB", config.redis_db, 0, redis_db_max);
+  r.number("CREDITS_REDIS_REBUILD_DB", config.redis_rebuild_db, 0, redis_db_max);
+  r.text("CREDITS_LEDGER_TOPIC", config.ledger_topic);
+  r.text("CREDITS_USAGE_TOPIC", config.usage_topic);
+  r.text("CREDITS_DLQ_TOPIC", config.dlq_topic);
+  const auto batch_max = static_cast<std::int64_t>(batch_events_max_limit);
+  r.number("CREDITS_PROJECTOR_BATCH_EVENTS_MAX", config.batch_events_max, 1, batch_max);
+  r.number("CREDITS_REBUILD_BATCH_EVENTS_MAX", config.rebuild_batch_events_max, 1, batch_max);
+  r.number("CREDITS_PROJECTOR_FETCH_WAIT_MS", config.fetch_wait_ms, 0, fetch_wait_ms_limit);
+  r.number("CREDITS_REBUILD_SWAP_TIMEOUT_MS", config.rebuild_swap_timeout_ms, 1, rebuild_swap_timeout_ms_limit);
+  r.text("CREDITS_PROJECTOR_METRICS_ADDRESS", config.metrics_address);
+  r.number("CREDITS_PROJECTOR_METRICS_PORT", config.metrics_port, 0, 65535);
+  // Empty is allowed and means "no group", so a compose file can pass the variable through unset.
+  if (const char* v = r.raw("CREDITS_PROJECTOR_GROUP_ID")) config.group_id = v;
+  r.number("CREDITS_PROJECTOR_SESSION_TIMEOUT_MS", config.group_session_timeout_ms, group_session_timeout_ms_min,
+           group_session_timeout_ms_max);
+  r.number("CREDITS_PROJECTOR_MAX_POLL_INTERVAL_MS", config.group_max_poll_interval_ms, group_session_timeout_ms_min,
+           group_max_poll_interval_ms_max);
+  r.text("CREDITS_PROJECTOR_INSTANCE_ID", config.instance_id);
+}
+
 }  // namespace
 
 std::variant<projector_config, std::string> projector_config_from_env(const env_lookup& lookup) {
   projector_config config;
-  std::string error;
-  auto text = [&](const char* name, std::string& out) {
-    const char* v = lookup(name);
-    if (!v) return;
-    if (*v == '\0' && error.empty()) error = std::string(name) + ": must not be empty";
-    out = v;
-  };
-  auto integer = [&](const char* name, std::int64_t min, std::int64_t max, auto& out) {
-    const char* v = lookup(name);
-    if (!v || !error.empty()) return;
-    const auto n = parse_int(v);
-    if (!n || *n < min || *n > max) {
-      error = std::string(name) + ": expected an integer from " + std::to_string(min) + " to " + std::to_string(max) +
-              ", got \"" + v + "\"";
-      return;
-    }
-    out = static_cast<std::remove_reference_t<decltype(out)>>(*n);
-  };
-  text("CREDITS_KAFKA_BROKERS", config.brokers);
-  text("CREDITS_REDIS_HOST", config.redis_host);
-  integer("CREDITS_REDIS_PORT", 1, 65535, config.redis_port);
-  integer("CREDITS_REDIS_DB", 0, redis_db_max, config.redis_db);
-  integer("CREDITS_REDIS_REBUILD_DB", 0, redis_db_max, config.redis_rebuild_db);
-  text("CREDITS_LEDGER_TOPIC", config.ledger_topic);
-  text("CREDITS_USAGE_TOPIC", config.usage_topic);
-  text("CREDITS_DLQ_TOPIC", config.dlq_topic);
-  integer("CREDITS_PROJECTOR_BATCH_EVENTS_MAX", 1, static_cast<std::int64_t>(batch_events_max_limit),
-          config.batch_events_max);
-  integer("CREDITS_REBUILD_BATCH_EVENTS_MAX", 1, static_cast<std::int64_t>(batch_events_max_limit),
-          config.rebuild_batch_events_max);
-  integer("CREDITS_PROJECTOR_FETCH_WAIT_MS", 0, fetch_wait_ms_limit, config.fetch_wait_ms);
-  integer("CREDITS_REBUILD_SWAP_TIMEOUT_MS", 1, rebuild_swap_timeout_ms_limit, config.rebuild_swap_timeout_ms);
-  text("CREDITS_PROJECTOR_METRICS_ADDRESS", config.metrics_address);
-  integer("CREDITS_PROJECTOR_METRICS_PORT", 0, 65535, config.metrics_port);
-  // Empty is allowed and means "no group", so a compose file can pass the variable through unset.
-  if (const char* v = lookup("CREDITS_PROJECTOR_GROUP_ID")) config.group_id = v;
-  integer("CREDITS_PROJECTOR_SESSION_TIMEOUT_MS", group_session_timeout_ms_min, group_session_timeout_ms_max,
-          config.group_session_timeout_ms);
-  integer("CREDITS_PROJECTOR_MAX_POLL_INTERVAL_MS", group_session_timeout_ms_min, group_max_poll_interval_ms_max,
-          config.group_max_poll_interval_ms);
-  text("CREDITS_PROJECTOR_INSTANCE_ID", config.instance_id);
-  if (!error.empty()) return error;
+  try {
+    read_settings(env_reader{lookup}, config);
+  } catch (const std::invalid_argument& e) {
+    return std::string(e.what());
+  }
   // librdkafka refuses a poll interval shorter than the session: the member would be dropped between polls.
   if (config.group_max_poll_interval_ms < config.group_session_timeout_ms)
     return "CREDITS_PROJECTOR_MAX_POLL_INTERVAL_MS (" + std::to_string(config.group_max_poll_interval_ms) +
@@ -541,12 +526,12 @@ void projector::report_lag() {
         {{"lagOffsets", behind}});
   if (!redis_) return;
   try {
-    const auto now_ms = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+    const auto now_ms = wall_clock_ms();
     // In a group each projector sees only its own partitions, so each writes fields of its own instead of
     // overwriting the others' (docs/operations.md, "Several projectors").
     const std::string suffix = group_ ? ":" + config_.instance_id : std::string();
     redis_->run({"HSET", "credits:projector", "lagOffsets" + suffix, std::to_string(behind), "reportedAt" + suffix,
-                 format_time(now_ms.count())});
+                 format_time(now_ms)});
   } catch (const std::runtime_error& e) {
     metrics_->redis_error();
     log(log_level::error, std::string("redis unavailable: ") + e.what());
@@ -555,8 +540,7 @@ void projector::report_lag() {
 }
 
 void projector::sample_lag() {
-  const auto now_ms =
-      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto now_ms = wall_clock_ms();
   for (const auto& p : lag_by_partition()) metrics_->lag(partition_index(p.topic, p.partition), p.offsets, now_ms);
 }
 

@@ -1,4 +1,5 @@
 #include "credits/projector/read_model.hpp"
+#include "credits/common/overloaded.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -11,11 +12,6 @@
 
 namespace credits::read_model {
 namespace {
-
-template <class... F>
-struct overloaded : F... {
-  using F::operator()...;
-};
 
 using command_list = std::vector<std::vector<std::string>>;
 using hash_fields = std::unordered_map<std::string, std::string>;

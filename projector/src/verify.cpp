@@ -3,6 +3,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "credits/common/overloaded.hpp"
 #include "credits/projector/operations.hpp"
 
 namespace credits::ops {
@@ -11,11 +12,6 @@ namespace {
 using nlohmann::json;
 using std::chrono::milliseconds;
 using clock = std::chrono::steady_clock;
-
-template <class... F>
-struct overloaded : F... {
-  using F::operator()...;
-};
 
 constexpr milliseconds metadata_timeout_ms{10'000};
 constexpr milliseconds poll_timeout_ms{500};

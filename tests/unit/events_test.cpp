@@ -172,5 +172,11 @@ TEST(ids, derived_account_id_is_stable) {
   EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+TEST(ids, an_event_id_is_a_version_4_uuid_of_the_given_bits) {
+  EXPECT_EQ(uuid_v4(0, 0), "00000000-0000-4000-8000-000000000000");
+  EXPECT_EQ(uuid_v4(~0ULL, ~0ULL), "ffffffff-ffff-4fff-bfff-ffffffffffff");
+  EXPECT_EQ(uuid_v4(0x0123456789abcdefULL, 0xfedcba9876543210ULL), "01234567-89ab-4def-bedc-ba9876543210");
+}
+
 }  // namespace
 }  // namespace credits

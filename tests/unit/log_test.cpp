@@ -1,10 +1,14 @@
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "credits/common/env.hpp"
 #include "credits/common/log.hpp"
 
 namespace credits {
@@ -123,6 +127,39 @@ TEST(log_level_names, are_the_usual_words) {
   EXPECT_EQ(to_string(log_level::info), "info");
   EXPECT_EQ(to_string(log_level::warn), "warn");
   EXPECT_EQ(to_string(log_level::error), "error");
+}
+
+TEST(env_reader, reads_bounded_settings_and_names_the_variable_it_refuses) {
+  const std::map<std::string, std::string> env{
+      {"CREDITS_A", "42"}, {"CREDITS_B", "7x"}, {"CREDITS_C", "100"}, {"CREDITS_D", ""}, {"CREDITS_E", "text"}};
+  const env_lookup lookup = [&](const char* name) -> const char* {
+    const auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  const env_reader r{lookup};
+  int n = 1;
+  r.number("CREDITS_A", n, 0, 50);
+  EXPECT_EQ(n, 42);
+  r.number("CREDITS_UNSET", n, 0, 50);
+  EXPECT_EQ(n, 42);
+  std::chrono::milliseconds ms{5};
+  r.millis("CREDITS_A", ms, 0, 50);
+  EXPECT_EQ(ms.count(), 42);
+  std::string s = "default";
+  r.text("CREDITS_E", s);
+  EXPECT_EQ(s, "text");
+  const auto refusal = [&](auto read) -> std::string {
+    try {
+      read();
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "accepted";
+  };
+  EXPECT_EQ(refusal([&] { r.number("CREDITS_B", n, 0, 50); }), "CREDITS_B=7x is not an integer");
+  EXPECT_EQ(refusal([&] { r.number("CREDITS_C", n, 0, 50); }), "CREDITS_C=100 is out of range [0, 50]");
+  EXPECT_EQ(refusal([&] { r.text("CREDITS_D", s); }), "CREDITS_D is set but empty");
+  EXPECT_EQ(n, 42);
 }
 
 }  // namespace

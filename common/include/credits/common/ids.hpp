@@ -26,6 +26,10 @@ std::string idempotent_account_id(std::string_view tenant, std::string_view idem
 std::string account_id_from_bits(std::uint64_t hi, std::uint32_t lo);
 std::string child_id(std::string_view prefix, std::string_view account_id, std::uint64_t bits);
 
+// An event id: a UUID version 4 (RFC 9562) from 128 caller-supplied random bits; the version and variant bits
+// are overwritten.
+std::string uuid_v4(std::uint64_t hi, std::uint64_t lo);
+
 bool is_account_id(std::string_view id);
 // The account a reservation, transaction or usage id belongs to; nullopt if the id is malformed or its prefix
 // is not `prefix`.

@@ -13,6 +13,7 @@
 #include <variant>
 #include <vector>
 
+#include "credits/common/env.hpp"
 #include "credits/common/events.hpp"
 #include "credits/event_store/consumer_group_member.hpp"
 #include "credits/event_store/event_store.hpp"
@@ -75,7 +76,6 @@ inline constexpr std::size_t instance_id_bytes_max = 200;
 
 // Reads the configuration from the environment through `lookup` (std::getenv in main, a map in tests).
 // Returns the config, or one sentence naming the bad variable.
-using env_lookup = std::function<const char*(const char*)>;
 std::variant<projector_config, std::string> projector_config_from_env(const env_lookup& lookup);
 
 // The Lua script that checks one event's guards, applies its commands and advances its partition's
