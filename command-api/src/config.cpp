@@ -5,7 +5,7 @@
 #include "credits/command_api/api_config.hpp"
 #include "credits/common/env.hpp"
 #include "credits/common/ids.hpp"
-#include "credits/projector/projector.hpp"  // redis_db_max: the API reads the database the projector writes
+#include "credits/read_model/redis.hpp"  // redis_db_max
 
 namespace credits::api {
 std::map<std::string, api_key> parse_api_keys(const std::string& text) {
@@ -104,7 +104,7 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
   r.text("CREDITS_REDIS_HOST", c.redis_host);
   r.number("CREDITS_REDIS_PORT", c.redis_port, 1, 65535);
   r.number("CREDITS_REDIS_CONNECTIONS_MAX", c.redis_connections_max, 1, 256);
-  r.number("CREDITS_REDIS_DB", c.redis_db, 0, redis_db_max);
+  r.number("CREDITS_REDIS_DB", c.redis_db, 0, read_model::redis_db_max);
   r.number("CREDITS_BODY_BYTES_MAX", c.body_bytes_max, 1024, 16 * 1024 * 1024);
   r.number("CREDITS_HEADER_BYTES_MAX", c.header_bytes_max, 1024, 1024 * 1024);
   r.number("CREDITS_BATCH_COMMANDS_MAX", c.batch_commands_max, 1, 100'000);

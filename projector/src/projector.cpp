@@ -70,8 +70,8 @@ void read_settings(const env_reader& r, projector_config& config) {
   r.text("CREDITS_KAFKA_BROKERS", config.brokers);
   r.text("CREDITS_REDIS_HOST", config.redis_host);
   r.number("CREDITS_REDIS_PORT", config.redis_port, 1, 65535);
-  r.number("CREDITS_REDIS_DB", config.redis_db, 0, redis_db_max);
-  r.number("CREDITS_REDIS_REBUILD_DB", config.redis_rebuild_db, 0, redis_db_max);
+  r.number("CREDITS_REDIS_DB", config.redis_db, 0, read_model::redis_db_max);
+  r.number("CREDITS_REDIS_REBUILD_DB", config.redis_rebuild_db, 0, read_model::redis_db_max);
   r.text("CREDITS_LEDGER_TOPIC", config.ledger_topic);
   r.text("CREDITS_USAGE_TOPIC", config.usage_topic);
   r.text("CREDITS_DLQ_TOPIC", config.dlq_topic);

@@ -12,8 +12,11 @@
 #include "credits/common/events.hpp"
 #include "credits/common/ids.hpp"
 #include "credits/event_store/event_store.hpp"
+#include "credits/projector/fold.hpp"
 #include "credits/projector/projector.hpp"
-#include "credits/projector/read_model.hpp"
+#include "credits/read_model/layout.hpp"
+#include "credits/read_model/reads.hpp"
+#include "credits/read_model/redis.hpp"
 #include "projector_harness.hpp"
 
 // These run against the real Kafka and Redis of scripts/up.sh --infra-only, on the topics CREDITS_LEDGER_TOPIC and

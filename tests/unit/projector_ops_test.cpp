@@ -6,10 +6,13 @@
 #include <set>
 
 #include "credits/common/ids.hpp"
+#include "credits/projector/fold.hpp"
 #include "credits/projector/kafka_tools.hpp"
 #include "credits/projector/operations.hpp"
 #include "credits/projector/projector.hpp"
-#include "credits/projector/read_model.hpp"
+#include "credits/read_model/layout.hpp"
+#include "credits/read_model/reads.hpp"
+#include "credits/read_model/redis.hpp"
 #include "test_ledger.hpp"
 
 // The pure parts of the projector's poison handling and of the operator commands (rebuild, verify, export,

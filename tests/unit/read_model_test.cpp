@@ -5,8 +5,11 @@
 #include <random>
 #include <set>
 
+#include "credits/projector/fold.hpp"
 #include "credits/projector/projector.hpp"
-#include "credits/projector/read_model.hpp"
+#include "credits/read_model/layout.hpp"
+#include "credits/read_model/reads.hpp"
+#include "credits/read_model/redis.hpp"
 
 namespace credits {
 namespace {

@@ -13,7 +13,7 @@
 #include "credits/command_api/api_config.hpp"
 #include "credits/command_api/auth.hpp"
 #include "credits/command_api/ownership.hpp"
-#include "credits/projector/read_model.hpp"
+#include "credits/read_model/reads.hpp"
 
 namespace credits::api {
 

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "credits/common/domain.hpp"
-#include "credits/projector/read_model.hpp"
+#include "credits/read_model/reads.hpp"
 
 // The query parameters of the list and report endpoints, validated. Pure: the HTTP side reads the view.
 namespace credits::api {

@@ -17,9 +17,12 @@
 #include "credits/common/events.hpp"
 #include "credits/event_store/consumer_group_member.hpp"
 #include "credits/event_store/event_store.hpp"
+#include "credits/projector/fold.hpp"
 #include "credits/projector/kafka_tools.hpp"
 #include "credits/projector/projector_metrics.hpp"
-#include "credits/projector/read_model.hpp"
+#include "credits/read_model/layout.hpp"
+#include "credits/read_model/reads.hpp"
+#include "credits/read_model/redis.hpp"
 
 namespace credits {
 
@@ -66,7 +69,6 @@ std::string dead_letter_topic(const projector_config& config);
 
 inline constexpr std::size_t batch_events_max_limit = 100'000;
 inline constexpr std::int64_t fetch_wait_ms_limit = 60'000;
-inline constexpr int redis_db_max = 1023;
 inline constexpr std::int64_t rebuild_swap_timeout_ms_limit = 86'400'000;
 // The broker's default group.min.session.timeout.ms and group.max.session.timeout.ms.
 inline constexpr std::int64_t group_session_timeout_ms_min = 6'000;

@@ -8,7 +8,7 @@
 #include <map>
 #include <thread>
 
-#include "credits/projector/read_model.hpp"
+#include "credits/read_model/redis.hpp"
 
 namespace credits::read_model {
 namespace {

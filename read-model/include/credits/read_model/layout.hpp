@@ -1,0 +1,68 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+// The Redis read model's key layout: what its writer (the projector's fold, credits/projector/fold.hpp) writes
+// and its readers (reads.hpp) read.
+//
+// Key layout (every per-account key carries the account id as a hash tag, every per-tenant key the tenant, so that
+// on a Redis Cluster an account's keys share one slot; docs/scaling.md, "Redis Cluster"):
+//   credits:account:{<accountId>}                 HASH id tenant name externalId email metadata(JSON) createdAt
+//                                                       balance reserved
+//   credits:reservation:{<accountId>}:<rsvId>      HASH id accountId amount status createdAt expiresAt operation
+//                                                       model metadata(JSON) charged released transactionId
+//                                                       resolvedAt
+//   credits:reservations:{<accountId>}             ZSET reservation ids scored by creation time (ms)
+//   credits:usage:{<accountId>}:<usageId>          HASH the usage record's fields
+//   credits:usage-daily:{<accountId>}:<yyyy-mm-dd> HASH <modelId>:<field> counters (inputTokens, outputTokens,
+//                                                       cachedTokens, records)
+//   credits:usage-records:{<accountId>}           ZSET "<offset>:<usageId>" scored by time (ms)
+//   credits:usage-summary:{<accountId>}:<day>      HASH "<context>|<metric>|<modelId>" counters, metric one of
+//                                                       inputTokens outputTokens cachedTokens records costCredits
+//   credits:usage-summary:tenant:{<tenant>}:<day>  HASH the same, over all the tenant's accounts
+//   credits:transactions:{<accountId>}             ZSET "<offset>:<transactionId>" scored by time (ms)
+//   credits:transaction:{<accountId>}              HASH transaction id -> its list entry (JSON)
+//   credits:accounts:{<tenant>}                    ZSET account ids scored by creation time (ms)
+//   credits:applied:{<tag>}                        HASH on a Redis Cluster only: the offsets of the events applied
+//                                                       to that tag's keys (projector.hpp, "Redis Cluster")
+//   credits:positions                              HASH "<topic>:<partition>" -> offset of the last applied event
+//   credits:poison                                 HASH "<topic>:<partition>:<offset>" -> {"key","reason"} (JSON) of
+//                                                       every event the projector could not apply
+//   credits:blocked                                SET the Kafka keys (account ids) of those events
+// An account with a poison event also gets `blocked` 1 and `blockedAt` "<topic>:<partition>:<offset>" (the
+// first one) in its hash; its later events are still folded when they can be.
+//
+// The view owns its whole Redis database (CREDITS_REDIS_DB): a rebuild builds the next view in another
+// database and swaps the two with SWAPDB, so no other data may live beside it. (A cluster has only database 0
+// and no SWAPDB: there a rebuild refuses.)
+namespace credits::read_model {
+
+std::string account_key(std::string_view account_id);
+std::string reservation_key(std::string_view account_id, std::string_view reservation_id);
+std::string reservations_key(std::string_view account_id);
+inline constexpr std::string_view positions_key = "credits:positions";
+inline constexpr std::string_view poison_key = "credits:poison";
+inline constexpr std::string_view blocked_key = "credits:blocked";
+// Held by a running rebuild (its Redis client id) so that two never build into the same database.
+inline constexpr std::string_view rebuild_lock_key = "credits:rebuild-lock";
+std::string poison_field(std::string_view topic, std::int32_t partition, std::int64_t offset);
+// On a Redis Cluster: the offsets of the events applied to the keys of hash tag `tag` (projector.hpp).
+std::string applied_key(std::string_view tag);
+std::string position_field(std::string_view topic, std::int32_t partition);
+std::string usage_key(std::string_view account_id, std::string_view usage_id);
+std::string usage_daily_key(std::string_view account_id, std::string_view day);  // day: yyyy-mm-dd (UTC)
+std::string accounts_key(std::string_view tenant);
+std::string transactions_key(std::string_view account_id);
+std::string transaction_entries_key(std::string_view account_id);
+std::string usage_records_key(std::string_view account_id);
+std::string usage_summary_key(std::string_view account_id, std::string_view day);
+std::string tenant_usage_summary_key(std::string_view tenant, std::string_view day);
+// "<offset, 19 digits>:<id>": members of equal time sort in log order (one account's events share a partition).
+std::string sequenced(std::int64_t offset, std::string_view id);
+std::string_view sequenced_id(std::string_view member);
+// Context first and model last: the context and metric hold no '|', the model id may.
+std::string usage_summary_field(std::string_view context, std::string_view metric, std::string_view model_id);
+
+}  // namespace credits::read_model

@@ -1,0 +1,106 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "credits/common/events.hpp"
+#include "credits/read_model/redis.hpp"
+
+// The reads of the Redis read model that the API's query endpoints and the operator commands make: accounts,
+// reservations, balances as of a time, the time-ordered listings and usage summaries, and the projector's
+// positions. Each takes the connection it reads through; none writes.
+namespace credits::read_model {
+
+struct account_view {
+  std::string id;
+  std::string tenant;
+  std::string name;
+  std::string external_id;
+  std::string email;
+  nlohmann::json metadata = nlohmann::json::object();
+  std::string created_at;  // RFC 3339
+  amount_t balance = 0;
+  amount_t reserved = 0;
+  bool blocked = false;  // one of its events could not be applied: its balance may miss that event
+};
+
+struct reservation_view {
+  std::string id;
+  std::string account_id;
+  amount_t amount = 0;
+  std::string status;
+  std::string created_at;
+  std::string expires_at;
+  std::string operation;
+  std::string model;
+  nlohmann::json metadata = nlohmann::json::object();
+  amount_t charged = 0;
+  amount_t released = 0;
+  std::string transaction_id;
+};
+
+std::optional<account_view> get_account(redis_connection& redis, std::string_view account_id);
+std::optional<reservation_view> get_reservation(redis_connection& redis, std::string_view account_id,
+                                                std::string_view reservation_id);
+// ---- lists --------------------------------------------------------------------------------------------
+// Every list is a time-scored ZSET read newest first, in (time desc, member desc) order. A cursor names the
+// last entry a page returned, so the next page starts strictly after it: entries that arrive meanwhile are
+// newer and never shift a page, so paging never loses or repeats one.
+struct page_cursor {
+  time_ms score = 0;
+  std::string member;
+  std::string to_string() const;  // "<score>.<member>", URL-safe
+  static std::optional<page_cursor> parse(std::string_view text);
+};
+
+struct list_query {
+  std::size_t limit = 50;
+  std::optional<page_cursor> after;
+  time_ms from = std::numeric_limits<time_ms>::min();  // inclusive
+  time_ms to = std::numeric_limits<time_ms>::max();    // inclusive
+};
+
+struct page {
+  std::vector<nlohmann::json> items;
+  std::optional<page_cursor> next;  // absent: nothing more
+};
+
+// Filters look at the rendered item. A page examines at most `list_scan_max` entries, then returns what it
+// found with a cursor to go on from, so a rare filter costs bounded work per request.
+inline constexpr std::size_t list_scan_max = 5'000;
+using item_filter = std::function<bool(const nlohmann::json&)>;
+
+page list_transactions(redis_connection& redis, std::string_view account_id, const list_query& q,
+                       const item_filter& keep);
+page list_usage(redis_connection& redis, std::string_view account_id, const list_query& q, const item_filter& keep);
+page list_reservations(redis_connection& redis, std::string_view account_id, const list_query& q,
+                       const item_filter& keep);
+page list_accounts(redis_connection& redis, std::string_view tenant, const list_query& q);
+
+// Usage totals per model, per context and per day over [from_day, to_day] (yyyy-mm-dd, UTC), from the daily
+// summary hashes of one account (or, with an empty account id, of the whole tenant). Empty model / context
+// filters match everything.
+nlohmann::json usage_summary(redis_connection& redis, std::string_view tenant, std::string_view account_id,
+                             const std::vector<std::string>& days, std::string_view model_id, std::string_view context);
+
+struct balance_at {
+  amount_t balance = 0;
+  amount_t reserved = 0;
+};
+// The balance and reserved amount of an account right after its last event at or before `as_of`: the balance
+// from the last ledger transaction's balanceAfter, the holds from the reservations created within
+// `hold_max_ms` before it and not resolved by then.
+balance_at balance_as_of(redis_connection& redis, std::string_view account_id, time_ms as_of, time_ms hold_max_ms);
+
+// The offset of the last event the projector applied from (topic, partition); -1 when none.
+std::int64_t applied_offset(redis_connection& redis, std::string_view topic, std::int32_t partition);
+
+}  // namespace credits::read_model

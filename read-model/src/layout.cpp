@@ -1,0 +1,67 @@
+#include "credits/read_model/layout.hpp"
+
+#include <cstdio>
+
+namespace credits::read_model {
+namespace {
+
+std::string tagged(std::string_view prefix, std::string_view account_id) {
+  std::string key;
+  key.reserve(prefix.size() + account_id.size() + 2);
+  key.append(prefix).append("{").append(account_id).append("}");
+  return key;
+}
+
+}  // namespace
+
+std::string poison_field(std::string_view topic, std::int32_t partition, std::int64_t offset) {
+  return position_field(topic, partition).append(":").append(std::to_string(offset));
+}
+
+std::string account_key(std::string_view account_id) { return tagged("credits:account:", account_id); }
+std::string applied_key(std::string_view tag) { return tagged("credits:applied:", tag); }
+
+std::string reservation_key(std::string_view account_id, std::string_view reservation_id) {
+  return tagged("credits:reservation:", account_id).append(":").append(reservation_id);
+}
+
+std::string reservations_key(std::string_view account_id) { return tagged("credits:reservations:", account_id); }
+
+std::string position_field(std::string_view topic, std::int32_t partition) {
+  return std::string(topic).append(":").append(std::to_string(partition));
+}
+
+std::string usage_key(std::string_view account_id, std::string_view usage_id) {
+  return tagged("credits:usage:", account_id).append(":").append(usage_id);
+}
+
+std::string usage_daily_key(std::string_view account_id, std::string_view day) {
+  return tagged("credits:usage-daily:", account_id).append(":").append(day);
+}
+
+std::string accounts_key(std::string_view tenant) { return tagged("credits:accounts:", tenant); }
+std::string transactions_key(std::string_view account_id) { return tagged("credits:transactions:", account_id); }
+std::string transaction_entries_key(std::string_view account_id) { return tagged("credits:transaction:", account_id); }
+std::string usage_records_key(std::string_view account_id) { return tagged("credits:usage-records:", account_id); }
+std::string usage_summary_key(std::string_view account_id, std::string_view day) {
+  return tagged("credits:usage-summary:", account_id).append(":").append(day);
+}
+std::string tenant_usage_summary_key(std::string_view tenant, std::string_view day) {
+  return tagged("credits:usage-summary:tenant:", tenant).append(":").append(day);
+}
+std::string sequenced(std::int64_t offset, std::string_view id) {
+  char digits[24];
+  std::snprintf(digits, sizeof digits, "%019lld:", static_cast<long long>(offset));
+  return std::string(digits).append(id);
+}
+
+std::string_view sequenced_id(std::string_view member) {
+  const auto colon = member.find(':');
+  return colon == std::string_view::npos ? member : member.substr(colon + 1);
+}
+
+std::string usage_summary_field(std::string_view context, std::string_view metric, std::string_view model_id) {
+  return std::string(context).append("|").append(metric).append("|").append(model_id);
+}
+
+}  // namespace credits::read_model

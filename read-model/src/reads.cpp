@@ -1,0 +1,371 @@
+#include "credits/read_model/reads.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <functional>
+#include <iterator>
+#include <optional>
+#include <unordered_map>
+
+#include "credits/read_model/layout.hpp"
+
+namespace credits::read_model {
+namespace {
+
+using command_list = std::vector<std::vector<std::string>>;
+using hash_fields = std::unordered_map<std::string, std::string>;
+
+std::string num(std::int64_t n) { return std::to_string(n); }
+
+// An empty id is no id: null in JSON.
+nlohmann::json nullable(const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); }
+
+// HGETALL's flat field/value list as a map. A missing hash reads as empty.
+hash_fields read_hash(redis_connection& redis, const std::string& key) {
+  const auto r = redis.run({"HGETALL", key});
+  hash_fields out;
+  for (std::size_t i = 0; i + 1 < r.array.size(); i += 2)
+    if (r.array[i] && r.array[i + 1]) out.emplace(*r.array[i], *r.array[i + 1]);
+  return out;
+}
+
+std::string text(const hash_fields& h, const char* field) {
+  const auto it = h.find(field);
+  return it == h.end() ? std::string() : it->second;
+}
+
+// The projector writes every number itself, so one that does not parse means the read model is damaged;
+// that is reported, never read as zero.
+std::int64_t integer(const hash_fields& h, const char* field, const std::string& key) {
+  const auto it = h.find(field);
+  if (it == h.end()) return 0;
+  std::int64_t n = 0;
+  const auto& s = it->second;
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (ec != std::errc{} || p != s.data() + s.size())
+    throw std::runtime_error("read model: " + key + " field " + field + " is not an integer: " + s);
+  return n;
+}
+
+nlohmann::json json_field(const hash_fields& h, const char* field) {
+  auto j = nlohmann::json::parse(text(h, field), nullptr, false);
+  return j.is_object() ? j : nlohmann::json::object();
+}
+
+}  // namespace
+
+std::optional<account_view> get_account(redis_connection& redis, std::string_view account_id) {
+  const auto key = account_key(account_id);
+  const auto h = read_hash(redis, key);
+  // Only AccountCreated writes the id; a hash without it is not an account the read model knows yet.
+  if (!h.contains("id")) return std::nullopt;
+  return account_view{text(h, "id"),
+                      text(h, "tenant"),
+                      text(h, "name"),
+                      text(h, "externalId"),
+                      text(h, "email"),
+                      json_field(h, "metadata"),
+                      text(h, "createdAt"),
+                      integer(h, "balance", key),
+                      integer(h, "reserved", key),
+                      text(h, "blocked") == "1"};
+}
+
+std::optional<reservation_view> get_reservation(redis_connection& redis, std::string_view account_id,
+                                                std::string_view reservation_id) {
+  const auto key = reservation_key(account_id, reservation_id);
+  const auto h = read_hash(redis, key);
+  if (!h.contains("id")) return std::nullopt;
+  return reservation_view{text(h, "id"),
+                          text(h, "accountId"),
+                          integer(h, "amount", key),
+                          text(h, "status"),
+                          text(h, "createdAt"),
+                          text(h, "expiresAt"),
+                          text(h, "operation"),
+                          text(h, "model"),
+                          json_field(h, "metadata"),
+                          integer(h, "charged", key),
+                          integer(h, "released", key),
+                          text(h, "transactionId")};
+}
+
+std::int64_t applied_offset(redis_connection& redis, std::string_view topic, std::int32_t partition) {
+  const auto field = position_field(topic, partition);
+  const auto r = redis.run({"HGET", std::string(positions_key), field});
+  if (!r.value) return -1;
+  const hash_fields h{{field, *r.value}};
+  return integer(h, field.c_str(), std::string(positions_key));
+}
+
+// ---- lists --------------------------------------------------------------------------------------------
+
+std::string page_cursor::to_string() const { return std::to_string(score) + "." + member; }
+
+std::optional<page_cursor> page_cursor::parse(std::string_view text) {
+  const auto dot = text.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 == text.size()) return std::nullopt;
+  page_cursor c;
+  const auto [p, ec] = std::from_chars(text.data(), text.data() + dot, c.score);
+  if (ec != std::errc{} || p != text.data() + dot) return std::nullopt;
+  c.member = std::string(text.substr(dot + 1));
+  return c;
+}
+
+namespace {
+
+struct scored_member {
+  std::string member;
+  time_ms score = 0;
+};
+
+// Up to `count` members of `key` strictly after `after` in (score desc, member desc) order, within [from, to].
+std::vector<scored_member> newest_first(redis_connection& redis, const std::string& key,
+                                        const std::optional<page_cursor>& after, time_ms from, time_ms to,
+                                        std::size_t count) {
+  std::vector<scored_member> out;
+  if (from > to) return out;
+  std::string upper = num(to);
+  if (after && after->score <= to) {
+    // Ties at the cursor's time: those sorting below its member come next.
+    const auto ties = redis.run({"ZRANGE", key, num(after->score), num(after->score), "BYSCORE"});
+    for (auto it = ties.array.rbegin(); it != ties.array.rend() && out.size() < count; ++it)
+      if (*it && **it < after->member) out.push_back({**it, after->score});
+    upper = "(" + num(after->score);
+  } else if (after) {
+    upper = num(to);
+  }
+  if (out.size() >= count) return out;
+  const auto r = redis.run({"ZRANGE", key, upper, num(from), "BYSCORE", "REV", "LIMIT", "0",
+                            num(static_cast<std::int64_t>(count - out.size())), "WITHSCORES"});
+  for (std::size_t i = 0; i + 1 < r.array.size(); i += 2) {
+    if (!r.array[i] || !r.array[i + 1]) continue;
+    time_ms score = 0;
+    const auto& t = *r.array[i + 1];
+    std::from_chars(t.data(), t.data() + t.size(), score);
+    out.push_back({*r.array[i], score});
+  }
+  return out;
+}
+
+using loader =
+    std::function<std::vector<std::optional<nlohmann::json>>(redis_connection&, const std::vector<scored_member>&)>;
+
+page scan(redis_connection& redis, const std::string& key, const list_query& q, const loader& load,
+          const item_filter& keep) {
+  page out;
+  auto cursor = q.after;
+  std::size_t scanned = 0;
+  const std::size_t chunk = std::clamp<std::size_t>(q.limit + 1, 16, 500);
+  for (;;) {
+    const auto batch = newest_first(redis, key, cursor, q.from, q.to, chunk);
+    const auto items = load(redis, batch);
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      cursor = page_cursor{batch[i].score, batch[i].member};
+      ++scanned;
+      if (!items[i] || (keep && !keep(*items[i]))) continue;
+      out.items.push_back(*items[i]);
+      if (out.items.size() >= q.limit) {
+        out.next = cursor;
+        return out;
+      }
+    }
+    if (batch.size() < chunk) return out;  // the end of the list
+    if (scanned >= list_scan_max) {
+      out.next = cursor;
+      return out;
+    }
+  }
+}
+
+// HGETALL of each key, in one round trip.
+std::vector<hash_fields> read_hashes(redis_connection& redis, const std::vector<std::string>& keys) {
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(keys.size());
+  for (const auto& k : keys) commands.push_back({"HGETALL", k});
+  std::vector<hash_fields> out;
+  if (commands.empty()) return out;
+  for (const auto& r : redis.pipeline(commands)) {
+    hash_fields h;
+    for (std::size_t i = 0; i + 1 < r.array.size(); i += 2)
+      if (r.array[i] && r.array[i + 1]) h.emplace(*r.array[i], *r.array[i + 1]);
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
+// A list whose entries are hashes: `key_of` names each index member's hash, `render` turns a hash that exists
+// (has an id) into the list item.
+page scan_hashes(redis_connection& redis, const std::string& index, const list_query& q,
+                 const std::function<std::string(const std::string&)>& key_of,
+                 const std::function<nlohmann::json(const hash_fields&)>& render, const item_filter& keep) {
+  return scan(
+      redis, index, q,
+      [&](redis_connection& r, const std::vector<scored_member>& batch) {
+        std::vector<std::string> keys;
+        for (const auto& m : batch) keys.push_back(key_of(m.member));
+        std::vector<std::optional<nlohmann::json>> out;
+        for (const auto& h : read_hashes(r, keys))
+          out.push_back(h.contains("id") ? std::optional(render(h)) : std::nullopt);
+        return out;
+      },
+      keep);
+}
+
+}  // namespace
+
+page list_transactions(redis_connection& redis, std::string_view account_id, const list_query& q,
+                       const item_filter& keep) {
+  const auto entries = transaction_entries_key(account_id);
+  return scan(
+      redis, transactions_key(account_id), q,
+      [&](redis_connection& r, const std::vector<scored_member>& batch) {
+        std::vector<std::optional<nlohmann::json>> out;
+        if (batch.empty()) return out;
+        std::vector<std::string> args{"HMGET", entries};
+        for (const auto& m : batch) args.emplace_back(sequenced_id(m.member));
+        for (const auto& v : r.run(args).array) {
+          auto j = v ? nlohmann::json::parse(*v, nullptr, false) : nlohmann::json();
+          out.push_back(j.is_object() ? std::optional(std::move(j)) : std::nullopt);
+        }
+        return out;
+      },
+      keep);
+}
+
+page list_usage(redis_connection& redis, std::string_view account_id, const list_query& q, const item_filter& keep) {
+  return scan_hashes(
+      redis, usage_records_key(account_id), q,
+      [&](const std::string& member) { return usage_key(account_id, sequenced_id(member)); },
+      [](const hash_fields& h) {
+        const auto key = text(h, "id");
+        const auto input = integer(h, "inputTokens", key), output = integer(h, "outputTokens", key);
+        return nlohmann::json{{"id", key},
+                              {"accountId", text(h, "accountId")},
+                              {"context", text(h, "context")},
+                              {"transactionId", nullable(text(h, "transactionId"))},
+                              {"modelId", text(h, "modelId")},
+                              {"usageType", text(h, "usageType")},
+                              {"inputTokens", input},
+                              {"outputTokens", output},
+                              {"cachedTokens", integer(h, "cachedTokens", key)},
+                              {"totalTokens", input + output},
+                              {"metadata", json_field(h, "metadata")},
+                              {"costCredits", h.contains("costCredits") ? nlohmann::json(integer(h, "costCredits", key))
+                                                                        : nlohmann::json(nullptr)},
+                              {"createdAt", text(h, "createdAt")}};
+      },
+      keep);
+}
+
+page list_reservations(redis_connection& redis, std::string_view account_id, const list_query& q,
+                       const item_filter& keep) {
+  return scan_hashes(
+      redis, reservations_key(account_id), q,
+      [&](const std::string& member) { return reservation_key(account_id, member); },
+      [](const hash_fields& h) {
+        const auto key = text(h, "id");
+        return nlohmann::json{{"id", key},
+                              {"accountId", text(h, "accountId")},
+                              {"amount", integer(h, "amount", key)},
+                              {"status", text(h, "status")},
+                              {"createdAt", text(h, "createdAt")},
+                              {"expiresAt", text(h, "expiresAt")},
+                              {"operation", text(h, "operation")},
+                              {"model", text(h, "model")},
+                              {"metadata", json_field(h, "metadata")},
+                              {"charged", integer(h, "charged", key)},
+                              {"released", integer(h, "released", key)},
+                              {"transactionId", nullable(text(h, "transactionId"))},
+                              {"resolvedAt", nullable(text(h, "resolvedAt"))}};
+      },
+      keep);
+}
+
+page list_accounts(redis_connection& redis, std::string_view tenant, const list_query& q) {
+  return scan_hashes(
+      redis, accounts_key(tenant), q, [](const std::string& member) { return account_key(member); },
+      [](const hash_fields& h) {
+        const auto key = text(h, "id");
+        const auto balance = integer(h, "balance", key), reserved = integer(h, "reserved", key);
+        return nlohmann::json{{"id", key},
+                              {"name", text(h, "name")},
+                              {"externalId", text(h, "externalId")},
+                              {"email", text(h, "email")},
+                              {"metadata", json_field(h, "metadata")},
+                              {"createdAt", text(h, "createdAt")},
+                              {"balance", balance},
+                              {"reserved", reserved},
+                              {"available", balance - reserved}};
+      },
+      {});
+}
+
+nlohmann::json usage_summary(redis_connection& redis, std::string_view tenant, std::string_view account_id,
+                             const std::vector<std::string>& days, std::string_view model_id,
+                             std::string_view context) {
+  std::vector<std::string> keys;
+  for (const auto& day : days)
+    keys.push_back(account_id.empty() ? tenant_usage_summary_key(tenant, day) : usage_summary_key(account_id, day));
+  const auto zero = [] {
+    return nlohmann::json{{"inputTokens", 0}, {"outputTokens", 0}, {"cachedTokens", 0},
+                          {"totalTokens", 0}, {"records", 0},      {"costCredits", 0}};
+  };
+  auto totals = zero();
+  auto by_model = nlohmann::json::object(), by_context = nlohmann::json::object(), by_day = nlohmann::json::object();
+  const auto hashes = read_hashes(redis, keys);
+  for (std::size_t d = 0; d < hashes.size(); ++d) {
+    for (const auto& [field, value] : hashes[d]) {
+      const auto bar1 = field.find('|');
+      const auto bar2 = bar1 == std::string::npos ? bar1 : field.find('|', bar1 + 1);
+      if (bar2 == std::string::npos) continue;
+      const auto ctx = std::string_view(field).substr(0, bar1);
+      const auto metric = field.substr(bar1 + 1, bar2 - bar1 - 1);
+      const auto model = field.substr(bar2 + 1);
+      if ((!model_id.empty() && model != model_id) || (!context.empty() && ctx != context)) continue;
+      const auto n = integer(hashes[d], field.c_str(), keys[d]);
+      for (auto* group : {&totals, &by_model[model], &by_context[std::string(ctx)], &by_day[days[d]]}) {
+        if (group->is_null()) *group = zero();
+        (*group)[metric] = (*group)[metric].get<std::int64_t>() + n;
+        if (metric == "inputTokens" || metric == "outputTokens")
+          (*group)["totalTokens"] = (*group)["totalTokens"].get<std::int64_t>() + n;
+      }
+    }
+  }
+  return {{"totals", totals}, {"byModel", by_model}, {"byContext", by_context}, {"byDay", by_day}};
+}
+
+balance_at balance_as_of(redis_connection& redis, std::string_view account_id, time_ms as_of, time_ms hold_max_ms) {
+  balance_at out;
+  const auto last =
+      redis.run({"ZRANGE", transactions_key(account_id), num(as_of), "-inf", "BYSCORE", "REV", "LIMIT", "0", "1"});
+  if (!last.array.empty() && last.array[0]) {
+    const auto entry =
+        redis.run({"HGET", transaction_entries_key(account_id), std::string(sequenced_id(*last.array[0]))});
+    const auto j = entry.value ? nlohmann::json::parse(*entry.value, nullptr, false) : nlohmann::json();
+    if (!j.is_object() || !j.contains("balanceAfter"))
+      throw std::runtime_error("read model: transaction entry " + *last.array[0] + " is damaged");
+    out.balance = j["balanceAfter"].get<amount_t>();
+  }
+  const auto holds =
+      redis.run({"ZRANGE", reservations_key(account_id), num(as_of - hold_max_ms), num(as_of), "BYSCORE"});
+  std::vector<std::vector<std::string>> commands;
+  std::vector<std::string> keys;
+  for (const auto& id : holds.array)
+    if (id) {
+      keys.push_back(reservation_key(account_id, *id));
+      commands.push_back({"HMGET", keys.back(), "amount", "resolvedAt"});
+    }
+  if (commands.empty()) return out;
+  const auto replies = redis.pipeline(commands);
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    const auto& f = replies[i].array;
+    if (f.size() != 2 || !f[0]) continue;
+    const auto resolved = f[1] ? parse_time(*f[1]) : std::nullopt;
+    if (resolved && *resolved <= as_of) continue;
+    out.reserved += integer(hash_fields{{"amount", *f[0]}}, "amount", keys[i]);
+  }
+  return out;
+}
+
+}  // namespace credits::read_model
