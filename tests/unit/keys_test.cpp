@@ -1,37 +1,15 @@
-// API keys: the key log's events and fold (common/keys), the registry the API authenticates with, and
-// credits-admin's argument parsing and revocation decisions.
+// API keys in the domain: tokens, the key log's events and their fold (common/keys).
 #include <gtest/gtest.h>
 
-#include "credits/admin/admin.hpp"
-#include "credits/command_api/auth.hpp"
 #include "credits/common/contract.hpp"
 #include "credits/common/ids.hpp"
+#include "credits/common/keys.hpp"
+#include "key_log_fixtures.hpp"
 
 namespace credits {
 namespace {
 
-const std::string token_a = key_token("0123456789abcdef", std::string(64, 'a'));
-const std::string token_b = key_token("fedcba9876543210", std::string(64, 'b'));
-
-key_event created(const std::string& tenant, const std::string& token, key_scope scope = key_scope::read_write) {
-  return key_event{"8d6f1f7e-0000-4000-8000-000000000001",
-                   1,
-                   tenant,
-                   *key_id_of_token(token),
-                   "credits-admin:test",
-                   1'764'432'082'123,
-                   api_key_created{key_token_hash(token), scope}};
-}
-
-key_event revoked(const std::string& tenant, const std::string& key_id) {
-  return key_event{"8d6f1f7e-0000-4000-8000-000000000002",
-                   1,
-                   tenant,
-                   key_id,
-                   "credits-admin:test",
-                   1'764'432'090'000,
-                   api_key_revoked{}};
-}
+using namespace credits::test;
 
 TEST(key_token, names_its_key_id_and_nothing_else_is_a_token) {
   EXPECT_EQ(key_id_of_token(token_a), "key_0123456789abcdef");
@@ -102,78 +80,6 @@ TEST(key_log, ids_are_never_reused_and_revocations_only_by_the_owner) {
   EXPECT_TRUE(apply(s, revoked("t1", "key_0123456789abcdef")));
   EXPECT_TRUE(s.keys.at("key_0123456789abcdef").revoked_at);
   EXPECT_FALSE(apply(s, revoked("t1", "key_0123456789abcdef"))) << "revoked already";
-}
-
-TEST(key_registry, accepts_log_keys_with_their_scope_until_revoked) {
-  const std::map<std::string, api::api_key> bootstrap;
-  api::key_registry r(bootstrap);
-  EXPECT_TRUE(std::holds_alternative<rejection>(r.authenticate(token_a)));
-  r.apply(created("t1", token_a, key_scope::read_only));
-  const auto ok = r.authenticate(token_a);
-  ASSERT_TRUE(std::holds_alternative<api::api_key>(ok));
-  EXPECT_EQ(std::get<api::api_key>(ok).tenant, "t1");
-  EXPECT_EQ(std::get<api::api_key>(ok).key_id, "key_0123456789abcdef");
-  EXPECT_EQ(std::get<api::api_key>(ok).scope, key_scope::read_only);
-  // Same id, another secret: refused.
-  const auto forged = key_token("0123456789abcdef", std::string(64, 'c'));
-  const auto refused = r.authenticate(forged);
-  ASSERT_TRUE(std::holds_alternative<rejection>(refused));
-  EXPECT_EQ(std::get<rejection>(refused).code, error_code::unauthorized);
-  r.apply(revoked("t1", "key_0123456789abcdef"));
-  EXPECT_TRUE(std::holds_alternative<rejection>(r.authenticate(token_a)));
-}
-
-TEST(key_registry, bootstrap_keys_work_until_their_id_is_revoked_for_their_tenant) {
-  const auto bootstrap = api::parse_api_keys("demo:ck_demo_key_123");
-  const auto id = bootstrap.begin()->second.key_id;
-  api::key_registry r(bootstrap);
-  ASSERT_TRUE(std::holds_alternative<api::api_key>(r.authenticate("ck_demo_key_123")));
-  EXPECT_TRUE(std::holds_alternative<rejection>(r.authenticate("ck_demo_key_124")));
-  r.apply(revoked("other", id));  // names another tenant: revokes nothing
-  EXPECT_TRUE(std::holds_alternative<api::api_key>(r.authenticate("ck_demo_key_123")));
-  api::key_registry r2(bootstrap);
-  r2.apply(revoked("demo", id));
-  EXPECT_TRUE(std::holds_alternative<rejection>(r2.authenticate("ck_demo_key_123")));
-}
-
-TEST(admin_args, parses_the_three_commands_and_refuses_the_rest) {
-  using admin::command;
-  const auto c = admin::parse_args({"keys", "create", "--tenant", "t1", "--scope", "read-only"});
-  EXPECT_EQ(c.what, command::verb::create);
-  EXPECT_EQ(c.tenant, "t1");
-  EXPECT_EQ(c.scope, key_scope::read_only);
-  EXPECT_EQ(admin::parse_args({"keys", "list"}).what, command::verb::list);
-  const auto r = admin::parse_args({"keys", "revoke", "--tenant", "t1", "--key", "key_0123456789abcdef"});
-  EXPECT_EQ(r.key_id, "key_0123456789abcdef");
-  for (const std::vector<std::string>& bad : {std::vector<std::string>{},
-                                              {"keys"},
-                                              {"keys", "delete"},
-                                              {"keys", "create"},
-                                              {"keys", "create", "--tenant"},
-                                              {"keys", "create", "--tenant", "t", "--scope", "admin"},
-                                              {"keys", "revoke", "--tenant", "t"},
-                                              {"keys", "revoke", "--tenant", "t", "--key", token_a},
-                                              {"keys", "list", "--key", "key_0123456789abcdef"}})
-    EXPECT_THROW(admin::parse_args(bad), std::invalid_argument) << bad.size();
-}
-
-TEST(admin_revoke, refuses_unknown_foreign_and_revoked_keys) {
-  key_log_state s;
-  apply(s, created("t1", token_a));
-  admin::command c;
-  c.what = admin::command::verb::revoke;
-  c.tenant = "t2";
-  c.key_id = "key_0123456789abcdef";
-  EXPECT_TRUE(std::holds_alternative<admin::refusal>(admin::decide_revoke(s, c)));
-  c.tenant = "t1";
-  const auto decided = admin::decide_revoke(s, c);
-  ASSERT_TRUE(std::holds_alternative<key_event>(decided));
-  apply(s, std::get<key_event>(decided));
-  EXPECT_TRUE(std::holds_alternative<admin::refusal>(admin::decide_revoke(s, c)));
-  c.key_id = "key_1111111111111111";
-  EXPECT_TRUE(std::holds_alternative<admin::refusal>(admin::decide_revoke(s, c)));
-  c.bootstrap = true;
-  EXPECT_TRUE(std::holds_alternative<key_event>(admin::decide_revoke(s, c)));
 }
 
 }  // namespace
