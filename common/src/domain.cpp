@@ -334,6 +334,70 @@ std::vector<event> expire_due(const ledger_state& state, time_ms now, std::size_
   return events;
 }
 
+namespace {
+
+// The change one event makes to an account that exists, asserting what decide() guaranteed when it wrote it.
+// AccountCreated and UsageRecorded never get here (apply handles them before looking the account up).
+void apply_to(ledger_state&, account_state&, const event&, const account_created&) {}
+void apply_to(ledger_state&, account_state&, const event&, const usage_recorded&) {}
+void apply_to(ledger_state&, account_state&, const event&, const balance_low&) {}  // the cause moved the credits
+
+void apply_to(ledger_state&, account_state& account, const event&, const credits_added& p) {
+  account.balance += p.amount;
+  CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
+  post(account, p.transaction_id, "CreditsAdded", p.amount);
+}
+
+void apply_to(ledger_state&, account_state& account, const event&, const credits_deducted& p) {
+  account.balance -= p.amount;
+  CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
+  post(account, p.transaction_id, "CreditsDeducted", p.amount);
+}
+
+void apply_to(ledger_state& state, account_state& account, const event& e, const credits_reserved& p) {
+  CREDITS_ASSERT(!account.reservations.contains(p.reservation_id), "reservation created twice");
+  account.reserved += p.amount;
+  account.reservations.emplace(p.reservation_id,
+                               reservation_state{p.reservation_id, p.amount, e.occurred_at, p.expires_at,
+                                                 reservation_status::pending, 0, p.operation, p.model, p.metadata});
+  state.pending_by_expiry.emplace(p.expires_at, p.reservation_id);
+}
+
+void apply_to(ledger_state& state, account_state& account, const event&, const reservation_confirmed& p) {
+  auto& r = pending_in(account, p.reservation_id);
+  CREDITS_ASSERT(p.charged + p.released == r.amount, "confirm does not account for the hold");
+  release(state, account, r, reservation_status::confirmed);
+  r.charged = p.charged;
+  account.balance -= p.charged;
+  CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
+  post(account, p.transaction_id, "ReservationConfirmed", p.charged);
+}
+
+void apply_to(ledger_state&, account_state& account, const event&, const transaction_reversed& p) {
+  auto original = account.transactions.find(p.original_transaction_id);
+  CREDITS_ASSERT(original != account.transactions.end(), "a reversal of an unknown transaction");
+  CREDITS_ASSERT(original->second.type == p.original_type, "a reversal names the wrong type");
+  original->second.reversed += p.amount;
+  CREDITS_ASSERT(original->second.reversed <= original->second.amount, "reversed more than posted");
+  account.balance += balance_delta(p);
+  CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
+  post(account, p.transaction_id, "TransactionReversed", p.amount);
+}
+
+void apply_to(ledger_state& state, account_state& account, const event&, const reservation_cancelled& p) {
+  auto& r = pending_in(account, p.reservation_id);
+  CREDITS_ASSERT(p.released == r.amount, "cancel does not release the whole hold");
+  release(state, account, r, reservation_status::cancelled);
+}
+
+void apply_to(ledger_state& state, account_state& account, const event&, const reservation_expired& p) {
+  auto& r = pending_in(account, p.reservation_id);
+  CREDITS_ASSERT(p.released == r.amount, "expiry does not release the whole hold");
+  release(state, account, r, reservation_status::expired);
+}
+
+}  // namespace
+
 void apply(ledger_state& state, const event& e) {
   if (const auto* created = std::get_if<account_created>(&e.payload)) {
     CREDITS_ASSERT(!state.accounts.contains(e.account_id), "account created twice");
@@ -352,59 +416,7 @@ void apply(ledger_state& state, const event& e) {
   auto it = state.accounts.find(e.account_id);
   CREDITS_ASSERT(it != state.accounts.end(), "event for an unknown account");
   auto& account = it->second;
-  std::visit(overloaded{
-                 [](const account_created&) {}, [](const usage_recorded&) {},
-                 [&](const credits_added& p) {
-                   account.balance += p.amount;
-                   CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
-                   post(account, p.transaction_id, "CreditsAdded", p.amount);
-                 },
-                 [&](const credits_deducted& p) {
-                   account.balance -= p.amount;
-                   CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
-                   post(account, p.transaction_id, "CreditsDeducted", p.amount);
-                 },
-                 [&](const credits_reserved& p) {
-                   CREDITS_ASSERT(!account.reservations.contains(p.reservation_id), "reservation created twice");
-                   account.reserved += p.amount;
-                   account.reservations.emplace(
-                       p.reservation_id,
-                       reservation_state{p.reservation_id, p.amount, e.occurred_at, p.expires_at,
-                                         reservation_status::pending, 0, p.operation, p.model, p.metadata});
-                   state.pending_by_expiry.emplace(p.expires_at, p.reservation_id);
-                 },
-                 [&](const reservation_confirmed& p) {
-                   auto& r = pending_in(account, p.reservation_id);
-                   CREDITS_ASSERT(p.charged + p.released == r.amount, "confirm does not account for the hold");
-                   release(state, account, r, reservation_status::confirmed);
-                   r.charged = p.charged;
-                   account.balance -= p.charged;
-                   CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
-                   post(account, p.transaction_id, "ReservationConfirmed", p.charged);
-                 },
-                 [&](const transaction_reversed& p) {
-                   auto original = account.transactions.find(p.original_transaction_id);
-                   CREDITS_ASSERT(original != account.transactions.end(), "a reversal of an unknown transaction");
-                   CREDITS_ASSERT(original->second.type == p.original_type, "a reversal names the wrong type");
-                   original->second.reversed += p.amount;
-                   CREDITS_ASSERT(original->second.reversed <= original->second.amount, "reversed more than posted");
-                   account.balance += balance_delta(p);
-                   CREDITS_ASSERT(p.balance_after == account.balance, "balanceAfter disagrees with the fold");
-                   post(account, p.transaction_id, "TransactionReversed", p.amount);
-                 },
-                 [&](const reservation_cancelled& p) {
-                   auto& r = pending_in(account, p.reservation_id);
-                   CREDITS_ASSERT(p.released == r.amount, "cancel does not release the whole hold");
-                   release(state, account, r, reservation_status::cancelled);
-                 },
-                 [&](const reservation_expired& p) {
-                   auto& r = pending_in(account, p.reservation_id);
-                   CREDITS_ASSERT(p.released == r.amount, "expiry does not release the whole hold");
-                   release(state, account, r, reservation_status::expired);
-                 },
-                 [](const balance_low&) {},  // a signal: the causing event already moved the credits
-             },
-             e.payload);
+  std::visit([&](const auto& p) { apply_to(state, account, e, p); }, e.payload);
   CREDITS_ASSERT(account.reserved >= 0, "reserved below zero");
   CREDITS_ASSERT(account.balance <= amount_max, "balance above the maximum");
   CREDITS_ASSERT(account.available() >= 0, "available below zero (overdraft)");

@@ -174,21 +174,98 @@ void take_lock(read_model::redis_connection& view, const std::string& me) {
     throw std::runtime_error("another rebuild took the lock first");
 }
 
+// A Redis Cluster has one database and no SWAPDB: say how to rebuild there instead.
+bool refuse_on_cluster(const projector_config& config, const read_model::redis_connection& view) {
+  if (!view.clustered()) return false;
+  std::fprintf(stderr,
+               "rebuild: %s:%d is a Redis Cluster, which has one database and no SWAPDB, so a view cannot be built "
+               "beside the live one there. Rebuild it in place instead: stop the projectors, delete the view's "
+               "keys on every master (redis-cli --cluster call %s:%d FLUSHDB) and start a projector, which replays "
+               "the log from the start (docs/scaling.md, \"Redis Cluster\").\n",
+               config.redis_host.c_str(), config.redis_port, config.redis_host.c_str(), config.redis_port);
+  return true;
+}
+
+// The log's extent when the rebuild starts, for the progress display (the log may grow while it is read).
+// Offsets include Kafka transaction markers, so progress counts log offsets read, not events.
+class log_extent {
+ public:
+  log_extent(const projector_config& config, const view_builder& builder) {
+    kafka::reader probe(config.brokers);
+    for (const auto& [topic, partition] : builder.partitions()) {
+      const auto w = probe.query_watermarks(topic, partition, metadata_timeout_ms);
+      extent_[read_model::position_field(topic, partition)] = w;
+      total_ += static_cast<std::uint64_t>(w.high - w.low);
+    }
+  }
+
+  std::uint64_t total() const { return total_; }
+
+  std::uint64_t done(const view_builder& builder) const {
+    std::uint64_t n = 0;
+    for (const auto& [field, w] : extent_) {
+      const auto read = builder.ended().contains(field) ? w.high : builder.read_offsets().at(field) + 1;
+      n += static_cast<std::uint64_t>(std::clamp(read, w.low, w.high) - w.low);
+    }
+    return n;
+  }
+
+ private:
+  std::unordered_map<std::string, kafka::watermarks> extent_;
+  std::uint64_t total_ = 0;
+};
+
+void step(view_builder& builder) {
+  if (builder.step() == 0) std::this_thread::sleep_for(idle_wait_ms);
+}
+
+// 1. Everything up to the end of every partition. False when stopped.
+bool build_to_end(const projector_config& config, view_builder& builder, const std::atomic<bool>& stop) {
+  const log_extent extent(config, builder);
+  progress_reporter progress(stderr, "rebuild", milliseconds(config.progress_interval_ms));
+  while (builder.ended().size() < builder.partitions().size()) {
+    if (stop.load()) return false;
+    step(builder);
+    progress.update(extent.done(builder), extent.total());
+  }
+  progress.finish(extent.done(builder), extent.total());
+  return true;
+}
+
+// 2. Catch up with the live view and switch. The live projector keeps applying new events meanwhile, so the
+// switch is attempted between steps until the rebuilt view is at or past it on every partition. False when
+// stopped; throws when the lock is lost or the deadline passes (the live view is then unchanged).
+bool swap_when_caught_up(const projector_config& config, view_builder& builder, read_model::redis_connection& view,
+                         const std::string& me, const std::atomic<bool>& stop, std::FILE* out) {
+  const auto deadline = clock::now() + milliseconds(config.rebuild_swap_timeout_ms);
+  auto last_report = clock::now();
+  for (;;) {
+    if (stop.load()) return false;
+    builder.drain();
+    const auto state = view.run({"EVAL", std::string(swap_script), "0", std::to_string(config.redis_db),
+                                 std::to_string(config.redis_rebuild_db), me, std::string(read_model::rebuild_lock_key),
+                                 std::string(read_model::positions_key)})
+                           .value.value_or("");
+    if (state == "SWAPPED") return true;
+    if (state.starts_with("LOCK")) throw std::runtime_error("rebuild: lost the lock (" + state + ")");
+    if (clock::now() > deadline)
+      throw std::runtime_error("rebuild: could not catch up with the live view in time (" + state +
+                               "); the live view is unchanged");
+    if (clock::now() - last_report > behind_report_interval_ms) {
+      say(out, "rebuild: catching up with the live view (" + state + ")");
+      last_report = clock::now();
+    }
+    step(builder);
+  }
+}
+
 }  // namespace
 
 int rebuild(const projector_config& config, const std::atomic<bool>& stop, std::FILE* out) {
   const auto started = clock::now();
   const milliseconds redis_timeout(config.redis_timeout_ms);
   read_model::redis_connection view(config.redis_host, config.redis_port, redis_timeout);
-  if (view.clustered()) {
-    std::fprintf(stderr,
-                 "rebuild: %s:%d is a Redis Cluster, which has one database and no SWAPDB, so a view cannot be built "
-                 "beside the live one there. Rebuild it in place instead: stop the projectors, delete the view's "
-                 "keys on every master (redis-cli --cluster call %s:%d FLUSHDB) and start a projector, which replays "
-                 "the log from the start (docs/scaling.md, \"Redis Cluster\").\n",
-                 config.redis_host.c_str(), config.redis_port, config.redis_host.c_str(), config.redis_port);
-    return 2;
-  }
+  if (refuse_on_cluster(config, view)) return 2;
   view.run({"CLIENT", "SETNAME", "credits-rebuild"});
   view.run({"SELECT", std::to_string(config.redis_db)});
   const auto me = view.run({"CLIENT", "ID"}).value.value_or("");
@@ -202,64 +279,11 @@ int rebuild(const projector_config& config, const std::atomic<bool>& stop, std::
   // Poison events are recorded in the new view but not copied to the dead-letter topic again: the live
   // projector copied them when it met them.
   view_builder builder(config);
-
-  // The log's extent now, for the progress display; the log may grow while it is read.
-  kafka::reader probe(config.brokers);
-  std::unordered_map<std::string, kafka::watermarks> extent;
-  std::uint64_t total = 0;
-  for (const auto& [topic, partition] : builder.partitions()) {
-    const auto w = probe.query_watermarks(topic, partition, metadata_timeout_ms);
-    extent[read_model::position_field(topic, partition)] = w;
-    total += static_cast<std::uint64_t>(w.high - w.low);
-  }
-  // Offsets include Kafka transaction markers, so progress counts log offsets read, not events.
-  const auto done = [&] {
-    std::uint64_t n = 0;
-    for (const auto& [field, w] : extent) {
-      const auto read = builder.ended().contains(field) ? w.high : builder.read_offsets().at(field) + 1;
-      n += static_cast<std::uint64_t>(std::clamp(read, w.low, w.high) - w.low);
-    }
-    return n;
-  };
-  const auto step = [&] {
-    if (builder.step() == 0) std::this_thread::sleep_for(idle_wait_ms);
-  };
   say(out, "rebuild: building the view of " + config.ledger_topic + " and " + config.usage_topic + " in redis db " +
                std::to_string(config.redis_rebuild_db) + " (the live view in db " + std::to_string(config.redis_db) +
                " keeps serving)");
-
-  // 1. Everything up to the end of every partition.
-  progress_reporter progress(stderr, "rebuild", milliseconds(config.progress_interval_ms));
-  while (builder.ended().size() < builder.partitions().size()) {
-    if (stop.load()) return exit_stopped;
-    step();
-    progress.update(done(), total);
-  }
-  progress.finish(done(), total);
-
-  // 2. Catch up with the live view and switch. The live projector keeps applying new events meanwhile, so
-  // the switch is attempted between steps until the rebuilt view is at or past it on every partition.
-  const auto deadline = clock::now() + milliseconds(config.rebuild_swap_timeout_ms);
-  auto last_report = clock::now();
-  std::string state;
-  for (;;) {
-    if (stop.load()) return exit_stopped;
-    builder.drain();
-    state = view.run({"EVAL", std::string(swap_script), "0", std::to_string(config.redis_db),
-                      std::to_string(config.redis_rebuild_db), me, std::string(read_model::rebuild_lock_key),
-                      std::string(read_model::positions_key)})
-                .value.value_or("");
-    if (state == "SWAPPED") break;
-    if (state.starts_with("LOCK")) throw std::runtime_error("rebuild: lost the lock (" + state + ")");
-    if (clock::now() > deadline)
-      throw std::runtime_error("rebuild: could not catch up with the live view in time (" + state +
-                               "); the live view is unchanged");
-    if (clock::now() - last_report > behind_report_interval_ms) {
-      say(out, "rebuild: catching up with the live view (" + state + ")");
-      last_report = clock::now();
-    }
-    step();
-  }
+  if (!build_to_end(config, builder, stop)) return exit_stopped;
+  if (!swap_when_caught_up(config, builder, view, me, stop, out)) return exit_stopped;
   // The old view now sits in the rebuild database.
   staging.run({"FLUSHDB", "ASYNC"});
 

@@ -340,6 +340,175 @@ std::optional<std::string> violation(const ledger_state& state, const event& e) 
   return std::nullopt;
 }
 
+namespace {
+
+// What one run of verify works with. Lives on the calling thread for the run.
+struct verify_run {
+  const projector_config& config;
+  const std::atomic<bool>& stop;
+  read_model::redis_connection& redis;
+  log_fold& fold;
+  report& r;
+  tally& t;
+  bool cluster = false;
+};
+
+// The poison records the view holds, by partition field and offset, with the positions it had applied then.
+struct view_poison {
+  std::map<std::string, std::map<std::int64_t, poison_entry>> by_field;
+  std::set<std::string> keys;                                   // the accounts they block
+  std::vector<std::pair<std::string, std::int64_t>> positions;  // field -> the view's position with them
+};
+
+view_poison read_view_poison(read_model::redis_connection& redis) {
+  const auto a = poison_snapshot(redis);
+  view_poison out;
+  const auto entries = static_cast<std::size_t>(to_int(a.at(0), "count"));
+  for (std::size_t i = 0; i < entries; ++i) {
+    const auto where = text(a.at(1 + 2 * i));
+    const auto entry = json::parse(text(a.at(2 + 2 * i)), nullptr, false);
+    const auto cut = where.rfind(':');
+    if (cut == std::string::npos || !entry.is_object())
+      throw std::runtime_error("verify: malformed poison record " + where);
+    const poison_entry pe{entry.value("key", ""), entry.value("reason", "")};
+    if (!pe.key.empty()) out.keys.insert(pe.key);
+    out.by_field[where.substr(0, cut)][to_int(where.substr(cut + 1), "poison offset")] = pe;
+  }
+  const auto m_at = 1 + 2 * entries;
+  const auto fields_count = static_cast<std::size_t>(to_int(a.at(m_at), "count"));
+  for (std::size_t i = 0; i < fields_count; ++i)
+    out.positions.emplace_back(text(a.at(m_at + 1 + 2 * i)), to_int(a.at(m_at + 2 + 2 * i), "position"));
+  return out;
+}
+
+// 1. The log up to the positions the view has applied now; the view only moves on from there.
+bool fold_to_view_positions(verify_run& v) {
+  std::map<std::string, std::int64_t> start;
+  const auto all = v.redis.run({"HGETALL", std::string(read_model::positions_key)});
+  for (std::size_t i = 0; i + 1 < all.array.size(); i += 2)
+    start[text(all.array[i])] = to_int(all.array[i + 1], "position");
+  for (const auto& field : v.fold.fields()) {
+    if (v.stop.load()) return false;
+    v.fold.advance(field, start.contains(field) ? start[field] : -1);
+  }
+  return true;
+}
+
+// Compares the accounts whose snapshots `calls` asks for where the fold is at their position, and keeps the
+// snapshots ahead of the fold in `later` (field -> snapshots).
+void compare_chunk(verify_run& v, const std::vector<std::string>& ids,
+                   const std::vector<std::vector<std::string>>& calls, std::int32_t ledger_partitions,
+                   std::map<std::string, std::vector<account_snapshot>>& later) {
+  const auto replies = v.redis.pipeline(calls);
+  for (std::size_t k = 0; k < replies.size(); ++k) {
+    const auto field =
+        read_model::position_field(v.config.ledger_topic, kafka::key_partition(ids[k], ledger_partitions));
+    auto s = parse_snapshot(ids[k], field, replies[k].array);
+    const auto folded = v.fold.folded(field);
+    // On a cluster the snapshot carries the offset of the account's own last applied event: the partition's
+    // position was raised only after it, so the account has no event between the two.
+    if (s.position == folded || (v.cluster && s.position < folded))
+      compare(s, v.fold, v.r, v.t);
+    else if (s.position > folded)
+      later[field].push_back(std::move(s));
+    else
+      v.r.mismatch("the view's position " + field + "@" + num(s.position) + " is behind where it was (" + num(folded) +
+                   "): was the view wiped or replaced while verify ran?");
+  }
+}
+
+// 2. Every account either side knows, each compared at exactly the position its snapshot carries: at once
+// when the fold is there, otherwise after folding further, partition by partition in offset order.
+bool compare_accounts(verify_run& v) {
+  std::set<std::string> ids;
+  for (const auto& [id, a] : v.fold.state.accounts) ids.insert(id);
+  for (auto& id : scan_accounts(v.redis)) ids.insert(std::move(id));
+  const auto sha = *v.redis.run({"SCRIPT", "LOAD", std::string(account_snapshot_script)}).value;
+  const auto ledger_partitions = v.fold.partition_count(v.config.ledger_topic);
+  const std::string positions(read_model::positions_key);
+  std::map<std::string, std::vector<account_snapshot>> later;
+  std::vector<std::string> chunk_ids;
+  std::vector<std::vector<std::string>> calls;
+  for (const auto& id : ids) {
+    const auto field = read_model::position_field(v.config.ledger_topic, kafka::key_partition(id, ledger_partitions));
+    const auto& index = v.cluster ? read_model::applied_key(id) : positions;
+    calls.push_back({"EVALSHA", sha, "3", read_model::account_key(id), read_model::reservations_key(id), index,
+                     read_model::reservation_key(id, ""), v.cluster ? "account:" + field : field});
+    chunk_ids.push_back(id);
+    if (calls.size() == snapshot_accounts_per_pipeline || &id == &*ids.rbegin()) {
+      if (v.stop.load()) return false;
+      compare_chunk(v, chunk_ids, calls, ledger_partitions, later);
+      calls.clear();
+      chunk_ids.clear();
+    }
+  }
+  for (auto& [field, snapshots] : later) {
+    std::sort(snapshots.begin(), snapshots.end(),
+              [](const account_snapshot& a, const account_snapshot& b) { return a.position < b.position; });
+    for (const auto& s : snapshots) {
+      if (v.stop.load()) return false;
+      v.fold.advance(field, s.position);
+      compare(s, v.fold, v.r, v.t);
+    }
+  }
+  return true;
+}
+
+// 3. Poison records: the view's, with its positions, against the fold's up to those positions. Returns how many
+// poison events the log has, or nullopt when stopped.
+std::optional<std::uint64_t> compare_poison(verify_run& v, const view_poison& seen) {
+  for (const auto& [field, at] : seen.positions) {
+    if (std::find(v.fold.fields().begin(), v.fold.fields().end(), field) == v.fold.fields().end()) {
+      v.r.mismatch("the view has a position for " + field + ", which is not a partition of the configured topics");
+      continue;
+    }
+    if (at < v.fold.folded(field)) {
+      v.r.mismatch("the view's position " + field + "@" + num(at) + " is behind where it was (" +
+                   num(v.fold.folded(field)) + ")");
+      continue;
+    }
+    if (v.stop.load()) return std::nullopt;
+    v.fold.advance(field, at);
+  }
+  std::uint64_t poison_events = 0;
+  static const std::map<std::int64_t, poison_entry> none;
+  for (const auto& field : v.fold.fields()) {
+    const auto& in_log = v.fold.poison[field];
+    const auto found = seen.by_field.find(field);
+    const auto& in_view = found == seen.by_field.end() ? none : found->second;
+    for (const auto& [offset, pe] : in_log) {
+      const auto where = field + ":" + num(offset);
+      ++poison_events;
+      if (!in_view.contains(offset)) {
+        v.r.mismatch("poison event " + where + " (key " + pe.key + ": " + pe.reason + ") is not recorded in the view");
+        continue;
+      }
+      v.r.note("poison: " + where + " key " + pe.key + ": " + in_view.at(offset).reason);
+    }
+    for (const auto& [offset, pe] : in_view)
+      if (!in_log.contains(offset))
+        v.r.mismatch("the view records poison event " + field + ":" + num(offset) + " (key " + pe.key + ": " +
+                     pe.reason + "), which the log fold applied");
+  }
+  return poison_events;
+}
+
+// 4. Blocked marks and poison records belong together.
+void check_blocked(verify_run& v, const std::set<std::string>& poison_keys) {
+  std::vector<std::vector<std::string>> flags;
+  const std::vector<std::string> keys(poison_keys.begin(), poison_keys.end());
+  for (const auto& k : keys) flags.push_back({"HGET", read_model::account_key(k), "blocked"});
+  const auto flag_replies =
+      flags.empty() ? std::vector<read_model::redis_connection::reply>{} : v.redis.pipeline(flags);
+  for (std::size_t i = 0; i < keys.size(); ++i)
+    if (flag_replies[i].value != "1")
+      v.r.mismatch("account " + keys[i] + " has a poison event but is not marked blocked");
+  for (const auto& id : v.t.blocked)
+    if (!poison_keys.contains(id)) v.r.mismatch("account " + id + " is marked blocked without a poison record");
+}
+
+}  // namespace
+
 int verify(const projector_config& config, const std::atomic<bool>& stop, std::FILE* out) {
   const auto deadline = clock::now() + milliseconds(config.log_read_timeout_ms);
   read_model::redis_connection redis(config.redis_host, config.redis_port, milliseconds(config.redis_timeout_ms));
@@ -353,145 +522,23 @@ int verify(const projector_config& config, const std::atomic<bool>& stop, std::F
   log_fold fold(config, reader, deadline);
   report r(out);
   tally t;
-  const std::string positions(read_model::positions_key);
+  verify_run v{config, stop, redis, fold, r, t, cluster};
 
-  // 1. The log up to the positions the view has applied now; the view only moves on from there.
-  std::map<std::string, std::int64_t> start;
-  {
-    const auto all = redis.run({"HGETALL", positions});
-    for (std::size_t i = 0; i + 1 < all.array.size(); i += 2)
-      start[text(all.array[i])] = to_int(all.array[i + 1], "position");
-  }
   r.note("verify: view db " + std::to_string(config.redis_db) + " of " + config.redis_host + ":" +
          std::to_string(config.redis_port) + " against " + config.ledger_topic + " and " + config.usage_topic);
-  for (const auto& field : fold.fields()) {
-    if (stop.load()) return exit_stopped;
-    fold.advance(field, start.contains(field) ? start[field] : -1);
-  }
-
-  // 2. Every account either side knows, each compared at exactly the position its snapshot carries: at once
-  // when the fold is there, otherwise after folding further, partition by partition in offset order.
-  std::set<std::string> ids;
-  for (const auto& [id, a] : fold.state.accounts) ids.insert(id);
-  for (auto& id : scan_accounts(redis)) ids.insert(std::move(id));
-  const auto sha = *redis.run({"SCRIPT", "LOAD", std::string(account_snapshot_script)}).value;
-  const auto ledger_partitions = fold.partition_count(config.ledger_topic);
-  std::map<std::string, std::vector<account_snapshot>> later;  // field -> snapshots ahead of the fold
-  std::vector<std::string> chunk_ids;
-  std::vector<std::vector<std::string>> calls;
-  const auto snapshot_chunk = [&] {
-    const auto replies = redis.pipeline(calls);
-    for (std::size_t k = 0; k < replies.size(); ++k) {
-      const auto field =
-          read_model::position_field(config.ledger_topic, kafka::key_partition(chunk_ids[k], ledger_partitions));
-      auto s = parse_snapshot(chunk_ids[k], field, replies[k].array);
-      const auto folded = fold.folded(field);
-      // On a cluster the snapshot carries the offset of the account's own last applied event: the partition's
-      // position was raised only after it, so the account has no event between the two.
-      if (s.position == folded || (cluster && s.position < folded))
-        compare(s, fold, r, t);
-      else if (s.position > folded)
-        later[field].push_back(std::move(s));
-      else
-        r.mismatch("the view's position " + field + "@" + num(s.position) + " is behind where it was (" + num(folded) +
-                   "): was the view wiped or replaced while verify ran?");
-    }
-    calls.clear();
-    chunk_ids.clear();
-  };
-  for (const auto& id : ids) {
-    const auto field = read_model::position_field(config.ledger_topic, kafka::key_partition(id, ledger_partitions));
-    if (cluster)
-      calls.push_back({"EVALSHA", sha, "3", read_model::account_key(id), read_model::reservations_key(id),
-                       read_model::applied_key(id), read_model::reservation_key(id, ""), "account:" + field});
-    else
-      calls.push_back({"EVALSHA", sha, "3", read_model::account_key(id), read_model::reservations_key(id), positions,
-                       read_model::reservation_key(id, ""), field});
-    chunk_ids.push_back(id);
-    if (calls.size() == snapshot_accounts_per_pipeline) {
-      if (stop.load()) return exit_stopped;
-      snapshot_chunk();
-    }
-  }
-  if (!calls.empty()) snapshot_chunk();
-  for (auto& [field, snapshots] : later) {
-    std::sort(snapshots.begin(), snapshots.end(),
-              [](const account_snapshot& a, const account_snapshot& b) { return a.position < b.position; });
-    for (const auto& s : snapshots) {
-      if (stop.load()) return exit_stopped;
-      fold.advance(field, s.position);
-      compare(s, fold, r, t);
-    }
-  }
-
-  // 3. Poison records: the view's, with its positions, against the fold's up to those positions.
-  const auto a = poison_snapshot(redis);
-  const auto entries = static_cast<std::size_t>(to_int(a.at(0), "count"));
-  std::map<std::string, std::map<std::int64_t, poison_entry>> view_poison;
-  std::set<std::string> poison_keys;
-  for (std::size_t i = 0; i < entries; ++i) {
-    const auto where = text(a.at(1 + 2 * i));
-    const auto entry = json::parse(text(a.at(2 + 2 * i)), nullptr, false);
-    const auto cut = where.rfind(':');
-    if (cut == std::string::npos || !entry.is_object())
-      throw std::runtime_error("verify: malformed poison record " + where);
-    const poison_entry pe{entry.value("key", ""), entry.value("reason", "")};
-    if (!pe.key.empty()) poison_keys.insert(pe.key);
-    view_poison[where.substr(0, cut)][to_int(where.substr(cut + 1), "poison offset")] = pe;
-  }
-  const auto m_at = 1 + 2 * entries;
-  const auto fields_count = static_cast<std::size_t>(to_int(a.at(m_at), "count"));
-  for (std::size_t i = 0; i < fields_count; ++i) {
-    const auto field = text(a.at(m_at + 1 + 2 * i));
-    const auto at = to_int(a.at(m_at + 2 + 2 * i), "position");
-    if (std::find(fold.fields().begin(), fold.fields().end(), field) == fold.fields().end()) {
-      r.mismatch("the view has a position for " + field + ", which is not a partition of the configured topics");
-      continue;
-    }
-    if (at < fold.folded(field)) {
-      r.mismatch("the view's position " + field + "@" + num(at) + " is behind where it was (" +
-                 num(fold.folded(field)) + ")");
-      continue;
-    }
-    if (stop.load()) return exit_stopped;
-    fold.advance(field, at);
-  }
-  std::uint64_t poison_events = 0;
-  for (const auto& field : fold.fields()) {
-    const auto& in_log = fold.poison[field];
-    const auto& in_view = view_poison[field];
-    for (const auto& [offset, pe] : in_log) {
-      const auto where = field + ":" + num(offset);
-      ++poison_events;
-      if (!in_view.contains(offset)) {
-        r.mismatch("poison event " + where + " (key " + pe.key + ": " + pe.reason + ") is not recorded in the view");
-        continue;
-      }
-      r.note("poison: " + where + " key " + pe.key + ": " + in_view.at(offset).reason);
-    }
-    for (const auto& [offset, pe] : in_view)
-      if (!in_log.contains(offset))
-        r.mismatch("the view records poison event " + field + ":" + num(offset) + " (key " + pe.key + ": " + pe.reason +
-                   "), which the log fold applied");
-  }
-  // 4. Blocked marks and poison records belong together.
-  std::vector<std::vector<std::string>> flags;
-  std::vector<std::string> keys(poison_keys.begin(), poison_keys.end());
-  for (const auto& k : keys) flags.push_back({"HGET", read_model::account_key(k), "blocked"});
-  const auto flag_replies = flags.empty() ? std::vector<read_model::redis_connection::reply>{} : redis.pipeline(flags);
-  for (std::size_t i = 0; i < keys.size(); ++i)
-    if (flag_replies[i].value != "1")
-      r.mismatch("account " + keys[i] + " has a poison event but is not marked blocked");
-  for (const auto& id : t.blocked)
-    if (!poison_keys.contains(id)) r.mismatch("account " + id + " is marked blocked without a poison record");
+  if (!fold_to_view_positions(v) || !compare_accounts(v)) return exit_stopped;
+  const auto seen = read_view_poison(redis);
+  const auto poison_events = compare_poison(v, seen);
+  if (!poison_events) return exit_stopped;
+  check_blocked(v, seen.keys);
 
   r.note("verify: " + std::to_string(fold.events) + " events folded; " + std::to_string(t.accounts) + " accounts and " +
          std::to_string(t.reservations) + " reservations compared; " + std::to_string(r.mismatches()) +
-         " mismatches; " + "poison events: " + std::to_string(poison_events) +
-         ", blocked accounts: " + std::to_string(poison_keys.size()));
+         " mismatches; " + "poison events: " + std::to_string(*poison_events) +
+         ", blocked accounts: " + std::to_string(seen.keys.size()));
   std::fflush(out);
   if (r.mismatches() > 0) return 1;
-  return poison_events > 0 ? exit_poison : 0;
+  return *poison_events > 0 ? exit_poison : 0;
 }
 
 }  // namespace credits::ops
