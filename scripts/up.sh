@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts the local stack: Redis, single-node KRaft Kafka, the two topics, then (optionally) builds
-# and starts credits-api and credits-projector. All state and logs live under $DATA (default
+# Starts the local stack: installs what is missing (scripts/install-deps.sh, as root), then Redis,
+# single-node KRaft Kafka, the two topics, then (optionally) builds and starts credits-api and
+# credits-projector. All state and logs live under $DATA (default
 # .data/ in the repo; CREDITS_DATA_DIR overrides). Idempotent: running pieces are left alone, and
 # a restart after down.sh reuses the existing data (Kafka storage is formatted only once).
 #
@@ -66,9 +67,20 @@ start_app() {
   echo $! >"$RUN/$name.pid"
 }
 
+# The same installer the tests use: cheap when everything is there (apt and pip run only for what is missing).
+# It needs root; anyone else gets the list of what is missing from require_cmds instead.
+install_missing() {
+  if ((EUID == 0)); then
+    "$REPO/scripts/install-deps.sh" || die "install-deps: failed"
+  else
+    require_cmds redis-server redis-cli java kcat curl cmake ninja
+  fi
+}
+
 api_healthy() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$HTTP_PORT/healthz"; }
 
 t_start=$SECONDS
+install_missing
 mkdir -p "$DATA" "$LOGS" "$RUN"
 redis_up
 kafka_up
