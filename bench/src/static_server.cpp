@@ -1,4 +1,4 @@
-// credits-bench-static: the HTTP ceiling. The same Beast session loop as credits-api (command-api/src/http_api.cpp):
+// credits-bench-static: the HTTP ceiling. The same Beast session loop as credits-api (command-api/src/http_server.cpp):
 // one coroutine per connection on its own strand, the same parser limits and timeouts, the same number of
 // I/O threads, one request at a time per connection. It parses each request (body included) and answers a fixed
 // JSON body of the size of an add-credits answer, without touching the writer, Kafka or Redis. What the API does

@@ -19,6 +19,19 @@ Histogram::BucketBoundaries batch_buckets() { return {1, 2, 4, 8, 16, 32, 64, 12
 
 constexpr std::string_view operational_routes[] = {"/healthz", "/readyz", "/metrics"};
 
+// One series of a family registered (or found, when it already is) in `registry`.
+prometheus::Counter& counter(prometheus::Registry& registry, const std::string& name, const std::string& help,
+                             const prometheus::Labels& labels = {}) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add(labels);
+}
+prometheus::Gauge& gauge(prometheus::Registry& registry, const std::string& name, const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({});
+}
+Histogram& histogram(prometheus::Registry& registry, const std::string& name, const std::string& help,
+                     const Histogram::BucketBoundaries& buckets) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add({}, buckets);
+}
+
 }  // namespace
 
 std::string_view route_label(std::string_view target, bool api_route) {
@@ -37,56 +50,28 @@ api_metrics::api_metrics()
                            .Name("credits_api_http_request_duration_seconds")
                            .Help("Time from a request read to its response ready, by route")
                            .Register(registry_)),
-      commands_committed_(prometheus::BuildCounter()
-                              .Name("credits_api_commands_committed_total")
-                              .Help("Commands whose events were committed to the log")
-                              .Register(registry_)
-                              .Add({})),
-      events_appended_(prometheus::BuildCounter()
-                           .Name("credits_api_events_appended_total")
-                           .Help("Events committed to the log (commands' events, their signals and expiries)")
-                           .Register(registry_)
-                           .Add({})),
-      transaction_duration_(prometheus::BuildHistogram()
-                                .Name("credits_api_kafka_transaction_duration_seconds")
-                                .Help("Time to append one batch in a Kafka transaction, committed or not")
-                                .Register(registry_)
-                                .Add({}, latency_buckets())),
-      transaction_commands_(prometheus::BuildHistogram()
-                                .Name("credits_api_kafka_transaction_commands")
-                                .Help("Commands per committed Kafka transaction (group commit batch size)")
-                                .Register(registry_)
-                                .Add({}, batch_buckets())),
-      transactions_aborted_(prometheus::BuildCounter()
-                                .Name("credits_api_kafka_transactions_failed_total")
-                                .Help("Kafka transactions not committed, by outcome (aborted, unknown)")
-                                .Register(registry_)
-                                .Add({{"outcome", "aborted"}})),
-      transactions_unknown_(prometheus::BuildCounter()
-                                .Name("credits_api_kafka_transactions_failed_total")
-                                .Help("Kafka transactions not committed, by outcome (aborted, unknown)")
-                                .Register(registry_)
-                                .Add({{"outcome", "unknown"}})),
-      idempotent_replays_(prometheus::BuildCounter()
-                              .Name("credits_api_idempotent_replays_total")
-                              .Help("Commands answered with the first answer to their Idempotency-Key")
-                              .Register(registry_)
-                              .Add({})),
-      redis_errors_(prometheus::BuildCounter()
-                        .Name("credits_api_redis_errors_total")
-                        .Help("Failed Redis calls of the query side (queries and readiness checks)")
-                        .Register(registry_)
-                        .Add({})),
-      queue_commands_(prometheus::BuildGauge()
-                          .Name("credits_api_writer_queue_commands")
-                          .Help("Commands waiting for the writer")
-                          .Register(registry_)
-                          .Add({})),
-      open_connections_(prometheus::BuildGauge()
-                            .Name("credits_api_open_connections")
-                            .Help("HTTP connections open now")
-                            .Register(registry_)
-                            .Add({})) {}
+      commands_committed_(counter(registry_, "credits_api_commands_committed_total",
+                                  "Commands whose events were committed to the log")),
+      events_appended_(counter(registry_, "credits_api_events_appended_total",
+                               "Events committed to the log (commands' events, their signals and expiries)")),
+      transaction_duration_(histogram(registry_, "credits_api_kafka_transaction_duration_seconds",
+                                      "Time to append one batch in a Kafka transaction, committed or not",
+                                      latency_buckets())),
+      transaction_commands_(histogram(registry_, "credits_api_kafka_transaction_commands",
+                                      "Commands per committed Kafka transaction (group commit batch size)",
+                                      batch_buckets())),
+      transactions_aborted_(counter(registry_, "credits_api_kafka_transactions_failed_total",
+                                    "Kafka transactions not committed, by outcome (aborted, unknown)",
+                                    {{"outcome", "aborted"}})),
+      transactions_unknown_(counter(registry_, "credits_api_kafka_transactions_failed_total",
+                                    "Kafka transactions not committed, by outcome (aborted, unknown)",
+                                    {{"outcome", "unknown"}})),
+      idempotent_replays_(counter(registry_, "credits_api_idempotent_replays_total",
+                                  "Commands answered with the first answer to their Idempotency-Key")),
+      redis_errors_(counter(registry_, "credits_api_redis_errors_total",
+                            "Failed Redis calls of the query side (queries and readiness checks)")),
+      queue_commands_(gauge(registry_, "credits_api_writer_queue_commands", "Commands waiting for the writer")),
+      open_connections_(gauge(registry_, "credits_api_open_connections", "HTTP connections open now")) {}
 
 const api_metrics::route_series* api_metrics::series_of(std::string_view route) {
   auto published = routes_published_.load(std::memory_order_acquire);

@@ -15,25 +15,23 @@ constexpr std::string_view component = "credits-api";
 constexpr std::string_view keys_fetch_wait_ms = "100";
 constexpr std::size_t keys_poll_records_max = 1000;
 
-rejection unknown_key() { return rejection{error_code::unauthorized, "unknown API key", "", nullptr}; }
-
 }  // namespace
 
-std::variant<api_key, rejection> key_registry::authenticate(std::string_view presented) const {
+std::optional<api_key> key_registry::authenticate(std::string_view presented) const {
   const auto hash = key_token_hash(presented);
   std::shared_lock lock(mutex_);
   if (const auto id = key_id_of_token(presented)) {
     const auto it = log_.keys.find(*id);
     // The comparison runs whether or not the key is revoked, so timing tells nothing about either.
     if (it == log_.keys.end() || !hashes_equal(hash, it->second.secret_hash) || it->second.revoked_at)
-      return unknown_key();
+      return std::nullopt;
     return api_key{it->second.tenant, it->second.key_id, it->second.scope};
   }
   const auto it = bootstrap_.find(hash);
-  if (it == bootstrap_.end()) return unknown_key();
+  if (it == bootstrap_.end()) return std::nullopt;
   if (const auto revoked = log_.keys.find(it->second.key_id);
       revoked != log_.keys.end() && revoked->second.tenant == it->second.tenant && revoked->second.revoked_at)
-    return unknown_key();
+    return std::nullopt;
   return it->second;
 }
 

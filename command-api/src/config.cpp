@@ -91,9 +91,12 @@ price_table parse_prices(std::string_view text) {
   return out;
 }
 
-config load_config(const std::function<const char*(const char*)>& getenv) {
-  config c;
-  const env_reader r{getenv};
+namespace {
+
+// load_config's parts, in the order the variables are read (the first bad one is the one reported).
+
+// Where the API listens and what it talks to, and the bounds of each connection and request.
+void read_connections(const env_reader& r, config& c) {
   r.text("CREDITS_HTTP_ADDRESS", c.http_address);
   r.number("CREDITS_HTTP_PORT", c.http_port, 0, 65535);
   r.number("CREDITS_HTTP_THREADS", c.http_threads, 1, 64);
@@ -127,6 +130,10 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
   r.millis("CREDITS_SEND_TIMEOUT_MS", c.send_timeout_ms, 100, 600'000);
   r.millis("CREDITS_KAFKA_PROBE_INTERVAL_MS", c.kafka_probe_interval_ms, 100, 600'000);
   r.millis("CREDITS_KAFKA_PROBE_TIMEOUT_MS", c.kafka_probe_timeout_ms, 100, 600'000);
+}
+
+// The writer: idempotency keys, snapshots, the event contract and the prices.
+void read_writer(const env_reader& r, config& c, const std::function<const char*(const char*)>& getenv) {
   std::int64_t window_s = c.idempotency_window_ms.count() / 1000;
   r.number("CREDITS_IDEMPOTENCY_WINDOW_S", window_s, 1, 30LL * 86400);
   c.idempotency_window_ms = std::chrono::milliseconds(window_s * 1000);
@@ -141,6 +148,10 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
   if (c.append_timeout_ms > c.kafka_transaction_timeout_ms)
     throw std::invalid_argument("CREDITS_APPEND_TIMEOUT_MS must not exceed CREDITS_KAFKA_TRANSACTION_TIMEOUT_MS");
   if (const char* prices = getenv("CREDITS_MODEL_PRICES")) c.model_prices = parse_prices(prices);
+}
+
+// Who may ask, how often, and over what: the key log, the rate limits and TLS.
+void read_access(const env_reader& r, config& c) {
   r.text("CREDITS_KEYS_TOPIC", c.keys_topic);
   r.number("CREDITS_RATE_LIMIT_REQUESTS_PER_S", c.rate_limit_requests_per_s, 0, 1'000'000);
   r.number("CREDITS_RATE_LIMIT_BURST_REQUESTS", c.rate_limit_burst_requests, 0, 10'000'000);
@@ -152,6 +163,10 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
     throw std::invalid_argument("CREDITS_TLS_CERT_FILE and CREDITS_TLS_KEY_FILE go together: set both or neither");
   for (const auto* file : {&c.tls_cert_file, &c.tls_key_file})
     if (!file->empty() && !std::ifstream(*file)) throw std::invalid_argument("TLS file " + *file + " cannot be read");
+}
+
+// Scale out: the group, and the address other instances forward to.
+void read_group(const env_reader& r, config& c) {
   r.text("CREDITS_GROUP_ID", c.group_id);
   r.text("CREDITS_ADVERTISED_ADDRESS", c.advertised_address);
   r.millis("CREDITS_GROUP_SESSION_TIMEOUT_MS", c.group_session_timeout_ms, 1000, 600'000);
@@ -173,6 +188,17 @@ config load_config(const std::function<const char*(const char*)>& getenv) {
     if (c.advertised_address.rfind(':') == std::string::npos)
       throw std::invalid_argument("CREDITS_ADVERTISED_ADDRESS must be host:port");
   }
+}
+
+}  // namespace
+
+config load_config(const std::function<const char*(const char*)>& getenv) {
+  config c;
+  const env_reader r{getenv};
+  read_connections(r, c);
+  read_writer(r, c, getenv);
+  read_access(r, c);
+  read_group(r, c);
   const char* keys = getenv("CREDITS_API_KEYS");
   if (!keys || *keys == '\0') throw std::invalid_argument("CREDITS_API_KEYS is required (tenant:key,...)");
   c.api_keys = parse_api_keys(keys);

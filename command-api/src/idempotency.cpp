@@ -56,7 +56,7 @@ std::optional<idempotency_store::hit> idempotency_store::find(const key128& slot
 }
 
 void idempotency_store::remember(const key128& slot, const idempotency_record& record,
-                                 std::optional<outcome> response) {
+                                 std::optional<accepted> response) {
   records_[slot] = record;
   order_.emplace_back(record.occurred_at, slot);
   if (response && responses_max_ > 0) {

@@ -1,15 +1,13 @@
 #include "credits/command_api/writer.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 
-#include "credits/common/log.hpp"
-
-#include "credits/command_api/responses.hpp"
 #include "credits/command_api/snapshot.hpp"
+#include "credits/common/assert.hpp"
 #include "credits/common/contract.hpp"
 #include "credits/common/ids.hpp"
+#include "credits/common/log.hpp"
 
 namespace credits::api {
 namespace {
@@ -29,12 +27,6 @@ constexpr std::size_t transactional_ids_in_turn = 2;
 // writer's recovery by as much. One second keeps recovery quick without hammering a broker that is down.
 const store::settings producer_settings{{"reconnect.backoff.max.ms", "1000"}};
 
-outcome failure(const rejection& r) { return outcome{http_status(r.code), error_body(r), {}, false}; }
-
-outcome unavailable(std::string message) {
-  return failure(rejection{error_code::unavailable, std::move(message), "", nullptr});
-}
-
 void note_offset(std::map<std::string, std::vector<std::int64_t>>& next, const std::string& topic,
                  std::int32_t partition, std::int64_t offset) {
   auto& offsets = next[topic];
@@ -43,27 +35,6 @@ void note_offset(std::map<std::string, std::vector<std::int64_t>>& next, const s
 }
 
 }  // namespace
-
-std::string log_position::to_string() const {
-  return topic + ":" + std::to_string(partition) + ":" + std::to_string(offset);
-}
-
-std::optional<log_position> log_position::parse(std::string_view text) {
-  const auto last = text.rfind(':');
-  if (last == std::string_view::npos || last == 0) return std::nullopt;
-  const auto middle = text.rfind(':', last - 1);
-  if (middle == std::string_view::npos || middle == 0) return std::nullopt;
-  log_position p;
-  p.topic = std::string(text.substr(0, middle));
-  const auto part = text.substr(middle + 1, last - middle - 1);
-  const auto off = text.substr(last + 1);
-  auto [pp, pe] = std::from_chars(part.data(), part.data() + part.size(), p.partition);
-  auto [op, oe] = std::from_chars(off.data(), off.data() + off.size(), p.offset);
-  if (pe != std::errc{} || pp != part.data() + part.size() || oe != std::errc{} || op != off.data() + off.size() ||
-      p.partition < 0 || p.offset < 0)
-    return std::nullopt;
-  return p;
-}
 
 writer::writer(const config& cfg, clock_fn now, api_metrics& metrics, std::optional<std::int32_t> partition)
     : cfg_(cfg),
@@ -206,12 +177,21 @@ bool writer::load_snapshot(store::start_offsets& from) {
   return true;
 }
 
+// What folding the log's tail found besides the state: each account's last ledger position, the newest keyed
+// events (rendered once the fold is complete, so that retries after a restart, the common case after a crash, are
+// answered without reading the log again) and how many events were folded or skipped.
+struct writer::tail_fold {
+  std::unordered_map<std::string, log_position> latest;
+  std::deque<std::pair<key128, std::pair<event, log_position>>> recent;
+  std::size_t events = 0;
+  std::size_t skipped = 0;
+};
+
 void writer::rebuild() {
   const auto started = std::chrono::steady_clock::now();
   state_ = {};
   idempotency_.clear();
   next_offsets_.clear();
-  std::unordered_map<std::string, log_position> latest;
   store::start_offsets from;
   const bool from_snapshot = snapshots_ && load_snapshot(from);
   if (!from_snapshot) {  // a snapshot that failed half-way may have left pieces behind
@@ -220,68 +200,68 @@ void writer::rebuild() {
     next_offsets_.clear();
     from.clear();
   }
-  std::size_t events = 0, skipped = 0;
-  // The newest keyed events of the tail, rendered once the fold is complete, so that retries after a restart
-  // (the common case after a crash) are answered without reading the log again.
-  std::deque<std::pair<key128, std::pair<event, log_position>>> recent;
+  tail_fold tail;
   store::read_to_end(
-      cfg_.kafka_brokers, {cfg_.ledger_topic, cfg_.usage_topic},
-      [&](const store::message& m) {
-        note_offset(next_offsets_, m.topic, m.partition, m.offset);
-        std::string error;
-        auto e = decode(m.value, &error);
-        if (!e) {
-          write_log(log_level::warn, component,
-                    "skipping undecodable event at " + m.topic + ":" + std::to_string(m.partition) + ":" +
-                        std::to_string(m.offset) + ": " + error,
-                    {{"topic", m.topic}, {"partition", m.partition}, {"offset", m.offset}, {"accountId", m.key}});
-          ++skipped;
-          return;
-        }
-        ++events;
-        apply(state_, *e);
-        const bool ledger = m.topic == cfg_.ledger_topic;
-        if (ledger) latest[e->account_id] = log_position{m.topic, m.partition, m.offset};
-        if (!e->idempotency_key.empty()) {
-          const auto slot = slot_of(e->tenant, e->idempotency_key);
-          idempotency_.remember(
-              slot,
-              idempotency_record{fingerprint_of(e->request_hash), ledger ? stream::ledger : stream::usage, m.partition,
-                                 m.offset, e->occurred_at},
-              std::nullopt);
-          if (cfg_.idempotency_responses_cached_max > 0) {
-            recent.emplace_back(slot, std::make_pair(std::move(*e), log_position{m.topic, m.partition, m.offset}));
-            if (recent.size() > cfg_.idempotency_responses_cached_max) recent.pop_front();
-          }
-        }
-      },
+      cfg_.kafka_brokers, {cfg_.ledger_topic, cfg_.usage_topic}, [&](const store::message& m) { fold(m, tail); },
       cfg_.startup_timeout_ms, from, partition_ ? std::vector<std::int32_t>{*partition_} : std::vector<std::int32_t>{});
-  for (auto& [slot, entry] : recent) {
-    auto& [e, where] = entry;
-    if (const auto hit = idempotency_.find(slot, e.occurred_at); hit && hit->record.offset == where.offset)
-      idempotency_.remember(slot, hit->record,
-                            outcome{200, render(e, state_.accounts.at(e.account_id)), where.to_string(), false});
-  }
+  cache_recent_answers(tail);
   idempotency_.expire(now_());
-  events_since_snapshot_ = events;
+  events_since_snapshot_ = tail.events;
   const auto took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
   {
     std::lock_guard lock(positions_mutex_);
-    latest_ = std::move(latest);
+    latest_ = std::move(tail.latest);
     accounts_count_ = state_.accounts.size();
-    last_start_ = start_stats{from_snapshot, from_snapshot ? loaded_snapshot_id_ : 0, events, took};
+    last_start_ = start_stats{from_snapshot, from_snapshot ? loaded_snapshot_id_ : 0, tail.events, took};
   }
   write_log(log_level::info, component,
             (partition_ ? "partition " + std::to_string(*partition_) + ": " : std::string()) + "state rebuilt in " +
                 std::to_string(took.count()) + " ms: " + std::to_string(state_.accounts.size()) + " accounts, " +
                 (from_snapshot ? "snapshot " + std::to_string(loaded_snapshot_id_) : std::string("no snapshot")) +
-                " + " + std::to_string(events) + " events replayed (" + std::to_string(skipped) + " skipped), " +
-                std::to_string(idempotency_.size()) + " idempotency keys",
+                " + " + std::to_string(tail.events) + " events replayed (" + std::to_string(tail.skipped) +
+                " skipped), " + std::to_string(idempotency_.size()) + " idempotency keys",
             {{"durationMs", took.count()},
              {"accounts", state_.accounts.size()},
              {"snapshotId", from_snapshot ? loaded_snapshot_id_ : 0},
-             {"eventsReplayed", events},
-             {"eventsSkipped", skipped}});
+             {"eventsReplayed", tail.events},
+             {"eventsSkipped", tail.skipped}});
+}
+
+void writer::fold(const store::message& m, tail_fold& t) {
+  note_offset(next_offsets_, m.topic, m.partition, m.offset);
+  std::string error;
+  auto e = decode(m.value, &error);
+  if (!e) {
+    write_log(log_level::warn, component,
+              "skipping undecodable event at " + m.topic + ":" + std::to_string(m.partition) + ":" +
+                  std::to_string(m.offset) + ": " + error,
+              {{"topic", m.topic}, {"partition", m.partition}, {"offset", m.offset}, {"accountId", m.key}});
+    ++t.skipped;
+    return;
+  }
+  ++t.events;
+  apply(state_, *e);
+  const bool ledger = m.topic == cfg_.ledger_topic;
+  if (ledger) t.latest[e->account_id] = log_position{m.topic, m.partition, m.offset};
+  if (e->idempotency_key.empty()) return;
+  const auto slot = slot_of(e->tenant, e->idempotency_key);
+  idempotency_.remember(slot,
+                        idempotency_record{fingerprint_of(e->request_hash), ledger ? stream::ledger : stream::usage,
+                                           m.partition, m.offset, e->occurred_at},
+                        std::nullopt);
+  if (cfg_.idempotency_responses_cached_max == 0) return;
+  t.recent.emplace_back(slot, std::make_pair(std::move(*e), log_position{m.topic, m.partition, m.offset}));
+  if (t.recent.size() > cfg_.idempotency_responses_cached_max) t.recent.pop_front();
+}
+
+void writer::cache_recent_answers(tail_fold& t) {
+  for (auto& [slot, entry] : t.recent) {
+    auto& [e, where] = entry;
+    if (const auto hit = idempotency_.find(slot, e.occurred_at); hit && hit->record.offset == where.offset) {
+      auto facts = facts_of(e, state_.accounts.at(e.account_id));
+      idempotency_.remember(slot, hit->record, accepted{std::move(e), std::move(facts), std::move(where), false});
+    }
+  }
 }
 
 void writer::offer_snapshot() {
@@ -347,8 +327,9 @@ void writer::run() {
       }
     }
     if (fenced()) {  // nothing may be decided or appended here any more
-      release_in_flight(batch);
-      for (auto& s : batch) s.done(unavailable("this account's partition moved to another instance; retry"));
+      std::vector<std::optional<command_result>> answers(batch.size(),
+                                                         unavailable{unavailable_reason::partition_moved});
+      answer(batch, answers);
       batch.clear();
       continue;
     }
@@ -363,11 +344,11 @@ void writer::release_in_flight(const std::vector<submission>& batch) {
     if (!s.ctx.idempotency_key.empty()) in_flight_.erase(slot_of(s.ctx.tenant, s.ctx.idempotency_key));
 }
 
-outcome writer::replay(const idempotency_store::hit& hit) {
+command_result writer::replay(const idempotency_store::hit& hit) {
   if (hit.response) {
-    outcome o = *hit.response;
-    o.replayed = true;
-    return o;
+    accepted a = *hit.response;
+    a.replayed = true;
+    return a;
   }
   // The first answer fell out of the cache: render it again from the event it wrote.
   if (!replay_reader_)  // short fetch waits: each read is one record that is already in the log
@@ -376,135 +357,194 @@ outcome writer::replay(const idempotency_store::hit& hit) {
   const auto& topic = topic_of(hit.record.topic);
   const auto m = replay_reader_->read_at(topic, hit.record.partition, hit.record.offset, replay_read_timeout);
   auto e = m ? decode(m->value) : std::nullopt;
-  if (!e || !state_.accounts.contains(e->account_id))
-    return unavailable("the first answer to this Idempotency-Key cannot be read now; retry later");
-  return outcome{200, render(*e, state_.accounts.at(e->account_id)),
-                 log_position{topic, hit.record.partition, hit.record.offset}.to_string(), true};
+  if (!e || !state_.accounts.contains(e->account_id)) return unavailable{unavailable_reason::first_answer_unreadable};
+  auto facts = facts_of(*e, state_.accounts.at(e->account_id));
+  return accepted{std::move(*e), std::move(facts), log_position{topic, hit.record.partition, hit.record.offset}, true};
 }
 
-void writer::process(std::vector<submission>& batch) {
-  const time_ms now = now_();
-  idempotency_.expire(now);
-  std::vector<std::optional<outcome>> answers(batch.size());
-  std::vector<std::optional<std::size_t>> event_of(batch.size());  // index into `events`
-  std::vector<event> events;
+// What deciding a batch hands on to appending and answering it. Each submission is either answered already
+// (`answers[i]`: a replay or a rejection) or waits for its own event, `events[event_of[i]]`, to commit; never both.
+struct writer::decided_batch {
+  time_ms now = 0;
+  std::vector<std::optional<command_result>> answers;
+  std::vector<std::optional<std::size_t>> event_of;
+  std::vector<event> events;           // the commands' events (each command's own first), then the expiries
   std::vector<store::record> records;  // events[k] encoded, in the same order
 
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    auto& s = batch[i];
-    s.ctx.now = now;
-    if (!s.ctx.idempotency_key.empty()) {
-      if (const auto hit = idempotency_.find(slot_of(s.ctx.tenant, s.ctx.idempotency_key), now)) {
-        answers[i] = hit->record.request == fingerprint_of(s.ctx.request_hash)
-                         ? replay(*hit)
-                         : failure(rejection{error_code::idempotency_key_reused,
-                                             "this Idempotency-Key was used with a different request", "", nullptr});
-        if (answers[i]->replayed) metrics_.idempotent_replay();
-        continue;
-      }
-    }
-    auto d = decide(state_, s.cmd, s.ctx, rules_);
-    if (auto* r = std::get_if<rejection>(&d)) {
-      answers[i] = failure(*r);
-      continue;
-    }
-    auto& decided = std::get<std::vector<event>>(d);
-    std::vector<std::string> encoded;
-    try {  // encode before apply: an event that cannot be stored must not change the state
-      for (auto& e : decided) {
-        e.event_id = new_event_id();
-        encoded.push_back(encode(e));
-      }
-    } catch (const std::exception& ex) {
-      answers[i] = failure(rejection{error_code::invalid_request,
-                                     std::string("the request cannot be stored: ") + ex.what(), "", nullptr});
-      continue;
-    }
-    event_of[i] = events.size();  // the command's own event comes first; signals it caused follow
-    for (std::size_t k = 0; k < decided.size(); ++k) {
-      apply(state_, decided[k]);
-      records.push_back({topic_of(stream_of(decided[k].payload)), decided[k].account_id, std::move(encoded[k]),
-                         cloudevents_headers(decided[k], cfg_.event_source)});
-      events.push_back(std::move(decided[k]));
-    }
+  std::size_t commands() const {
+    return static_cast<std::size_t>(
+        std::count_if(event_of.begin(), event_of.end(), [](const auto& k) { return k.has_value(); }));
   }
-  for (auto& e : expire_due(state_, now, cfg_.expiries_per_batch_max)) {
+};
+
+void writer::process(std::vector<submission>& batch) {
+  auto decided = decide_batch(batch);
+  if (!decided.events.empty()) {
+    const auto result = append(decided);
+    if (result.status != store::append_status::committed) return fail(batch, decided, result);
+    commit(decided, result);
+  }
+  answer(batch, decided.answers);
+  if (snapshots_ && events_since_snapshot_ >= cfg_.snapshot_interval_events) offer_snapshot();
+}
+
+writer::decided_batch writer::decide_batch(std::vector<submission>& batch) {
+  decided_batch d;
+  d.now = now_();
+  idempotency_.expire(d.now);
+  d.answers.resize(batch.size());
+  d.event_of.resize(batch.size());
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    batch[i].ctx.now = d.now;
+    decide_one(batch[i], i, d);
+    CREDITS_ASSERT(d.answers[i].has_value() != d.event_of[i].has_value(),
+                   "a command is answered at once or by its event, exactly one of the two");
+  }
+  add_expiries(d);
+  CREDITS_ASSERT(d.records.size() == d.events.size(), "one record per event to append");
+  return d;
+}
+
+void writer::decide_one(submission& s, std::size_t index, decided_batch& d) {
+  if (auto answer = answer_from_key(s, d.now)) {
+    d.answers[index] = std::move(*answer);
+    return;
+  }
+  auto decision = decide(state_, s.cmd, s.ctx, rules_);
+  if (auto* r = std::get_if<rejection>(&decision)) {
+    d.answers[index] = std::move(*r);
+    return;
+  }
+  auto& decided = std::get<std::vector<event>>(decision);
+  CREDITS_ASSERT(!decided.empty(), "an accepted command decides at least its own event");
+  std::vector<std::string> encoded;
+  try {  // encode before apply: an event that cannot be stored must not change the state
+    for (auto& e : decided) {
+      e.event_id = new_event_id();
+      encoded.push_back(encode(e));
+    }
+  } catch (const std::exception& ex) {
+    d.answers[index] =
+        rejection{error_code::invalid_request, std::string("the request cannot be stored: ") + ex.what(), "", nullptr};
+    return;
+  }
+  d.event_of[index] = d.events.size();  // the command's own event comes first; signals it caused follow
+  for (std::size_t k = 0; k < decided.size(); ++k) {
+    apply(state_, decided[k]);
+    d.records.push_back({topic_of(stream_of(decided[k].payload)), decided[k].account_id, std::move(encoded[k]),
+                         cloudevents_headers(decided[k], cfg_.event_source)});
+    d.events.push_back(std::move(decided[k]));
+  }
+}
+
+// A retry of a command whose Idempotency-Key this writer remembers: the first answer again, or a rejection when
+// the key came with a different request. nullopt: the key is new (or the command carries none).
+std::optional<command_result> writer::answer_from_key(const submission& s, time_ms now) {
+  if (s.ctx.idempotency_key.empty()) return std::nullopt;
+  const auto hit = idempotency_.find(slot_of(s.ctx.tenant, s.ctx.idempotency_key), now);
+  if (!hit) return std::nullopt;
+  if (hit->record.request != fingerprint_of(s.ctx.request_hash))
+    return rejection{error_code::idempotency_key_reused, "this Idempotency-Key was used with a different request", "",
+                     nullptr};
+  auto first = replay(*hit);
+  if (std::holds_alternative<accepted>(first)) metrics_.idempotent_replay();
+  return first;
+}
+
+void writer::add_expiries(decided_batch& d) {
+  for (auto& e : expire_due(state_, d.now, cfg_.expiries_per_batch_max)) {
     e.event_id = new_event_id();
     apply(state_, e);
-    records.push_back({cfg_.ledger_topic, e.account_id, encode(e), cloudevents_headers(e, cfg_.event_source)});
-    events.push_back(std::move(e));
+    d.records.push_back({cfg_.ledger_topic, e.account_id, encode(e), cloudevents_headers(e, cfg_.event_source)});
+    d.events.push_back(std::move(e));
   }
+}
 
-  if (!events.empty()) {
-    const auto append_started = std::chrono::steady_clock::now();
-    const auto result = producer_->append(records, cfg_.append_timeout_ms);
-    const std::chrono::duration<double> append_took = std::chrono::steady_clock::now() - append_started;
-    const auto commands = static_cast<std::size_t>(
-        std::count_if(event_of.begin(), event_of.end(), [](const auto& k) { return k.has_value(); }));
-    if (result.status != store::append_status::committed) {
-      const bool unknown = result.status == store::append_status::unknown;
-      metrics_.transaction_failed(unknown, append_took.count());
-      write_log(log_level::error, component,
-                "Kafka transaction of " + std::to_string(events.size()) + " events not committed (" +
-                    (unknown ? "outcome unknown" : "aborted") + "): " + result.error,
-                {{"outcome", unknown ? "unknown" : "aborted"},
-                 {"batchCommands", commands},
-                 {"events", events.size()},
-                 {"producerLost", result.producer_lost}});
-      // Every decision in this batch was made against state that may not be in the log: none is reported,
-      // except replays, which rest on earlier committed events. A retry with the same Idempotency-Key
-      // learns the true outcome once the state is rebuilt from the log.
-      const auto message = result.status == store::append_status::unknown
-                               ? "the outcome of the write is unknown; retry with the same Idempotency-Key"
-                               : "the event log is unavailable; retry later";
-      release_in_flight(batch);
-      // A partition writer whose id a newer owner claimed: claiming it back would fence that owner in turn.
-      // It stays down (before anyone hears of this batch) until the group's revocation stops it; commands
-      // still queued are answered 503.
-      const bool fenced_out = result.fenced && partition_;
-      if (fenced_out) {
-        std::lock_guard lock(queue_mutex_);
-        accepting_ = false;
-        fenced_ = true;
-      }
-      for (std::size_t i = 0; i < batch.size(); ++i)
-        batch[i].done(answers[i] && answers[i]->replayed ? *answers[i] : unavailable(message));
-      if (fenced_out) {
-        write_log(log_level::warn, component, "fenced: partition " + std::to_string(*partition_) + " has a newer owner",
-                  {{"partition", *partition_}});
-        return;
-      }
-      recover(result.producer_lost);
-      return;
-    }
-    metrics_.transaction_committed(commands, events.size(), append_took.count());
-    std::lock_guard lock(positions_mutex_);
-    for (std::size_t k = 0; k < events.size(); ++k) {
-      const auto& e = events[k];
-      const auto& topic = topic_of(stream_of(e.payload));
-      note_offset(next_offsets_, topic, result.positions[k].partition, result.positions[k].offset);
-      if (stream_of(e.payload) == stream::ledger)
-        latest_[e.account_id] = {topic, result.positions[k].partition, result.positions[k].offset};
-    }
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (!event_of[i]) continue;
-      const auto k = *event_of[i];
-      const auto& e = events[k];
-      const log_position position{topic_of(stream_of(e.payload)), result.positions[k].partition,
-                                  result.positions[k].offset};
-      answers[i] = outcome{200, render(e, state_.accounts.at(e.account_id)), position.to_string(), false};
-      if (!e.idempotency_key.empty())
-        idempotency_.remember(slot_of(e.tenant, e.idempotency_key),
-                              idempotency_record{fingerprint_of(e.request_hash), stream_of(e.payload),
-                                                 position.partition, position.offset, e.occurred_at},
-                              answers[i]);
-    }
-    accounts_count_ = state_.accounts.size();
-    events_since_snapshot_ += events.size();
+store::append_result writer::append(const decided_batch& d) {
+  const auto started = std::chrono::steady_clock::now();
+  auto result = producer_->append(d.records, cfg_.append_timeout_ms);
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
+  if (result.status == store::append_status::committed) {
+    CREDITS_ASSERT(result.positions.size() == d.records.size(), "a committed append has one position per record");
+    metrics_.transaction_committed(d.commands(), d.events.size(), took.count());
+    return result;
   }
+  const bool unknown = result.status == store::append_status::unknown;
+  metrics_.transaction_failed(unknown, took.count());
+  write_log(log_level::error, component,
+            "Kafka transaction of " + std::to_string(d.events.size()) + " events not committed (" +
+                (unknown ? "outcome unknown" : "aborted") + "): " + result.error,
+            {{"outcome", unknown ? "unknown" : "aborted"},
+             {"batchCommands", d.commands()},
+             {"events", d.events.size()},
+             {"producerLost", result.producer_lost}});
+  return result;
+}
+
+// The batch is in the log: what the state covers moves on, and every command that wrote is accepted (and
+// remembered under its Idempotency-Key, with its answer).
+void writer::commit(decided_batch& d, const store::append_result& result) {
+  std::vector<log_position> positions;
+  positions.reserve(d.events.size());
+  std::lock_guard lock(positions_mutex_);
+  for (std::size_t k = 0; k < d.events.size(); ++k) {
+    const auto& e = d.events[k];
+    positions.push_back({topic_of(stream_of(e.payload)), result.positions[k].partition, result.positions[k].offset});
+    note_offset(next_offsets_, positions[k].topic, positions[k].partition, positions[k].offset);
+    if (stream_of(e.payload) == stream::ledger) latest_[e.account_id] = positions[k];
+  }
+  for (std::size_t i = 0; i < d.answers.size(); ++i) {
+    if (!d.event_of[i]) continue;
+    const auto k = *d.event_of[i];
+    const auto& e = d.events[k];
+    accepted a{e, facts_of(e, state_.accounts.at(e.account_id)), positions[k], false};
+    if (!e.idempotency_key.empty())
+      idempotency_.remember(slot_of(e.tenant, e.idempotency_key),
+                            idempotency_record{fingerprint_of(e.request_hash), stream_of(e.payload),
+                                               positions[k].partition, positions[k].offset, e.occurred_at},
+                            a);
+    d.answers[i] = std::move(a);
+  }
+  accounts_count_ = state_.accounts.size();
+  events_since_snapshot_ += d.events.size();
+}
+
+// The batch's Kafka transaction did not commit. Every decision in it was made against state that may not be in
+// the log: none is reported, except replays, which rest on earlier committed events. A retry with the same
+// Idempotency-Key learns the true outcome once the state is rebuilt from the log.
+void writer::fail(std::vector<submission>& batch, decided_batch& d, const store::append_result& result) {
+  const unavailable why{result.status == store::append_status::unknown ? unavailable_reason::outcome_unknown
+                                                                       : unavailable_reason::log_unavailable};
+  for (auto& a : d.answers) {
+    const auto* first = a ? std::get_if<accepted>(&*a) : nullptr;
+    if (!first || !first->replayed) a = why;
+  }
+  // A partition writer whose id a newer owner claimed: claiming it back would fence that owner in turn. It stays
+  // down (before anyone hears of this batch) until the group's revocation stops it; commands still queued are
+  // answered `unavailable`.
+  const bool fenced_out = result.fenced && partition_;
+  if (fenced_out) {
+    std::lock_guard lock(queue_mutex_);
+    accepting_ = false;
+    fenced_ = true;
+  }
+  answer(batch, d.answers);
+  if (fenced_out) {
+    write_log(log_level::warn, component, "fenced: partition " + std::to_string(*partition_) + " has a newer owner",
+              {{"partition", *partition_}});
+    return;
+  }
+  recover(result.producer_lost);
+}
+
+// Frees the batch's Idempotency-Key slots, then answers each submission exactly once.
+void writer::answer(std::vector<submission>& batch, std::vector<std::optional<command_result>>& answers) {
+  CREDITS_ASSERT(answers.size() == batch.size(), "one answer per submission");
   release_in_flight(batch);
-  for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(*answers[i]));
-  if (snapshots_ && events_since_snapshot_ >= cfg_.snapshot_interval_events) offer_snapshot();
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    CREDITS_ASSERT(answers[i].has_value(), "every submission is answered");
+    batch[i].done(std::move(*answers[i]));
+  }
 }
 
 }  // namespace credits::api

@@ -193,22 +193,12 @@ std::string_view to_string(error_code code) {
   switch (code) {
     case error_code::invalid_request:
       return "invalid_request";
-    case error_code::unauthorized:
-      return "unauthorized";
-    case error_code::forbidden:
-      return "forbidden";
-    case error_code::rate_limited:
-      return "rate_limited";
     case error_code::account_not_found:
       return "account_not_found";
     case error_code::reservation_not_found:
       return "reservation_not_found";
     case error_code::transaction_not_found:
       return "transaction_not_found";
-    case error_code::route_not_found:
-      return "not_found";
-    case error_code::method_not_allowed:
-      return "method_not_allowed";
     case error_code::insufficient_credits:
       return "insufficient_credits";
     case error_code::account_exists:
@@ -223,8 +213,6 @@ std::string_view to_string(error_code code) {
       return "idempotency_key_reused";
     case error_code::idempotency_key_in_flight:
       return "idempotency_key_in_flight";
-    case error_code::payload_too_large:
-      return "payload_too_large";
     case error_code::unavailable:
       return "unavailable";
     case error_code::internal:

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "credits/command_api/api_metrics.hpp"
+#include "credits/command_api/responses.hpp"
 #include "credits/command_api/writer.hpp"
 #include "credits/common/events.hpp"
 #include "credits/common/ids.hpp"
@@ -27,12 +28,12 @@ time_ms wall_clock() {
 }
 
 // Submits `cmd` and waits for its answer; a submission that is not queued is answered here with its result.
-std::variant<outcome, submit_result> run(writer& w, command cmd, const std::string& idempotency_key) {
-  auto answer = std::make_shared<std::promise<outcome>>();
+std::variant<command_result, submit_result> run(writer& w, command cmd, const std::string& idempotency_key) {
+  auto answer = std::make_shared<std::promise<command_result>>();
   auto future = answer->get_future();
   const auto queued = w.submit(submission{
       std::move(cmd), request_context{"tenant_a", "key_a", "req", idempotency_key, sha256_hex(idempotency_key), 0},
-      [answer](outcome o) { answer->set_value(std::move(o)); }});
+      [answer](command_result r) { answer->set_value(std::move(r)); }});
   if (queued != submit_result::queued) return queued;
   if (future.wait_for(answer_timeout) != std::future_status::ready) throw std::runtime_error("no answer in time");
   return future.get();
@@ -52,9 +53,10 @@ config fresh_config(std::size_t snapshot_interval_events) {
   return cfg;
 }
 
-unsigned status_of(const std::variant<outcome, submit_result>& r) {
-  const auto* o = std::get_if<outcome>(&r);
-  return o ? o->status : 0;
+// The HTTP status the API would answer the writer's result with; 0 when it was not queued.
+unsigned status_of(const std::variant<command_result, submit_result>& r) {
+  const auto* o = std::get_if<command_result>(&r);
+  return o ? answer_of(*o).status : 0;
 }
 
 TEST(partition_writer, a_fenced_owner_neither_appends_nor_claims_the_partition_back) {

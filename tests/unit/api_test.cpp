@@ -89,13 +89,45 @@ TEST(log_position, round_trips_and_rejects_garbage) {
 
 TEST(status_table, maps_each_error_once) {
   EXPECT_EQ(http_status(error_code::invalid_request), 400u);
-  EXPECT_EQ(http_status(error_code::unauthorized), 401u);
+  EXPECT_EQ(http_status(http_error::unauthorized), 401u);
   EXPECT_EQ(http_status(error_code::insufficient_credits), 402u);
+  EXPECT_EQ(http_status(http_error::forbidden), 403u);
   EXPECT_EQ(http_status(error_code::account_not_found), 404u);
+  EXPECT_EQ(http_status(http_error::route_not_found), 404u);
+  EXPECT_EQ(http_status(http_error::method_not_allowed), 405u);
   EXPECT_EQ(http_status(error_code::reservation_expired), 409u);
   EXPECT_EQ(http_status(error_code::idempotency_key_reused), 409u);
-  EXPECT_EQ(http_status(error_code::payload_too_large), 413u);
+  EXPECT_EQ(http_status(http_error::payload_too_large), 413u);
+  EXPECT_EQ(http_status(http_error::rate_limited), 429u);
   EXPECT_EQ(http_status(error_code::unavailable), 503u);
+}
+
+TEST(error_body, http_errors_keep_the_codes_clients_know) {
+  EXPECT_EQ(error_body(http_error::route_not_found, "no such endpoint")["error"]["code"], "not_found");
+  EXPECT_EQ(error_body(http_error::unauthorized, "x")["error"]["code"], "unauthorized");
+  EXPECT_EQ(error_body(http_error::payload_too_large, "x")["error"]["code"], "payload_too_large");
+  const auto limited = error_body(http_error::rate_limited, "slow down", {{"retryAfterSeconds", 2}});
+  EXPECT_EQ(limited["error"]["code"], "rate_limited");
+  EXPECT_EQ(limited["error"]["details"]["retryAfterSeconds"], 2);
+  EXPECT_FALSE(limited["error"].contains("field"));
+}
+
+TEST(answer_of, names_a_status_and_body_for_every_command_result) {
+  EXPECT_EQ(answer_of(unavailable{unavailable_reason::busy}).status, 503u);
+  EXPECT_EQ(answer_of(unavailable{unavailable_reason::outcome_unknown}).body["error"]["message"],
+            "the outcome of the write is unknown; retry with the same Idempotency-Key");
+  EXPECT_EQ(answer_of(in_flight{}).status, 409u);
+  EXPECT_EQ(answer_of(in_flight{}).body["error"]["code"], "idempotency_key_in_flight");
+  EXPECT_EQ(answer_of(elsewhere{}).status, 503u);
+  EXPECT_EQ(answer_of(rejection{error_code::insufficient_credits, "no", "", nullptr}).status, 402u);
+  event e{"id", 1, "t", "acc_1", "k", "r", "", "", 0, credits_added{"txn_1", 5, 5, "", "", nlohmann::json::object()}};
+  const auto first = answer_of(accepted{e, account_facts{"acc_1", "x", std::nullopt}, {"l", 0, 3}, false});
+  EXPECT_EQ(first.status, 200u);
+  EXPECT_EQ(first.position, "l:0:3");
+  EXPECT_FALSE(first.replayed);
+  const auto again = answer_of(accepted{e, account_facts{"acc_1", "x", std::nullopt}, {"l", 0, 3}, true});
+  EXPECT_EQ(again.body, first.body) << "a retry is answered with the first answer's body";
+  EXPECT_TRUE(again.replayed);
 }
 
 TEST(error_body, carries_code_message_field_and_details) {
@@ -113,7 +145,7 @@ TEST(render, confirm_reports_charged_released_and_the_transaction) {
   account.id = "acc_1";
   account.external_id = "user_abc123";
   event e{"id", 1, "t", "acc_1", "k", "r", "", "", 0, reservation_confirmed{"rsv_1", "txn_1", 320, 180, 680}};
-  const auto body = render(e, account);
+  const auto body = render(e, facts_of(e, account));
   EXPECT_EQ(body["success"], true);
   EXPECT_EQ(body["reservationId"], "rsv_1");
   EXPECT_EQ(body["transactionId"], "txn_1");

@@ -13,12 +13,18 @@ idempotency_record at(time_ms t, std::int64_t offset = 1) {
   return idempotency_record{fingerprint_of("aa"), stream::ledger, 0, offset, t};
 }
 
+// The first answer of a command, as the writer caches it: its event and where it sits.
+accepted answered_at(std::int64_t offset) {
+  event e{"id", 1, "t", "acc_1", "k", "r", "", "", 0, credits_added{"txn_1", 5, 5, "", "", nlohmann::json::object()}};
+  return accepted{std::move(e), account_facts{"acc_1", "", std::nullopt}, log_position{"ledger", 0, offset}, false};
+}
+
 TEST(idempotency_store, a_key_answers_until_its_window_ends) {
   idempotency_store store(1000ms, 100, 100);
   const auto slot = slot_of("t", "k");
-  store.remember(slot, at(5000), outcome{200, {{"x", 1}}, "p", false});
+  store.remember(slot, at(5000), answered_at(7));
   ASSERT_TRUE(store.find(slot, 5999));
-  EXPECT_EQ(store.find(slot, 5999)->response->body["x"], 1);
+  EXPECT_EQ(store.find(slot, 5999)->response->position.offset, 7);
   EXPECT_FALSE(store.find(slot, 6000)) << "expiry is occurred_at + window, whatever the store still holds";
   EXPECT_EQ(store.expire(6000), 1u);
   EXPECT_EQ(store.size(), 0u);
@@ -42,7 +48,7 @@ TEST(idempotency_store, the_oldest_keys_are_forgotten_at_the_cap) {
 
 TEST(idempotency_store, only_the_newest_answers_are_kept_whole) {
   idempotency_store store(1h, 100, 2);
-  for (int i = 0; i < 4; ++i) store.remember(slot_of("t", std::to_string(i)), at(i, i), outcome{200, i, "", false});
+  for (int i = 0; i < 4; ++i) store.remember(slot_of("t", std::to_string(i)), at(i, i), answered_at(i));
   const auto old = store.find(slot_of("t", "0"), 10);
   ASSERT_TRUE(old);
   EXPECT_FALSE(old->response) << "must be re-read from the log";

@@ -4,11 +4,11 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <thread>
-#include <variant>
 
 #include "credits/command_api/api_config.hpp"
 #include "credits/common/domain.hpp"
@@ -23,9 +23,10 @@ class key_registry {
  public:
   explicit key_registry(const std::map<std::string, api_key>& bootstrap) : bootstrap_(bootstrap) {}
 
-  // The key a presented X-API-Key names, or the rejection to answer (401). A ck_live_ token is found by its id
-  // and its SHA-256 compared in constant time; any other token by its SHA-256 among the bootstrap keys.
-  std::variant<api_key, rejection> authenticate(std::string_view presented) const;
+  // The key a presented X-API-Key names; nullopt when it names none (unknown, revoked or forged: the HTTP side
+  // answers 401). A ck_live_ token is found by its id and its SHA-256 compared in constant time; any other token
+  // by its SHA-256 among the bootstrap keys.
+  std::optional<api_key> authenticate(std::string_view presented) const;
 
   void apply(const key_event& e);
   std::size_t keys_in_log() const;

@@ -8,7 +8,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "credits/command_api/outcome.hpp"
+#include "credits/command_api/command_result.hpp"
 #include "credits/common/events.hpp"
 
 namespace credits::api {
@@ -50,11 +50,11 @@ class idempotency_store {
 
   struct hit {
     idempotency_record record;
-    std::optional<outcome> response;  // when still cached
+    std::optional<accepted> response;  // the first answer, when still cached
   };
   std::optional<hit> find(const key128& slot, time_ms now) const;
 
-  void remember(const key128& slot, const idempotency_record& record, std::optional<outcome> response);
+  void remember(const key128& slot, const idempotency_record& record, std::optional<accepted> response);
 
   // Forgets keys past their window; returns how many.
   std::size_t expire(time_ms now);
@@ -76,7 +76,7 @@ class idempotency_store {
   std::size_t responses_max_;
   std::unordered_map<key128, idempotency_record, key128_hash> records_;
   std::deque<std::pair<time_ms, key128>> order_;  // by insertion, which is by time for one writer
-  std::unordered_map<key128, outcome, key128_hash> responses_;
+  std::unordered_map<key128, accepted, key128_hash> responses_;
   std::deque<key128> response_order_;
   std::size_t evicted_ = 0;
 };

@@ -14,8 +14,8 @@
 
 #include "credits/command_api/api_config.hpp"
 #include "credits/command_api/api_metrics.hpp"
+#include "credits/command_api/command_result.hpp"
 #include "credits/command_api/idempotency.hpp"
-#include "credits/command_api/outcome.hpp"
 #include "credits/command_api/snapshot_writer.hpp"
 #include "credits/common/domain.hpp"
 #include "credits/event_store/event_store.hpp"
@@ -24,22 +24,23 @@ namespace credits::api {
 
 struct submission {
   command cmd;
-  request_context ctx;                // `now` is stamped by the writer
-  std::function<void(outcome)> done;  // called exactly once, on the writer thread
+  request_context ctx;  // `now` is stamped by the writer
+  // Called exactly once, on the writer thread, with an `accepted`, a `rejection` or an `unavailable`.
+  std::function<void(command_result)> done;
 };
 
 enum class submit_result {
   queued,     // `done` will be called
-  busy,       // queue full or the writer is recovering: answer 503
-  in_flight,  // a command with the same Idempotency-Key is queued or being written: answer 409
-  elsewhere,  // another instance owns the account's partition (ownership.hpp): forward the request there
+  busy,       // queue full or the writer is recovering (command_result: unavailable)
+  in_flight,  // a command with the same Idempotency-Key is queued or being written (command_result: in_flight)
+  elsewhere,  // another instance owns the account's partition (ownership.hpp; command_result: elsewhere)
 };
 
 // The single writer of every account stream this process owns. It holds the folded ledger_state in memory
 // (rebuilt at start-up from the newest snapshot plus the tail of the log, never from Redis), decides each
 // command against it and appends the resulting events to Kafka, many commands per Kafka transaction (group
 // commit). Only after the Kafka transaction commits are the commands answered. If an append fails or its
-// outcome is unknown, the batch is answered 503 and the state is rebuilt from the log before more commands
+// outcome is unknown, the batch is answered `unavailable` and the state is rebuilt from the log before more commands
 // are taken. Every `snapshot_interval_events` events it copies its state and hands the copy to a
 // snapshot_writer, which writes it to the snapshot topic on a thread of its own.
 //
@@ -85,16 +86,31 @@ class writer {
   start_stats last_start() const;
 
  private:
+  struct decided_batch;
+  struct tail_fold;
+
   void run();
+  // One batch, in steps: decide every command against the state (applying what it decides), append the events
+  // in one Kafka transaction, then answer every submission exactly once.
   void process(std::vector<submission>& batch);
+  decided_batch decide_batch(std::vector<submission>& batch);
+  void decide_one(submission& s, std::size_t index, decided_batch& d);
+  std::optional<command_result> answer_from_key(const submission& s, time_ms now);
+  void add_expiries(decided_batch& d);
+  store::append_result append(const decided_batch& d);
+  void commit(decided_batch& d, const store::append_result& result);
+  void fail(std::vector<submission>& batch, decided_batch& d, const store::append_result& result);
+  void answer(std::vector<submission>& batch, std::vector<std::optional<command_result>>& answers);
   std::unique_ptr<store::transactional_producer> make_producer(std::chrono::milliseconds init_timeout) const;
   std::string snapshot_scope() const;
   void rebuild();
+  void fold(const store::message& m, tail_fold& t);
+  void cache_recent_answers(tail_fold& t);
   bool load_snapshot(store::start_offsets& from);
   void offer_snapshot();
   void recover(bool producer_lost);
   void release_in_flight(const std::vector<submission>& batch);
-  outcome replay(const idempotency_store::hit& hit);
+  command_result replay(const idempotency_store::hit& hit);
   const std::string& topic_of(stream s) const;
   std::string new_event_id();
 

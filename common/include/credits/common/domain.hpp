@@ -13,17 +13,15 @@
 
 namespace credits {
 
-// Why a command was refused. The HTTP status of each code is decided in exactly one place (command-api).
+// Why a command or a query was refused, in the ledger's terms: decide() and the request validation, the writer's
+// idempotency keys, and a backing service being unavailable. Refusals that only an HTTP server can make (a
+// missing key, a wrong route or method, a body too large, a spent rate limit) are command-api's http_error. The
+// HTTP status of each code is decided in exactly one place (command-api's responses.cpp).
 enum class error_code {
   invalid_request,
-  unauthorized,
-  forbidden,     // a read-only key asked for a command
-  rate_limited,  // the key's request budget is spent for now
   account_not_found,
   reservation_not_found,
   transaction_not_found,
-  route_not_found,
-  method_not_allowed,
   insufficient_credits,
   account_exists,
   reservation_not_pending,
@@ -31,7 +29,6 @@ enum class error_code {
   transaction_account_mismatch,
   idempotency_key_reused,
   idempotency_key_in_flight,
-  payload_too_large,
   unavailable,
   internal,
 };

@@ -1,0 +1,55 @@
+#include "credits/command_api/command_result.hpp"
+
+#include <charconv>
+
+#include "credits/common/assert.hpp"
+#include "credits/common/overloaded.hpp"
+
+namespace credits::api {
+namespace {
+
+// The reservation an answer shows in full: the one a reservation is created, cancelled or expired with.
+const std::string* shown_reservation(const event_payload& payload) {
+  return std::visit(overloaded{
+                        [](const credits_reserved& p) { return &p.reservation_id; },
+                        [](const reservation_cancelled& p) { return &p.reservation_id; },
+                        [](const reservation_expired& p) { return &p.reservation_id; },
+                        [](const auto&) -> const std::string* { return nullptr; },
+                    },
+                    payload);
+}
+
+}  // namespace
+
+std::string log_position::to_string() const {
+  return topic + ":" + std::to_string(partition) + ":" + std::to_string(offset);
+}
+
+std::optional<log_position> log_position::parse(std::string_view text) {
+  const auto last = text.rfind(':');
+  if (last == std::string_view::npos || last == 0) return std::nullopt;
+  const auto middle = text.rfind(':', last - 1);
+  if (middle == std::string_view::npos || middle == 0) return std::nullopt;
+  log_position p;
+  p.topic = std::string(text.substr(0, middle));
+  const auto part = text.substr(middle + 1, last - middle - 1);
+  const auto off = text.substr(last + 1);
+  auto [pp, pe] = std::from_chars(part.data(), part.data() + part.size(), p.partition);
+  auto [op, oe] = std::from_chars(off.data(), off.data() + off.size(), p.offset);
+  if (pe != std::errc{} || pp != part.data() + part.size() || oe != std::errc{} || op != off.data() + off.size() ||
+      p.partition < 0 || p.offset < 0)
+    return std::nullopt;
+  return p;
+}
+
+account_facts facts_of(const event& e, const account_state& account) {
+  account_facts facts{account.id, account.external_id, std::nullopt};
+  if (const auto* id = shown_reservation(e.payload)) {
+    const auto it = account.reservations.find(*id);
+    CREDITS_ASSERT(it != account.reservations.end(), "answering for a reservation the state does not hold");
+    facts.reservation = it->second;
+  }
+  return facts;
+}
+
+}  // namespace credits::api
