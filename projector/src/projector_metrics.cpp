@@ -6,42 +6,42 @@
 
 namespace credits {
 
+namespace {
+
+// One unlabelled series of a family registered in `registry`.
+prometheus::Counter& counter(prometheus::Registry& registry, const std::string& name, const std::string& help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add({});
+}
+prometheus::Family<prometheus::Gauge>& gauges(prometheus::Registry& registry, const std::string& name,
+                                              const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(registry);
+}
+
+// A batch's pipelines take from half a millisecond to seconds while Redis is slow.
+prometheus::Histogram::BucketBoundaries batch_buckets() {
+  return {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+}
+
+}  // namespace
+
 projector_metrics::projector_metrics(const std::vector<std::pair<std::string, std::int32_t>>& partitions)
     : registry_(std::make_shared<prometheus::Registry>()),
-      applied_(prometheus::BuildCounter()
-                   .Name("credits_projector_events_applied_total")
-                   .Help("Events folded into the read model")
-                   .Register(*registry_)
-                   .Add({})),
-      replayed_(prometheus::BuildCounter()
-                    .Name("credits_projector_events_replayed_total")
-                    .Help("Events read again that the stored position already covered (no-ops)")
-                    .Register(*registry_)
-                    .Add({})),
-      poison_(prometheus::BuildCounter()
-                  .Name("credits_projector_poison_events_total")
-                  .Help("Events that could not be applied, copied to the dead-letter topic and recorded")
-                  .Register(*registry_)
-                  .Add({})),
-      redis_errors_(prometheus::BuildCounter()
-                        .Name("credits_projector_redis_errors_total")
-                        .Help("Redis failures (each is followed by a reconnect)")
-                        .Register(*registry_)
-                        .Add({})),
+      applied_(counter(*registry_, "credits_projector_events_applied_total", "Events folded into the read model")),
+      replayed_(counter(*registry_, "credits_projector_events_replayed_total",
+                        "Events read again that the stored position already covered (no-ops)")),
+      poison_(counter(*registry_, "credits_projector_poison_events_total",
+                      "Events that could not be applied, copied to the dead-letter topic and recorded")),
+      redis_errors_(counter(*registry_, "credits_projector_redis_errors_total",
+                            "Redis failures (each is followed by a reconnect)")),
       batch_duration_(prometheus::BuildHistogram()
                           .Name("credits_projector_batch_duration_seconds")
                           .Help("Time to fold one polled batch into Redis (its pipelines and any dead-letter copies)")
                           .Register(*registry_)
-                          .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                                           0.05, 0.1, 0.25, 0.5, 1, 2.5, 5})),
-      lag_offsets_(prometheus::BuildGauge()
-                       .Name("credits_projector_lag_events")
-                       .Help("Offsets between the last folded record and the end of the partition")
-                       .Register(*registry_)),
-      lag_seconds_(prometheus::BuildGauge()
-                       .Name("credits_projector_lag_seconds")
-                       .Help("Now minus the timestamp of the last folded record, while the partition is behind")
-                       .Register(*registry_)) {
+                          .Add({}, batch_buckets())),
+      lag_offsets_(gauges(*registry_, "credits_projector_lag_events",
+                          "Offsets between the last folded record and the end of the partition")),
+      lag_seconds_(gauges(*registry_, "credits_projector_lag_seconds",
+                          "Now minus the timestamp of the last folded record, while the partition is behind")) {
   for (const auto& [topic, partition] : partitions) {
     partitions_.push_back({prometheus::Labels{{"topic", topic}, {"partition", std::to_string(partition)}}});
     owned(partitions_.size() - 1, true);
