@@ -3,6 +3,7 @@
 They run the real binaries (credits-api, credits-projector) against the real Kafka and Redis that
 scripts/test.sh brings up, on topics of their own so a developer's running stack is not disturbed.
 """
+import contextlib
 import json
 import os
 import signal
@@ -272,3 +273,17 @@ def private_stack(name, redis_db, env=None, partitions=3):
                            "CREDITS_REDIS_DB": str(redis_db), **(env or {})})
     s.topics = topics
     return s
+
+
+@contextlib.contextmanager
+def kafka_paused():
+    """The broker of the stack the CREDITS_* environment names, stopped with SIGSTOP for the body's duration (and
+    continued afterwards, whatever happens): an append started meanwhile waits for it, so a command stays in
+    flight. Keep the body short: the API gives up on an append after 5 s (CREDITS_APPEND_TIMEOUT_MS)."""
+    pid = subprocess.run(["bash", "-c", f'source "{REPO}/scripts/lib.sh" && pid_alive "$KAFKA_PIDFILE" "$KAFKA_MARKER"'],
+                         env=os.environ, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    os.kill(int(pid), signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(int(pid), signal.SIGCONT)

@@ -56,6 +56,7 @@ IMPATIENT = float(os.environ.get("CREDITS_CRASH_IMPATIENT", "0.1"))
 RACE_ATTEMPTS = int(os.environ.get("CREDITS_RACE_ATTEMPTS", "1200"))
 RACE_PAIRS = int(os.environ.get("CREDITS_RACE_PAIRS", "200"))
 RACE_WORKERS = int(os.environ.get("CREDITS_RACE_WORKERS", "48"))
+BARRIER_S = 60  # the two of a pair meet within this (the pool starts its threads on demand; generous for ASan)
 API_ENV = dict(kv.split("=", 1) for kv in os.environ.get("CREDITS_CRASH_API_ENV", "").split(",") if kv.strip())
 SEED = int(os.environ.get("CREDITS_CRASH_SEED", str(random.randrange(2**32))))
 
@@ -88,10 +89,19 @@ class Command:
     position: str | None = None
     replayed: bool = False
     attempts: list = field(default_factory=list)  # per attempt: the status code, "in_flight", or an exception's name
+    sent_at: float | None = None      # time.monotonic() of the first attempt
+    answered_at: float | None = None  # time.monotonic() of the final answer
     may_expire: bool = False  # a confirm or cancel of a short hold: 409 reservation_expired is a fair answer
 
     def describe(self):
         return f"{self.path} key={self.key} body={self.body} status={self.status} attempts={self.attempts}"
+
+
+def dropped(e):
+    """A connection that was open when the server went away (not one refused because it was down)."""
+    text = repr(e)
+    return isinstance(e, requests.ConnectionError) and "refused" not in text.lower() and (
+        "aborted" in text or "RemoteDisconnected" in text or "reset" in text.lower() or "BrokenPipe" in text)
 
 
 def in_flight(r):
@@ -131,6 +141,8 @@ class Sender:
         headers = {"X-API-Key": API_KEY, "Content-Type": "application/json", "Idempotency-Key": cmd.key}
         deadline = time.monotonic() + self.retry_s
         backoff = 0.05
+        if cmd.sent_at is None:
+            cmd.sent_at = time.monotonic()
         while True:
             timeout = random.uniform(0.01, 0.3) if impatient and not cmd.attempts else REQUEST_TIMEOUT_S
             try:
@@ -140,9 +152,10 @@ class Sender:
                     cmd.status, cmd.answer = r.status_code, r.json()
                     cmd.position = r.headers.get("Credits-Position")
                     cmd.replayed = r.headers.get("Idempotent-Replayed") == "true"
+                    cmd.answered_at = time.monotonic()
                     return
             except requests.RequestException as e:
-                cmd.attempts.append(type(e).__name__)
+                cmd.attempts.append("dropped" if dropped(e) else type(e).__name__)
                 self.session().close()
                 self.local.session = None  # a fresh connection pool after the server went away
             if time.monotonic() >= deadline:
@@ -228,8 +241,10 @@ class Killer(threading.Thread):
         super().__init__(daemon=True)
         self.stack, self.process, self.kills, self.rng = stack, process, kills, rng
         self.downtimes, self.kills_while_starting, self.error = [], 0, None
+        self.killed_at = []  # time.monotonic() of each SIGKILL
 
     def kill_and_start(self):
+        self.killed_at.append(time.monotonic())
         code = self.process.stop(signal.SIGKILL)
         assert code == -signal.SIGKILL, f"{self.process.name} exited with {code} before it was killed"
         if self.process is self.stack.projector:
@@ -573,13 +588,26 @@ def figures(sender, **extra):
         "503": attempts.count(503),
         "409_in_flight": attempts.count("in_flight"),
         "timeouts": sum(a in ("ReadTimeout", "Timeout") for a in attempts),
-        "connection_errors": sum(isinstance(a, str) and a not in ("in_flight", "ReadTimeout", "Timeout")
+        "dropped": attempts.count("dropped"),
+        "connection_errors": sum(isinstance(a, str) and a not in ("in_flight", "dropped", "ReadTimeout", "Timeout")
                                  for a in attempts),
         "final": {str(k): v for k, v in sorted(statuses.items(), key=lambda kv: str(kv[0]))},
         "seed": SEED,
     }
     out.update(extra)
     return out
+
+
+def in_flight_at(commands, t):
+    """The commands sent before `t` and not yet answered at `t`."""
+    return [c for c in commands if c.sent_at is not None and c.sent_at < t and (c.answered_at is None or c.answered_at > t)]
+
+
+def check_kills_met_load(sender, killer):
+    """The fault happened under load: at every SIGKILL some commands were in flight (sent, not yet answered)."""
+    assert len(killer.killed_at) >= killer.kills, (killer.kills, killer.killed_at)
+    idle = [i for i, t in enumerate(killer.killed_at) if not in_flight_at(sender.commands, t)]
+    assert not idle, f"kills {idle} of {len(killer.killed_at)} found no command in flight"
 
 
 def check_commands_answered(sender):
@@ -608,6 +636,13 @@ def test_api_sigkill_under_load_loses_and_duplicates_nothing(crash_stack):
     load_s = workload.run_while(killer, SEED)
 
     check_commands_answered(sender)
+    check_kills_met_load(sender, killer)
+    seen = figures(sender)
+    # The kills cut requests off mid-way and the clients retried them; impatient first attempts (and retries
+    # around the restarts) met their command still in flight.
+    assert seen["dropped"] > 0 and seen["retried"] > 0, seen
+    if IMPATIENT > 0:
+        assert seen["409_in_flight"] > 0 and seen["resolved_by_replay"] > 0, seen
     events = events_after_expiries(accounts)
     log = check_log_against_commands(sender.commands, events)
     check_reservations(events)
@@ -633,6 +668,7 @@ def test_projector_sigkill_under_load_converges_to_the_log(crash_stack):
     load_s = workload.run_while(killer, SEED + 1000)
 
     check_commands_answered(sender)
+    check_kills_met_load(sender, killer)
     events = events_after_expiries(accounts)
     log = check_log_against_commands(sender.commands, events)
     check_reservations(events)
@@ -717,10 +753,9 @@ def test_concurrent_confirm_and_cancel_of_one_reservation_exactly_one_wins(crash
     def attempt(task):
         kind, rsv, actual, barrier = task
         body = {"reservationId": rsv, "actualAmount": actual} if kind == "confirm" else {"reservationId": rsv}
-        try:
-            barrier.wait(timeout=10)  # both of a pair leave together (the pool picks them up one after the other)
-        except threading.BrokenBarrierError:
-            pass
+        # Both of a pair leave together (the pool picks them up one after the other); a barrier that breaks fails
+        # the test instead of sending the pair apart.
+        barrier.wait(timeout=BARRIER_S)
         return task, sender.send(f"/v1/reservations/{kind}", body, account)
 
     workers = max(2, RACE_WORKERS - RACE_WORKERS % 2)
@@ -734,6 +769,9 @@ def test_concurrent_confirm_and_cancel_of_one_reservation_exactly_one_wins(crash
     by_rsv = collections.defaultdict(dict)
     for (kind, rsv, actual, _), c in results:
         by_rsv[rsv][kind] = (c, actual)
+    # A pair raced when both were in flight at once: each was sent before the other was answered.
+    overlapped = sum(max(c.sent_at for c, _ in both.values()) < min(c.answered_at for c, _ in both.values())
+                     for both in by_rsv.values())
     winners, charged, bad = collections.Counter(), 0, []
     for rsv, both in by_rsv.items():
         (confirm, actual), (cancel, _) = both["confirm"], both["cancel"]
@@ -751,6 +789,9 @@ def test_concurrent_confirm_and_cancel_of_one_reservation_exactly_one_wins(crash
         if (error["code"], error.get("details")) != ("reservation_not_pending", {"status": status}):
             bad.append((rsv, winner, loser.describe(), loser.answer))
     assert not bad, f"{len(bad)} pairs without exactly one winner and one 409 loser: {bad[:3]}"
+    # A race, not two requests in turn: most pairs were in flight together, and each side won some of them.
+    assert overlapped >= len(by_rsv) // 2, f"only {overlapped} of {len(by_rsv)} pairs were in flight together"
+    assert winners["confirm"] > 0 and winners["cancel"] > 0, dict(winners)
 
     events = read_events([account])
     log = check_log_against_commands(sender.commands, events)
@@ -763,5 +804,5 @@ def test_concurrent_confirm_and_cancel_of_one_reservation_exactly_one_wins(crash
     wait_converged([account], expected)
     check_api_and_writer(stack.url, [account], expected)
     print("\nrace figures (confirm/cancel):", json.dumps({
-        "pairs": RACE_PAIRS, "confirm_won": winners["confirm"], "cancel_won": winners["cancel"], "workers": workers,
+        "pairs": RACE_PAIRS, "overlapped": overlapped, "confirm_won": winners["confirm"], "cancel_won": winners["cancel"], "workers": workers,
         "race_s": round(race_s, 1), "total_s": round(time.monotonic() - t0, 1), "seed": SEED, **log}))

@@ -19,7 +19,7 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import BROKERS, BUILD, LOGS, REDIS_PORT, REPO, Client, Stack
+from conftest import BROKERS, BUILD, LOGS, REDIS_PORT, REPO, Client, Stack, eventually
 
 RUN = uuid.uuid4().hex[:8]
 PREFIX = f"credits-test-ops-{RUN}"
@@ -152,6 +152,8 @@ class Load:
     def __init__(self, url, accounts, positions):
         self.url, self.accounts, self.positions = url, accounts, positions
         self.stopping, self.counts, self.threads = threading.Event(), defaultdict(int), []
+        self.unfair = []  # answers other than 200 and 402 (and 409 for a hold that expired), and exceptions
+        self.lock, self.spans = threading.Lock(), []  # (sent, answered) in time.monotonic() of each 200
 
     def __enter__(self):
         for i in range(LOAD_WORKERS):
@@ -165,11 +167,30 @@ class Load:
         for t in self.threads:
             t.join(60)
         assert self.counts["ok"] > 0, dict(self.counts)
+        assert not self.unfair, f"{len(self.unfair)} unexpected answers, e.g. {self.unfair[:3]}"
 
-    def post(self, client, path, body):
+    def answered(self, count, since=0.0):
+        """For eventually(): `count` commands answered 200 after `since` (a time.monotonic())."""
+        with self.lock:
+            got = sum(answered > since for _, answered in self.spans)
+        assert got >= count, dict(self.counts)
+
+    def overlapping(self, t0, t1):
+        """The commands answered 200 that were in flight at some time between t0 and t1."""
+        with self.lock:
+            return [(sent, answered) for sent, answered in self.spans if sent < t1 and answered > t0]
+
+    def post(self, client, path, body, may_expire=False):
+        sent = time.monotonic()
         r = client.post(path, body)
+        if r.status_code == 200:
+            with self.lock:
+                self.spans.append((sent, time.monotonic()))
         self.positions.note(r)
         self.counts["ok" if r.status_code == 200 else str(r.status_code)] += 1
+        expired = may_expire and r.status_code == 409 and r.json()["error"]["code"] == "reservation_expired"
+        if r.status_code not in (200, 402) and not expired:
+            self.unfair.append((path, body, r.status_code, r.text))
         return r
 
     def work(self, rnd):
@@ -183,22 +204,25 @@ class Load:
                 elif roll < 0.45:
                     self.post(client, "/v1/accounts/credits/deduct", {"accountId": account, "amount": rnd.randint(1, 50)})
                 elif roll < 0.85:
+                    expires_s = rnd.choice([1, 2, 3600])
                     r = self.post(client, "/v1/reservations/create",
-                                  {"accountId": account, "amount": rnd.randint(1, 50),
-                                   "expiresInSeconds": rnd.choice([1, 2, 3600])})
+                                  {"accountId": account, "amount": rnd.randint(1, 50), "expiresInSeconds": expires_s})
                     if r.status_code == 200:
                         hold = r.json()["reservation"]
+                        short = expires_s < 3600
                         if rnd.random() < 0.6:
                             self.post(client, "/v1/reservations/confirm",
-                                      {"reservationId": hold["id"], "actualAmount": rnd.randint(0, hold["amount"])})
+                                      {"reservationId": hold["id"], "actualAmount": rnd.randint(0, hold["amount"])},
+                                      may_expire=short)
                         elif rnd.random() < 0.5:
-                            self.post(client, "/v1/reservations/cancel", {"reservationId": hold["id"]})
+                            self.post(client, "/v1/reservations/cancel", {"reservationId": hold["id"]}, may_expire=short)
                 else:
                     self.post(client, "/v1/usage/record",
                               {"context": "customer", "accountId": account, "modelId": rnd.choice(["a", "b"]),
                                "usageType": "text", "inputTokens": rnd.randint(1, 999), "outputTokens": 7})
-            except Exception as e:  # a timeout under load is no reason to stop the load
+            except Exception as e:  # the load goes on; the test fails on leaving the `with`
                 self.counts[type(e).__name__] += 1
+                self.unfair.append((type(e).__name__, str(e)[:300]))
 
 
 @pytest.fixture(scope="module")
@@ -265,12 +289,17 @@ def test_rebuild_restores_a_wiped_view_exactly(ops):
 
 def test_verify_and_rebuild_while_commands_flow_end_with_every_event_in_the_view(ops):
     with Load(ops.url, ops.accounts, ops.positions) as load:
-        time.sleep(1)
+        eventually(lambda: load.answered(1))
+        started = time.monotonic()
         code, output, _ = verify()  # the view and the log move on while it runs
         assert code == 0, output
         r = projector("rebuild")
         assert r.returncode == 0, r.stdout + r.stderr
-        time.sleep(1)
+        ended = time.monotonic()
+        eventually(lambda: load.answered(1, since=ended))
+    # Commands were in flight while verify and rebuild ran (a command takes about a second here, so it may be
+    # sent before and answered after them).
+    assert load.overlapping(started, ended), "no command was in flight while verify and rebuild ran"
     print("load:", dict(load.counts))
     wait_view(ops.positions.snapshot())
     code, output, summary = verify()

@@ -3,9 +3,10 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import LEDGER_TOPIC, Client, fold_balance, read_topic, redis_hash
+from conftest import LEDGER_TOPIC, Client, fold_balance, kafka_paused, read_topic, redis_hash
 
 EXPIRY_WAIT_S = 10
+IN_FLIGHT_PAUSE_S = 3  # the longest the broker is stopped; below the API's 5 s append timeout
 
 
 def open_account(client, external_id, credits):
@@ -95,11 +96,22 @@ def test_concurrent_requests_with_one_key_write_once(stack, client, external_id)
     def add(_):
         return Client(stack.url).post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 9}, headers=key)
 
+    def in_flight(r):
+        return r.status_code == 409 and r.json()["error"]["code"] == "idempotency_key_in_flight"
+
     with ThreadPoolExecutor(max_workers=12) as pool:
-        answers = list(pool.map(add, range(24)))
+        # The first attempt to reach the writer stalls in its append while the broker is stopped, so the others
+        # must meet it in flight; the broker continues once they are all answered (or after IN_FLIGHT_PAUSE_S).
+        with kafka_paused():
+            futures = [pool.submit(add, i) for i in range(24)]
+            deadline = time.monotonic() + IN_FLIGHT_PAUSE_S
+            while sum(f.done() for f in futures) < len(futures) - 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        answers = [f.result() for f in futures]
     codes = [r.status_code for r in answers]
+    assert any(in_flight(r) for r in answers), f"no attempt met the stalled first one in flight: {codes}"
     assert set(codes) <= {200, 409}, codes
-    assert all(r.json()["error"]["code"] == "idempotency_key_in_flight" for r in answers if r.status_code == 409)
+    assert all(in_flight(r) for r in answers if r.status_code == 409), [r.text for r in answers]
     ok = [r.json() for r in answers if r.status_code == 200]
     assert ok and all(body == ok[0] for body in ok), "every success is the same first answer"
     added = [e for e in read_topic(LEDGER_TOPIC, key=account_id) if e["type"] == "CreditsAdded"]

@@ -42,18 +42,25 @@ def test_paging_through_10000_transactions_while_writes_continue(stack):
     assert len(written) == PAGINATED_TRANSACTIONS
 
     stop = threading.Event()
-    during = []
+    during, errors = [], []
 
     def keep_writing():
-        c = Client(stack.url)
-        while not stop.is_set():
-            during.append(ok(c.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 1}))["transactionId"])
+        try:
+            c = Client(stack.url)
+            while not stop.is_set():
+                during.append(ok(c.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 1}))["transactionId"])
+        except BaseException as e:  # reported by the test
+            errors.append(e)
 
     writer = threading.Thread(target=keep_writing)
     writer.start()
     seen, times, cursor, pages = [], [], None, 0
     c = Client(stack.url)
     try:
+        def writing():
+            assert errors or during, "the writer has not written yet"
+        eventually(writing)
+        written_before_paging = len(during)
         while True:
             params = {"accountId": account_id, "limit": PAGE, **({"cursor": cursor} if cursor else {})}
             page = ok(c.get("/v1/transactions", **params))
@@ -64,9 +71,12 @@ def test_paging_through_10000_transactions_while_writes_continue(stack):
             cursor = page["nextCursor"]
             if not cursor:
                 break
+        written_while_paging = len(during) - written_before_paging
     finally:
         stop.set()
         writer.join()
+    assert not errors, errors[0]
+    assert written_while_paging > 0, "no write happened while the pages were read"
     assert len(seen) == len(set(seen)), "an entry was returned twice"
     assert written <= set(seen), f"{len(written - set(seen))} entries were lost"
     assert set(seen) <= written | set(during)
