@@ -9,6 +9,7 @@
 
 #include "credits/event_store/event_store.hpp"
 #include "credits/event_store/group_membership.hpp"
+#include "credits/event_store/partitioner.hpp"
 #include "rdkafka_support.hpp"
 
 namespace credits::store {
@@ -85,7 +86,7 @@ transactional_producer::transactional_producer(const std::string& brokers, const
                            {"acks", "all"},
                            {"transaction.timeout.ms", std::to_string(transaction_timeout.count())},
                            // Same key to partition mapping as the Java clients.
-                           {"partitioner", "murmur2_random"},
+                           {"partitioner", librdkafka_partitioner},
                            // The writer already batches a whole group commit; do not wait for more.
                            {"linger.ms", "0"}},
                           extra);

@@ -1,4 +1,5 @@
 #include "credits/projector/kafka_tools.hpp"
+#include "credits/event_store/partitioner.hpp"
 
 #include <librdkafka/rdkafka.h>
 
@@ -73,11 +74,6 @@ std::pair<std::int32_t, rd_kafka_resp_err_t> topic_metadata(rd_kafka_t* rk, cons
 }
 
 }  // namespace
-
-std::int32_t key_partition(std::string_view key, std::int32_t partition_count) {
-  // librdkafka's own function, so this agrees with the producers' partitioner by construction.
-  return rd_kafka_msg_partitioner_murmur2(nullptr, key.data(), key.size(), partition_count, nullptr, nullptr);
-}
 
 struct reader::impl {
   kafka_ptr rk;
@@ -198,12 +194,13 @@ struct producer::impl {
 };
 
 producer::producer(const std::string& brokers, const settings& extra) : impl_(std::make_unique<impl>()) {
-  auto conf = make_conf(brokers,
-                        {{"enable.idempotence", "true"},  // no duplicates or reordering from retries
-                         {"acks", "all"},
-                         {"partitioner", "murmur2_random"},  // the writer's partitioner, for records without one
-                         {"linger.ms", "5"}},
-                        extra);
+  auto conf =
+      make_conf(brokers,
+                {{"enable.idempotence", "true"},  // no duplicates or reordering from retries
+                 {"acks", "all"},
+                 {"partitioner", store::librdkafka_partitioner},  // the writer's partitioner, for records without one
+                 {"linger.ms", "5"}},
+                extra);
   rd_kafka_conf_set_dr_msg_cb(conf.get(), on_delivery);
   rd_kafka_conf_set_opaque(conf.get(), &impl_->tally);
   impl_->rk = make_client(RD_KAFKA_PRODUCER, std::move(conf));

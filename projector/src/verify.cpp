@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "credits/common/overloaded.hpp"
+#include "credits/event_store/partitioner.hpp"
 #include "credits/projector/operations.hpp"
 
 namespace credits::ops {
@@ -402,7 +403,7 @@ void compare_chunk(verify_run& v, const std::vector<std::string>& ids,
   const auto replies = v.redis.pipeline(calls);
   for (std::size_t k = 0; k < replies.size(); ++k) {
     const auto field =
-        read_model::position_field(v.config.ledger_topic, kafka::key_partition(ids[k], ledger_partitions));
+        read_model::position_field(v.config.ledger_topic, store::partition_of_key(ids[k], ledger_partitions));
     auto s = parse_snapshot(ids[k], field, replies[k].array);
     const auto folded = v.fold.folded(field);
     // On a cluster the snapshot carries the offset of the account's own last applied event: the partition's
@@ -430,7 +431,8 @@ bool compare_accounts(verify_run& v) {
   std::vector<std::string> chunk_ids;
   std::vector<std::vector<std::string>> calls;
   for (const auto& id : ids) {
-    const auto field = read_model::position_field(v.config.ledger_topic, kafka::key_partition(id, ledger_partitions));
+    const auto field =
+        read_model::position_field(v.config.ledger_topic, store::partition_of_key(id, ledger_partitions));
     const auto& index = v.cluster ? read_model::applied_key(id) : positions;
     calls.push_back({"EVALSHA", sha, "3", read_model::account_key(id), read_model::reservations_key(id), index,
                      read_model::reservation_key(id, ""), v.cluster ? "account:" + field : field});

@@ -11,6 +11,7 @@
 #include "credits/common/events.hpp"
 #include "credits/common/ids.hpp"
 #include "credits/event_store/event_store.hpp"
+#include "credits/event_store/partitioner.hpp"
 #include "credits/projector/fold.hpp"
 #include "credits/projector/kafka_tools.hpp"
 #include "credits/projector/operations.hpp"
@@ -136,7 +137,7 @@ TEST_F(projector_ops_test, poison_events_are_dead_lettered_recorded_and_reported
   const auto events_b = produce_events({make(b, account_created{"B", "user-" + b, "", {}}),
                                         make(b, credits_added{child_id("txn", b, 1), 10, 10, "", "", {}})});
   // c: a valid event written to a partition its key does not map to, then its real one.
-  const auto home_c = kafka::key_partition(c, partitions_);
+  const auto home_c = store::partition_of_key(c, partitions_);
   kafka::producer plain(config_.brokers);
   plain.produce(config_.ledger_topic, (home_c + 1) % partitions_, c, encode(make(c, account_created{"C", "", "", {}})));
   plain.flush(kafka_timeout);

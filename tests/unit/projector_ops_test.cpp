@@ -6,6 +6,7 @@
 #include <set>
 
 #include "credits/common/ids.hpp"
+#include "credits/event_store/partitioner.hpp"
 #include "credits/projector/fold.hpp"
 #include "credits/projector/kafka_tools.hpp"
 #include "credits/projector/operations.hpp"
@@ -125,7 +126,7 @@ TEST(account_view, blocked_defaults_to_false) { EXPECT_FALSE(read_model::account
 // Admission: judged on the record alone.
 struct admission : ::testing::Test {
   static constexpr std::int32_t partitions = 12;
-  std::int32_t home = kafka::key_partition(account, partitions);
+  std::int32_t home = store::partition_of_key(account, partitions);
   event added = sample(credits_added{"txn_1", 10, 10, "", "", {}});
 };
 
@@ -161,20 +162,6 @@ TEST_F(admission, amounts_outside_zero_to_the_maximum_are_refused) {
   EXPECT_EQ(admission_error(sample(credits_added{"t", amount_max, amount_max, "", "", {}}), account, stream::ledger,
                             home, partitions),
             std::nullopt);
-}
-
-TEST(key_partition, agrees_with_the_java_clients_murmur2) {
-  // Utils.toPositive(Utils.murmur2(key)) % n, as Kafka's Java producer partitions, computed independently
-  // (a Python port of Utils.murmur2 checked against the vectors of Kafka's UtilsTest).
-  EXPECT_EQ(kafka::key_partition("a", 12), 4);
-  EXPECT_EQ(kafka::key_partition("hello", 100), 29);
-  EXPECT_EQ(kafka::key_partition("foobar", 12), 6);
-  EXPECT_EQ(kafka::key_partition(account, 12), 10);
-  for (int i = 0; i < 100; ++i) {
-    const auto p = kafka::key_partition("acc_" + std::to_string(i), 12);
-    EXPECT_GE(p, 0);
-    EXPECT_LT(p, 12);
-  }
 }
 
 // violation(): verify's independent statement of what credits::apply asserts.

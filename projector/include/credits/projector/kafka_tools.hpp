@@ -37,9 +37,6 @@ struct watermarks {
   std::int64_t high = 0;  // the offset the next record will get
 };
 
-// The partition that Kafka's Java clients, and librdkafka's murmur2_random partitioner, give a non-empty key.
-std::int32_t key_partition(std::string_view key, std::int32_t partition_count);
-
 // A read_committed consumer over explicitly assigned partitions that reports the end of each partition.
 // No group membership, no offset commits. Lives on one thread; owns one librdkafka consumer.
 class reader {
