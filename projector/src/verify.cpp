@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "credits/common/overloaded.hpp"
+#include "credits/event_store/partition_reader.hpp"
 #include "credits/event_store/partitioner.hpp"
 #include "credits/projector/operations.hpp"
 
@@ -69,7 +70,7 @@ struct poison_entry {
 // admission_error, violation and credits::apply. Owns nothing but its state; reads through `reader`.
 class log_fold {
  public:
-  log_fold(const projector_config& config, kafka::reader& reader, clock::time_point deadline)
+  log_fold(const projector_config& config, store::partition_reader& reader, clock::time_point deadline)
       : config_(config), reader_(reader), deadline_(deadline) {
     for (const auto& topic : {config.ledger_topic, config.usage_topic}) {
       counts_[topic] = reader.partition_count(topic, metadata_timeout_ms);
@@ -122,7 +123,7 @@ class log_fold {
   std::uint64_t events = 0;
 
  private:
-  void fold(const kafka::record& r, const std::string& field) {
+  void fold(const store::message& r, const std::string& field) {
     ++events;
     std::string error;
     const auto e = decode(r.value, &error);
@@ -137,7 +138,7 @@ class log_fold {
   }
 
   const projector_config& config_;
-  kafka::reader& reader_;
+  store::partition_reader& reader_;
   clock::time_point deadline_;
   std::map<std::string, std::int32_t> counts_;
   std::vector<std::string> fields_;
@@ -520,7 +521,7 @@ int verify(const projector_config& config, const std::atomic<bool>& stop, std::F
     throw std::runtime_error("CREDITS_REDIS_DB is " + std::to_string(config.redis_db) +
                              " but the view is on a Redis Cluster, which has only db 0");
   if (!cluster) redis.run({"SELECT", std::to_string(config.redis_db)});
-  kafka::reader reader(config.brokers, {{"fetch.wait.max.ms", std::to_string(config.fetch_wait_ms)}});
+  store::partition_reader reader(config.brokers, {{"fetch.wait.max.ms", std::to_string(config.fetch_wait_ms)}});
   log_fold fold(config, reader, deadline);
   report r(out);
   tally t;

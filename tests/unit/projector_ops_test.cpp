@@ -8,7 +8,6 @@
 #include "credits/common/ids.hpp"
 #include "credits/event_store/partitioner.hpp"
 #include "credits/projector/fold.hpp"
-#include "credits/projector/kafka_tools.hpp"
 #include "credits/projector/operations.hpp"
 #include "credits/projector/projector.hpp"
 #include "credits/read_model/layout.hpp"
@@ -347,7 +346,7 @@ TEST(progress, the_line_says_the_same_in_words) {
 }
 
 TEST(export_format, a_record_round_trips) {
-  const kafka::record r{"credits.ledger", 7, 42, account, R"({"type":"CreditsAdded"})", 1'764'432'082'123, {}};
+  const store::message r{"credits.ledger", 7, 42, account, R"({"type":"CreditsAdded"})", 1'764'432'082'123, {}};
   const auto line = ops::export_line(r);
   EXPECT_EQ(line["topic"], "credits.ledger");
   EXPECT_EQ(line["value"], r.value);
@@ -362,7 +361,7 @@ TEST(export_format, a_record_round_trips) {
 
 TEST(export_format, bytes_that_are_not_utf8_survive_as_base64) {
   const std::string bytes("\xff\x00\x01garbage", 10);
-  const kafka::record r{"credits.ledger", 0, 1, "k", bytes, -1, {}};
+  const store::message r{"credits.ledger", 0, 1, "k", bytes, -1, {}};
   const auto line = ops::export_line(r);
   EXPECT_FALSE(line.contains("value"));
   EXPECT_TRUE(line.contains("valueBase64"));
