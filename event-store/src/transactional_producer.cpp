@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "credits/common/assert.hpp"
 #include "credits/event_store/event_store.hpp"
 #include "credits/event_store/partitioner.hpp"
 #include "rdkafka_support.hpp"
@@ -200,7 +201,11 @@ append_result transactional_producer::append(std::span<const record> records, mi
   if (auto ended = attempt.begin()) return *ended;
   if (auto ended = attempt.produce(records)) return *ended;
   if (auto ended = attempt.commit()) return *ended;
-  return attempt.positions();
+  auto result = attempt.positions();
+  // The writer pairs positions with its records by index: a committed append hands on one for each.
+  CREDITS_ASSERT(result.status != append_status::committed || result.positions.size() == records.size(),
+                 "a committed append without a position for every record");
+  return result;
 }
 
 }  // namespace credits::store
