@@ -6,6 +6,7 @@
 
 #include "credits/common/ids.hpp"
 #include "credits/common/log.hpp"
+#include "credits/event_store/partitioner.hpp"
 
 namespace credits::api {
 namespace {
@@ -268,7 +269,7 @@ std::vector<std::int32_t> ownership::owned() const {
 }
 
 std::int32_t ownership::partition_of_account(std::string_view account_id) const {
-  return partitions_ > 0 ? partition_of(account_id, partitions_) : 0;
+  return partitions_ > 0 ? store::partition_of_key(account_id, partitions_) : 0;
 }
 
 std::string ownership::new_account_id(const random_bits& bits) const {

@@ -21,14 +21,6 @@ std::vector<topic_partition> partitions_of(const rd_kafka_topic_partition_list_t
   return out;
 }
 
-partition_list_ptr list_of(const std::vector<start_point>& points) {
-  partition_list_ptr list(rd_kafka_topic_partition_list_new(static_cast<int>(points.size())));
-  for (const auto& p : points)
-    rd_kafka_topic_partition_list_add(list.get(), p.topic.c_str(), p.partition)->offset =
-        p.offset <= 0 ? RD_KAFKA_OFFSET_BEGINNING : p.offset;
-  return list;
-}
-
 }  // namespace
 
 struct consumer_group_member::impl {
@@ -121,9 +113,7 @@ std::vector<message> consumer_group_member::poll(std::size_t max, milliseconds t
 
 void consumer_group_member::assign(const std::vector<start_point>& from) {
   // A new assignment starts a new fetch version: nothing fetched under the old one is returned by poll().
-  auto list = list_of(from);
-  if (const auto e = rd_kafka_assign(impl_->rk.get(), list.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR)
-    throw std::runtime_error(std::string("kafka assign: ") + rd_kafka_err2str(e));
+  detail::assign(impl_->rk.get(), from);
 }
 
 std::vector<topic_partition> consumer_group_member::assignment() {
@@ -134,18 +124,7 @@ std::vector<topic_partition> consumer_group_member::assignment() {
 }
 
 std::int32_t consumer_group_member::partition_count(const std::string& topic, milliseconds timeout) {
-  rd_kafka_topic_t* rkt = rd_kafka_topic_new(impl_->rk.get(), topic.c_str(), nullptr);
-  const rd_kafka_metadata_t* md = nullptr;
-  const auto err = rd_kafka_metadata(impl_->rk.get(), 0, rkt, &md, static_cast<int>(timeout.count()));
-  rd_kafka_topic_destroy(rkt);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-    throw std::runtime_error("kafka metadata for " + topic + ": " + rd_kafka_err2str(err));
-  std::int32_t count = -1;
-  if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR) count = md->topics[0].partition_cnt;
-  const auto topic_err = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
-  rd_kafka_metadata_destroy(md);
-  if (count <= 0) throw std::runtime_error("kafka topic " + topic + ": " + rd_kafka_err2str(topic_err));
-  return count;
+  return detail::partition_count(impl_->rk.get(), topic, timeout);
 }
 
 std::vector<consumer::partition_lag> consumer_group_member::lag_by_partition() {

@@ -5,6 +5,9 @@
 #include <set>
 #include <stdexcept>
 
+#include "credits/event_store/idempotent_producer.hpp"
+#include "credits/event_store/partition_reader.hpp"
+#include "credits/event_store/topics.hpp"
 #include "credits/projector/operations.hpp"
 
 namespace credits::ops {
@@ -128,7 +131,7 @@ json export_header(const std::string& ledger_topic, const std::string& usage_top
           {"partitions", partitions}};
 }
 
-json export_line(const kafka::record& r) {
+json export_line(const store::message& r) {
   json line{{"topic", r.topic}, {"partition", r.partition}, {"offset", r.offset}};
   put_bytes(line, "key", r.key);
   put_bytes(line, "value", r.value);
@@ -136,9 +139,9 @@ json export_line(const kafka::record& r) {
   return line;
 }
 
-kafka::record parse_export_line(const json& line) {
+store::message parse_export_line(const json& line) {
   if (!line.is_object()) throw std::runtime_error("not a JSON object");
-  kafka::record r;
+  store::message r;
   const auto topic = line.find("topic");
   if (topic == line.end() || !topic->is_string()) throw std::runtime_error("no topic");
   r.topic = topic->get<std::string>();
@@ -153,9 +156,9 @@ kafka::record parse_export_line(const json& line) {
 }
 
 int export_log(const projector_config& config, const std::string& path, std::FILE* out) {
-  kafka::reader reader(config.brokers);
+  store::partition_reader reader(config.brokers);
   std::map<std::string, std::int32_t> partitions;
-  std::vector<kafka::reader::from> from;
+  std::vector<store::start_point> from;
   std::set<std::pair<std::string, std::int32_t>> open;
   for (const auto& topic : {config.ledger_topic, config.usage_topic}) {
     partitions[topic] = reader.partition_count(topic, metadata_timeout_ms);
@@ -241,7 +244,7 @@ checked_export check_export(const projector_config& config, const std::string& p
       ended = true;
       continue;
     }
-    kafka::record r;
+    store::message r;
     try {
       r = parse_export_line(line);
     } catch (const std::runtime_error& e) {
@@ -266,10 +269,10 @@ checked_export check_export(const projector_config& config, const std::string& p
 
 int import_log(const projector_config& config, const std::string& path, std::FILE* out) {
   const auto checked = check_export(config, path);
-  kafka::reader probe(config.brokers);
+  store::partition_reader probe(config.brokers);
   auto partitions = checked.partitions;
   partitions[dead_letter_topic(config)] = checked.partitions.at(config.ledger_topic);
-  std::vector<kafka::topic_spec> missing;
+  std::vector<store::topic_spec> missing;
   for (const auto& [topic, count] : partitions) {
     if (!probe.topic_exists(topic, metadata_timeout_ms)) {
       // The log is the source of truth: it never ages out.
@@ -285,11 +288,11 @@ int import_log(const projector_config& config, const std::string& path, std::FIL
       if (probe.query_watermarks(topic, p, metadata_timeout_ms).high != 0)
         throw std::runtime_error("topic " + topic + " is not empty; import writes only into empty topics");
   }
-  kafka::create_topics(config.brokers, missing, create_topics_timeout_ms);
+  store::create_topics(config.brokers, missing, create_topics_timeout_ms);
   for (const auto& t : missing)
     say(out, "import: created topic " + t.name + " (" + std::to_string(t.partitions) + " partitions)");
 
-  kafka::producer producer(config.brokers);
+  store::idempotent_producer producer(config.brokers);
   std::ifstream in(path);
   std::string text;
   std::getline(in, text);  // the header, checked above

@@ -20,6 +20,7 @@
 #include "credits/common/clock.hpp"
 #include "credits/common/log.hpp"
 #include "credits/common/overloaded.hpp"
+#include "credits/event_store/partitioner.hpp"
 
 namespace credits {
 namespace {
@@ -294,7 +295,7 @@ std::optional<std::string> admission_error(const event& e, std::string_view key,
   const auto type = std::string(type_name(e.payload));
   if (stream_of(e.payload) != topic_stream)
     return type + " does not belong on the " + (topic_stream == stream::ledger ? "ledger" : "usage") + " topic";
-  const auto home = kafka::key_partition(key, partition_count);
+  const auto home = store::partition_of_key(key, partition_count);
   if (home != partition)
     return "key " + std::string(key) + " belongs to partition " + std::to_string(home) + ", not " +
            std::to_string(partition);

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "credits/common/log.hpp"
+#include "credits/event_store/partition_reader.hpp"
 #include "credits/projector/operations.hpp"
 
 namespace credits::ops {
@@ -191,7 +192,7 @@ bool refuse_on_cluster(const projector_config& config, const read_model::redis_c
 class log_extent {
  public:
   log_extent(const projector_config& config, const view_builder& builder) {
-    kafka::reader probe(config.brokers);
+    store::partition_reader probe(config.brokers);
     for (const auto& [topic, partition] : builder.partitions()) {
       const auto w = probe.query_watermarks(topic, partition, metadata_timeout_ms);
       extent_[read_model::position_field(topic, partition)] = w;
@@ -211,7 +212,7 @@ class log_extent {
   }
 
  private:
-  std::unordered_map<std::string, kafka::watermarks> extent_;
+  std::unordered_map<std::string, store::watermarks> extent_;
   std::uint64_t total_ = 0;
 };
 

@@ -4,6 +4,8 @@
 #include <stdexcept>
 
 #include "credits/common/overloaded.hpp"
+#include "credits/event_store/partition_reader.hpp"
+#include "credits/event_store/partitioner.hpp"
 #include "credits/projector/operations.hpp"
 
 namespace credits::ops {
@@ -68,7 +70,7 @@ struct poison_entry {
 // admission_error, violation and credits::apply. Owns nothing but its state; reads through `reader`.
 class log_fold {
  public:
-  log_fold(const projector_config& config, kafka::reader& reader, clock::time_point deadline)
+  log_fold(const projector_config& config, store::partition_reader& reader, clock::time_point deadline)
       : config_(config), reader_(reader), deadline_(deadline) {
     for (const auto& topic : {config.ledger_topic, config.usage_topic}) {
       counts_[topic] = reader.partition_count(topic, metadata_timeout_ms);
@@ -121,7 +123,7 @@ class log_fold {
   std::uint64_t events = 0;
 
  private:
-  void fold(const kafka::record& r, const std::string& field) {
+  void fold(const store::message& r, const std::string& field) {
     ++events;
     std::string error;
     const auto e = decode(r.value, &error);
@@ -136,7 +138,7 @@ class log_fold {
   }
 
   const projector_config& config_;
-  kafka::reader& reader_;
+  store::partition_reader& reader_;
   clock::time_point deadline_;
   std::map<std::string, std::int32_t> counts_;
   std::vector<std::string> fields_;
@@ -402,7 +404,7 @@ void compare_chunk(verify_run& v, const std::vector<std::string>& ids,
   const auto replies = v.redis.pipeline(calls);
   for (std::size_t k = 0; k < replies.size(); ++k) {
     const auto field =
-        read_model::position_field(v.config.ledger_topic, kafka::key_partition(ids[k], ledger_partitions));
+        read_model::position_field(v.config.ledger_topic, store::partition_of_key(ids[k], ledger_partitions));
     auto s = parse_snapshot(ids[k], field, replies[k].array);
     const auto folded = v.fold.folded(field);
     // On a cluster the snapshot carries the offset of the account's own last applied event: the partition's
@@ -430,7 +432,8 @@ bool compare_accounts(verify_run& v) {
   std::vector<std::string> chunk_ids;
   std::vector<std::vector<std::string>> calls;
   for (const auto& id : ids) {
-    const auto field = read_model::position_field(v.config.ledger_topic, kafka::key_partition(id, ledger_partitions));
+    const auto field =
+        read_model::position_field(v.config.ledger_topic, store::partition_of_key(id, ledger_partitions));
     const auto& index = v.cluster ? read_model::applied_key(id) : positions;
     calls.push_back({"EVALSHA", sha, "3", read_model::account_key(id), read_model::reservations_key(id), index,
                      read_model::reservation_key(id, ""), v.cluster ? "account:" + field : field});
@@ -518,7 +521,7 @@ int verify(const projector_config& config, const std::atomic<bool>& stop, std::F
     throw std::runtime_error("CREDITS_REDIS_DB is " + std::to_string(config.redis_db) +
                              " but the view is on a Redis Cluster, which has only db 0");
   if (!cluster) redis.run({"SELECT", std::to_string(config.redis_db)});
-  kafka::reader reader(config.brokers, {{"fetch.wait.max.ms", std::to_string(config.fetch_wait_ms)}});
+  store::partition_reader reader(config.brokers, {{"fetch.wait.max.ms", std::to_string(config.fetch_wait_ms)}});
   log_fold fold(config, reader, deadline);
   report r(out);
   tally t;

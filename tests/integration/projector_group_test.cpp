@@ -16,8 +16,8 @@
 #include "credits/common/events.hpp"
 #include "credits/common/ids.hpp"
 #include "credits/event_store/event_store.hpp"
+#include "credits/event_store/topics.hpp"
 #include "credits/projector/fold.hpp"
-#include "credits/projector/kafka_tools.hpp"
 #include "credits/projector/operations.hpp"
 #include "credits/projector/projector.hpp"
 #include "credits/read_model/layout.hpp"
@@ -100,7 +100,7 @@ class projector_group_test : public ::testing::Test {
     config_.ledger_topic = "credits-test-group-" + suffix + ".ledger";
     config_.usage_topic = "credits-test-group-" + suffix + ".usage";
     config_.dlq_topic = config_.ledger_topic + ".dlq";
-    kafka::create_topics(config_.brokers,
+    store::create_topics(config_.brokers,
                          {{config_.ledger_topic, ledger_partitions, {}},
                           {config_.usage_topic, usage_partitions, {}},
                           {config_.dlq_topic, 1, {}}},

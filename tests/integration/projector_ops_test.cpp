@@ -11,8 +11,10 @@
 #include "credits/common/events.hpp"
 #include "credits/common/ids.hpp"
 #include "credits/event_store/event_store.hpp"
+#include "credits/event_store/idempotent_producer.hpp"
+#include "credits/event_store/partition_reader.hpp"
+#include "credits/event_store/partitioner.hpp"
 #include "credits/projector/fold.hpp"
-#include "credits/projector/kafka_tools.hpp"
 #include "credits/projector/operations.hpp"
 #include "credits/projector/projector.hpp"
 #include "credits/read_model/layout.hpp"
@@ -76,7 +78,7 @@ class projector_ops_test : public ::testing::Test {
     redis_->run({"SELECT", std::to_string(config_.redis_db)});
     producer_ = std::make_unique<store::transactional_producer>(config_.brokers,
                                                                 "credits-projector-ops-test-" + hex_suffix(), 10s, 30s);
-    kafka::reader probe(config_.brokers);
+    store::partition_reader probe(config_.brokers);
     partitions_ = probe.partition_count(config_.ledger_topic, kafka_timeout);
   }
 
@@ -136,8 +138,8 @@ TEST_F(projector_ops_test, poison_events_are_dead_lettered_recorded_and_reported
   const auto events_b = produce_events({make(b, account_created{"B", "user-" + b, "", {}}),
                                         make(b, credits_added{child_id("txn", b, 1), 10, 10, "", "", {}})});
   // c: a valid event written to a partition its key does not map to, then its real one.
-  const auto home_c = kafka::key_partition(c, partitions_);
-  kafka::producer plain(config_.brokers);
+  const auto home_c = store::partition_of_key(c, partitions_);
+  store::idempotent_producer plain(config_.brokers);
   plain.produce(config_.ledger_topic, (home_c + 1) % partitions_, c, encode(make(c, account_created{"C", "", "", {}})));
   plain.flush(kafka_timeout);
   const auto events_c = produce_events({make(c, account_created{"C", "user-" + c, "", {}})});
@@ -187,22 +189,22 @@ TEST_F(projector_ops_test, poison_events_are_dead_lettered_recorded_and_reported
   EXPECT_NE(nlohmann::json::parse(*entry_b)["reason"].get<std::string>().find("undecodable"), std::string::npos);
 
   // Each poison event's copy in the dead-letter topic: the original bytes, with where it was and why.
-  kafka::reader dlq(config_.brokers);
+  store::partition_reader dlq(config_.brokers);
   const auto dlq_topic = dead_letter_topic(config_);
   const auto dlq_partitions = dlq.partition_count(dlq_topic, kafka_timeout);
-  std::vector<kafka::reader::from> from;
+  std::vector<store::start_point> from;
   for (std::int32_t p = 0; p < dlq_partitions; ++p) from.push_back({dlq_topic, p, 0});
   dlq.assign(from);
   std::set<std::int32_t> open;
   for (std::int32_t p = 0; p < dlq_partitions; ++p) open.insert(p);
-  std::map<std::string, kafka::record> copies;  // "<partition>:<offset>" of the original -> copy
+  std::map<std::string, store::message> copies;  // "<partition>:<offset>" of the original -> copy
   bool c_copied = false;
   const auto deadline = clock::now() + catch_up_timeout;
   while (!open.empty() && clock::now() < deadline) {
     const auto r = dlq.poll(500ms, [&](const std::string&, std::int32_t p) { open.erase(p); });
     if (!r) continue;
     std::map<std::string, std::string> h;
-    for (const auto& x : r->headers) h[x.name] = x.value;
+    for (const auto& [name, value] : r->headers) h[name] = value;
     if (h["credits-topic"] != config_.ledger_topic) continue;
     copies[h["credits-partition"] + ":" + h["credits-offset"]] = *r;
     if (r->key == c && h["credits-reason"].find("belongs to partition") != std::string::npos) c_copied = true;
@@ -211,8 +213,8 @@ TEST_F(projector_ops_test, poison_events_are_dead_lettered_recorded_and_reported
   for (const auto& where : expected) {
     ASSERT_TRUE(copies.contains(where)) << where;
     const auto& copy = copies[where];
-    EXPECT_FALSE(std::find_if(copy.headers.begin(), copy.headers.end(), [](const kafka::header& x) {
-                   return x.name == "credits-reason" && !x.value.empty();
+    EXPECT_FALSE(std::find_if(copy.headers.begin(), copy.headers.end(), [](const store::header& x) {
+                   return x.first == "credits-reason" && !x.second.empty();
                  }) == copy.headers.end());
   }
   EXPECT_EQ(copies[std::to_string(garbage_b[0].partition) + ":" + std::to_string(garbage_b[0].offset)].value,

@@ -135,16 +135,6 @@ TEST(time, parse_refuses_what_format_cannot_write_back) {
   EXPECT_EQ(parse_time("2016-12-31T23:59:60Z"), parse_time("2017-01-01T00:00:00Z"));  // a leap second still is one
 }
 
-TEST(ids, murmur2_matches_the_java_client) {
-  // Vectors from Kafka's UtilsTest.testMurmur2.
-  EXPECT_EQ(static_cast<std::int32_t>(murmur2("21")), -973932308);
-  EXPECT_EQ(static_cast<std::int32_t>(murmur2("foobar")), -790332482);
-  EXPECT_EQ(static_cast<std::int32_t>(murmur2("a-little-bit-long-string")), -985981536);
-  EXPECT_EQ(static_cast<std::int32_t>(murmur2("a-little-bit-longer-string")), -1486304829);
-  EXPECT_EQ(static_cast<std::int32_t>(murmur2("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8")), -58897971);
-  EXPECT_EQ(static_cast<std::int32_t>(murmur2("abc")), 479470107);
-}
-
 TEST(ids, children_embed_their_account) {
   const auto account = derive_account_id("t1", "user_abc123");
   EXPECT_TRUE(is_account_id(account));

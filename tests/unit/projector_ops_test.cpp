@@ -6,8 +6,8 @@
 #include <set>
 
 #include "credits/common/ids.hpp"
+#include "credits/event_store/partitioner.hpp"
 #include "credits/projector/fold.hpp"
-#include "credits/projector/kafka_tools.hpp"
 #include "credits/projector/operations.hpp"
 #include "credits/projector/projector.hpp"
 #include "credits/read_model/layout.hpp"
@@ -125,7 +125,7 @@ TEST(account_view, blocked_defaults_to_false) { EXPECT_FALSE(read_model::account
 // Admission: judged on the record alone.
 struct admission : ::testing::Test {
   static constexpr std::int32_t partitions = 12;
-  std::int32_t home = kafka::key_partition(account, partitions);
+  std::int32_t home = store::partition_of_key(account, partitions);
   event added = sample(credits_added{"txn_1", 10, 10, "", "", {}});
 };
 
@@ -161,20 +161,6 @@ TEST_F(admission, amounts_outside_zero_to_the_maximum_are_refused) {
   EXPECT_EQ(admission_error(sample(credits_added{"t", amount_max, amount_max, "", "", {}}), account, stream::ledger,
                             home, partitions),
             std::nullopt);
-}
-
-TEST(key_partition, agrees_with_the_java_clients_murmur2) {
-  // Utils.toPositive(Utils.murmur2(key)) % n, as Kafka's Java producer partitions, computed independently
-  // (a Python port of Utils.murmur2 checked against the vectors of Kafka's UtilsTest).
-  EXPECT_EQ(kafka::key_partition("a", 12), 4);
-  EXPECT_EQ(kafka::key_partition("hello", 100), 29);
-  EXPECT_EQ(kafka::key_partition("foobar", 12), 6);
-  EXPECT_EQ(kafka::key_partition(account, 12), 10);
-  for (int i = 0; i < 100; ++i) {
-    const auto p = kafka::key_partition("acc_" + std::to_string(i), 12);
-    EXPECT_GE(p, 0);
-    EXPECT_LT(p, 12);
-  }
 }
 
 // violation(): verify's independent statement of what credits::apply asserts.
@@ -360,7 +346,7 @@ TEST(progress, the_line_says_the_same_in_words) {
 }
 
 TEST(export_format, a_record_round_trips) {
-  const kafka::record r{"credits.ledger", 7, 42, account, R"({"type":"CreditsAdded"})", 1'764'432'082'123, {}};
+  const store::message r{"credits.ledger", 7, 42, account, R"({"type":"CreditsAdded"})", 1'764'432'082'123, {}};
   const auto line = ops::export_line(r);
   EXPECT_EQ(line["topic"], "credits.ledger");
   EXPECT_EQ(line["value"], r.value);
@@ -375,7 +361,7 @@ TEST(export_format, a_record_round_trips) {
 
 TEST(export_format, bytes_that_are_not_utf8_survive_as_base64) {
   const std::string bytes("\xff\x00\x01garbage", 10);
-  const kafka::record r{"credits.ledger", 0, 1, "k", bytes, -1, {}};
+  const store::message r{"credits.ledger", 0, 1, "k", bytes, -1, {}};
   const auto line = ops::export_line(r);
   EXPECT_FALSE(line.contains("value"));
   EXPECT_TRUE(line.contains("valueBase64"));

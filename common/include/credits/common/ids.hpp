@@ -38,8 +38,4 @@ std::optional<std::string> account_of(std::string_view prefix, std::string_view 
 // Lowercase hex SHA-256.
 std::string sha256_hex(std::string_view data);
 
-// Kafka's murmur2 as used by the Java client's default partitioner and librdkafka's murmur2_random.
-std::uint32_t murmur2(std::string_view key);
-std::int32_t partition_of(std::string_view key, std::int32_t partition_count);
-
 }  // namespace credits

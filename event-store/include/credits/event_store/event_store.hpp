@@ -12,16 +12,20 @@
 #include <vector>
 
 // The Kafka-backed event log: transactional append, and reading a topic's committed records. The rest of
-// the code never touches a librdkafka handle.
+// the code never touches a librdkafka handle: the operator commands' reads and writes are in
+// partition_reader.hpp, idempotent_producer.hpp and topics.hpp, where a key's partition is in partitioner.hpp.
 namespace credits::store {
 
 using settings = std::map<std::string, std::string>;  // extra librdkafka properties
+
+// A Kafka record header: name, value (e.g. the CloudEvents ce_* attributes).
+using header = std::pair<std::string, std::string>;
 
 struct record {
   std::string topic;
   std::string key;    // the account id: all of an account stream lands in one partition, in order
   std::string value;  // the encoded event
-  std::vector<std::pair<std::string, std::string>> headers = {};  // e.g. the CloudEvents ce_* attributes
+  std::vector<header> headers = {};
 };
 
 // Where a record sits in the log.
@@ -82,7 +86,8 @@ struct message {
   std::int64_t offset = 0;
   std::string key;
   std::string value;
-  std::int64_t timestamp_ms = -1;  // the record's timestamp (producer create time), -1 if it has none
+  std::int64_t timestamp_ms = -1;    // the record's timestamp (producer create time), -1 if it has none
+  std::vector<header> headers = {};  // filled by partition_reader only: the projector's fold needs none
 };
 
 struct start_point {

@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "credits/common/domain.hpp"
-#include "credits/projector/kafka_tools.hpp"
+#include "credits/event_store/event_store.hpp"
 #include "credits/projector/projector.hpp"
 
 // The operator's commands of credits-projector: rebuild, verify, export and import (docs/operations.md).
@@ -82,9 +82,9 @@ class progress_reporter {
 // The export file's lines. Keys and values that are not valid UTF-8 go as keyBase64 / valueBase64.
 nlohmann::json export_header(const std::string& ledger_topic, const std::string& usage_topic,
                              const std::map<std::string, std::int32_t>& partitions);
-nlohmann::json export_line(const kafka::record& r);
+nlohmann::json export_line(const store::message& r);
 // Parses a record line; throws std::runtime_error naming what is wrong.
-kafka::record parse_export_line(const nlohmann::json& line);
+store::message parse_export_line(const nlohmann::json& line);
 
 std::string base64_encode(std::string_view bytes);
 std::optional<std::string> base64_decode(std::string_view text);

@@ -17,8 +17,8 @@
 #include "credits/common/events.hpp"
 #include "credits/event_store/consumer_group_member.hpp"
 #include "credits/event_store/event_store.hpp"
+#include "credits/event_store/idempotent_producer.hpp"
 #include "credits/projector/fold.hpp"
-#include "credits/projector/kafka_tools.hpp"
 #include "credits/projector/projector_metrics.hpp"
 #include "credits/read_model/layout.hpp"
 #include "credits/read_model/reads.hpp"
@@ -258,7 +258,7 @@ class projector {
   std::atomic<std::size_t> owned_count_{0};    // owned_.size(), for other threads
   std::unordered_map<std::string, std::int32_t> partition_counts_;  // topic -> partitions
   store::consumer consumer_;
-  kafka::producer dead_letters_;
+  store::idempotent_producer dead_letters_;
   std::unique_ptr<read_model::redis_connection> redis_;  // null after an error, until reconnected
   std::string script_sha_;
   // Position field -> offset of the last event read from it: what the next event follows (ARGV[3]).
