@@ -79,6 +79,11 @@ ledger_state sample_state() {
   const auto confirmed = l.reserve(a, 100);
   l.run(confirm_reservation{confirmed, 40, l.txn(a)});
   l.reserve(b, 50);
+  // Every optional field filled, so that the round trip has each of them to lose.
+  const auto c = derive_account_id("t1", "c");
+  l.run(create_account{c, "Carol", "c", "carol@example.com", {{"plan", "pro"}}});
+  l.run(add_credits{c, 500, "top-up", "card", {{"order", 7}}, l.txn(c)});
+  l.run(create_reservation{c, 200, 60'000, "chat", "gpt-4o", {{"request", "r1"}}, l.rsv(c)});
   return l.state;
 }
 
@@ -91,15 +96,10 @@ TEST(snapshot, round_trips_the_state_and_the_keys) {
   ASSERT_TRUE(back) << error;
   EXPECT_EQ(back->id, 42u);
   EXPECT_EQ(back->next_offsets, next);
+  // Whole accounts, every field of every reservation and transaction included: a restore that drops any of
+  // them would answer later commands differently from a replay of the log.
   ASSERT_EQ(back->state.accounts.size(), state.accounts.size());
-  for (const auto& [id, a] : state.accounts) {
-    const auto& b = back->state.accounts.at(id);
-    EXPECT_EQ(b.balance, a.balance);
-    EXPECT_EQ(b.reserved, a.reserved);
-    EXPECT_EQ(b.transactions, a.transactions);
-    EXPECT_EQ(b.reservations.size(), a.reservations.size());
-    for (const auto& [rid, r] : a.reservations) EXPECT_EQ(b.reservations.at(rid).status, r.status);
-  }
+  for (const auto& [id, a] : state.accounts) EXPECT_TRUE(back->state.accounts.at(id) == a) << id;
   EXPECT_EQ(back->state.pending_by_expiry, state.pending_by_expiry);
   ASSERT_EQ(back->idempotency.size(), 1u);
   EXPECT_EQ(back->idempotency[0].first, keys[0].first);

@@ -55,6 +55,7 @@ struct reservation_state {
   std::string operation;
   std::string model;
   nlohmann::json metadata = nlohmann::json::object();
+  bool operator==(const reservation_state&) const = default;
 };
 
 // A ledger transaction as far as later commands need it: usage links to it, a reversal undoes part of it.
@@ -80,6 +81,7 @@ struct account_state {
   std::unordered_map<std::string, transaction_state> transactions;  // by ledger transaction id
 
   amount_t available() const { return balance - reserved; }
+  bool operator==(const account_state&) const = default;
 };
 
 // All account streams one writer owns. Pending reservations are also indexed by expiry so the writer finds
