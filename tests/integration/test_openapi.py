@@ -128,7 +128,8 @@ def test_document_is_valid_openapi_3_1():
 
 
 def test_every_route_of_the_server_is_documented_with_its_method():
-    source = (REPO / "command-api" / "src" / "http_api.cpp").read_text()
+    # The HTTP server is split by concern (http_server.cpp, http_commands.cpp, http_queries.cpp, ...).
+    source = "".join(p.read_text() for p in sorted((REPO / "command-api" / "src").glob("*.cpp")))
     routes = set(re.findall(r'"(/v1/[a-z/]+)"', source))
     assert routes == set(MUTATIONS) | set(QUERIES), "update MUTATIONS/QUERIES and the document"
     assert set(SPEC["paths"]) == routes | {"/healthz", "/readyz"}
@@ -142,20 +143,29 @@ def test_error_codes_and_statuses_match_the_code():
     domain = (REPO / "common" / "src" / "domain.cpp").read_text()
     to_string = domain[domain.index("to_string(error_code code)"):]
     to_string = to_string[:to_string.index("\n}\n")]
-    names = dict(re.findall(r'case error_code::(\w+): return "(\w+)";', to_string))
-    assert set(SPEC["components"]["schemas"]["ErrorCode"]["enum"]) == set(names.values())
+    names = dict(re.findall(r'case error_code::(\w+):\s*return "(\w+)";', to_string))
+    assert names, "no error_code cases found in to_string(error_code)"
 
     # Every (code, status) pair of http_status() is a response the document declares for that status.
     responses_cpp = (REPO / "command-api" / "src" / "responses.cpp").read_text()
     table = responses_cpp[responses_cpp.index("unsigned http_status(error_code code)"):]
     table = table[:table.index("\n}\n")]
     status_of, pending = {}, []
-    for name, status in re.findall(r"case error_code::(\w+):(?: return (\d+);)?", table):
+    for name, status in re.findall(r"case error_code::(\w+):(?:\s*return (\d+);)?", table):
         pending.append(name)
         if status:
             status_of.update({n: status for n in pending})
             pending = []
     assert set(status_of) == set(names), "http_status() and to_string() disagree on the codes"
+    # The codes only the HTTP side gives (http_error: authentication, routing, limits), with their statuses.
+    rows = responses_cpp[responses_cpp.index("http_errors[] = {"):]
+    rows = rows[:rows.index("};")]
+    http_rows = re.findall(r'\{(\d{3}), "(\w+)"\}', rows)
+    assert http_rows, "no rows found in the http_errors table"
+    for status, code in http_rows:
+        names["http_error::" + code] = code
+        status_of["http_error::" + code] = status
+    assert set(SPEC["components"]["schemas"]["ErrorCode"]["enum"]) == set(names.values())
     declared = {}
     for path, item in SPEC["paths"].items():
         for method, op in item.items():
