@@ -15,7 +15,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TOTAL_S="${1:-60}"
 shift || true
-TARGETS=(requests events keys)
+TARGETS=(requests events keys replay)
 INPUT_TIMEOUT_S=10   # one input taking longer than this is reported as a hang
 
 [[ "$TOTAL_S" =~ ^[0-9]+$ ]] && ((TOTAL_S >= ${#TARGETS[@]})) \

@@ -105,11 +105,41 @@ options load_options(const std::function<const char*(const char*)>& getenv) {
   r.text("CREDITS_KEYS_TOPIC", o.keys_topic);
   r.text("CREDITS_ADMIN_TRANSACTIONAL_ID", o.transactional_id);
   r.millis("CREDITS_ADMIN_TIMEOUT_MS", o.timeout_ms, 1000, 600'000);
+  r.text("CREDITS_ADMIN_API_URL", o.api_url);
+  r.text("CREDITS_ADMIN_API_KEY", o.api_key);
   return o;
 }
 
+namespace {
+
+command parse_void(const std::vector<std::string>& args) {
+  command c;
+  c.what = command::verb::void_event;
+  for (std::size_t i = 2; i < args.size(); ++i) {
+    const auto& a = args[i];
+    if (i + 1 >= args.size() || args[i + 1].empty()) throw std::invalid_argument(a + " needs a value");
+    const auto& v = args[++i];
+    if (a == "--event-id")
+      c.event_id = v;
+    else if (a == "--reason")
+      c.reason = v;
+    else if (a == "--account-id")
+      c.account_id = v;
+    else
+      throw std::invalid_argument("unexpected argument: " + a);
+  }
+  if (c.event_id.empty() || c.reason.empty()) throw std::invalid_argument("--event-id and --reason are required");
+  return c;
+}
+
+}  // namespace
+
 command parse_args(const std::vector<std::string>& args) {
-  if (args.size() < 2 || args[0] != "keys") throw std::invalid_argument("expected: keys create|list|revoke");
+  if (args.size() == 2 && args[0] == "events" && args[1] != "void")
+    throw std::invalid_argument("unknown command: events " + args[1]);
+  if (args.size() >= 2 && args[0] == "events" && args[1] == "void") return parse_void(args);
+  if (args.size() < 2 || args[0] != "keys")
+    throw std::invalid_argument("expected: keys create|list|revoke, or events void");
   command c;
   if (args[1] == "create")
     c.what = command::verb::create;
@@ -133,7 +163,7 @@ command parse_args(const std::vector<std::string>& args) {
       c.bootstrap = true;
     else if (a == "--scope" && c.what == command::verb::create) {
       const auto scope = parse_key_scope(value());
-      if (!scope) throw std::invalid_argument("--scope is read-write or read-only");
+      if (!scope) throw std::invalid_argument("--scope is read-write, read-only or admin");
       c.scope = *scope;
     } else {
       throw std::invalid_argument("unexpected argument: " + a);
@@ -156,6 +186,7 @@ std::variant<key_event, refusal> decide_revoke(const key_log_state& state, const
 }
 
 int run(const options& o, const command& c, std::ostream& out, std::ostream& err) {
+  if (c.what == command::verb::void_event) return void_event(o, c, out, err);
   const auto state = read_log(o, err);
   switch (c.what) {
     case command::verb::list: {
@@ -194,6 +225,8 @@ int run(const options& o, const command& c, std::ostream& out, std::ostream& err
           << "\n";
       return 0;
     }
+    case command::verb::void_event:
+      break;
   }
   return 1;
 }

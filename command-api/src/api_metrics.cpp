@@ -71,7 +71,13 @@ api_metrics::api_metrics()
       redis_errors_(counter(registry_, "credits_api_redis_errors_total",
                             "Failed Redis calls of the query side (queries and readiness checks)")),
       queue_commands_(gauge(registry_, "credits_api_writer_queue_commands", "Commands waiting for the writer")),
-      open_connections_(gauge(registry_, "credits_api_open_connections", "HTTP connections open now")) {}
+      open_connections_(gauge(registry_, "credits_api_open_connections", "HTTP connections open now")),
+      quarantined_accounts_(gauge(registry_, "credits_api_quarantined_accounts",
+                                  "Accounts blocked by a record the writer could not fold (answering 423)")),
+      quarantined_records_(gauge(registry_, "credits_api_quarantined_records",
+                                 "Records the writer could not fold and no operator has voided yet")),
+      unkeyed_records_(counter(registry_, "credits_api_unkeyed_records_skipped_total",
+                               "Records without a key the writer could not fold, each time a replay read one")) {}
 
 const api_metrics::route_series* api_metrics::series_of(std::string_view route) {
   auto published = routes_published_.load(std::memory_order_acquire);

@@ -83,6 +83,11 @@ constexpr command_endpoint command_endpoints[] = {
      [](const json& j, std::string_view, const random_bits& bits, const request_limits& limits) {
        return parse_reverse_transaction(j, bits, limits);
      }},
+    {"/v1/admin/events/void",
+     [](const json& j, std::string_view, const random_bits&, const request_limits& limits) {
+       return parse_void_event(j, limits);
+     },
+     true},
 };
 
 const command_endpoint* command_endpoint_of(std::string_view path) {
@@ -126,6 +131,16 @@ asio::awaitable<response> http_api::impl::command_route(const request& req, std:
   if (auto* c = std::get_if<create_account>(&cmd); c && c->external_id.empty()) {
     // A retry must name the same account, wherever it lands; without a key, one this instance writes.
     c->account_id = ikey.empty() ? w.new_account_id(bits) : idempotent_account_id(key.tenant, ikey);
+  }
+  if (auto* v = std::get_if<void_event>(&cmd); v && v->account_id.empty()) {
+    const auto found = w.quarantined_account(v->event_id);
+    if (!found)
+      co_return reject(rejection{error_code::event_not_found,
+                                 "no quarantined event with this id here; name its accountId (the account_blocked "
+                                 "answer gives it)",
+                                 "eventId", nullptr},
+                       req);
+    v->account_id = *found;
   }
   const auto account_id = target_account(cmd);
   request_context ctx{

@@ -80,6 +80,7 @@ json query_params(std::string_view query);
 struct command_endpoint {
   std::string_view path;
   parsed (*parse)(const json& body, std::string_view tenant, const random_bits& bits, const request_limits& limits);
+  bool admin_only = false;  // an operators' endpoint: keys of the admin scope only
 };
 // nullptr: not a command endpoint.
 const command_endpoint* command_endpoint_of(std::string_view path);

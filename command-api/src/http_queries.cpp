@@ -30,9 +30,20 @@ std::variant<std::optional<log_position>, rejection> client_position(const reque
                    "Credits-Min-Position", nullptr};
 }
 
+// A blocked account's answers say so (its balance may miss the event that could not be applied); others carry
+// no such fields.
+void mark_blocked(json& body, const read_model::account_view& view) {
+  if (!view.blocked) return;
+  body["blocked"] = true;
+  body["blockedAt"] = view.blocked_at;
+  body["blockedReason"] = view.blocked_reason;
+}
+
 json balance_body(const read_model::account_view& view, amount_t balance, amount_t reserved) {
-  return {{"success", true},    {"accountId", view.id}, {"externalId", view.external_id},
-          {"balance", balance}, {"reserved", reserved}, {"available", balance - reserved}};
+  json body = {{"success", true},    {"accountId", view.id}, {"externalId", view.external_id},
+               {"balance", balance}, {"reserved", reserved}, {"available", balance - reserved}};
+  mark_blocked(body, view);
+  return body;
 }
 
 json account_get_body(const read_model::account_view& view) {
@@ -42,6 +53,7 @@ json account_get_body(const read_model::account_view& view) {
   body["account"]["balance"] = view.balance;
   body["account"]["reserved"] = view.reserved;
   body["account"]["available"] = view.balance - view.reserved;
+  mark_blocked(body["account"], view);
   return body;
 }
 

@@ -260,6 +260,9 @@ std::variant<api_key, response> http_api::impl::admit(const request& req, bool i
   }
   if (is_command && key.scope == key_scope::read_only)
     return reject(http_error::forbidden, "this API key is read-only", req);
+  if (const auto* endpoint = command_endpoint_of(split_target(req.target()).path);
+      endpoint && endpoint->admin_only && key.scope != key_scope::admin)
+    return reject(http_error::forbidden, "this endpoint needs an API key with the admin scope", req);
   return key;
 }
 

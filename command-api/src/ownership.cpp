@@ -224,6 +224,14 @@ std::optional<log_position> ownership::latest_position(const std::string& accoun
   return owner ? owner->w->latest_position(account_id) : std::nullopt;
 }
 
+std::optional<std::string> ownership::quarantined_account(const std::string& event_id) const {
+  if (alone_) return alone_->quarantined_account(event_id);
+  std::shared_lock lock(slots_mutex_);
+  for (const auto& [p, s] : slots_)
+    if (auto account = s->w->quarantined_account(event_id)) return account;
+  return std::nullopt;
+}
+
 bool ownership::ready() const {
   if (alone_) return alone_->ready();
   std::shared_lock lock(slots_mutex_);

@@ -99,6 +99,18 @@ struct body_renderer {
             {"amount", p.amount},
             {"balance", p.balance_after}};
   }
+  json operator()(const event_voided& p) const {
+    return {{"success", true},
+            {"voided",
+             {{"eventId", p.voided_event_id},
+              {"position", p.voided_position},
+              {"accountId", e.account_id},
+              {"reason", p.reason},
+              {"voidedBy", e.api_key_id},
+              {"voidedAt", format_time(e.occurred_at)},
+              {"voidEventId", e.event_id}}},
+            {"accountBlocked", !p.account_unblocked}};
+  }
   json operator()(const balance_low& p) const {  // a signal that follows its cause; never a command's own answer
     return {{"success", true},        {"accountId", account.id},  {"balance", p.balance},
             {"reserved", p.reserved}, {"available", p.available}, {"threshold", p.threshold}};
@@ -143,7 +155,10 @@ unsigned http_status(error_code code) {
     case error_code::account_not_found:
     case error_code::reservation_not_found:
     case error_code::transaction_not_found:
+    case error_code::event_not_found:
       return 404;
+    case error_code::account_blocked:
+      return 423;
     case error_code::insufficient_credits:
       return 402;
     case error_code::account_exists:

@@ -66,8 +66,14 @@ std::string encode_snapshot(std::uint64_t id, time_ms created_at,
     keys.push_back(
         {to_hex(slot), to_hex(r.request), r.topic == stream::ledger ? 0 : 1, r.partition, r.offset, r.occurred_at});
   }
+  json quarantined = json::object();  // added within the format version: absent in older snapshots
+  for (const auto& [account_id, records] : state.quarantined) {
+    auto& list = quarantined[account_id] = json::array();
+    for (const auto& q : records) list.push_back({q.event_id, q.position, q.reason, q.tenant});
+  }
   if (cancelled && cancelled->load(std::memory_order_relaxed)) throw snapshot_cancelled();
   return json{{"format", "credits-writer-snapshot"},
+              {"quarantined", std::move(quarantined)},
               {"version", snapshot_format_version},
               {"snapshotId", id},
               {"createdAt", created_at},
@@ -129,6 +135,12 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
         throw std::invalid_argument("account " + acc.id + " violates the money invariants");
       s.state.accounts.emplace(acc.id, std::move(acc));
     }
+    if (const auto q = j.find("quarantined"); q != j.end())
+      for (const auto& [account_id, records] : q->items())
+        for (const auto& r : records)
+          s.state.quarantined[account_id].push_back(
+              quarantined_record{r.at(0).get<std::string>(), r.at(1).get<std::string>(), r.at(2).get<std::string>(),
+                                 r.at(3).get<std::string>()});
     for (const auto& k : j.at("idempotency")) {
       const auto slot = key128_from_hex(k.at(0).get<std::string>());
       const auto request = key128_from_hex(k.at(1).get<std::string>());

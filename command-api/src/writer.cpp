@@ -8,6 +8,7 @@
 #include "credits/common/contract.hpp"
 #include "credits/common/ids.hpp"
 #include "credits/common/log.hpp"
+#include "credits/event_store/partitioner.hpp"
 
 namespace credits::api {
 namespace {
@@ -32,6 +33,20 @@ void note_offset(std::map<std::string, std::vector<std::int64_t>>& next, const s
   auto& offsets = next[topic];
   if (offsets.size() <= static_cast<std::size_t>(partition)) offsets.resize(static_cast<std::size_t>(partition) + 1, 0);
   offsets[static_cast<std::size_t>(partition)] = std::max(offsets[static_cast<std::size_t>(partition)], offset + 1);
+}
+
+// What answering for `e` reads of its account; an EventVoided's account need not exist.
+account_facts facts_in(const ledger_state& state, const event& e) {
+  static const account_state none;
+  const auto it = state.accounts.find(e.account_id);
+  return facts_of(e, it == state.accounts.end() ? none : it->second);
+}
+
+// The id under which the record at `where` is quarantined on `account`.
+std::string quarantined_id(const ledger_state& state, const std::string& account, const std::string& where) {
+  for (const auto& q : state.quarantined.at(account))
+    if (q.position == where) return q.event_id;
+  return where;
 }
 
 }  // namespace
@@ -63,7 +78,7 @@ std::unique_ptr<store::transactional_producer> writer::make_producer(millisecond
 void writer::start() {
   producer_ = make_producer(cfg_.startup_timeout_ms);
   for (const auto& topic : {cfg_.ledger_topic, cfg_.usage_topic})
-    producer_->partition_count(topic, cfg_.startup_timeout_ms);
+    partition_counts_[topic] = producer_->partition_count(topic, cfg_.startup_timeout_ms);
   if (snapshots_) {
     try {
       producer_->partition_count(cfg_.snapshot_topic, cfg_.startup_timeout_ms);
@@ -104,6 +119,13 @@ submit_result writer::submit(submission&& s) {
   }
   queue_cv_.notify_one();
   return submit_result::queued;
+}
+
+std::optional<std::string> writer::quarantined_account(const std::string& event_id) const {
+  std::lock_guard lock(positions_mutex_);
+  const auto it = quarantine_index_.find(event_id);
+  if (it == quarantine_index_.end()) return std::nullopt;
+  return it->second;
 }
 
 std::optional<log_position> writer::latest_position(const std::string& account_id) const {
@@ -177,6 +199,43 @@ bool writer::load_snapshot(store::start_offsets& from) {
   return true;
 }
 
+// A record the replay could not fold: it blocks its account (or, without a key, nothing), which the log says
+// each time a replay reads it.
+void writer::report_refused(const store::message& m, const replayed& r) {
+  const auto where = m.topic + ":" + std::to_string(m.partition) + ":" + std::to_string(m.offset);
+  if (r.result == replayed::outcome::unkeyed) {
+    metrics_.unkeyed_record();
+    write_log(log_level::error, component,
+              "a record without a key at " + where + " cannot be folded (" + r.reason + "); it blocks no account",
+              {{"topic", m.topic}, {"partition", m.partition}, {"offset", m.offset}, {"reason", r.reason}});
+    return;
+  }
+  write_log(log_level::error, component,
+            "account " + m.key + " quarantined: the record at " + where + " cannot be folded (" + r.reason +
+                "); its commands answer 423 account_blocked until an operator voids the record " +
+                "(POST /v1/admin/events/void, credits-admin events void)",
+            {{"topic", m.topic},
+             {"partition", m.partition},
+             {"offset", m.offset},
+             {"accountId", m.key},
+             {"eventId", quarantined_id(state_, m.key, where)},
+             {"reason", r.reason}});
+}
+
+// Publishes the quarantine for quarantined_account() and the metrics, after a rebuild or a void.
+void writer::publish_quarantine() {
+  std::unordered_map<std::string, std::string> index;
+  for (const auto& [account, records] : state_.quarantined)
+    for (const auto& q : records) index.emplace(q.event_id, account);
+  const auto accounts = static_cast<std::int64_t>(state_.quarantined.size());
+  const auto records = static_cast<std::int64_t>(index.size());
+  metrics_.quarantine_changed(accounts - quarantined_accounts_reported_, records - quarantined_records_reported_);
+  quarantined_accounts_reported_ = accounts;
+  quarantined_records_reported_ = records;
+  std::lock_guard lock(positions_mutex_);
+  quarantine_index_ = std::move(index);
+}
+
 // What folding the log's tail found besides the state: each account's last ledger position, the newest keyed
 // events (rendered once the fold is complete, so that retries after a restart, the common case after a crash, are
 // answered without reading the log again) and how many events were folded or skipped.
@@ -205,6 +264,7 @@ void writer::rebuild() {
       cfg_.kafka_brokers, {cfg_.ledger_topic, cfg_.usage_topic}, [&](const store::message& m) { fold(m, tail); },
       cfg_.startup_timeout_ms, from, partition_ ? std::vector<std::int32_t>{*partition_} : std::vector<std::int32_t>{});
   cache_recent_answers(tail);
+  publish_quarantine();
   idempotency_.expire(now_());
   events_since_snapshot_ = tail.events;
   const auto took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
@@ -229,18 +289,17 @@ void writer::rebuild() {
 
 void writer::fold(const store::message& m, tail_fold& t) {
   note_offset(next_offsets_, m.topic, m.partition, m.offset);
-  std::string error;
-  auto e = decode(m.value, &error);
-  if (!e) {
-    write_log(log_level::warn, component,
-              "skipping undecodable event at " + m.topic + ":" + std::to_string(m.partition) + ":" +
-                  std::to_string(m.offset) + ": " + error,
-              {{"topic", m.topic}, {"partition", m.partition}, {"offset", m.offset}, {"accountId", m.key}});
+  const auto topic_stream = m.topic == cfg_.ledger_topic ? stream::ledger : stream::usage;
+  auto folded = credits::replay(
+      state_, log_record{m.topic, topic_stream, m.partition,
+                         store::partition_of_key(m.key, partition_counts_.at(m.topic)), m.offset, m.key, m.value});
+  if (folded.result != replayed::outcome::applied) {
+    report_refused(m, folded);
     ++t.skipped;
     return;
   }
   ++t.events;
-  apply(state_, *e);
+  auto e = std::move(folded.e);
   const bool ledger = m.topic == cfg_.ledger_topic;
   if (ledger) t.latest[e->account_id] = log_position{m.topic, m.partition, m.offset};
   if (e->idempotency_key.empty()) return;
@@ -258,7 +317,7 @@ void writer::cache_recent_answers(tail_fold& t) {
   for (auto& [slot, entry] : t.recent) {
     auto& [e, where] = entry;
     if (const auto hit = idempotency_.find(slot, e.occurred_at); hit && hit->record.offset == where.offset) {
-      auto facts = facts_of(e, state_.accounts.at(e.account_id));
+      auto facts = facts_in(state_, e);
       idempotency_.remember(slot, hit->record, accepted{std::move(e), std::move(facts), std::move(where), false});
     }
   }
@@ -357,8 +416,9 @@ command_result writer::replay(const idempotency_store::hit& hit) {
   const auto& topic = topic_of(hit.record.topic);
   const auto m = replay_reader_->read_at(topic, hit.record.partition, hit.record.offset, replay_read_timeout);
   auto e = m ? decode(m->value) : std::nullopt;
-  if (!e || !state_.accounts.contains(e->account_id)) return unavailable{unavailable_reason::first_answer_unreadable};
-  auto facts = facts_of(*e, state_.accounts.at(e->account_id));
+  if (!e || (!state_.accounts.contains(e->account_id) && !std::holds_alternative<event_voided>(e->payload)))
+    return unavailable{unavailable_reason::first_answer_unreadable};
+  auto facts = facts_in(state_, *e);
   return accepted{std::move(*e), std::move(facts), log_position{topic, hit.record.partition, hit.record.offset}, true};
 }
 
@@ -383,6 +443,9 @@ void writer::process(std::vector<submission>& batch) {
     const auto result = append(decided);
     if (result.status != store::append_status::committed) return fail(batch, decided, result);
     commit(decided, result);
+    if (std::any_of(decided.events.begin(), decided.events.end(),
+                    [](const event& e) { return std::holds_alternative<event_voided>(e.payload); }))
+      publish_quarantine();
   }
   answer(batch, decided.answers);
   if (snapshots_ && events_since_snapshot_ >= cfg_.snapshot_interval_events) offer_snapshot();
@@ -497,7 +560,7 @@ void writer::commit(decided_batch& d, const store::append_result& result) {
     if (!d.event_of[i]) continue;
     const auto k = *d.event_of[i];
     const auto& e = d.events[k];
-    accepted a{e, facts_of(e, state_.accounts.at(e.account_id)), positions[k], false};
+    accepted a{e, facts_in(state_, e), positions[k], false};
     if (!e.idempotency_key.empty())
       idempotency_.remember(slot_of(e.tenant, e.idempotency_key),
                             idempotency_record{fingerprint_of(e.request_hash), stream_of(e.payload),

@@ -74,6 +74,13 @@ json payload_json(const transaction_reversed& p) {
           {"metadata", meta(p.metadata)}};
 }
 
+json payload_json(const event_voided& p) {
+  return {{"voidedEventId", p.voided_event_id},
+          {"voidedPosition", p.voided_position},
+          {"reason", p.reason},
+          {"accountUnblocked", p.account_unblocked}};
+}
+
 // Readers for decoding: each throws json::exception on a missing field or a wrong type, and decode()
 // turns that into a rejection of the whole event.
 std::string str(const json& j, const char* key) { return j.at(key).get<std::string>(); }
@@ -131,6 +138,9 @@ std::optional<event_payload> payload_from(std::string_view type, const json& p) 
       throw std::invalid_argument("originalType is not a reversible type: " + r.original_type);
     return r;
   }
+  if (type == "EventVoided")
+    return event_voided{str(p, "voidedEventId"), str(p, "voidedPosition"), str(p, "reason"),
+                        p.at("accountUnblocked").get<bool>()};
   if (type == "BalanceLow")
     return balance_low{num(p, "threshold"), num(p, "balance"),   num(p, "reserved"),
                        num(p, "available"), str(p, "causeType"), str(p, "causeId")};
@@ -170,6 +180,7 @@ std::string_view type_name(const event_payload& payload) {
                         [](const usage_recorded&) { return "UsageRecorded"; },
                         [](const balance_low&) { return "BalanceLow"; },
                         [](const transaction_reversed&) { return "TransactionReversed"; },
+                        [](const event_voided&) { return "EventVoided"; },
                     },
                     payload);
 }

@@ -20,11 +20,22 @@ constexpr std::string_view key_id_prefix = "key_";
 
 }  // namespace
 
-std::string_view to_string(key_scope scope) { return scope == key_scope::read_only ? "read-only" : "read-write"; }
+std::string_view to_string(key_scope scope) {
+  switch (scope) {
+    case key_scope::read_only:
+      return "read-only";
+    case key_scope::admin:
+      return "admin";
+    case key_scope::read_write:
+      break;
+  }
+  return "read-write";
+}
 
 std::optional<key_scope> parse_key_scope(std::string_view text) {
   if (text == "read-only") return key_scope::read_only;
   if (text == "read-write") return key_scope::read_write;
+  if (text == "admin") return key_scope::admin;
   return std::nullopt;
 }
 

@@ -238,4 +238,14 @@ parsed parse_record_usage(const json& body, std::string_view tenant, const rando
   });
 }
 
+parsed parse_void_event(const json& body, const request_limits& limits) {
+  return guarded(body, [&]() -> parsed {
+    void_event c;
+    c.event_id = text(body, "eventId", limits, true);
+    c.reason = text(body, "reason", limits, true);
+    c.account_id = text(body, "accountId", limits, false);
+    return c;
+  });
+}
+
 }  // namespace credits

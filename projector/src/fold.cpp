@@ -163,6 +163,19 @@ command_list fold_payload(const event& e, std::int64_t offset, const transaction
 // A signal for downstream consumers; the credits moved with the event that caused it.
 command_list fold_payload(const event&, std::int64_t, const balance_low&) { return {}; }
 
+// The void is audited on the account (its key, time and reason); the view-wide marks are void_marks'.
+command_list fold_payload(const event& e, std::int64_t, const event_voided& p) {
+  const nlohmann::json audit{{"eventId", p.voided_event_id},
+                             {"reason", p.reason},
+                             {"apiKeyId", e.api_key_id},
+                             {"voidedAt", format_time(e.occurred_at)},
+                             {"voidEventId", e.event_id}};
+  command_list out{{"HSET", voided_key(e.account_id), p.voided_position,
+                    audit.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)}};
+  if (p.account_unblocked) out.push_back({"HDEL", account_key(e.account_id), "blocked", "blockedAt"});
+  return out;
+}
+
 using guard_list = std::vector<std::vector<std::string>>;
 
 guard_list account_must_exist(const event& e) {
@@ -248,6 +261,9 @@ guard_list guard_payload(const event& e, const transaction_reversed& p) {
 
 // Usage moves no credits and credits::apply checks nothing about it; neither does the view.
 guard_list guard_payload(const event&, const usage_recorded&) { return {}; }
+
+// A void names a record no fold applied; it moves no credits and its account need not exist.
+guard_list guard_payload(const event&, const event_voided&) { return {}; }
 
 }  // namespace
 
@@ -431,6 +447,14 @@ std::vector<std::vector<std::string>> poison_marks(std::string_view topic, std::
     out.push_back({"HSETNX", account, "blockedAt", where});
     out.push_back({"SADD", std::string(blocked_key), std::string(key)});
   }
+  return out;
+}
+
+std::vector<std::vector<std::string>> void_marks(const event& e) {
+  const auto* v = std::get_if<event_voided>(&e.payload);
+  if (!v) return {};
+  command_list out{{"HDEL", std::string(poison_key), v->voided_position}};
+  if (v->account_unblocked) out.push_back({"SREM", std::string(blocked_key), e.account_id});
   return out;
 }
 

@@ -20,6 +20,7 @@
 #include "credits/common/clock.hpp"
 #include "credits/common/log.hpp"
 #include "credits/common/overloaded.hpp"
+#include "credits/common/replay.hpp"
 #include "credits/event_store/partitioner.hpp"
 
 namespace credits {
@@ -286,59 +287,6 @@ std::vector<tag_part> split_by_tag(const std::vector<std::vector<std::string>>& 
     part->commands.push_back(c);
   }
   return parts;
-}
-
-std::optional<std::string> admission_error(const event& e, std::string_view key, stream topic_stream,
-                                           std::int32_t partition, std::int32_t partition_count) {
-  if (key.empty()) return std::string("the record has no key");
-  if (key != e.account_id) return "key " + std::string(key) + " is not the event's account " + e.account_id;
-  const auto type = std::string(type_name(e.payload));
-  if (stream_of(e.payload) != topic_stream)
-    return type + " does not belong on the " + (topic_stream == stream::ledger ? "ledger" : "usage") + " topic";
-  const auto home = store::partition_of_key(key, partition_count);
-  if (home != partition)
-    return "key " + std::string(key) + " belongs to partition " + std::to_string(home) + ", not " +
-           std::to_string(partition);
-  std::optional<std::string> out_of_range;
-  const auto check = [&](const char* field, std::int64_t n) {
-    if (!out_of_range && (n < 0 || n > amount_max))
-      out_of_range = type + " " + field + " " + std::to_string(n) + " is outside 0.." + std::to_string(amount_max);
-  };
-  std::visit(overloaded{
-                 [](const account_created&) {},
-                 [&](const credits_added& p) {
-                   check("amount", p.amount);
-                   check("balanceAfter", p.balance_after);
-                 },
-                 [&](const credits_deducted& p) {
-                   check("amount", p.amount);
-                   check("balanceAfter", p.balance_after);
-                 },
-                 [&](const credits_reserved& p) { check("amount", p.amount); },
-                 [&](const reservation_confirmed& p) {
-                   check("charged", p.charged);
-                   check("released", p.released);
-                   check("balanceAfter", p.balance_after);
-                 },
-                 [&](const reservation_cancelled& p) { check("released", p.released); },
-                 [&](const reservation_expired& p) { check("released", p.released); },
-                 [&](const usage_recorded& p) {
-                   check("inputTokens", p.input_tokens);
-                   check("outputTokens", p.output_tokens);
-                   check("cachedTokens", p.cached_tokens);
-                 },
-                 [&](const transaction_reversed& p) {
-                   check("amount", p.amount);
-                   check("balanceAfter", p.balance_after);
-                 },
-                 [&](const balance_low& p) {
-                   check("threshold", p.threshold);
-                   check("balance", p.balance);
-                   check("reserved", p.reserved);
-                 },
-             },
-             e.payload);
-  return out_of_range;
 }
 
 std::string describe(const std::vector<store::start_point>& points) {
@@ -621,11 +569,12 @@ projector::prepared_batch projector::poll_and_prepare() {
     std::string error;
     const auto e = decode(m.value, &error);
     p.refused = e ? admission_error(*e, m.key, m.topic == config_.ledger_topic ? stream::ledger : stream::usage,
-                                    m.partition, partition_counts_.at(m.topic))
+                                    m.partition, store::partition_of_key(m.key, partition_counts_.at(m.topic)))
                   : std::optional<std::string>("undecodable: " + (error.empty() ? std::string("no detail") : error));
     if (p.refused) continue;
     p.commands = read_model::fold(*e, m.offset);
     p.guards = read_model::guards(*e);
+    p.marks = read_model::void_marks(*e);
   }
   return out;
 }
@@ -769,8 +718,11 @@ void projector::apply_clustered(const prepared_batch& prepared) {
   copy_to_dead_letters(batch, found);
 
   calls.clear();
-  for (const auto i : pending)
+  for (const auto i : pending) {
     for (std::size_t p = 1; p < parts[i].size(); ++p) calls.push_back(call_for(batch[i], parts[i][p], false));
+    // An applied void's view-wide marks: plain idempotent writes, repeated harmlessly after a crash.
+    if (!parts[i].empty()) calls.insert(calls.end(), prepared.events[i].marks.begin(), prepared.events[i].marks.end());
+  }
   std::vector<std::size_t> first_mark;  // per poison event: where its marks start in `calls`
   for (const auto& p : found) {
     const auto& m = batch[p.index];
@@ -824,7 +776,13 @@ void projector::apply(const prepared_batch& prepared) {
         found.emplace(std::move(field), poison{i, *event.refused, previous});
         continue;
       }
-      calls.push_back(guarded_apply_args(script_sha_, field, m.offset, previous, event.commands, event.guards));
+      if (event.marks.empty()) {
+        calls.push_back(guarded_apply_args(script_sha_, field, m.offset, previous, event.commands, event.guards));
+      } else {  // one server: the view-wide marks run in the same script, exactly once with the event
+        auto commands = event.commands;
+        commands.insert(commands.end(), event.marks.begin(), event.marks.end());
+        calls.push_back(guarded_apply_args(script_sha_, field, m.offset, previous, commands, event.guards));
+      }
       sent.push_back(i);
       sent_after.push_back(previous);
       previous = m.offset;

@@ -6,7 +6,9 @@
 #include <utility>
 
 #include "credits/common/log.hpp"
+#include "credits/common/replay.hpp"
 #include "credits/event_store/partition_reader.hpp"
+#include "credits/event_store/partitioner.hpp"
 #include "credits/projector/operations.hpp"
 
 namespace credits::ops {
@@ -96,11 +98,13 @@ class view_builder {
       const auto e = decode(m.value, &error);
       auto refused =
           e ? admission_error(*e, m.key, m.topic == config_.ledger_topic ? stream::ledger : stream::usage, m.partition,
-                              counts_.at(m.topic))
+                              store::partition_of_key(m.key, counts_.at(m.topic)))
             : std::optional<std::string>("undecodable: " + (error.empty() ? std::string("no detail") : error));
       if (!refused) refused = mirror_.check(read_model::guards(*e));
       auto folded = refused ? read_model::poison_marks(m.topic, m.partition, m.offset, m.key, *refused)
                             : read_model::fold(*e, m.offset);
+      if (!refused)
+        for (auto& c : read_model::void_marks(*e)) folded.push_back(std::move(c));
       if (refused) {
         ++stats_.poison;
         write_log(log_level::warn, "credits-projector",

@@ -1,9 +1,11 @@
 #include <algorithm>
+#include <charconv>
 #include <map>
 #include <set>
 #include <stdexcept>
 
 #include "credits/common/overloaded.hpp"
+#include "credits/common/replay.hpp"
 #include "credits/event_store/partition_reader.hpp"
 #include "credits/event_store/partitioner.hpp"
 #include "credits/projector/operations.hpp"
@@ -66,8 +68,9 @@ struct poison_entry {
   std::string reason;
 };
 
-// The independent fold: the log, read one partition at a time up to chosen offsets, folded with decode,
-// admission_error, violation and credits::apply. Owns nothing but its state; reads through `reader`.
+// The independent fold: the log, read one partition at a time up to chosen offsets, folded with credits::replay
+// (decode, admission_error, violation and credits::apply), as the writer folds it. Owns nothing but its state; reads
+// through `reader`.
 class log_fold {
  public:
   log_fold(const projector_config& config, store::partition_reader& reader, clock::time_point deadline)
@@ -125,16 +128,27 @@ class log_fold {
  private:
   void fold(const store::message& r, const std::string& field) {
     ++events;
-    std::string error;
-    const auto e = decode(r.value, &error);
-    auto refused = e ? admission_error(*e, r.key, r.topic == config_.ledger_topic ? stream::ledger : stream::usage,
-                                       r.partition, counts_.at(r.topic))
-                     : std::optional<std::string>("undecodable: " + error);
-    if (!refused) refused = violation(state, *e);
-    if (refused)
-      poison[field][r.offset] = {r.key, *refused};
-    else
-      apply(state, *e);
+    const auto topic_stream = r.topic == config_.ledger_topic ? stream::ledger : stream::usage;
+    const auto folded =
+        replay(state, log_record{r.topic, topic_stream, r.partition,
+                                 store::partition_of_key(r.key, counts_.at(r.topic)), r.offset, r.key, r.value});
+    if (folded.result != replayed::outcome::applied) {
+      poison[field][r.offset] = {r.key, folded.reason};
+      return;
+    }
+    // A voided record is no longer poison in the view either (the projector's fold of EventVoided).
+    if (const auto* v = std::get_if<event_voided>(&folded.e->payload)) {
+      const auto cut = v->voided_position.rfind(':');
+      if (cut == std::string::npos) return;
+      const auto voided_field = v->voided_position.substr(0, cut);
+      if (auto it = poison.find(voided_field); it != poison.end()) {
+        std::int64_t offset = -1;
+        std::from_chars(v->voided_position.data() + cut + 1, v->voided_position.data() + v->voided_position.size(),
+                        offset);
+        it->second.erase(offset);
+        if (it->second.empty()) poison.erase(it);
+      }
+    }
   }
 
   const projector_config& config_;
@@ -272,75 +286,6 @@ std::vector<std::optional<std::string>> poison_snapshot(read_model::redis_connec
 }
 
 }  // namespace
-
-std::optional<std::string> violation(const ledger_state& state, const event& e) {
-  if (std::holds_alternative<account_created>(e.payload)) {
-    if (state.accounts.contains(e.account_id)) return "account " + e.account_id + " is created twice";
-    return std::nullopt;
-  }
-  if (std::holds_alternative<usage_recorded>(e.payload)) return std::nullopt;
-  const auto it = state.accounts.find(e.account_id);
-  if (it == state.accounts.end()) return "no account " + e.account_id;
-  const auto& account = it->second;
-  amount_t balance = account.balance;
-  amount_t reserved = account.reserved;
-  std::optional<amount_t> balance_after;
-  const auto pending_hold = [&](const std::string& id, amount_t accounted) -> std::optional<std::string> {
-    const auto r = account.reservations.find(id);
-    if (r == account.reservations.end() || r->second.status != reservation_status::pending)
-      return "reservation " + id + " is unknown or not pending";
-    if (r->second.amount != accounted)
-      return "the event accounts for " + std::to_string(accounted) + " of the hold " + id + " of " +
-             std::to_string(r->second.amount);
-    return std::nullopt;
-  };
-  std::optional<std::string> refused;
-  std::visit(overloaded{
-                 [](const account_created&) {},
-                 [](const usage_recorded&) {},
-                 [](const balance_low&) {},
-                 [&](const transaction_reversed& p) {
-                   balance += balance_delta(p);
-                   balance_after = p.balance_after;
-                 },
-                 [&](const credits_added& p) {
-                   balance += p.amount;
-                   balance_after = p.balance_after;
-                 },
-                 [&](const credits_deducted& p) {
-                   balance -= p.amount;
-                   balance_after = p.balance_after;
-                 },
-                 [&](const credits_reserved& p) {
-                   if (account.reservations.contains(p.reservation_id))
-                     refused = "reservation " + p.reservation_id + " is created twice";
-                   reserved += p.amount;
-                 },
-                 [&](const reservation_confirmed& p) {
-                   refused = pending_hold(p.reservation_id, p.charged + p.released);
-                   reserved -= p.charged + p.released;
-                   balance -= p.charged;
-                   balance_after = p.balance_after;
-                 },
-                 [&](const reservation_cancelled& p) {
-                   refused = pending_hold(p.reservation_id, p.released);
-                   reserved -= p.released;
-                 },
-                 [&](const reservation_expired& p) {
-                   refused = pending_hold(p.reservation_id, p.released);
-                   reserved -= p.released;
-                 },
-             },
-             e.payload);
-  if (refused) return refused;
-  if (reserved < 0 || reserved > balance || balance > amount_max)
-    return std::string(type_name(e.payload)) + " would leave balance " + std::to_string(balance) + ", reserved " +
-           std::to_string(reserved);
-  if (balance_after && *balance_after != balance)
-    return std::string(type_name(e.payload)) + " says balanceAfter " + std::to_string(*balance_after) +
-           ", the fold gives " + std::to_string(balance);
-  return std::nullopt;
-}
 
 namespace {
 

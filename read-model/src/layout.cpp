@@ -19,6 +19,7 @@ std::string poison_field(std::string_view topic, std::int32_t partition, std::in
 }
 
 std::string account_key(std::string_view account_id) { return tagged("credits:account:", account_id); }
+std::string voided_key(std::string_view account_id) { return tagged("credits:voided:", account_id); }
 std::string applied_key(std::string_view tag) { return tagged("credits:applied:", tag); }
 
 std::string reservation_key(std::string_view account_id, std::string_view reservation_id) {

@@ -59,16 +59,24 @@ std::optional<account_view> get_account(redis_connection& redis, std::string_vie
   const auto h = read_hash(redis, key);
   // Only AccountCreated writes the id; a hash without it is not an account the read model knows yet.
   if (!h.contains("id")) return std::nullopt;
-  return account_view{text(h, "id"),
-                      text(h, "tenant"),
-                      text(h, "name"),
-                      text(h, "externalId"),
-                      text(h, "email"),
-                      json_field(h, "metadata"),
-                      text(h, "createdAt"),
-                      integer(h, "balance", key),
-                      integer(h, "reserved", key),
-                      text(h, "blocked") == "1"};
+  account_view view{text(h, "id"),
+                    text(h, "tenant"),
+                    text(h, "name"),
+                    text(h, "externalId"),
+                    text(h, "email"),
+                    json_field(h, "metadata"),
+                    text(h, "createdAt"),
+                    integer(h, "balance", key),
+                    integer(h, "reserved", key),
+                    text(h, "blocked") == "1",
+                    text(h, "blockedAt"),
+                    {}};
+  if (view.blocked && !view.blocked_at.empty()) {
+    const auto entry = redis.run({"HGET", std::string(poison_key), view.blocked_at}).value;
+    const auto j = nlohmann::json::parse(entry.value_or(""), nullptr, false);
+    if (j.is_object()) view.blocked_reason = j.value("reason", "");
+  }
+  return view;
 }
 
 std::optional<reservation_view> get_reservation(redis_connection& redis, std::string_view account_id,

@@ -126,6 +126,12 @@ void check_command(const command& cmd, const request_limits& limits) {
                    check_metadata(c.metadata, limits);
                    FUZZ_CHECK(account_of("txn", c.reversal_id).has_value(), "a malformed new transaction id");
                  },
+                 [&](const void_event& c) {
+                   FUZZ_CHECK(!c.event_id.empty() && !c.reason.empty(), "an empty event id or reason");
+                   check_text(c.event_id, limits);
+                   check_text(c.reason, limits);
+                   check_text(c.account_id, limits);
+                 },
              },
              cmd);
 }
@@ -199,10 +205,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   bit_source source;
   const random_bits bits = [&source] { return source(); };
   const parsed results[] = {
-      parse_create_account(doc, tenant, bits, limits), parse_add_credits(doc, tenant, bits, limits),
-      parse_deduct_credits(doc, tenant, bits, limits), parse_create_reservation(doc, tenant, bits, limits),
-      parse_confirm_reservation(doc, bits, limits),    parse_cancel_reservation(doc, limits),
-      parse_record_usage(doc, tenant, bits, limits),   parse_reverse_transaction(doc, bits, limits),
+      parse_create_account(doc, tenant, bits, limits),
+      parse_add_credits(doc, tenant, bits, limits),
+      parse_deduct_credits(doc, tenant, bits, limits),
+      parse_create_reservation(doc, tenant, bits, limits),
+      parse_confirm_reservation(doc, bits, limits),
+      parse_cancel_reservation(doc, limits),
+      parse_record_usage(doc, tenant, bits, limits),
+      parse_reverse_transaction(doc, bits, limits),
+      parse_void_event(doc, limits),
   };
   for (const auto& p : results) {
     if (const auto* r = std::get_if<rejection>(&p)) {

@@ -158,7 +158,7 @@ def test_the_key_log_holds_hashes_only_and_matches_its_schemas(stack):
     assert ours and ours["payload"]["secretHash"] == hashlib.sha256(key["apiKey"].encode()).hexdigest()
 
 
-@pytest.mark.parametrize("args", [["create"], ["create", "--tenant", "t", "--scope", "admin"],
+@pytest.mark.parametrize("args", [["create"], ["create", "--tenant", "t", "--scope", "owner"],
                                   ["revoke", "--tenant", "t", "--key", "ck_live_x"], ["delete"]])
 def test_admin_refuses_bad_arguments_with_usage(args):
     done = admin(*args, check=False)

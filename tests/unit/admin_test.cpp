@@ -23,7 +23,10 @@ TEST(admin_args, parses_the_three_commands_and_refuses_the_rest) {
                                               {"keys", "delete"},
                                               {"keys", "create"},
                                               {"keys", "create", "--tenant"},
-                                              {"keys", "create", "--tenant", "t", "--scope", "admin"},
+                                              {"keys", "create", "--tenant", "t", "--scope", "owner"},
+                                              {"events", "void", "--event-id", "e"},
+                                              {"events", "void", "--reason", "r"},
+                                              {"events", "delete"},
                                               {"keys", "revoke", "--tenant", "t"},
                                               {"keys", "revoke", "--tenant", "t", "--key", token_a},
                                               {"keys", "list", "--key", "key_0123456789abcdef"}})
@@ -47,6 +50,16 @@ TEST(admin_revoke, refuses_unknown_foreign_and_revoked_keys) {
   EXPECT_TRUE(std::holds_alternative<admin::refusal>(admin::decide_revoke(s, c)));
   c.bootstrap = true;
   EXPECT_TRUE(std::holds_alternative<key_event>(admin::decide_revoke(s, c)));
+}
+
+TEST(admin_args, parses_events_void_and_an_admin_scope) {
+  const auto v =
+      admin::parse_args({"events", "void", "--event-id", "e1", "--reason", "bad record", "--account-id", "a"});
+  EXPECT_EQ(v.what, admin::command::verb::void_event);
+  EXPECT_EQ(v.event_id, "e1");
+  EXPECT_EQ(v.reason, "bad record");
+  EXPECT_EQ(v.account_id, "a");
+  EXPECT_EQ(admin::parse_args({"keys", "create", "--tenant", "t", "--scope", "admin"}).scope, key_scope::admin);
 }
 
 }  // namespace

@@ -96,7 +96,8 @@ std::vector<event_payload> one_of_each() {
           reservation_expired{"rsv_3", 1},
           balance_low{100, 7, 0, 7, "CreditsDeducted", "txn_2"},
           transaction_reversed{"txn_4", "txn_2", "CreditsDeducted", 1, 8, "refund", {}},
-          usage_recorded{"use_1", "customer", "txn_3", "gpt-4o", "text", 1, 2, 0, {}}};
+          usage_recorded{"use_1", "customer", "txn_3", "gpt-4o", "text", 1, 2, 0, {}},
+          event_voided{"0b7c6a0e-6d2f-4d8e-9a41-3f1e2d5c7b90", "credits.ledger:3:17", "hand-made record", true}};
 }
 
 TEST(registry, names_every_payload_type_once_with_its_topic) {

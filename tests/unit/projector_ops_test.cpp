@@ -6,6 +6,7 @@
 #include <set>
 
 #include "credits/common/ids.hpp"
+#include "credits/common/replay.hpp"
 #include "credits/event_store/partitioner.hpp"
 #include "credits/projector/fold.hpp"
 #include "credits/projector/operations.hpp"
@@ -130,36 +131,34 @@ struct admission : ::testing::Test {
 };
 
 TEST_F(admission, a_well_placed_event_is_admitted) {
-  EXPECT_EQ(admission_error(added, account, stream::ledger, home, partitions), std::nullopt);
+  EXPECT_EQ(admission_error(added, account, stream::ledger, home, home), std::nullopt);
 }
 
 TEST_F(admission, a_key_other_than_the_account_is_refused) {
-  EXPECT_NE(admission_error(added, "acc_other", stream::ledger, home, partitions), std::nullopt);
-  EXPECT_NE(admission_error(added, "", stream::ledger, home, partitions), std::nullopt);
+  EXPECT_NE(admission_error(added, "acc_other", stream::ledger, home, home), std::nullopt);
+  EXPECT_NE(admission_error(added, "", stream::ledger, home, home), std::nullopt);
 }
 
 TEST_F(admission, an_event_in_another_partition_than_its_key_is_refused) {
-  EXPECT_NE(admission_error(added, account, stream::ledger, (home + 1) % partitions, partitions), std::nullopt);
+  EXPECT_NE(admission_error(added, account, stream::ledger, (home + 1) % partitions, home), std::nullopt);
 }
 
 TEST_F(admission, an_event_on_the_wrong_topic_is_refused) {
-  EXPECT_NE(admission_error(added, account, stream::usage, home, partitions), std::nullopt);
+  EXPECT_NE(admission_error(added, account, stream::usage, home, home), std::nullopt);
   const auto usage = sample(usage_recorded{"use_1", "customer", "", "m", "text", 1, 2, 0, {}});
-  EXPECT_NE(admission_error(usage, account, stream::ledger, home, partitions), std::nullopt);
-  EXPECT_EQ(admission_error(usage, account, stream::usage, home, partitions), std::nullopt);
+  EXPECT_NE(admission_error(usage, account, stream::ledger, home, home), std::nullopt);
+  EXPECT_EQ(admission_error(usage, account, stream::usage, home, home), std::nullopt);
 }
 
 TEST_F(admission, amounts_outside_zero_to_the_maximum_are_refused) {
   for (const amount_t bad : {amount_t{-1}, amount_max + 1, std::numeric_limits<amount_t>::min()}) {
-    EXPECT_NE(
-        admission_error(sample(credits_added{"t", bad, 10, "", "", {}}), account, stream::ledger, home, partitions),
-        std::nullopt);
-    EXPECT_NE(
-        admission_error(sample(reservation_confirmed{"r", "t", 1, bad, 1}), account, stream::ledger, home, partitions),
-        std::nullopt);
+    EXPECT_NE(admission_error(sample(credits_added{"t", bad, 10, "", "", {}}), account, stream::ledger, home, home),
+              std::nullopt);
+    EXPECT_NE(admission_error(sample(reservation_confirmed{"r", "t", 1, bad, 1}), account, stream::ledger, home, home),
+              std::nullopt);
   }
   EXPECT_EQ(admission_error(sample(credits_added{"t", amount_max, amount_max, "", "", {}}), account, stream::ledger,
-                            home, partitions),
+                            home, home),
             std::nullopt);
 }
 
@@ -199,7 +198,7 @@ TEST_F(violation_test, accepted_events_never_violate) {
     }
     if (const auto* events = std::get_if<std::vector<event>>(&d))
       for (const auto& e : *events) {
-        ASSERT_EQ(ops::violation(l.state, e), std::nullopt) << encode(e);
+        ASSERT_EQ(violation(l.state, e), std::nullopt) << encode(e);
         apply(l.state, e);
       }
   }
@@ -207,23 +206,22 @@ TEST_F(violation_test, accepted_events_never_violate) {
 
 TEST_F(violation_test, names_each_invariant_apply_asserts) {
   const auto rsv = l.reserve(id, 300);
-  EXPECT_NE(ops::violation(l.state, of(account_created{"A", "u", "", {}})), std::nullopt);  // created twice
-  EXPECT_NE(ops::violation(l.state, sample(credits_added{"t", 1, 1, "", "", {}}, "acc_nobody")), std::nullopt);
-  EXPECT_NE(ops::violation(l.state, of(credits_added{"t", 1, 5, "", "", {}})), std::nullopt);  // balanceAfter
-  EXPECT_EQ(ops::violation(l.state, of(credits_added{"t", 1, 1001, "", "", {}})), std::nullopt);
-  EXPECT_NE(ops::violation(l.state, of(credits_deducted{"t", 701, 299, "", {}})), std::nullopt);  // overdraft
-  EXPECT_EQ(ops::violation(l.state, of(credits_deducted{"t", 700, 300, "", {}})), std::nullopt);
-  EXPECT_NE(ops::violation(l.state, of(credits_reserved{rsv, 1, occurred, "", "", {}})), std::nullopt);  // twice
-  EXPECT_NE(ops::violation(l.state, of(credits_reserved{"rsv_new", 701, occurred, "", "", {}})), std::nullopt);
-  EXPECT_NE(ops::violation(l.state, of(reservation_confirmed{"rsv_unknown", "t", 1, 0, 999})), std::nullopt);
-  EXPECT_NE(ops::violation(l.state, of(reservation_confirmed{rsv, "t", 100, 100, 900})), std::nullopt);  // hold
-  EXPECT_EQ(ops::violation(l.state, of(reservation_confirmed{rsv, "t", 100, 200, 900})), std::nullopt);
-  EXPECT_NE(ops::violation(l.state, of(reservation_cancelled{rsv, 299})), std::nullopt);
-  EXPECT_EQ(ops::violation(l.state, of(reservation_expired{rsv, 300})), std::nullopt);
-  EXPECT_EQ(ops::violation(l.state, of(usage_recorded{"use_1", "customer", "", "m", "text", 1, 2, 0, {}})),
-            std::nullopt);
+  EXPECT_NE(violation(l.state, of(account_created{"A", "u", "", {}})), std::nullopt);  // created twice
+  EXPECT_NE(violation(l.state, sample(credits_added{"t", 1, 1, "", "", {}}, "acc_nobody")), std::nullopt);
+  EXPECT_NE(violation(l.state, of(credits_added{"t", 1, 5, "", "", {}})), std::nullopt);  // balanceAfter
+  EXPECT_EQ(violation(l.state, of(credits_added{"t", 1, 1001, "", "", {}})), std::nullopt);
+  EXPECT_NE(violation(l.state, of(credits_deducted{"t", 701, 299, "", {}})), std::nullopt);  // overdraft
+  EXPECT_EQ(violation(l.state, of(credits_deducted{"t", 700, 300, "", {}})), std::nullopt);
+  EXPECT_NE(violation(l.state, of(credits_reserved{rsv, 1, occurred, "", "", {}})), std::nullopt);  // twice
+  EXPECT_NE(violation(l.state, of(credits_reserved{"rsv_new", 701, occurred, "", "", {}})), std::nullopt);
+  EXPECT_NE(violation(l.state, of(reservation_confirmed{"rsv_unknown", "t", 1, 0, 999})), std::nullopt);
+  EXPECT_NE(violation(l.state, of(reservation_confirmed{rsv, "t", 100, 100, 900})), std::nullopt);  // hold
+  EXPECT_EQ(violation(l.state, of(reservation_confirmed{rsv, "t", 100, 200, 900})), std::nullopt);
+  EXPECT_NE(violation(l.state, of(reservation_cancelled{rsv, 299})), std::nullopt);
+  EXPECT_EQ(violation(l.state, of(reservation_expired{rsv, 300})), std::nullopt);
+  EXPECT_EQ(violation(l.state, of(usage_recorded{"use_1", "customer", "", "m", "text", 1, 2, 0, {}})), std::nullopt);
   apply(l.state, of(reservation_cancelled{rsv, 300}));
-  EXPECT_NE(ops::violation(l.state, of(reservation_cancelled{rsv, 300})), std::nullopt);  // resolved twice
+  EXPECT_NE(violation(l.state, of(reservation_cancelled{rsv, 300})), std::nullopt);  // resolved twice
 }
 
 TEST(guard_state, keeps_every_field_a_guard_reads) {
@@ -272,7 +270,7 @@ TEST(guard_state, refuses_exactly_what_violation_refuses) {
     const auto id = derive_account_id("t1", "u");
     const auto judge = [&](const event& e) {
       const auto by_guards = mirror.check(read_model::guards(e));
-      const auto by_violation = ops::violation(folded, e);
+      const auto by_violation = violation(folded, e);
       ASSERT_EQ(by_guards.has_value(), by_violation.has_value())
           << "seed " << seed << ": " << encode(e) << " guards: " << by_guards.value_or("-")
           << " violation: " << by_violation.value_or("-");
@@ -317,7 +315,7 @@ TEST(guard_state, refuses_exactly_what_violation_refuses) {
         if (damage)
           std::visit(
               overloaded_test{
-                  [&](account_created&) {}, [&](usage_recorded&) {}, [&](balance_low&) {},
+                  [&](account_created&) {}, [&](usage_recorded&) {}, [&](balance_low&) {}, [&](event_voided&) {},
                   [&](transaction_reversed& p) { p.balance_after -= 1; },
                   [&](credits_added& p) { p.balance_after += 1; }, [&](credits_deducted& p) { p.amount += 1000; },
                   [&](credits_reserved& p) { p.amount += 1000; }, [&](reservation_confirmed& p) { p.released += 1; },

@@ -25,25 +25,39 @@ from datetime import datetime
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 KNOWN_VERSION = 1       # the schemaVersion this consumer understands (per type, all 1 today)
+AMOUNT_MAX = 2**53 - 1  # no balance may exceed it
 POLL_TIMEOUT_S = 1.0
 REPORT_INTERVAL_S = 5.0
 
 
 class Totals:
-    def __init__(self):
+    def __init__(self, judge=True):
+        # Judging each event by the ledger's rules needs the whole stream: from --since, an account's earlier
+        # events are missing, so the rules cannot be checked and every event is applied as it is.
+        self.judge = judge
         self.accounts = defaultdict(lambda: {"externalId": "", "balance": 0, "reserved": 0, "added": 0, "spent": 0,
                                              "balanceLowSignals": 0})
         self.holds = {}  # reservationId -> amount still held
         self.tokens = defaultdict(lambda: defaultdict(lambda: {"inputTokens": 0, "outputTokens": 0,
                                                                 "cachedTokens": 0, "records": 0}))
         self.skipped = defaultdict(int)  # type -> events this consumer does not know (newer versions or types)
+        # account -> {position: why}: records the ledger could not fold either; the account is blocked until an
+        # EventVoided names each of them
+        self.quarantined = defaultdict(dict)
 
-    def apply(self, event):
+    def apply(self, event, position=""):
         kind, payload = event.get("type"), event.get("payload", {})
         if event.get("schemaVersion") != KNOWN_VERSION:
             self.skipped[f"{kind} v{event.get('schemaVersion')}"] += 1
             return
+        if kind == "EventVoided":  # the ledger never applied the voided record, and neither did this fold
+            self.quarantined.get(event["accountId"], {}).pop(payload["voidedPosition"], None)
+            return
         a = self.accounts[event["accountId"]]
+        why = self.violation(a, kind, payload) if self.judge else None
+        if why:  # the ledger refuses it too (docs/events/README.md, "Folding"): set aside until it is voided
+            self.quarantined[event["accountId"]][position] = why
+            return
         if kind == "AccountCreated":
             a["externalId"] = payload["externalId"]
         elif kind == "CreditsAdded":
@@ -75,12 +89,45 @@ class Totals:
         else:  # a type added after this consumer was written: ignore it, as the compatibility policy asks
             self.skipped[kind] += 1
 
+    def violation(self, a, kind, payload):
+        """Why the ledger's fold refuses this event (the money rules of docs/events/README.md), or None."""
+        balance, reserved = a["balance"], a["reserved"]
+        if kind == "CreditsAdded":
+            balance += payload["amount"]
+        elif kind == "CreditsDeducted":
+            balance -= payload["amount"]
+        elif kind == "CreditsReserved":
+            if payload["reservationId"] in self.holds:
+                return "reservation created twice"
+            reserved += payload["amount"]
+        elif kind in ("ReservationConfirmed", "ReservationCancelled", "ReservationExpired"):
+            held = self.holds.get(payload["reservationId"])
+            accounted = payload.get("charged", 0) + payload["released"]
+            if held is None or held != accounted:
+                return "unknown hold, or one resolved for another amount"
+            reserved -= held
+            balance -= payload.get("charged", 0)
+        elif kind == "TransactionReversed":
+            balance += (-1 if payload["originalType"] == "CreditsAdded" else 1) * payload["amount"]
+        if not 0 <= reserved <= balance <= AMOUNT_MAX:
+            return "overdraft or balance out of range"
+        if "balanceAfter" in payload and payload["balanceAfter"] != balance:
+            return "balanceAfter disagrees with the fold"
+        return None
+
+    def undecodable(self, key, position):
+        if key:
+            self.quarantined[key][position] = "undecodable"
+        else:
+            self.skipped["undecodable record without a key"] += 1
+
     def report(self):
         accounts = {}
         for account_id, a in sorted(self.accounts.items()):
             accounts[account_id] = dict(a, available=a["balance"] - a["reserved"],
                                         tokens={m: dict(t) for m, t in self.tokens.get(account_id, {}).items()})
-        return {"accounts": accounts, "skipped": dict(self.skipped)}
+        blocked = {a: q for a, q in sorted(self.quarantined.items()) if q}
+        return {"accounts": accounts, "skipped": dict(self.skipped), "quarantined": blocked}
 
 
 def start_offsets(consumer, topics, since_ms):
@@ -121,7 +168,7 @@ def main():
     consumer.assign(partitions)
     open_partitions = {(p.topic, p.partition) for p in partitions}
 
-    totals = Totals()
+    totals = Totals(judge=since_ms is None)
     last_report = time.monotonic()
     try:
         while True:
@@ -136,7 +183,14 @@ def main():
                 if headers.get("content-type", b"application/json") != b"application/json":
                     totals.skipped["non-JSON record"] += 1
                 else:
-                    totals.apply(json.loads(msg.value()))
+                    position = f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
+                    key = msg.key().decode("utf-8", "replace") if msg.key() else ""
+                    try:
+                        event = json.loads(msg.value())
+                    except ValueError:
+                        totals.undecodable(key, position)
+                    else:
+                        totals.apply(event, position)
             if args.until_end and not open_partitions:
                 break
             if not args.until_end and time.monotonic() - last_report >= REPORT_INTERVAL_S:

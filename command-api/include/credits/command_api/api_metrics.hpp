@@ -51,6 +51,15 @@ class api_metrics {
   void transaction_failed(bool outcome_unknown, double seconds);
   void idempotent_replay() { idempotent_replays_.Increment(); }
 
+  // The writers' quarantine (credits/common/replay.hpp): how the number of blocked accounts and of quarantined
+  // records changed (each writer reports its own deltas, so partition writers add up), and a record that could
+  // not be folded and names no account (counted each time a replay reads it).
+  void quarantine_changed(std::int64_t accounts_delta, std::int64_t records_delta) {
+    quarantined_accounts_.Increment(static_cast<double>(accounts_delta));
+    quarantined_records_.Increment(static_cast<double>(records_delta));
+  }
+  void unkeyed_record() { unkeyed_records_.Increment(); }
+
   // A Redis call of the query side that failed.
   void redis_error() { redis_errors_.Increment(); }
 
@@ -82,6 +91,9 @@ class api_metrics {
   prometheus::Counter& redis_errors_;
   prometheus::Gauge& queue_commands_;
   prometheus::Gauge& open_connections_;
+  prometheus::Gauge& quarantined_accounts_;
+  prometheus::Gauge& quarantined_records_;
+  prometheus::Counter& unkeyed_records_;
 
   std::array<route_series, routes_max> routes_;
   std::atomic<std::size_t> routes_published_{0};  // entries [0, this) are complete and never change again

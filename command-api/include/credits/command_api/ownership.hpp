@@ -49,6 +49,8 @@ class ownership {
 
   submit_result submit(submission&& s);
   std::optional<log_position> latest_position(const std::string& account_id) const;
+  // The account of a quarantined record, if one of this process's writers holds it (writer::quarantined_account).
+  std::optional<std::string> quarantined_account(const std::string& event_id) const;
   bool ready() const;  // alone: the writer is; in a group: every owned partition's writer is
   std::size_t accounts() const;
   std::size_t queued_commands() const;

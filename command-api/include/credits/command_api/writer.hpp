@@ -18,6 +18,7 @@
 #include "credits/command_api/idempotency.hpp"
 #include "credits/command_api/snapshot_writer.hpp"
 #include "credits/common/domain.hpp"
+#include "credits/common/replay.hpp"
 #include "credits/event_store/event_store.hpp"
 
 namespace credits::api {
@@ -72,6 +73,10 @@ class writer {
   // The last log position this process wrote for the account (read-your-writes without a client position).
   std::optional<log_position> latest_position(const std::string& account_id) const;
 
+  // The account whose quarantined record has this id (the eventId an account_blocked answer names), if this
+  // writer holds it.
+  std::optional<std::string> quarantined_account(const std::string& event_id) const;
+
   bool ready() const;   // state rebuilt and taking commands
   bool fenced() const;  // a partition writer whose id a newer owner claimed: it takes no command again
   std::size_t accounts() const;
@@ -105,6 +110,8 @@ class writer {
   std::string snapshot_scope() const;
   void rebuild();
   void fold(const store::message& m, tail_fold& t);
+  void report_refused(const store::message& m, const replayed& r);
+  void publish_quarantine();
   void cache_recent_answers(tail_fold& t);
   bool load_snapshot(store::start_offsets& from);
   void offer_snapshot();
@@ -127,8 +134,11 @@ class writer {
   idempotency_store idempotency_;
   std::unique_ptr<store::consumer> replay_reader_;                 // reads first answers that fell out of the cache
   std::map<std::string, std::vector<std::int64_t>> next_offsets_;  // what the state covers, per partition
+  std::map<std::string, std::int32_t> partition_counts_;           // of the ledger and usage topics
   bool snapshots_;                                                 // configured and the topic exists
   std::size_t events_since_snapshot_ = 0;
+  std::int64_t quarantined_accounts_reported_ = 0;  // to the metrics, which add up every writer's
+  std::int64_t quarantined_records_reported_ = 0;
   std::uint64_t last_snapshot_id_ = 0;    // the highest id in the topic, so ours always come after it
   std::uint64_t loaded_snapshot_id_ = 0;  // the one this start-up used
   std::mt19937_64 rng_{std::random_device{}()};
@@ -143,6 +153,8 @@ class writer {
 
   mutable std::mutex positions_mutex_;
   std::unordered_map<std::string, log_position> latest_;
+  std::unordered_map<std::string, std::string> quarantine_index_;  // quarantined record id -> account
+
   std::size_t accounts_count_ = 0;
   start_stats last_start_;
 

@@ -22,7 +22,7 @@ struct event_type_info {
 
 // Every event type the system writes: the ledger's and the key log's. A unit test checks that each has a schema
 // in docs/events/ and each schema a type here, and the static_assert below that no payload type is missing.
-inline constexpr std::array<event_type_info, 12> event_types{{
+inline constexpr std::array<event_type_info, 13> event_types{{
     {"AccountCreated", 1, stream::ledger},
     {"CreditsAdded", 1, stream::ledger},
     {"CreditsDeducted", 1, stream::ledger},
@@ -32,6 +32,7 @@ inline constexpr std::array<event_type_info, 12> event_types{{
     {"ReservationExpired", 1, stream::ledger},
     {"BalanceLow", 1, stream::ledger},
     {"TransactionReversed", 1, stream::ledger},
+    {"EventVoided", 1, stream::ledger},
     {"UsageRecorded", 1, stream::usage},
     {"ApiKeyCreated", 1, stream::keys},
     {"ApiKeyRevoked", 1, stream::keys},

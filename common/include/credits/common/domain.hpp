@@ -29,6 +29,8 @@ enum class error_code {
   transaction_account_mismatch,
   idempotency_key_reused,
   idempotency_key_in_flight,
+  account_blocked,  // a record on the account's stream could not be applied: quarantined until it is voided
+  event_not_found,  // no quarantined record with this id (POST /v1/admin/events/void)
   unavailable,
   internal,
 };
@@ -84,11 +86,25 @@ struct account_state {
   bool operator==(const account_state&) const = default;
 };
 
+// A record of the account's stream that the fold refused: it would break an invariant, or it does not decode, or
+// it sits where no event of its kind may (replay.hpp). The record is not applied; its account takes no command
+// until an operator voids it (EventVoided), and its pending holds do not expire meanwhile.
+struct quarantined_record {
+  std::string event_id;  // the record's eventId, or its position when none can be read from it
+  std::string position;  // "<topic>:<partition>:<offset>"
+  std::string reason;
+  std::string tenant;  // the record's tenant when it names one, else empty
+  bool operator==(const quarantined_record&) const = default;
+};
+
 // All account streams one writer owns. Pending reservations are also indexed by expiry so the writer finds
 // the expired ones without a scan.
 struct ledger_state {
   std::unordered_map<std::string, account_state> accounts;
   std::set<std::pair<time_ms, std::string>> pending_by_expiry;  // (expires_at, reservation id)
+  // By account id (the record's Kafka key, which may name no account that exists), in log order. An account is
+  // blocked while it has any.
+  std::unordered_map<std::string, std::vector<quarantined_record>> quarantined;
 };
 
 // Who asks, and when. Stamped into every event the command produces.
@@ -162,8 +178,15 @@ struct record_usage {
   nlohmann::json metadata = nlohmann::json::object();
 };
 
+// An operator sets a quarantined record aside (POST /v1/admin/events/void, an `admin` key).
+struct void_event {
+  std::string account_id;  // the quarantined account (the writer finds it when the request names none)
+  std::string event_id;    // as the account_blocked answer names it
+  std::string reason;
+};
+
 using command = std::variant<create_account, add_credits, deduct_credits, create_reservation, confirm_reservation,
-                             cancel_reservation, record_usage, reverse_transaction>;
+                             cancel_reservation, record_usage, reverse_transaction, void_event>;
 
 // The account a command addresses; for reservations it is embedded in the reservation id.
 std::string target_account(const command& cmd);
@@ -198,10 +221,17 @@ struct policy {
 // command's own event comes first in the result; signals it causes (BalanceLow) follow it.
 decision decide(const ledger_state& state, const command& cmd, const request_context& ctx, const policy& rules = {});
 
-// Emits ReservationExpired for every pending reservation whose expiry is at or before `now`.
+// Emits ReservationExpired for every pending reservation whose expiry is at or before `now`, except on a
+// quarantined account: its holds wait until the account is served again.
 std::vector<event> expire_due(const ledger_state& state, time_ms now, std::size_t max_events);
 
-// Folds one event into the state. Asserts the money invariants after every event.
+// Why folding `e` into `state` would break an invariant of the ledger (an account created twice, an event for an
+// unknown account, a hold resolved twice or for another amount, a balanceAfter that disagrees with the fold, an
+// overdraft, a balance above the maximum, ...), or nullopt. Every fold of the log (the writer's replay, the
+// projector's guards, verify) refuses exactly these events.
+std::optional<std::string> violation(const ledger_state& state, const event& e);
+
+// Folds one event into the state. Requires !violation(state, e) (asserted).
 void apply(ledger_state& state, const event& e);
 
 }  // namespace credits

@@ -116,9 +116,20 @@ inline amount_t balance_delta(const transaction_reversed& r) {
   return r.original_type == "CreditsAdded" ? -r.amount : r.amount;
 }
 
-using event_payload =
-    std::variant<account_created, credits_added, credits_deducted, credits_reserved, reservation_confirmed,
-                 reservation_cancelled, reservation_expired, usage_recorded, balance_low, transaction_reversed>;
+// An operator's repair (POST /v1/admin/events/void): a record that no fold could apply (it would break an
+// invariant, or it does not decode) quarantined its account; this sets it aside for good. Every fold ignores the
+// voided record, as none ever applied it, and the account is served again once no quarantined record is left on it.
+// Who voided it and when are the envelope's apiKeyId and occurredAt.
+struct event_voided {
+  std::string voided_event_id;     // the quarantined record's eventId, or its position when it has none readable
+  std::string voided_position;     // "<topic>:<partition>:<offset>" of the quarantined record
+  std::string reason;              // the operator's words
+  bool account_unblocked = false;  // no other quarantined record is left on the account
+};
+
+using event_payload = std::variant<account_created, credits_added, credits_deducted, credits_reserved,
+                                   reservation_confirmed, reservation_cancelled, reservation_expired, usage_recorded,
+                                   balance_low, transaction_reversed, event_voided>;
 
 inline constexpr int event_schema_version = 1;
 

@@ -15,8 +15,9 @@
 namespace credits {
 
 // What a key may do: read-only keys are refused every command (403); read-write keys may do everything.
-enum class key_scope { read_only, read_write };
-std::string_view to_string(key_scope scope);                      // "read-only", "read-write"
+// admin: read-write, and the operators' endpoints (POST /v1/admin/events/void).
+enum class key_scope { read_only, read_write, admin };
+std::string_view to_string(key_scope scope);                      // "read-only", "read-write", "admin"
 std::optional<key_scope> parse_key_scope(std::string_view text);  // the same words
 
 // A key as handed to its holder: "ck_live_" + 16 hex digits (the key id, public) + "_" + 64 hex digits (the

@@ -44,5 +44,7 @@ parsed parse_cancel_reservation(const nlohmann::json& body, const request_limits
 parsed parse_reverse_transaction(const nlohmann::json& body, const random_bits& bits, const request_limits& limits);
 parsed parse_record_usage(const nlohmann::json& body, std::string_view tenant, const random_bits& bits,
                           const request_limits& limits);
+// POST /v1/admin/events/void: {eventId, reason, accountId?}. Without accountId the server finds the account.
+parsed parse_void_event(const nlohmann::json& body, const request_limits& limits);
 
 }  // namespace credits

@@ -59,4 +59,9 @@ std::vector<std::vector<std::string>> coalesce(std::vector<std::vector<std::stri
 std::vector<std::vector<std::string>> poison_marks(std::string_view topic, std::int32_t partition, std::int64_t offset,
                                                    std::string_view key, std::string_view reason);
 
+// The view-wide writes of an EventVoided (empty for any other event): its record leaves credits:poison and, when
+// the void unblocks the account, the account leaves credits:blocked. Plain idempotent writes on keys without a hash
+// tag, so on a Redis Cluster they run beside the event's script, like poison_marks.
+std::vector<std::vector<std::string>> void_marks(const event& e);
+
 }  // namespace credits::read_model

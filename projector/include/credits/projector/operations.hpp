@@ -50,10 +50,6 @@ int export_log(const projector_config& config, const std::string& path, std::FIL
 // empty and have the exported partition counts. Offsets are new, so the view must be built afresh (rebuild).
 int import_log(const projector_config& config, const std::string& path, std::FILE* out);
 
-// Why credits::apply would refuse `e` against `state` (it asserts instead), or nullopt: verify's own,
-// independent statement of the invariants that read_model::guards makes the projector check.
-std::optional<std::string> violation(const ledger_state& state, const event& e);
-
 // One progress display. `done` may pass `total` (the log grows while it is read).
 //   bar:  [##########----------]  50%  500000/1000000 events  181234 events/s  ETA 3s
 //   line: 500000/1000000 events (50%), 181234 events/s, ETA 3s

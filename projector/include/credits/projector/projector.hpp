@@ -138,13 +138,6 @@ std::vector<std::string> cluster_apply_args(const std::string& script_sha, const
 // KEYS[1] = credits:positions, ARGV = field, offset, ...: raises each field to its offset if below.
 std::string_view positions_max_script();
 
-// Why a decoded event read from (topic, partition) cannot be folded, judged on the record alone, or nullopt.
-// Every event of an account must sit in its key's partition of the right topic, or its order against the
-// account's other events would depend on how partitions interleave (and a rebuild could fold differently
-// from the live projector); amounts outside 0..amount_max could overflow the fold.
-std::optional<std::string> admission_error(const event& e, std::string_view key, stream topic_stream,
-                                           std::int32_t partition, std::int32_t partition_count);
-
 // Counters since construction. Read them from the thread that runs the projector, or after it stopped.
 struct projector_stats {
   std::uint64_t applied = 0;        // events whose commands ran
@@ -219,6 +212,7 @@ class projector {
     std::optional<std::string> refused;  // a record-level poison event: why
     std::vector<std::vector<std::string>> commands;
     std::vector<std::vector<std::string>> guards;
+    std::vector<std::vector<std::string>> marks;  // read_model::void_marks: view-wide, run once the event applied
   };
   struct prepared_batch {
     std::vector<store::message> messages;

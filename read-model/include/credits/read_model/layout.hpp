@@ -31,8 +31,12 @@
 //   credits:poison                                 HASH "<topic>:<partition>:<offset>" -> {"key","reason"} (JSON) of
 //                                                       every event the projector could not apply
 //   credits:blocked                                SET the Kafka keys (account ids) of those events
+//   credits:voided:{<accountId>}                  HASH "<topic>:<partition>:<offset>" ->
+//   {"eventId","reason","apiKeyId",
+//                                                       "voidedAt","voidEventId"} (JSON): the audit of each void
 // An account with a poison event also gets `blocked` 1 and `blockedAt` "<topic>:<partition>:<offset>" (the
-// first one) in its hash; its later events are still folded when they can be.
+// first one) in its hash; its later events are still folded when they can be. An EventVoided takes its record
+// out of credits:poison and, when no other is left on the account, clears the account's blocked marks.
 //
 // The view owns its whole Redis database (CREDITS_REDIS_DB): a rebuild builds the next view in another
 // database and swaps the two with SWAPDB, so no other data may live beside it. (A cluster has only database 0
@@ -42,6 +46,7 @@ namespace credits::read_model {
 std::string account_key(std::string_view account_id);
 std::string reservation_key(std::string_view account_id, std::string_view reservation_id);
 std::string reservations_key(std::string_view account_id);
+std::string voided_key(std::string_view account_id);
 inline constexpr std::string_view positions_key = "credits:positions";
 inline constexpr std::string_view poison_key = "credits:poison";
 inline constexpr std::string_view blocked_key = "credits:blocked";

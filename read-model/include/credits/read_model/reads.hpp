@@ -29,7 +29,9 @@ struct account_view {
   std::string created_at;  // RFC 3339
   amount_t balance = 0;
   amount_t reserved = 0;
-  bool blocked = false;  // one of its events could not be applied: its balance may miss that event
+  bool blocked = false;        // one of its events could not be applied: its balance may miss that event
+  std::string blocked_at;      // when blocked: "<topic>:<partition>:<offset>" of the first such event
+  std::string blocked_reason;  // when blocked: why it could not be applied, as the view recorded it
 };
 
 struct reservation_view {
