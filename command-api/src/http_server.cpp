@@ -34,6 +34,8 @@ constexpr std::chrono::milliseconds refusal_linger_ms{1000};
 constexpr std::size_t unread_drain_bytes_max = 8 * 1024 * 1024;
 constexpr std::chrono::milliseconds unread_drain_timeout_ms{2000};
 constexpr std::size_t drain_chunk_bytes = 64 * 1024;  // what one read of the drain asks for
+// The endpoints for operators and probes: no API key, and GET alone.
+constexpr std::string_view operational_paths[] = {"/healthz", "/readyz", "/metrics"};
 // After an accept error that is not one connection's own (no file descriptors left, no memory), wait before
 // accepting again rather than spinning.
 constexpr std::chrono::milliseconds accept_backoff_ms{50};
@@ -291,6 +293,13 @@ std::variant<api_key, response> http_api::impl::admit(const request& req, bool i
 
 asio::awaitable<response> http_api::impl::route(const request& req, session_state& s, const std::string& request_id) {
   const auto [path, query] = split_target(req.target());
+  const bool operational =
+      std::find(std::begin(operational_paths), std::end(operational_paths), path) != std::end(operational_paths);
+  if (operational && req.method() != http::verb::get) {
+    auto res = reject(http_error::method_not_allowed, "use GET", req);
+    res.set(http::field::allow, "GET");
+    co_return res;
+  }
   if (path == "/healthz") co_return health(req);
   if (path == "/readyz") co_return co_await readiness(req);
   if (path == "/metrics") co_return scrape(req);
