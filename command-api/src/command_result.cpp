@@ -26,18 +26,22 @@ std::string log_position::to_string() const {
 }
 
 std::optional<log_position> log_position::parse(std::string_view text) {
+  // "<topic>:<partition>:<offset>", the numbers in decimal digits alone and short enough to fit (docs/openapi.yaml
+  // states the same pattern): a sign, a space or an overflow is not a position.
+  const auto number = [](std::string_view digits, std::size_t digits_max, auto& out) {
+    if (digits.empty() || digits.size() > digits_max) return false;
+    if (digits.find_first_not_of("0123456789") != std::string_view::npos) return false;
+    const auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), out);
+    return ec == std::errc{} && p == digits.data() + digits.size();
+  };
   const auto last = text.rfind(':');
   if (last == std::string_view::npos || last == 0) return std::nullopt;
   const auto middle = text.rfind(':', last - 1);
   if (middle == std::string_view::npos || middle == 0) return std::nullopt;
   log_position p;
   p.topic = std::string(text.substr(0, middle));
-  const auto part = text.substr(middle + 1, last - middle - 1);
-  const auto off = text.substr(last + 1);
-  auto [pp, pe] = std::from_chars(part.data(), part.data() + part.size(), p.partition);
-  auto [op, oe] = std::from_chars(off.data(), off.data() + off.size(), p.offset);
-  if (pe != std::errc{} || pp != part.data() + part.size() || oe != std::errc{} || op != off.data() + off.size() ||
-      p.partition < 0 || p.offset < 0)
+  if (!number(text.substr(middle + 1, last - middle - 1), partition_digits_max, p.partition) ||
+      !number(text.substr(last + 1), offset_digits_max, p.offset))
     return std::nullopt;
   return p;
 }

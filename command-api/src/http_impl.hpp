@@ -169,7 +169,6 @@ struct http_api::impl {
   awaitable<void> refuse(http_detail::tcp::socket socket);
   awaitable<response> handle(const request& req, session_state& s);
   awaitable<response> route(const request& req, session_state& s, const std::string& request_id);
-  std::optional<response> operational_route(std::string_view path, const request& req);
   std::variant<api_key, response> admit(const request& req, bool is_command);
   response health(const request& req);
   awaitable<response> readiness(const request& req);

@@ -7,6 +7,7 @@
 #include <boost/asio/strand.hpp>
 #include <cmath>
 #include <cstdio>
+#include <type_traits>
 
 #include "credits/common/clock.hpp"
 #include "http_impl.hpp"
@@ -26,6 +27,15 @@ constexpr std::size_t read_chunk_bytes = 4096;  // what one read of a waiting co
 // A refused connection gets its 503 and then this long to finish sending its request (read and dropped), so
 // that closing it does not reset the connection before the client has read the answer.
 constexpr std::chrono::milliseconds refusal_linger_ms{1000};
+// The same for a request answered before it was read whole (413, 431, malformed HTTP): a client that writes all
+// of its request before it reads (Python's urllib, a 2 MB body) must get to read the answer. At most this much of
+// the rest is read and dropped, for at most this long (and never longer than the request timeout); a client that
+// sends more, or more slowly, gets its connection reset and may miss the answer.
+constexpr std::size_t unread_drain_bytes_max = 8 * 1024 * 1024;
+constexpr std::chrono::milliseconds unread_drain_timeout_ms{2000};
+constexpr std::size_t drain_chunk_bytes = 64 * 1024;  // what one read of the drain asks for
+// The endpoints for operators and probes: no API key, and GET alone.
+constexpr std::string_view operational_paths[] = {"/healthz", "/readyz", "/metrics"};
 // After an accept error that is not one connection's own (no file descriptors left, no memory), wait before
 // accepting again rather than spinning.
 constexpr std::chrono::milliseconds accept_backoff_ms{50};
@@ -94,6 +104,24 @@ std::string percent_decode(std::string_view s) {
     }
   }
   return out;
+}
+
+// Reads and drops what the client still sends after its last answer, until it closes, unread_drain_bytes_max
+// is read or `timeout` passes. A plain connection is half-closed first: the client sees the answer end. `stream`
+// lives in the session's frame, which awaits this.
+template <class Stream>
+asio::awaitable<void> drain_unread(Stream& stream, std::chrono::milliseconds timeout) {
+  if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+  beast::get_lowest_layer(stream).expires_after(timeout);
+  std::vector<char> sink(drain_chunk_bytes);
+  for (std::size_t drained = 0; drained < unread_drain_bytes_max;) {
+    auto [ec, n] = co_await stream.async_read_some(asio::buffer(sink), asio::as_tuple(asio::use_awaitable));
+    if (ec) break;
+    drained += n;
+  }
 }
 
 }  // namespace
@@ -268,6 +296,13 @@ std::variant<api_key, response> http_api::impl::admit(const request& req, bool i
 
 asio::awaitable<response> http_api::impl::route(const request& req, session_state& s, const std::string& request_id) {
   const auto [path, query] = split_target(req.target());
+  const bool operational =
+      std::find(std::begin(operational_paths), std::end(operational_paths), path) != std::end(operational_paths);
+  if (operational && req.method() != http::verb::get) {
+    auto res = reject(http_error::method_not_allowed, "use GET", req);
+    res.set(http::field::allow, "GET");
+    co_return res;
+  }
   if (path == "/healthz") co_return health(req);
   if (path == "/readyz") co_return co_await readiness(req);
   if (path == "/metrics") co_return scrape(req);
@@ -394,7 +429,8 @@ asio::awaitable<void> http_api::impl::serve(Stream& stream) {
       if (auto last = unread_answer(ec)) {
         metrics.request_unread(last->result_int());
         beast::get_lowest_layer(stream).expires_after(cfg.send_timeout_ms);
-        co_await http::async_write(stream, *last, asio::as_tuple(asio::use_awaitable));
+        auto [wec, wn] = co_await http::async_write(stream, *last, asio::as_tuple(asio::use_awaitable));
+        if (!wec) co_await drain_unread(stream, std::min(cfg.request_timeout_ms, unread_drain_timeout_ms));
       }
       break;
     }

@@ -111,8 +111,12 @@ std::int64_t applied_offset(redis_connection& redis, std::string_view topic, std
 std::string page_cursor::to_string() const { return std::to_string(score) + "." + member; }
 
 std::optional<page_cursor> page_cursor::parse(std::string_view text) {
+  // "<score>.<member>": the score in decimal digits alone, short enough to fit (docs/openapi.yaml states the same
+  // pattern), and a member that is not empty.
   const auto dot = text.find('.');
-  if (dot == std::string_view::npos || dot == 0 || dot + 1 == text.size()) return std::nullopt;
+  if (dot == std::string_view::npos || dot == 0 || dot > score_digits_max || dot + 1 == text.size())
+    return std::nullopt;
+  if (text.substr(0, dot).find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
   page_cursor c;
   const auto [p, ec] = std::from_chars(text.data(), text.data() + dot, c.score);
   if (ec != std::errc{} || p != text.data() + dot) return std::nullopt;

@@ -187,7 +187,9 @@ def read_topic(topic, key=None, timeout_s=30):
          "-f", "%k\t%p\t%o\t%s\n"],
         capture_output=True, text=True, timeout=timeout_s, check=True).stdout
     events = []
-    for line in out.splitlines():
+    # One record a line: "\n" alone ends a line (JSON escapes it in a value), not the other line breaks that
+    # str.splitlines() knows (U+2028, U+0085, ...), which a value may hold unescaped.
+    for line in filter(None, out.split("\n")):
         k, p, o, value = line.split("\t", 3)
         if key is None or k == key:
             e = json.loads(value)

@@ -120,7 +120,11 @@ def test_healthz_and_readyz_when_everything_is_up(limited):
     r = check(requests.get(limited.url + "/readyz", timeout=10), "/readyz", "get")
     assert r.json() == {"status": "ready", "down": [],
                         "checks": {"kafka": {"ok": True}, "writer": {"ok": True}, "redis": {"ok": True}}}
-    assert requests.post(limited.url + "/readyz?x=1", timeout=10).status_code == 200  # any method, no key
+    assert requests.get(limited.url + "/readyz?x=1", timeout=10).status_code == 200  # any query, no key
+    for path in ("/healthz", "/readyz", "/metrics"):  # GET alone
+        r = requests.post(limited.url + path, timeout=10)
+        assert r.status_code == 405 and r.headers["Allow"] == "GET", (path, r.status_code, r.text)
+        assert r.json()["error"]["code"] == "method_not_allowed", r.text
 
 
 # ---- connection limits ----------------------------------------------------------------------------------------

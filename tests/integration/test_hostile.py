@@ -20,8 +20,11 @@ The slow-drip cases restart the stack under test with short CREDITS_IDLE_TIMEOUT
 CREDITS_REQUEST_TIMEOUT_MS (both SLOW_TIMEOUT_MS) and restore it afterwards.
 """
 import json
+import select
 import socket
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass, field as dc_field
 
@@ -38,6 +41,9 @@ HEADER_BYTES_MAX = 16384
 JSON_DEPTH_MAX = 16
 STRING_BYTES_MAX = 256
 METADATA_BYTES_MAX = 4096
+UNREAD_DRAIN_BYTES_MAX = 8 * 1024 * 1024  # what the server reads and drops of a request it refused unread
+LARGE_BODY_BYTES = 2 * 1000 * 1000       # a body above the limit that a client sends whole before it reads
+ANSWER_WAIT_S = 0.5                      # urllib's pause within the body: the server answers the headers meanwhile
 NONCE = uuid.uuid4().hex[:8]  # names this run's requests in the events they might write
 SLOW_TIMEOUT_MS = 2000        # idle and request timeout of the server during the slow-drip cases
 TIMEOUT_MARGIN_S = 3.0        # how much later than its timeout the server may close a stalled connection
@@ -698,6 +704,64 @@ def test_raw_http_gets_its_documented_error_and_writes_nothing(target, http, log
             failures.append(f"  {case.name}: {type(e).__name__}: {str(e)[:400]}")
     log.assert_nothing_new("the raw HTTP cases")
     assert not failures, f"{len(failures)} of {len(cases)} raw HTTP cases failed:\n" + "\n".join(failures)
+
+
+def test_a_client_that_sends_a_large_body_before_reading_gets_the_413(target, http, log):
+    """A client that writes all of a 2 MB body before it reads (Python's urllib does) reads the 413: the server
+    reads and drops the rest of the body (up to UNREAD_DRAIN_BYTES_MAX) before it closes, instead of resetting the
+    connection under the client's feet. The body's bulk is sent after the 413 has arrived, which is when a close
+    that does not drain resets the connection."""
+    body = dumps(valid_bodies(target)[ADD])
+    big = body[:-1] + b" " * (LARGE_BODY_BYTES - len(body)) + b"}"
+    key = (b"X-API-Key", API_KEY.encode())
+    request = http_request(b"POST", ADD.encode(), [key, (b"Content-Type", b"application/json")], big)
+    first = request.index(b"\r\n\r\n") + 4 + 65536
+    with socket.create_connection(("127.0.0.1", target.port), timeout=30) as sock:
+        sock.sendall(request[:first])
+        readable, _, _ = select.select([sock], [], [], 30)
+        assert readable, "no answer to a request whose Content-Length is above the limit"
+        sock.sendall(request[first:])
+        r = read_response(sock)
+        assert r is not None and r.status_code == 413, r and r.text
+        check(r, ADD, "post")
+        assert sock.recv(1) == b"", "the connection stays open after the 413"
+
+    def body_after_a_pause():  # urllib itself: headers, then the body, then it reads
+        yield big[:65536]
+        time.sleep(ANSWER_WAIT_S)
+        yield big[65536:]
+    request = urllib.request.Request(target.url + ADD, data=body_after_a_pause(), method="POST",
+                                     headers={"X-API-Key": API_KEY, "Content-Type": "application/json",
+                                              "Content-Length": str(len(big))})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read())["error"]["code"] == "payload_too_large"
+    assert_view_unchanged(target, http)
+    log.assert_nothing_new("the large bodies")
+
+
+def test_the_drain_after_a_413_is_bounded(target):
+    """A client that keeps sending past UNREAD_DRAIN_BYTES_MAX has its connection closed: the server does not read
+    an endless body. One that keeps sending slowly has it closed too, at the drain's time limit."""
+    endless = 8 * UNREAD_DRAIN_BYTES_MAX
+    head = http_request(b"POST", ADD.encode(), [(b"X-API-Key", API_KEY.encode()),
+                                                (b"Content-Length", b"%d" % endless)], length=False)
+    with socket.create_connection(("127.0.0.1", target.port), timeout=30) as sock:
+        sock.sendall(head)
+        chunk = b" " * 65536
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            for _ in range(endless // len(chunk)):
+                sock.sendall(chunk)
+    with socket.create_connection(("127.0.0.1", target.port), timeout=30) as sock:
+        sock.sendall(head)
+        r = read_response(sock)
+        assert r is not None and r.status_code == 413, r and r.text
+        deadline = time.monotonic() + 30  # far beyond the drain's time limit (2 s)
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            while time.monotonic() < deadline:
+                sock.sendall(b" ")
+                time.sleep(0.1)
 
 
 def test_pipelined_requests_are_answered_in_order(target, log):

@@ -83,8 +83,17 @@ TEST(log_position, round_trips_and_rejects_garbage) {
   EXPECT_EQ(p->partition, 3);
   EXPECT_EQ(p->offset, 1234);
   EXPECT_EQ(p->to_string(), "credits.ledger:3:1234");
-  for (const char* bad : {"", "x", "t:1", "t:x:1", "t:1:x", ":1:2", "t:-1:2", "t:1:2junk"})
+  for (const char* bad : {"", "x", "t:1", "t:x:1", "t:1:x", ":1:2", "t:-1:2", "t:1:2junk", "t:-0:2", "t:+1:2", "t:1: 2",
+                          "t::2", "t:1234567890:2", "t:1:1234567890123456789"})
     EXPECT_FALSE(log_position::parse(bad)) << bad;
+}
+
+TEST(log_position, takes_the_longest_numbers_its_pattern_allows) {
+  const auto p = log_position::parse("a:b:999999999:999999999999999999");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->topic, "a:b");
+  EXPECT_EQ(p->partition, 999'999'999);
+  EXPECT_EQ(p->offset, 999'999'999'999'999'999);
 }
 
 TEST(status_table, maps_each_error_once) {

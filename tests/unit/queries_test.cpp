@@ -43,7 +43,9 @@ TEST(list_params, cursors_round_trip_and_garbage_is_refused) {
   ASSERT_TRUE(p.query.after);
   EXPECT_EQ(p.query.after->score, c.score);
   EXPECT_EQ(p.query.after->member, c.member);
-  for (const char* bad : {"garbage", ".x", "12.", "x1.y"}) EXPECT_EQ(refused_field({{"cursor", bad}}), "cursor") << bad;
+  for (const char* bad : {"garbage", ".x", "12.", "x1.y", "-5.x", "+5.x", " 5.x", "1234567890123456789.x"})
+    EXPECT_EQ(refused_field({{"cursor", bad}}), "cursor") << bad;
+  EXPECT_EQ(accepted({{"cursor", "999999999999999999.x.y"}}).query.after->member, "x.y");
 }
 
 TEST(list_params, filters_are_checked) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -13,6 +14,10 @@ namespace credits::api {
 
 // A position in the log, as clients see it: "<topic>:<partition>:<offset>".
 struct log_position {
+  // The longest numbers parse() takes, in decimal digits: each fits its type whatever the digits.
+  static constexpr std::size_t partition_digits_max = 9;
+  static constexpr std::size_t offset_digits_max = 18;
+
   std::string topic;
   std::int32_t partition = -1;
   std::int64_t offset = -1;

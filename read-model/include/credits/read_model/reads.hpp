@@ -57,6 +57,8 @@ std::optional<reservation_view> get_reservation(redis_connection& redis, std::st
 // last entry a page returned, so the next page starts strictly after it: entries that arrive meanwhile are
 // newer and never shift a page, so paging never loses or repeats one.
 struct page_cursor {
+  static constexpr std::size_t score_digits_max = 18;  // the longest score parse() takes: it always fits
+
   time_ms score = 0;
   std::string member;
   std::string to_string() const;  // "<score>.<member>", URL-safe
