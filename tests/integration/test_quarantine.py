@@ -4,7 +4,7 @@ would, into this module's own topics; then the API must keep starting and servin
 423 account_blocked for the poisoned one, and take it back once an `admin` key voids the record, with the
 writer, the projector, verify and a rebuild all agreeing on the balances without the record.
 
-Redis databases 6 (the view) and 7 (the rebuild) are this module's own.
+Redis databases 3 (the view) and 4 (the rebuild) are this module's own.
 """
 import json
 import subprocess
@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 from conftest import BROKERS, BUILD, Client, eventually, private_stack, read_topic
 from test_contract import check_voided
 
-VIEW_DB, REBUILD_DB = 6, 7
+VIEW_DB, REBUILD_DB = 3, 4
 ADMIN = BUILD / "admin" / "credits-admin"
 PROJECTOR = BUILD / "projector" / "credits-projector"
 TOTALS = Path(__file__).resolve().parents[2] / "examples" / "consumers" / "python" / "totals.py"
