@@ -71,7 +71,15 @@ api_metrics::api_metrics()
       redis_errors_(counter(registry_, "credits_api_redis_errors_total",
                             "Failed Redis calls of the query side (queries and readiness checks)")),
       queue_commands_(gauge(registry_, "credits_api_writer_queue_commands", "Commands waiting for the writer")),
-      open_connections_(gauge(registry_, "credits_api_open_connections", "HTTP connections open now")) {}
+      open_connections_(gauge(registry_, "credits_api_open_connections", "HTTP connections open now")),
+      idempotency_window_(gauge(registry_, "credits_idempotency_window_seconds",
+                                "How far back a retry with the same Idempotency-Key is recognised now: "
+                                "CREDITS_IDEMPOTENCY_WINDOW_S, or less once keys were forgotten for lack of room")),
+      idempotency_keys_(gauge(registry_, "credits_idempotency_keys", "Idempotency keys remembered")),
+      idempotency_keys_max_(gauge(registry_, "credits_idempotency_keys_max",
+                                  "Idempotency keys that can be remembered (CREDITS_IDEMPOTENCY_KEYS_MAX)")),
+      idempotency_bytes_(gauge(registry_, "credits_idempotency_bytes",
+                               "Memory the idempotency keys take (their ring and index, not the cached answers)")) {}
 
 const api_metrics::route_series* api_metrics::series_of(std::string_view route) {
   auto published = routes_published_.load(std::memory_order_acquire);
@@ -126,9 +134,14 @@ void api_metrics::transaction_failed(bool outcome_unknown, double seconds) {
   (outcome_unknown ? transactions_unknown_ : transactions_aborted_).Increment();
 }
 
-std::string api_metrics::scrape(std::size_t open_connections, std::size_t queue_commands) {
+std::string api_metrics::scrape(std::size_t open_connections, std::size_t queue_commands,
+                                const idempotency_sample& idempotency) {
   open_connections_.Set(static_cast<double>(open_connections));
   queue_commands_.Set(static_cast<double>(queue_commands));
+  idempotency_window_.Set(idempotency.window_held_s);
+  idempotency_keys_.Set(static_cast<double>(idempotency.keys));
+  idempotency_keys_max_.Set(static_cast<double>(idempotency.keys_max));
+  idempotency_bytes_.Set(static_cast<double>(idempotency.bytes));
   return prometheus::TextSerializer{}.Serialize(registry_.Collect());
 }
 
