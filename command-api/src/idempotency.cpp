@@ -96,6 +96,14 @@ std::optional<key128> key128_from_hex(std::string_view hex) {
   return key128{*hi, *lo};
 }
 
+retry_match match_retry(const event& first, std::string_view tenant, std::string_view idempotency_key,
+                        std::string_view request_hash, std::chrono::milliseconds window, time_ms now) {
+  if (first.tenant != tenant || first.idempotency_key != idempotency_key) return retry_match::other_key;
+  if (first.occurred_at + window.count() <= now) return retry_match::expired;
+  if (first.request_hash != request_hash) return retry_match::reused;
+  return retry_match::replay;
+}
+
 std::chrono::milliseconds window_held(std::chrono::milliseconds window, time_ms forgotten_until, time_ms now) {
   if (forgotten_until + window.count() <= now) return window;
   return std::chrono::milliseconds(std::max<time_ms>(0, now - forgotten_until));

@@ -492,15 +492,20 @@ std::optional<command_result> writer::answer_from_key(const submission& s, time_
   for (const auto& c : idempotency_.find(slot_of(s.ctx.tenant, s.ctx.idempotency_key), now)) {
     auto first = first_answer(c);
     if (!first) return unavailable{unavailable_reason::first_answer_unreadable};
-    const auto& e = first->e;
-    if (e.tenant != s.ctx.tenant || e.idempotency_key != s.ctx.idempotency_key) continue;  // another key's fingerprint
-    if (e.occurred_at + cfg_.idempotency_window_ms.count() <= now) return std::nullopt;    // newest first: all expired
-    if (e.request_hash != s.ctx.request_hash)
-      return rejection{error_code::idempotency_key_reused, "this Idempotency-Key was used with a different request", "",
-                       nullptr};
-    first->replayed = true;
-    metrics_.idempotent_replay();
-    return std::move(*first);
+    switch (match_retry(first->e, s.ctx.tenant, s.ctx.idempotency_key, s.ctx.request_hash, cfg_.idempotency_window_ms,
+                        now)) {
+      case retry_match::other_key:
+        continue;
+      case retry_match::expired:  // candidates come newest first: every other one of this key is older
+        return std::nullopt;
+      case retry_match::reused:
+        return rejection{error_code::idempotency_key_reused, "this Idempotency-Key was used with a different request",
+                         "", nullptr};
+      case retry_match::replay:
+        first->replayed = true;
+        metrics_.idempotent_replay();
+        return std::move(*first);
+    }
   }
   return std::nullopt;
 }

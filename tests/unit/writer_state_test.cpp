@@ -193,6 +193,20 @@ TEST(idempotency_store, a_restored_image_drops_the_keys_whose_window_has_passed)
   EXPECT_EQ(soon.size(), 1u) << "keys 0 and 1 have expired, key 2 has not";
 }
 
+TEST(match_retry, only_the_same_tenant_key_and_request_within_the_window_replay) {
+  // The store finds candidates by 40 bits of (tenant, key): the first event decides.
+  event first = answered_at(1).e;
+  first.tenant = "t";
+  first.idempotency_key = "k";
+  first.request_hash = "r";
+  first.occurred_at = 5'000;
+  EXPECT_EQ(match_retry(first, "t", "k", "r", 1000ms, 5'999), retry_match::replay);
+  EXPECT_EQ(match_retry(first, "t", "k", "other body", 1000ms, 5'999), retry_match::reused);
+  EXPECT_EQ(match_retry(first, "t", "k", "r", 1000ms, 6'000), retry_match::expired) << "to the millisecond";
+  EXPECT_EQ(match_retry(first, "t", "k2", "r", 1000ms, 5'999), retry_match::other_key) << "a shared fingerprint";
+  EXPECT_EQ(match_retry(first, "u", "k", "r", 1000ms, 5'999), retry_match::other_key) << "another tenant's key";
+}
+
 TEST(key128, hex_round_trips) {
   const auto k = slot_of("tenant", "key");
   EXPECT_EQ(key128_from_hex(to_hex(k)), k);

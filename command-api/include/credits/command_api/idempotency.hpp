@@ -70,6 +70,13 @@ struct idempotency_image {
   time_ms forgotten_until = 0;
 };
 
+// What the first event of a candidate key says about a retry (tenant, key and request hash of the retry, at
+// `now`): it is that retry's first answer, the same key came with another request, the key's window has passed,
+// or it is another key that shares the fingerprint.
+enum class retry_match { replay, reused, expired, other_key };
+retry_match match_retry(const event& first, std::string_view tenant, std::string_view idempotency_key,
+                        std::string_view request_hash, std::chrono::milliseconds window, time_ms now);
+
 // How long before `now` a retry is still recognised, given that every key that occurred at or before
 // `forgotten_until` may have been forgotten for lack of room: the configured window when none was (or all those
 // would have expired anyway), else now - forgotten_until.
