@@ -32,6 +32,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "credits/bench/args.hpp"
 #include "credits/bench/histogram.hpp"
 #include "credits/command_api/api_config.hpp"
 #include "credits/command_api/idempotency.hpp"
@@ -46,6 +47,7 @@ using credits::time_ms;
 using credits::api::idempotency_record;
 using credits::api::idempotency_store;
 using credits::api::key128;
+using credits::bench::number;
 using clock_type = std::chrono::steady_clock;
 using nlohmann::json;
 
@@ -69,15 +71,6 @@ struct options {
   std::string topic;
   long reads = 500;
 };
-
-long number(const std::string& name, const char* text, long min, long max) {
-  char* end = nullptr;
-  const long n = std::strtol(text, &end, 10);
-  if (*text == '\0' || *end != '\0' || n < min || n > max)
-    throw std::invalid_argument(name + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) +
-                                "]");
-  return n;
-}
 
 options parse(int argc, char** argv) {
   options o;
@@ -164,6 +157,22 @@ idempotency_record record_of(std::size_t i, long rate) {
           time_of(i, rate)};
 }
 
+// Finds `lookups` of the first `keys` slots (remembered as offset i) at random, as retries do: how many a second,
+// into `out`, and how many were not found (which must be none).
+template <class Found>
+std::size_t time_hits(const std::vector<key128>& slots, std::size_t keys, std::size_t lookups, std::mt19937_64& rng,
+                      Found found, json& out) {
+  std::uniform_int_distribution<std::size_t> any(0, keys - 1);
+  std::size_t missing = 0;
+  const auto t0 = clock_type::now();
+  for (std::size_t n = 0; n < lookups; ++n) {
+    const auto i = any(rng);
+    missing += found(slots[i], static_cast<std::int64_t>(i)) ? 0 : 1;
+  }
+  out["find_hits_per_s"] = static_cast<double>(lookups) / seconds_since(t0);
+  return missing;
+}
+
 // The compact store filled with `keys` keys, then `lookups` hits and as many new keys looked up, `lookups` more
 // remembered at the cap, and a snapshot of it taken, encoded, decoded and restored.
 json run_compact(std::size_t keys, const options& o, std::mt19937_64& rng, int& failures) {
@@ -181,17 +190,14 @@ json run_compact(std::size_t keys, const options& o, std::mt19937_64& rng, int& 
   out["memory"]["store_bytes"] = store.bytes();
 
   const auto now = time_of(keys, o.rate);
-  std::uniform_int_distribution<std::size_t> any(0, keys - 1);
-  std::size_t missing = 0;
-  t0 = clock_type::now();
-  for (std::size_t n = 0; n < lookups; ++n) {
-    const auto i = any(rng);
-    const auto found = store.find(slots[i], now);
-    bool hit = false;
-    for (const auto& c : found) hit = hit || c.record.offset == static_cast<std::int64_t>(i);
-    missing += hit ? 0 : 1;
-  }
-  out["find_hits_per_s"] = static_cast<double>(lookups) / seconds_since(t0);
+  const auto missing = time_hits(
+      slots, keys, lookups, rng,
+      [&](const key128& slot, std::int64_t offset) {
+        bool hit = false;
+        for (const auto& c : store.find(slot, now)) hit = hit || c.record.offset == offset;
+        return hit;
+      },
+      out);
   std::size_t candidates = 0;
   t0 = clock_type::now();
   for (std::size_t n = 0; n < lookups; ++n) candidates += store.find(slots[keys + n], now).size();
@@ -255,15 +261,13 @@ json run_legacy(std::size_t keys, const options& o, std::mt19937_64& rng, int& f
   out["memory"] = per_key(before, memory_now(), keys);
 
   const auto now = time_of(keys, o.rate);
-  std::uniform_int_distribution<std::size_t> any(0, keys - 1);
-  std::size_t missing = 0;
-  t0 = clock_type::now();
-  for (std::size_t n = 0; n < lookups; ++n) {
-    const auto i = any(rng);
-    const auto found = store.find(slots[i], now);
-    missing += found && found->offset == static_cast<std::int64_t>(i) ? 0 : 1;
-  }
-  out["find_hits_per_s"] = static_cast<double>(lookups) / seconds_since(t0);
+  const auto missing = time_hits(
+      slots, keys, lookups, rng,
+      [&](const key128& slot, std::int64_t offset) {
+        const auto found = store.find(slot, now);
+        return found && found->offset == offset;
+      },
+      out);
   std::size_t found_new = 0;
   t0 = clock_type::now();
   for (std::size_t n = 0; n < lookups; ++n) found_new += store.find(slots[keys + n], now) ? 1 : 0;
