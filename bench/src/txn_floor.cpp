@@ -22,11 +22,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "credits/bench/args.hpp"
 #include "credits/bench/histogram.hpp"
 #include "credits/event_store/event_store.hpp"
 
 namespace {
 
+using credits::bench::number;
 using clock_type = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
@@ -51,15 +53,6 @@ struct options {
   long alternate = 1;
   credits::store::settings extra;
 };
-
-long number(const std::string& name, const char* text, long min, long max) {
-  char* end = nullptr;
-  const long n = std::strtol(text, &end, 10);
-  if (*text == '\0' || *end != '\0' || n < min || n > max)
-    throw std::invalid_argument(name + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) +
-                                "]");
-  return n;
-}
 
 options parse(int argc, char** argv) {
   options o;

@@ -77,7 +77,15 @@ api_metrics::api_metrics()
       quarantined_records_(gauge(registry_, "credits_api_quarantined_records",
                                  "Records the writer could not fold and no operator has voided yet")),
       unkeyed_records_(counter(registry_, "credits_api_unkeyed_records_skipped_total",
-                               "Records without a key the writer could not fold, each time a replay read one")) {}
+                               "Records without a key the writer could not fold, each time a replay read one")),
+      idempotency_window_(gauge(registry_, "credits_idempotency_window_seconds",
+                                "How far back a retry with the same Idempotency-Key is recognised now: "
+                                "CREDITS_IDEMPOTENCY_WINDOW_S, or less once keys were forgotten for lack of room")),
+      idempotency_keys_(gauge(registry_, "credits_idempotency_keys", "Idempotency keys remembered")),
+      idempotency_keys_max_(gauge(registry_, "credits_idempotency_keys_max",
+                                  "Idempotency keys that can be remembered (CREDITS_IDEMPOTENCY_KEYS_MAX)")),
+      idempotency_bytes_(gauge(registry_, "credits_idempotency_bytes",
+                               "Memory the idempotency keys take (their ring and index, not the cached answers)")) {}
 
 const api_metrics::route_series* api_metrics::series_of(std::string_view route) {
   auto published = routes_published_.load(std::memory_order_acquire);
@@ -132,9 +140,14 @@ void api_metrics::transaction_failed(bool outcome_unknown, double seconds) {
   (outcome_unknown ? transactions_unknown_ : transactions_aborted_).Increment();
 }
 
-std::string api_metrics::scrape(std::size_t open_connections, std::size_t queue_commands) {
+std::string api_metrics::scrape(std::size_t open_connections, std::size_t queue_commands,
+                                const idempotency_sample& idempotency) {
   open_connections_.Set(static_cast<double>(open_connections));
   queue_commands_.Set(static_cast<double>(queue_commands));
+  idempotency_window_.Set(idempotency.window_held_s);
+  idempotency_keys_.Set(static_cast<double>(idempotency.keys));
+  idempotency_keys_max_.Set(static_cast<double>(idempotency.keys_max));
+  idempotency_bytes_.Set(static_cast<double>(idempotency.bytes));
   return prometheus::TextSerializer{}.Serialize(registry_.Collect());
 }
 

@@ -218,7 +218,7 @@ response http_api::impl::health(const request& req) {
 
 // Ready when commands and queries can be served: Kafka answers the probe, the writer has rebuilt its state
 // and takes commands, and Redis answers a PING from the query pool (a Redis Cluster: says cluster_state:ok,
-// so every slot has a master). The body names what is down.
+// so every slot has a master). The body names what is down, and says how far back idempotency keys are held.
 asio::awaitable<response> http_api::impl::readiness(const request& req) {
   std::string redis_error;
   try {
@@ -246,8 +246,17 @@ asio::awaitable<response> http_api::impl::readiness(const request& req) {
   check("writer", writer_ready, "rebuilding its state from the log; not taking commands");
   check("redis", redis_error.empty(), redis_error);
   const bool ready = down.empty();
+  // Not a check: a short window does not stop the server from serving, but it is what a retry can rely on.
+  const auto idempotency = w.idempotency();
+  const json window{{"windowSeconds", idempotency.window_held.count() / 1000},
+                    {"configuredWindowSeconds", cfg.idempotency_window_ms.count() / 1000},
+                    {"keys", idempotency.keys},
+                    {"keysMax", idempotency.keys_max}};
   co_return make(ready ? 200 : 503,
-                 {{"status", ready ? "ready" : "not_ready"}, {"down", std::move(down)}, {"checks", std::move(checks)}},
+                 {{"status", ready ? "ready" : "not_ready"},
+                  {"down", std::move(down)},
+                  {"checks", std::move(checks)},
+                  {"idempotency", window}},
                  req);
 }
 
@@ -257,7 +266,10 @@ response http_api::impl::scrape(const request& req) {
   response res{http::status::ok, req.version()};
   res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
   res.keep_alive(req.keep_alive());
-  res.body() = metrics.scrape(connections->load(std::memory_order_relaxed), w.queued_commands());
+  const auto idempotency = w.idempotency();
+  res.body() = metrics.scrape(connections->load(std::memory_order_relaxed), w.queued_commands(),
+                              {idempotency.keys, idempotency.keys_max, idempotency.bytes,
+                               static_cast<double>(idempotency.window_held.count()) / 1000});
   res.prepare_payload();
   return res;
 }

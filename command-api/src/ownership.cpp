@@ -269,6 +269,20 @@ writer::start_stats ownership::last_start() const {
   return total;
 }
 
+writer::idempotency_summary ownership::idempotency() const {
+  if (alone_) return alone_->idempotency();
+  std::shared_lock lock(slots_mutex_);
+  writer::idempotency_summary total{0, 0, 0, cfg_.idempotency_window_ms};
+  for (const auto& [p, s] : slots_) {
+    const auto one = s->w->idempotency();
+    total.keys += one.keys;
+    total.keys_max += one.keys_max;
+    total.bytes += one.bytes;
+    total.window_held = std::min(total.window_held, one.window_held);
+  }
+  return total;
+}
+
 std::vector<std::int32_t> ownership::owned() const {
   std::shared_lock lock(slots_mutex_);
   std::vector<std::int32_t> out;

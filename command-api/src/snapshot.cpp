@@ -1,11 +1,15 @@
 #include "credits/command_api/snapshot.hpp"
 
+#include <algorithm>
+
 #include "credits/common/ids.hpp"
 
 namespace credits::api {
 namespace {
 
 using nlohmann::json;
+
+constexpr std::size_t packed_key_bytes = sizeof(packed_key);
 
 json reservation_json(const reservation_state& r) {
   return {{"id", r.id},
@@ -42,12 +46,56 @@ json account_json(const account_state& a) {
           {"transactions", transactions_json(a)}};
 }
 
+// Little-endian, whatever the machine's order.
+void put_u64(std::string& out, std::uint64_t v) {
+  for (unsigned i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+std::uint64_t get_u64(std::string_view in) {
+  std::uint64_t v = 0;
+  for (unsigned i = 0; i < 8; ++i) v |= std::uint64_t{static_cast<unsigned char>(in[i])} << (8 * i);
+  return v;
+}
+
+// Version 3: the header says how many keys follow the newline, 16 bytes each.
+idempotency_image idempotency_v3(const json& header, std::string_view bytes) {
+  idempotency_image out;
+  const auto keys = header.at("keys").get<std::size_t>();
+  if (header.at("keyBytes").get<std::size_t>() != packed_key_bytes || bytes.size() / packed_key_bytes != keys ||
+      bytes.size() % packed_key_bytes != 0)
+    throw std::invalid_argument("the idempotency keys are " + std::to_string(bytes.size()) + " bytes, not " +
+                                std::to_string(keys) + " keys");
+  out.forgotten_until = header.at("forgottenUntil").get<time_ms>();
+  out.keys.reserve(keys);
+  for (std::size_t i = 0; i < keys; ++i)
+    out.keys.push_back({get_u64(bytes.substr(i * packed_key_bytes)), get_u64(bytes.substr(i * packed_key_bytes + 8))});
+  return out;
+}
+
+// Version 2: [slot, request fingerprint, topic, partition, offset, occurredAt] per key, in no particular order.
+// The request fingerprint is dropped: a hit now checks the request against the event it reads back.
+idempotency_image idempotency_v2(const json& keys) {
+  std::vector<std::pair<time_ms, packed_key>> timed;
+  for (const auto& k : keys) {
+    const auto slot = key128_from_hex(k.at(0).get<std::string>());
+    if (!slot || !key128_from_hex(k.at(1).get<std::string>())) throw std::invalid_argument("bad idempotency key");
+    const idempotency_record r{k.at(2) == 0 ? stream::ledger : stream::usage, k.at(3).get<std::int32_t>(),
+                               k.at(4).get<std::int64_t>(), k.at(5).get<time_ms>()};
+    const auto packed = pack_key(*slot, r);
+    if (!packed) throw std::invalid_argument("an idempotency key's position is out of range");
+    timed.emplace_back(r.occurred_at, *packed);
+  }
+  std::stable_sort(timed.begin(), timed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  idempotency_image out;
+  out.keys.reserve(timed.size());
+  for (const auto& [t, k] : timed) out.keys.push_back(k);
+  return out;
+}
+
 }  // namespace
 
 std::string encode_snapshot(std::uint64_t id, time_ms created_at,
                             const std::map<std::string, std::vector<std::int64_t>>& next_offsets,
-                            const ledger_state& state,
-                            const std::vector<std::pair<key128, idempotency_record>>& idempotency,
+                            const ledger_state& state, const idempotency_image& idempotency,
                             const std::atomic<bool>* cancelled) {
   constexpr std::size_t items_per_check = 1024;
   std::size_t items = 0;
@@ -60,35 +108,41 @@ std::string encode_snapshot(std::uint64_t id, time_ms created_at,
     check();
     accounts.push_back(account_json(a));
   }
-  json keys = json::array();
-  for (const auto& [slot, r] : idempotency) {
-    check();
-    keys.push_back(
-        {to_hex(slot), to_hex(r.request), r.topic == stream::ledger ? 0 : 1, r.partition, r.offset, r.occurred_at});
-  }
   json quarantined = json::object();  // added within the format version: absent in older snapshots
   for (const auto& [account_id, records] : state.quarantined) {
     auto& list = quarantined[account_id] = json::array();
     for (const auto& q : records) list.push_back({q.event_id, q.position, q.reason, q.tenant});
   }
   if (cancelled && cancelled->load(std::memory_order_relaxed)) throw snapshot_cancelled();
-  return json{{"format", "credits-writer-snapshot"},
-              {"quarantined", std::move(quarantined)},
-              {"version", snapshot_format_version},
-              {"snapshotId", id},
-              {"createdAt", created_at},
-              {"nextOffsets", next_offsets},
-              {"accounts", std::move(accounts)},
-              {"idempotency", std::move(keys)}}
-      .dump();
+  std::string out = json{{"format", "credits-writer-snapshot"},
+                         {"version", snapshot_format_version},
+                         {"snapshotId", id},
+                         {"createdAt", created_at},
+                         {"nextOffsets", next_offsets},
+                         {"accounts", std::move(accounts)},
+                         {"quarantined", std::move(quarantined)},
+                         {"idempotency",
+                          {{"keys", idempotency.keys.size()},
+                           {"keyBytes", packed_key_bytes},
+                           {"forgottenUntil", idempotency.forgotten_until}}}}
+                        .dump();
+  out.reserve(out.size() + 1 + idempotency.keys.size() * packed_key_bytes);
+  out.push_back('\n');  // a dump() has none of its own
+  for (const auto& k : idempotency.keys) {
+    put_u64(out, k.fingerprint_second);
+    put_u64(out, k.position);
+  }
+  return out;
 }
 
 std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* error) {
   try {
-    const json j = json::parse(payload);
+    const auto newline = payload.find('\n');
+    const json j = json::parse(payload.substr(0, newline));
     if (j.at("format") != "credits-writer-snapshot") throw std::invalid_argument("not a writer snapshot");
-    if (j.at("version") != snapshot_format_version)
-      throw std::invalid_argument("unsupported snapshot version " + j.at("version").dump());
+    const auto version = j.at("version");
+    if (version != snapshot_format_version && version != 2)
+      throw std::invalid_argument("unsupported snapshot version " + version.dump());
     snapshot s;
     s.id = j.at("snapshotId").get<std::uint64_t>();
     s.created_at = j.at("createdAt").get<time_ms>();
@@ -141,14 +195,10 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
           s.state.quarantined[account_id].push_back(
               quarantined_record{r.at(0).get<std::string>(), r.at(1).get<std::string>(), r.at(2).get<std::string>(),
                                  r.at(3).get<std::string>()});
-    for (const auto& k : j.at("idempotency")) {
-      const auto slot = key128_from_hex(k.at(0).get<std::string>());
-      const auto request = key128_from_hex(k.at(1).get<std::string>());
-      if (!slot || !request) throw std::invalid_argument("bad idempotency key");
-      s.idempotency.emplace_back(
-          *slot, idempotency_record{*request, k.at(2) == 0 ? stream::ledger : stream::usage,
-                                    k.at(3).get<std::int32_t>(), k.at(4).get<std::int64_t>(), k.at(5).get<time_ms>()});
-    }
+    s.idempotency = version == 2 ? idempotency_v2(j.at("idempotency"))
+                                 : idempotency_v3(j.at("idempotency"), newline == std::string_view::npos
+                                                                           ? std::string_view{}
+                                                                           : payload.substr(newline + 1));
     return s;
   } catch (const std::exception& ex) {
     if (error) *error = ex.what();

@@ -70,38 +70,44 @@ void snapshot_writer::run() {
     cv_.wait(lock, [&] { return stopping_ || job_; });
     if (!job_) return;  // stopping, nothing left to write
     lock.unlock();
-    write(*job_);  // the job is only read here; offer() leaves it alone while it is set
+    write(*job_);  // the job is only used here; offer() leaves it alone while it is set
     lock.lock();
     job_.reset();
     cv_.notify_all();  // a stopping destructor waits for this
   }
 }
 
-void snapshot_writer::write(const snapshot_job& job) {
+// Each copy of the snapshot is freed as soon as the next one is made (the keys, the payload, its chunks): with
+// millions of idempotency keys each copy is hundreds of MB, and at most two exist at once.
+void snapshot_writer::write(snapshot_job& job) {
   const auto started = std::chrono::steady_clock::now();
   try {
     if (!producer_) producer_ = make_producer(cfg_, scope_, cfg_.kafka_transaction_timeout_ms);
-    const auto payload =
-        encode_snapshot(job.id, job.created_at, job.next_offsets, job.state, job.idempotency, &cancelled_);
+    auto payload = encode_snapshot(job.id, job.created_at, job.next_offsets, job.state, job.idempotency, &cancelled_);
+    const auto keys = job.idempotency.keys.size();
+    std::vector<packed_key>().swap(job.idempotency.keys);
     if (cancelled_.load(std::memory_order_relaxed)) throw snapshot_cancelled();
-    const auto chunks = split_snapshot(payload, job.id, cfg_.snapshot_chunk_bytes, scope_);
+    auto chunks = split_snapshot(payload, job.id, cfg_.snapshot_chunk_bytes, scope_);
+    const auto payload_bytes = payload.size();
+    std::string().swap(payload);
     std::vector<store::record> records;
     records.reserve(chunks.size());
     for (std::size_t i = 0; i < chunks.size(); ++i)
-      records.push_back(
-          {cfg_.snapshot_topic, (scope_.empty() ? "" : scope_ + "-") + "chunk-" + std::to_string(i), chunks[i]});
+      records.push_back({cfg_.snapshot_topic, (scope_.empty() ? "" : scope_ + "-") + "chunk-" + std::to_string(i),
+                         std::move(chunks[i])});
     const auto result = producer_->append(records, cfg_.append_timeout_ms);
     const auto took =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
     if (result.status == store::append_status::committed) {
       write_log(log_level::info, component,
                 "snapshot " + std::to_string(job.id) + " written: " + std::to_string(job.state.accounts.size()) +
-                    " accounts, " + std::to_string(payload.size()) + " bytes in " + std::to_string(chunks.size()) +
-                    " chunks in " + std::to_string(took) + " ms (the writer paused " +
-                    std::to_string(job.copy_took.count()) + " ms to copy its state)",
+                    " accounts, " + std::to_string(keys) + " idempotency keys, " + std::to_string(payload_bytes) +
+                    " bytes in " + std::to_string(chunks.size()) + " chunks in " + std::to_string(took) +
+                    " ms (the writer paused " + std::to_string(job.copy_took.count()) + " ms to copy its state)",
                 {{"snapshotId", job.id},
                  {"accounts", job.state.accounts.size()},
-                 {"bytes", payload.size()},
+                 {"idempotencyKeys", keys},
+                 {"bytes", payload_bytes},
                  {"durationMs", took},
                  {"writerPauseMs", job.copy_took.count()}});
       return;

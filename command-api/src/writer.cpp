@@ -19,6 +19,9 @@ constexpr std::string_view component = "credits-api";
 
 constexpr milliseconds replay_read_timeout{5'000};
 
+// While the window of idempotency keys held is below the configured one, the log says so this often.
+constexpr milliseconds window_short_log_interval{3'600'000};
+
 // The writer's transactional ids, used in turn (see store::transactional_producer): the next batch does not
 // wait for the coordinator to finish writing the previous commit's markers. A constant, not a setting: every
 // start-up claims all of them, which is what fences an older process on each.
@@ -49,6 +52,13 @@ std::string quarantined_id(const ledger_state& state, const std::string& account
   return where;
 }
 
+// A partition writer's share of a per-process limit: the process may come to own every partition, and their
+// shares together stay within the limit.
+std::size_t share_of(std::size_t per_process, std::int32_t partitions) {
+  if (per_process == 0) return 0;
+  return std::max<std::size_t>(1, per_process / static_cast<std::size_t>(std::max(partitions, 1)));
+}
+
 }  // namespace
 
 writer::writer(const config& cfg, clock_fn now, api_metrics& metrics, std::optional<std::int32_t> partition)
@@ -77,8 +87,17 @@ std::unique_ptr<store::transactional_producer> writer::make_producer(millisecond
 
 void writer::start() {
   producer_ = make_producer(cfg_.startup_timeout_ms);
-  for (const auto& topic : {cfg_.ledger_topic, cfg_.usage_topic})
+  for (const auto& topic : {cfg_.ledger_topic, cfg_.usage_topic}) {
     partition_counts_[topic] = producer_->partition_count(topic, cfg_.startup_timeout_ms);
+    if (partition_counts_[topic] > idempotency_partitions_max)
+      throw std::runtime_error("topic " + topic + " has more than " + std::to_string(idempotency_partitions_max) +
+                               " partitions, more than an idempotency key can name");
+  }
+  if (partition_) {  // CREDITS_IDEMPOTENCY_KEYS_MAX bounds the process, whatever partitions it comes to own
+    const auto partitions = partition_counts_.at(cfg_.ledger_topic);
+    idempotency_ = idempotency_store(cfg_.idempotency_window_ms, share_of(cfg_.idempotency_keys_max, partitions),
+                                     share_of(cfg_.idempotency_responses_cached_max, partitions));
+  }
   if (snapshots_) {
     try {
       producer_->partition_count(cfg_.snapshot_topic, cfg_.startup_timeout_ms);
@@ -160,6 +179,42 @@ writer::start_stats writer::last_start() const {
   return last_start_;
 }
 
+writer::idempotency_summary writer::idempotency() const {
+  return {
+      idempotency_keys_.load(std::memory_order_relaxed), idempotency_keys_max_.load(std::memory_order_relaxed),
+      idempotency_bytes_.load(std::memory_order_relaxed),
+      window_held(cfg_.idempotency_window_ms, idempotency_forgotten_until_.load(std::memory_order_relaxed), now_())};
+}
+
+// Publishes the idempotency store's figures to other threads, and says in the log when the window held falls
+// below the configured one (a retry of an older request would be written again), hourly while it stays there,
+// and when it is whole again.
+void writer::watch_idempotency(time_ms now) {
+  idempotency_keys_.store(idempotency_.size(), std::memory_order_relaxed);
+  idempotency_keys_max_.store(idempotency_.keys_max(), std::memory_order_relaxed);
+  idempotency_bytes_.store(idempotency_.bytes(), std::memory_order_relaxed);
+  idempotency_forgotten_until_.store(idempotency_.forgotten_until(), std::memory_order_relaxed);
+  const auto held = idempotency_.window_held(now);
+  const auto where = partition_ ? "partition " + std::to_string(*partition_) + ": " : std::string();
+  if (held < cfg_.idempotency_window_ms) {
+    if (window_short_logged_at_ >= 0 && now - window_short_logged_at_ < window_short_log_interval.count()) return;
+    write_log(log_level::warn, component,
+              where + "idempotency window held is " + std::to_string(held.count() / 1000) +
+                  " s, below CREDITS_IDEMPOTENCY_WINDOW_S: the oldest keys were forgotten to stay within " +
+                  std::to_string(idempotency_.keys_max()) +
+                  " keys (CREDITS_IDEMPOTENCY_KEYS_MAX); a retry of an older request is written again",
+              {{"windowHeldS", held.count() / 1000},
+               {"windowS", cfg_.idempotency_window_ms.count() / 1000},
+               {"keys", idempotency_.size()},
+               {"keysMax", idempotency_.keys_max()}});
+    window_short_logged_at_ = now;
+  } else if (window_short_logged_at_ >= 0) {
+    write_log(log_level::info, component, where + "idempotency window held is whole again",
+              {{"windowHeldS", held.count() / 1000}});
+    window_short_logged_at_ = -1;
+  }
+}
+
 const std::string& writer::topic_of(stream s) const {
   return s == stream::ledger ? cfg_.ledger_topic : cfg_.usage_topic;
 }
@@ -190,9 +245,7 @@ bool writer::load_snapshot(store::start_offsets& from) {
     return false;
   }
   state_ = std::move(s->state);
-  std::sort(s->idempotency.begin(), s->idempotency.end(),
-            [](const auto& a, const auto& b) { return a.second.occurred_at < b.second.occurred_at; });
-  for (const auto& [slot, record] : s->idempotency) idempotency_.remember(slot, record, std::nullopt);
+  idempotency_.restore(s->idempotency, s->created_at, now_());
   next_offsets_ = s->next_offsets;
   from = next_offsets_;
   loaded_snapshot_id_ = s->id;
@@ -241,9 +294,10 @@ void writer::publish_quarantine() {
 // answered without reading the log again) and how many events were folded or skipped.
 struct writer::tail_fold {
   std::unordered_map<std::string, log_position> latest;
-  std::deque<std::pair<key128, std::pair<event, log_position>>> recent;
+  std::deque<std::pair<std::uint64_t, std::pair<event, log_position>>> recent;  // by key sequence number
   std::size_t events = 0;
   std::size_t skipped = 0;
+  time_ms now = 0;  // when the fold began: keys whose window had passed by then are not remembered
 };
 
 void writer::rebuild() {
@@ -260,12 +314,14 @@ void writer::rebuild() {
     from.clear();
   }
   tail_fold tail;
+  tail.now = now_();
   store::read_to_end(
       cfg_.kafka_brokers, {cfg_.ledger_topic, cfg_.usage_topic}, [&](const store::message& m) { fold(m, tail); },
       cfg_.startup_timeout_ms, from, partition_ ? std::vector<std::int32_t>{*partition_} : std::vector<std::int32_t>{});
   cache_recent_answers(tail);
   publish_quarantine();
   idempotency_.expire(now_());
+  watch_idempotency(now_());
   events_since_snapshot_ = tail.events;
   const auto took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
   {
@@ -279,7 +335,8 @@ void writer::rebuild() {
                 std::to_string(took.count()) + " ms: " + std::to_string(state_.accounts.size()) + " accounts, " +
                 (from_snapshot ? "snapshot " + std::to_string(loaded_snapshot_id_) : std::string("no snapshot")) +
                 " + " + std::to_string(tail.events) + " events replayed (" + std::to_string(tail.skipped) +
-                " skipped), " + std::to_string(idempotency_.size()) + " idempotency keys",
+                " skipped), " + std::to_string(idempotency_.size()) + " idempotency keys (window held " +
+                std::to_string(idempotency_.window_held(now_()).count() / 1000) + " s)",
             {{"durationMs", took.count()},
              {"accounts", state_.accounts.size()},
              {"snapshotId", from_snapshot ? loaded_snapshot_id_ : 0},
@@ -302,24 +359,18 @@ void writer::fold(const store::message& m, tail_fold& t) {
   auto e = std::move(folded.e);
   const bool ledger = m.topic == cfg_.ledger_topic;
   if (ledger) t.latest[e->account_id] = log_position{m.topic, m.partition, m.offset};
-  if (e->idempotency_key.empty()) return;
-  const auto slot = slot_of(e->tenant, e->idempotency_key);
-  idempotency_.remember(slot,
-                        idempotency_record{fingerprint_of(e->request_hash), ledger ? stream::ledger : stream::usage,
-                                           m.partition, m.offset, e->occurred_at},
-                        std::nullopt);
-  if (cfg_.idempotency_responses_cached_max == 0) return;
-  t.recent.emplace_back(slot, std::make_pair(std::move(*e), log_position{m.topic, m.partition, m.offset}));
+  if (e->idempotency_key.empty() || e->occurred_at + cfg_.idempotency_window_ms.count() <= t.now) return;
+  const auto sequence = remember_key(*e, ledger ? stream::ledger : stream::usage, m.partition, m.offset);
+  if (!sequence || cfg_.idempotency_responses_cached_max == 0) return;
+  t.recent.emplace_back(*sequence, std::make_pair(std::move(*e), log_position{m.topic, m.partition, m.offset}));
   if (t.recent.size() > cfg_.idempotency_responses_cached_max) t.recent.pop_front();
 }
 
 void writer::cache_recent_answers(tail_fold& t) {
-  for (auto& [slot, entry] : t.recent) {
+  for (auto& [sequence, entry] : t.recent) {
     auto& [e, where] = entry;
-    if (const auto hit = idempotency_.find(slot, e.occurred_at); hit && hit->record.offset == where.offset) {
-      auto facts = facts_in(state_, e);
-      idempotency_.remember(slot, hit->record, accepted{std::move(e), std::move(facts), std::move(where), false});
-    }
+    auto facts = facts_in(state_, e);
+    idempotency_.keep_answer(sequence, accepted{std::move(e), std::move(facts), std::move(where), false});
   }
 }
 
@@ -331,9 +382,7 @@ void writer::offer_snapshot() {
   job.id = std::max<std::uint64_t>(last_snapshot_id_ + 1, static_cast<std::uint64_t>(job.created_at));
   job.next_offsets = next_offsets_;
   job.state = state_;
-  job.idempotency.reserve(idempotency_.size());
-  idempotency_.for_each(
-      [&](const key128& slot, const idempotency_record& r) { job.idempotency.emplace_back(slot, r); });
+  job.idempotency = idempotency_.image();
   job.copy_took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
   const auto id = job.id;
   if (!snapshots_writer_->offer(job)) return;
@@ -403,23 +452,22 @@ void writer::release_in_flight(const std::vector<submission>& batch) {
     if (!s.ctx.idempotency_key.empty()) in_flight_.erase(slot_of(s.ctx.tenant, s.ctx.idempotency_key));
 }
 
-command_result writer::replay(const idempotency_store::hit& hit) {
-  if (hit.response) {
-    accepted a = *hit.response;
-    a.replayed = true;
-    return a;
-  }
-  // The first answer fell out of the cache: render it again from the event it wrote.
+// The first answer of a remembered key: kept whole, or rendered again from the event it wrote (one log read).
+// nullopt when the event cannot be read now.
+std::optional<accepted> writer::first_answer(const idempotency_store::candidate& c) {
+  if (const auto* kept = idempotency_.answer(c.sequence)) return *kept;
   if (!replay_reader_)  // short fetch waits: each read is one record that is already in the log
     replay_reader_ = std::make_unique<store::consumer>(
         cfg_.kafka_brokers, false, store::settings{{"fetch.wait.max.ms", "5"}, {"fetch.error.backoff.ms", "5"}});
-  const auto& topic = topic_of(hit.record.topic);
-  const auto m = replay_reader_->read_at(topic, hit.record.partition, hit.record.offset, replay_read_timeout);
+  const auto& topic = topic_of(c.record.topic);
+  const auto m = replay_reader_->read_at(topic, c.record.partition, c.record.offset, replay_read_timeout);
   auto e = m ? decode(m->value) : std::nullopt;
   if (!e || (!state_.accounts.contains(e->account_id) && !std::holds_alternative<event_voided>(e->payload)))
-    return unavailable{unavailable_reason::first_answer_unreadable};
+    return std::nullopt;
   auto facts = facts_in(state_, *e);
-  return accepted{std::move(*e), std::move(facts), log_position{topic, hit.record.partition, hit.record.offset}, true};
+  accepted a{std::move(*e), std::move(facts), log_position{topic, c.record.partition, c.record.offset}, false};
+  idempotency_.keep_answer(c.sequence, a);  // a client that retried once may well retry again
+  return a;
 }
 
 // What deciding a batch hands on to appending and answering it. Each submission is either answered already
@@ -448,6 +496,7 @@ void writer::process(std::vector<submission>& batch) {
       publish_quarantine();
   }
   answer(batch, decided.answers);
+  watch_idempotency(decided.now);
   if (snapshots_ && events_since_snapshot_ >= cfg_.snapshot_interval_events) offer_snapshot();
 }
 
@@ -501,17 +550,41 @@ void writer::decide_one(submission& s, std::size_t index, decided_batch& d) {
 }
 
 // A retry of a command whose Idempotency-Key this writer remembers: the first answer again, or a rejection when
-// the key came with a different request. nullopt: the key is new (or the command carries none).
+// the key came with a different request. nullopt: the key is new (or the command carries none). The store only
+// knows a fingerprint of each key: every candidate is checked against its event (tenant, key, time, request).
 std::optional<command_result> writer::answer_from_key(const submission& s, time_ms now) {
   if (s.ctx.idempotency_key.empty()) return std::nullopt;
-  const auto hit = idempotency_.find(slot_of(s.ctx.tenant, s.ctx.idempotency_key), now);
-  if (!hit) return std::nullopt;
-  if (hit->record.request != fingerprint_of(s.ctx.request_hash))
-    return rejection{error_code::idempotency_key_reused, "this Idempotency-Key was used with a different request", "",
-                     nullptr};
-  auto first = replay(*hit);
-  if (std::holds_alternative<accepted>(first)) metrics_.idempotent_replay();
-  return first;
+  for (const auto& c : idempotency_.find(slot_of(s.ctx.tenant, s.ctx.idempotency_key), now)) {
+    auto first = first_answer(c);
+    if (!first) return unavailable{unavailable_reason::first_answer_unreadable};
+    switch (match_retry(first->e, s.ctx.tenant, s.ctx.idempotency_key, s.ctx.request_hash, cfg_.idempotency_window_ms,
+                        now)) {
+      case retry_match::other_key:
+        continue;
+      case retry_match::expired:  // candidates come newest first: every other one of this key is older
+        return std::nullopt;
+      case retry_match::reused:
+        return rejection{error_code::idempotency_key_reused, "this Idempotency-Key was used with a different request",
+                         "", nullptr};
+      case retry_match::replay:
+        first->replayed = true;
+        metrics_.idempotent_replay();
+        return std::move(*first);
+    }
+  }
+  return std::nullopt;
+}
+
+// Remembers the key of `e`, written at topic:partition:offset; its sequence number in the store.
+std::optional<std::uint64_t> writer::remember_key(const event& e, stream topic, std::int32_t partition,
+                                                  std::int64_t offset) {
+  auto sequence = idempotency_.remember(slot_of(e.tenant, e.idempotency_key),
+                                        idempotency_record{topic, partition, offset, e.occurred_at});
+  if (!sequence)  // beyond idempotency_offset_max: unreachable in practice, and never silent
+    write_log(log_level::error, component,
+              "idempotency key not remembered: offset " + std::to_string(offset) + " is beyond what a key can name",
+              {{"partition", partition}, {"offset", offset}});
+  return sequence;
 }
 
 void writer::add_expiries(decided_batch& d) {
@@ -562,10 +635,8 @@ void writer::commit(decided_batch& d, const store::append_result& result) {
     const auto& e = d.events[k];
     accepted a{e, facts_in(state_, e), positions[k], false};
     if (!e.idempotency_key.empty())
-      idempotency_.remember(slot_of(e.tenant, e.idempotency_key),
-                            idempotency_record{fingerprint_of(e.request_hash), stream_of(e.payload),
-                                               positions[k].partition, positions[k].offset, e.occurred_at},
-                            a);
+      if (const auto sequence = remember_key(e, stream_of(e.payload), positions[k].partition, positions[k].offset))
+        idempotency_.keep_answer(*sequence, a);
     d.answers[i] = std::move(a);
   }
   accounts_count_ = state_.accounts.size();

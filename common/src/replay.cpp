@@ -101,8 +101,8 @@ replayed replay(ledger_state& state, const log_record& r) {
   if (id.empty()) id = position;
   auto& records = state.quarantined[std::string(r.key)];
   // A record read twice (the writer replays a partition again after a failed append) is quarantined once.
-  const bool known = std::any_of(records.begin(), records.end(),
-                                 [&](const quarantined_record& q) { return q.position == position; });
+  const bool known =
+      std::any_of(records.begin(), records.end(), [&](const quarantined_record& q) { return q.position == position; });
   if (!known) records.push_back(quarantined_record{std::move(id), std::move(position), out.reason, std::move(tenant)});
   return out;
 }

@@ -28,7 +28,8 @@ constexpr std::int32_t home = 0;  // every key's partition here; the other parti
 void check_invariants(const ledger_state& state) {
   std::size_t pending = 0;
   for (const auto& [id, a] : state.accounts) {
-    FUZZ_CHECK(0 <= a.reserved && a.reserved <= a.balance && a.balance <= amount_max, "an account breaks the money rules");
+    FUZZ_CHECK(0 <= a.reserved && a.reserved <= a.balance && a.balance <= amount_max,
+               "an account breaks the money rules");
     amount_t held = 0;
     for (const auto& [rid, r] : a.reservations)
       if (r.status == reservation_status::pending) {
@@ -59,9 +60,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::string_view key = pick % 4 == 3 ? std::string_view() : accounts[pick % 4];
     const std::int32_t partition = (pick / 4) % 8 == 7 ? 1 : home;  // mostly in the right partition
     const log_record r{"credits.ledger", stream::ledger, partition, home, offset++, key, line.substr(1)};
-    const auto quarantined_before = key.empty() ? 0 : (state.quarantined.contains(std::string(key))
-                                                           ? state.quarantined.at(std::string(key)).size()
-                                                           : 0);
+    const auto quarantined_before =
+        key.empty()
+            ? 0
+            : (state.quarantined.contains(std::string(key)) ? state.quarantined.at(std::string(key)).size() : 0);
     const auto out = replay(state, r);
     check_invariants(state);
     if (out.result == replayed::outcome::applied) {

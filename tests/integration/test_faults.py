@@ -118,8 +118,13 @@ def test_healthz_and_readyz_when_everything_is_up(limited):
     assert requests.get(limited.url + "/healthz", timeout=10).status_code == 200
     wait_ready(limited.url)
     r = check(requests.get(limited.url + "/readyz", timeout=10), "/readyz", "get")
-    assert r.json() == {"status": "ready", "down": [],
-                        "checks": {"kafka": {"ok": True}, "writer": {"ok": True}, "redis": {"ok": True}}}
+    body = r.json()
+    idempotency = body.pop("idempotency")
+    assert body == {"status": "ready", "down": [],
+                    "checks": {"kafka": {"ok": True}, "writer": {"ok": True}, "redis": {"ok": True}}}
+    # No key was forgotten for lack of room (16 million by default): the whole window is held.
+    assert idempotency["windowSeconds"] == idempotency["configuredWindowSeconds"] == 86400, idempotency
+    assert idempotency["keysMax"] == 16_000_000 and 0 <= idempotency["keys"] <= idempotency["keysMax"], idempotency
     assert requests.get(limited.url + "/readyz?x=1", timeout=10).status_code == 200  # any query, no key
     for path in ("/healthz", "/readyz", "/metrics"):  # GET alone
         r = requests.post(limited.url + path, timeout=10)

@@ -81,6 +81,11 @@ def test_api_metrics_count_requests_commands_and_kafka_transactions(stack, clien
     assert value(after, "credits_api_open_connections") >= 1  # the scrape's own
     assert value(after, "credits_api_writer_queue_commands") >= 0
     assert ("credits_api_redis_errors_total", ()) in after
+    # The idempotency keys: the one above is among them, and none was forgotten for lack of room.
+    assert value(after, "credits_idempotency_keys") >= 1
+    assert value(after, "credits_idempotency_keys_max") == 16_000_000
+    assert value(after, "credits_idempotency_bytes") > 0
+    assert value(after, "credits_idempotency_window_seconds") == 86400
     # Labels are route templates: no account id, no query string, whatever the client sent.
     for name, labels in after:
         for _, v in labels:

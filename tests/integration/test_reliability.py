@@ -1,7 +1,11 @@
 """Idempotency, concurrency on one account, expiry, and restarts of both processes."""
+import json
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+
+import requests
 
 from conftest import LEDGER_TOPIC, Client, fold_balance, kafka_paused, read_topic, redis_hash
 
@@ -87,6 +91,57 @@ def test_restart_keeps_state_and_idempotency(stack, client, external_id):
     events = read_topic(LEDGER_TOPIC, key=account_id)
     assert sum(e["type"] == "CreditsDeducted" for e in events) == 1
     assert fold_balance(events) == (320, 0)
+
+
+def test_a_full_key_store_forgets_the_oldest_keys_and_says_how_far_back_it_holds(stack, external_id):
+    """With room for 3 keys, the fourth forgets the first: a retry of the first is written again (the cost of a
+    full store, which the window held announces in /readyz, the metric and the log), while the newest still
+    replays. With no answer kept whole, each retry reads its first event back from the log and is checked
+    against it: the same body replays, another body is refused."""
+    added = {"CREDITS_IDEMPOTENCY_KEYS_MAX": "3", "CREDITS_IDEMPOTENCY_RESPONSES_CACHED_MAX": "0"}
+    saved = {k: stack.api.env.get(k) for k in added}
+    log_from = stack.api.log_path.stat().st_size
+    stack.api.env.update(added)
+    try:
+        stack.restart()
+        client = Client(stack.url)
+        account_id = open_account(client, external_id, 0)
+        keys = [{"Idempotency-Key": uuid.uuid4().hex} for _ in range(4)]
+        firsts = []
+        for i, key in enumerate(keys):
+            firsts.append(client.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": i + 1}, headers=key))
+            assert firsts[-1].status_code == 200, firsts[-1].text
+
+        retry = client.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 4}, headers=keys[3])
+        assert retry.status_code == 200 and retry.json() == firsts[3].json(), retry.text
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        other = client.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 5}, headers=keys[3])
+        assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused", other.text
+
+        again = client.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 1}, headers=keys[0])
+        assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers, again.text
+        assert again.json()["transactionId"] != firsts[0].json()["transactionId"]
+        added_events = [e for e in read_topic(LEDGER_TOPIC, key=account_id) if e["type"] == "CreditsAdded"]
+        assert [e["payload"]["amount"] for e in added_events] == [1, 2, 3, 4, 1]
+
+        ready = requests.get(stack.url + "/readyz", timeout=10).json()["idempotency"]
+        assert ready["keys"] == ready["keysMax"] == 3, ready
+        assert 0 <= ready["windowSeconds"] < ready["configuredWindowSeconds"] == 86400, ready
+        metrics = requests.get(stack.url + "/metrics", timeout=10).text
+        window = float(re.search(r"^credits_idempotency_window_seconds (\S+)$", metrics, re.M).group(1))
+        assert 0 <= window < 86400, window
+        with stack.api.log_path.open("rb") as f:
+            f.seek(log_from)
+            lines = [json.loads(line) for line in f.read().decode().splitlines() if line.startswith("{")]
+        short = [line for line in lines if "idempotency window held is" in line["msg"] and line["level"] == "warn"]
+        assert short and short[-1]["keysMax"] == 3 and short[-1]["windowHeldS"] < 86400, short
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                stack.api.env.pop(k, None)
+            else:
+                stack.api.env[k] = v
+        stack.restart()
 
 
 def test_concurrent_requests_with_one_key_write_once(stack, client, external_id):

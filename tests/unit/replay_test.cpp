@@ -19,7 +19,7 @@ replayed replay_event(ledger_state& state, const event& e, std::int64_t offset, 
 }
 
 event bad_deduction(const std::string& account) {
-  return event{"9a1e4b2c-0000-4000-8000-000000000001", 1, "t1", account, "k", "r", "", "", 0,
+  return event{"9a1e4b2c-0000-4000-8000-000000000001",       1, "t1", account, "k", "r", "", "", 0,
                credits_deducted{"txn_bad", 5, 12345, "", {}}};
 }
 

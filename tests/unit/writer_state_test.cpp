@@ -1,5 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <deque>
+#include <random>
+
 #include "credits/command_api/idempotency.hpp"
 #include "credits/command_api/snapshot.hpp"
 #include "test_ledger.hpp"
@@ -9,9 +13,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-idempotency_record at(time_ms t, std::int64_t offset = 1) {
-  return idempotency_record{fingerprint_of("aa"), stream::ledger, 0, offset, t};
-}
+idempotency_record at(time_ms t, std::int64_t offset = 1) { return idempotency_record{stream::ledger, 0, offset, t}; }
 
 // The first answer of a command, as the writer caches it: its event and where it sits.
 accepted answered_at(std::int64_t offset) {
@@ -19,14 +21,23 @@ accepted answered_at(std::int64_t offset) {
   return accepted{std::move(e), account_facts{"acc_1", "", std::nullopt}, log_position{"ledger", 0, offset}, false};
 }
 
-TEST(idempotency_store, a_key_answers_until_its_window_ends) {
+std::vector<std::int64_t> offsets_found(const idempotency_store& store, const key128& slot, time_ms now) {
+  std::vector<std::int64_t> out;
+  for (const auto& c : store.find(slot, now)) out.push_back(c.record.offset);
+  return out;
+}
+
+TEST(idempotency_store, a_key_is_found_until_its_second_plus_the_window_has_passed) {
+  // The store keeps seconds: it keeps a key up to a second longer, and the writer decides from the event's
+  // occurred_at, to the millisecond, whether a key found here has expired.
   idempotency_store store(1000ms, 100, 100);
   const auto slot = slot_of("t", "k");
-  store.remember(slot, at(5000), answered_at(7));
-  ASSERT_TRUE(store.find(slot, 5999));
-  EXPECT_EQ(store.find(slot, 5999)->response->position.offset, 7);
-  EXPECT_FALSE(store.find(slot, 6000)) << "expiry is occurred_at + window, whatever the store still holds";
-  EXPECT_EQ(store.expire(6000), 1u);
+  ASSERT_TRUE(store.remember(slot, at(5'400, 7)));
+  EXPECT_EQ(offsets_found(store, slot, 6'999), std::vector<std::int64_t>{7});
+  EXPECT_EQ(store.find(slot, 6'999)[0].record.occurred_at, 5'000) << "the start of its second";
+  EXPECT_TRUE(store.find(slot, 7'000).empty());
+  EXPECT_EQ(store.expire(6'999), 0u);
+  EXPECT_EQ(store.expire(7'000), 1u);
   EXPECT_EQ(store.size(), 0u);
 }
 
@@ -38,31 +49,162 @@ TEST(idempotency_store, keys_are_scoped_by_tenant) {
 
 TEST(idempotency_store, the_oldest_keys_are_forgotten_at_the_cap) {
   idempotency_store store(1h, 3, 0);
-  for (int i = 0; i < 5; ++i) store.remember(slot_of("t", std::to_string(i)), at(i), std::nullopt);
+  for (int i = 0; i < 5; ++i) store.remember(slot_of("t", std::to_string(i)), at(i * 1000));
   EXPECT_EQ(store.size(), 3u);
   EXPECT_EQ(store.evicted(), 2u);
-  EXPECT_FALSE(store.find(slot_of("t", "0"), 10));
-  EXPECT_FALSE(store.find(slot_of("t", "1"), 10));
-  EXPECT_TRUE(store.find(slot_of("t", "4"), 10));
+  EXPECT_TRUE(store.find(slot_of("t", "0"), 10'000).empty());
+  EXPECT_TRUE(store.find(slot_of("t", "1"), 10'000).empty());
+  EXPECT_EQ(offsets_found(store, slot_of("t", "4"), 10'000), std::vector<std::int64_t>{1});
+  EXPECT_EQ(store.forgotten_until(), 1'999) << "key 1 may have occurred until the end of its second";
+}
+
+TEST(idempotency_store, the_window_held_is_whole_until_a_key_inside_it_is_forgotten) {
+  idempotency_store store(1h, 2, 0);
+  EXPECT_EQ(store.window_held(50'000'000), 1h);
+  for (int i = 0; i < 3; ++i) store.remember(slot_of("t", std::to_string(i)), at(10'000'000 + i * 60'000));
+  EXPECT_EQ(store.window_held(10'200'000), std::chrono::milliseconds(10'200'000 - 10'000'999));
+  EXPECT_EQ(store.window_held(10'000'999 + 3'600'000), 1h) << "what was forgotten would have expired by now";
 }
 
 TEST(idempotency_store, only_the_newest_answers_are_kept_whole) {
   idempotency_store store(1h, 100, 2);
-  for (int i = 0; i < 4; ++i) store.remember(slot_of("t", std::to_string(i)), at(i, i), answered_at(i));
+  std::vector<std::uint64_t> sequences;
+  for (int i = 0; i < 4; ++i) {
+    sequences.push_back(*store.remember(slot_of("t", std::to_string(i)), at(i, i)));
+    store.keep_answer(sequences.back(), answered_at(i));
+  }
   const auto old = store.find(slot_of("t", "0"), 10);
-  ASSERT_TRUE(old);
-  EXPECT_FALSE(old->response) << "must be re-read from the log";
-  EXPECT_EQ(old->record.offset, 0);
-  EXPECT_TRUE(store.find(slot_of("t", "3"), 10)->response);
+  ASSERT_EQ(old.size(), 1u);
+  EXPECT_EQ(old[0].sequence, sequences[0]);
+  EXPECT_FALSE(store.answer(old[0].sequence)) << "must be re-read from the log";
+  ASSERT_TRUE(store.answer(sequences[3]));
+  EXPECT_EQ(store.answer(sequences[3])->position.offset, 3);
 }
 
 TEST(idempotency_store, a_key_can_be_used_again_after_it_expired) {
   idempotency_store store(1000ms, 100, 100);
   const auto slot = slot_of("t", "k");
-  store.remember(slot, at(0, 1), std::nullopt);
-  store.remember(slot, at(2000, 2), std::nullopt);
-  EXPECT_EQ(store.expire(1500), 0u) << "the newer record must survive the expiry of the older one";
-  EXPECT_EQ(store.find(slot, 2500)->record.offset, 2);
+  store.remember(slot, at(0, 1));
+  store.remember(slot, at(1'500, 2));
+  EXPECT_EQ(offsets_found(store, slot, 1'900), (std::vector<std::int64_t>{2, 1})) << "newest first";
+  EXPECT_EQ(store.expire(1'900), 0u);
+  EXPECT_EQ(store.expire(2'000), 1u) << "the newer record survives the expiry of the older one";
+  EXPECT_EQ(offsets_found(store, slot, 2'500), std::vector<std::int64_t>{2});
+}
+
+TEST(idempotency_store, keys_that_share_a_fingerprint_are_all_candidates_newest_first) {
+  // 40 bits of the slot are kept: two keys can share them, and the writer tells them apart by their events.
+  idempotency_store store(1h, 100, 0);
+  const key128 a{0xabcdef0123456789ULL, 1}, b{0xabcdef0123000000ULL, 2};
+  store.remember(a, at(1'000, 10));
+  store.remember(slot_of("t", "other"), at(1'000, 11));
+  store.remember(b, at(2'000, 12));
+  EXPECT_EQ(offsets_found(store, a, 3'000), (std::vector<std::int64_t>{12, 10}));
+  EXPECT_EQ(offsets_found(store, b, 3'000), (std::vector<std::int64_t>{12, 10}));
+}
+
+TEST(idempotency_store, a_position_is_kept_exactly_within_its_limits_and_refused_beyond) {
+  idempotency_store store(1h, 100, 0);
+  const auto slot = slot_of("t", "k");
+  const idempotency_record last{stream::usage, idempotency_partitions_max - 1, idempotency_offset_max - 1, 7'000};
+  ASSERT_TRUE(store.remember(slot, last));
+  const auto found = store.find(slot, 8'000);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].record.topic, stream::usage);
+  EXPECT_EQ(found[0].record.partition, last.partition);
+  EXPECT_EQ(found[0].record.offset, last.offset);
+  EXPECT_FALSE(store.remember(slot_of("t", "p"), {stream::ledger, idempotency_partitions_max, 0, 7'000}));
+  EXPECT_FALSE(store.remember(slot_of("t", "o"), {stream::ledger, 0, idempotency_offset_max, 7'000}));
+  EXPECT_FALSE(store.remember(slot_of("t", "n"), {stream::ledger, -1, 0, 7'000}));
+  EXPECT_EQ(store.size(), 1u);
+}
+
+TEST(idempotency_store, a_key_from_a_clock_ahead_of_now_is_young_not_expired) {
+  idempotency_store store(1000ms, 100, 0);
+  const auto slot = slot_of("t", "k");
+  store.remember(slot, at(10'000'000));
+  EXPECT_EQ(store.find(slot, 9'000'000).size(), 1u);
+  EXPECT_EQ(store.expire(9'000'000), 0u);
+}
+
+TEST(idempotency_store, every_kept_key_is_found_through_growth_eviction_and_expiry) {
+  // The index shifts slots back on every removal: a model (the keys in order) says what must be found.
+  constexpr std::size_t cap = 3'000;
+  idempotency_store store(60s, cap, 0);
+  std::mt19937_64 rng(42);
+  struct kept {
+    key128 slot;
+    time_ms at;
+    std::int64_t offset;
+  };
+  std::deque<kept> model;
+  time_ms now = 1'000'000;
+  for (std::int64_t i = 0; i < 20'000; ++i) {
+    now += static_cast<time_ms>(rng() % 20);
+    const key128 slot{rng() & 0xfff00000000fffffULL, rng()};  // 12 bits of fingerprint: many keys share one
+    ASSERT_TRUE(store.remember(slot, at(now, i)));
+    model.push_back({slot, now, i});
+    if (model.size() > cap) model.pop_front();
+    store.expire(now);
+    while (!model.empty() && (model.front().at / 1000 + 1) * 1000 + 60'000 <= now) model.pop_front();
+    ASSERT_EQ(store.size(), model.size()) << i;
+    if (i % 97 != 0) continue;
+    for (std::size_t k = 0; k < model.size(); k += 13) {
+      const auto found = offsets_found(store, model[k].slot, now);
+      ASSERT_NE(std::find(found.begin(), found.end(), model[k].offset), found.end()) << i << " " << k;
+    }
+  }
+  EXPECT_GT(store.evicted(), 0u);
+}
+
+TEST(idempotency_store, the_ring_and_index_take_at_most_24_bytes_a_key_at_the_cap) {
+  constexpr std::size_t cap = 100'000;
+  idempotency_store store(24h, cap, 0);
+  for (std::size_t i = 0; i < cap; ++i) store.remember(slot_of("t", std::to_string(i)), at(1'000'000));
+  EXPECT_LE(store.bytes(), 24 * cap);
+}
+
+TEST(idempotency_store, a_restored_image_keeps_the_order_and_the_cap) {
+  idempotency_store big(1h, 100, 0);
+  for (int i = 0; i < 10; ++i) big.remember(slot_of("t", std::to_string(i)), at(i * 1000, i));
+  const auto image = big.image();
+  ASSERT_EQ(image.keys.size(), 10u);
+  idempotency_store small(1h, 4, 0);
+  small.restore(image, 20'000, 20'000);
+  EXPECT_EQ(small.size(), 4u);
+  EXPECT_EQ(small.forgotten_until(), 5'999);
+  EXPECT_TRUE(small.find(slot_of("t", "5"), 20'000).empty());
+  EXPECT_EQ(offsets_found(small, slot_of("t", "6"), 20'000), std::vector<std::int64_t>{6});
+  idempotency_store same(1h, 100, 0);
+  same.restore(image, 20'000, 20'000);
+  EXPECT_EQ(same.image().keys, image.keys);
+}
+
+TEST(idempotency_store, a_restored_image_drops_the_keys_whose_window_has_passed) {
+  // Taken at 3,000 s, restored 200 days later (beyond what 24 bits of seconds tell apart): every key is gone.
+  idempotency_store taken(1h, 100, 0);
+  for (int i = 0; i < 3; ++i) taken.remember(slot_of("t", std::to_string(i)), at(i * 1'000'000, i));
+  constexpr time_ms day = 86'400'000;
+  idempotency_store late(1h, 100, 0);
+  late.restore(taken.image(), 3'000'000, 200 * day);
+  EXPECT_EQ(late.size(), 0u);
+  idempotency_store soon(1h, 100, 0);
+  soon.restore(taken.image(), 3'000'000, 3'600'000 + 1'000'000 + 999);
+  EXPECT_EQ(soon.size(), 1u) << "keys 0 and 1 have expired, key 2 has not";
+}
+
+TEST(match_retry, only_the_same_tenant_key_and_request_within_the_window_replay) {
+  // The store finds candidates by 40 bits of (tenant, key): the first event decides.
+  event first = answered_at(1).e;
+  first.tenant = "t";
+  first.idempotency_key = "k";
+  first.request_hash = "r";
+  first.occurred_at = 5'000;
+  EXPECT_EQ(match_retry(first, "t", "k", "r", 1000ms, 5'999), retry_match::replay);
+  EXPECT_EQ(match_retry(first, "t", "k", "other body", 1000ms, 5'999), retry_match::reused);
+  EXPECT_EQ(match_retry(first, "t", "k", "r", 1000ms, 6'000), retry_match::expired) << "to the millisecond";
+  EXPECT_EQ(match_retry(first, "t", "k2", "r", 1000ms, 5'999), retry_match::other_key) << "a shared fingerprint";
+  EXPECT_EQ(match_retry(first, "u", "k", "r", 1000ms, 5'999), retry_match::other_key) << "another tenant's key";
 }
 
 TEST(key128, hex_round_trips) {
@@ -89,7 +231,9 @@ ledger_state sample_state() {
 
 TEST(snapshot, round_trips_the_state_and_the_keys) {
   const auto state = sample_state();
-  const std::vector<std::pair<key128, idempotency_record>> keys{{slot_of("t1", "k"), at(7, 9)}};
+  idempotency_image keys;
+  keys.keys = {*pack_key(slot_of("t1", "k"), at(7'000, 9)), *pack_key(slot_of("t1", "j"), {stream::usage, 3, 4, 0})};
+  keys.forgotten_until = 6'999;
   const std::map<std::string, std::vector<std::int64_t>> next{{"ledger", {0, 12, 3}}, {"usage", {4}}};
   std::string error;
   const auto back = decode_snapshot(encode_snapshot(42, 1000, next, state, keys), &error);
@@ -101,16 +245,47 @@ TEST(snapshot, round_trips_the_state_and_the_keys) {
   ASSERT_EQ(back->state.accounts.size(), state.accounts.size());
   for (const auto& [id, a] : state.accounts) EXPECT_TRUE(back->state.accounts.at(id) == a) << id;
   EXPECT_EQ(back->state.pending_by_expiry, state.pending_by_expiry);
-  ASSERT_EQ(back->idempotency.size(), 1u);
-  EXPECT_EQ(back->idempotency[0].first, keys[0].first);
-  EXPECT_EQ(back->idempotency[0].second.offset, 9);
+  EXPECT_EQ(back->idempotency.keys, keys.keys);
+  EXPECT_EQ(back->idempotency.forgotten_until, 6'999);
+}
+
+TEST(snapshot, the_keys_take_16_bytes_each) {
+  idempotency_image keys;
+  for (int i = 0; i < 1000; ++i) keys.keys.push_back(*pack_key(slot_of("t", std::to_string(i)), at(7'000, i)));
+  const auto payload = encode_snapshot(1, 0, {}, sample_state(), keys);
+  EXPECT_EQ(payload.size() - payload.find('\n') - 1, 16'000u) << "after the JSON document and its newline";
+}
+
+TEST(snapshot, version_2_with_its_keys_in_json_still_loads) {
+  // The JSON of a version 2 snapshot: the keys as arrays, in no order; loaded oldest first.
+  const auto slot = slot_of("t1", "k"), older = slot_of("t1", "j");
+  auto doc = nlohmann::json::parse(encode_snapshot(5, 1000, {}, sample_state(), {}));
+  doc["version"] = 2;
+  doc["idempotency"] = nlohmann::json::array(
+      {{to_hex(slot), to_hex(slot), 0, 2, 9, 8'000}, {to_hex(older), to_hex(older), 1, 0, 4, 7'000}});
+  std::string error;
+  const auto back = decode_snapshot(doc.dump(), &error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(back->state.accounts.size(), sample_state().accounts.size());
+  EXPECT_EQ(back->idempotency.keys, (std::vector<packed_key>{*pack_key(older, {stream::usage, 0, 4, 7'000}),
+                                                             *pack_key(slot, {stream::ledger, 2, 9, 8'000})}));
+}
+
+TEST(snapshot, keys_that_do_not_match_their_count_are_refused) {
+  idempotency_image keys;
+  keys.keys = {*pack_key(slot_of("t1", "k"), at(7'000, 9))};
+  const auto payload = encode_snapshot(1, 0, {}, sample_state(), keys);
+  std::string error;
+  EXPECT_FALSE(decode_snapshot(payload.substr(0, payload.size() - 1), &error));
+  EXPECT_FALSE(decode_snapshot(payload + std::string(16, '\0'), &error));
+  EXPECT_NE(error.find("idempotency keys"), std::string::npos) << error;
 }
 
 TEST(snapshot, encoding_gives_up_once_cancelled_and_not_before) {
   // A stopping process cancels the snapshot being encoded rather than wait for it.
   const auto state = sample_state();
-  std::vector<std::pair<key128, idempotency_record>> keys;
-  for (int i = 0; i < 5000; ++i) keys.emplace_back(slot_of("t1", "k" + std::to_string(i)), at(7, i));
+  idempotency_image keys;
+  for (int i = 0; i < 5000; ++i) keys.keys.push_back(*pack_key(slot_of("t1", "k" + std::to_string(i)), at(7, i)));
   std::atomic<bool> cancelled{false};
   EXPECT_FALSE(encode_snapshot(1, 1000, {}, state, keys, &cancelled).empty());
   cancelled = true;

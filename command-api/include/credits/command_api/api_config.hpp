@@ -90,10 +90,12 @@ struct config {
   std::chrono::milliseconds kafka_probe_interval_ms{1'000};
   std::chrono::milliseconds kafka_probe_timeout_ms{1'000};
 
-  // Idempotency keys: how long a key answers retries, and how many are kept at most (the oldest are
-  // forgotten first when the cap is reached, so memory stays bounded whatever the traffic).
+  // Idempotency keys: how long a key answers retries, and how many the process keeps at most (the oldest are
+  // forgotten first when the cap is reached, so memory stays bounded whatever the traffic; in a group each
+  // partition writer keeps its share). 16 M keys take about 341 MB (21.3 bytes each): 24 h at 185 keyed
+  // commands/s, 4.4 h at 1,000/s.
   std::chrono::milliseconds idempotency_window_ms{24LL * 3600 * 1000};
-  std::size_t idempotency_keys_max = 5'000'000;
+  std::size_t idempotency_keys_max = 16'000'000;
   std::size_t idempotency_responses_cached_max = 10'000;  // recent answers kept whole; older ones are re-read
 
   // Snapshots of the writer's state, so start-up replays only the tail of the log.

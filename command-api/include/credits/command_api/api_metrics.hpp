@@ -16,6 +16,14 @@
 
 namespace credits::api {
 
+// The idempotency keys' figures, sampled for a scrape (writer.hpp: idempotency_summary).
+struct idempotency_sample {
+  std::size_t keys = 0;
+  std::size_t keys_max = 0;
+  std::size_t bytes = 0;
+  double window_held_s = 0;
+};
+
 // The route label of requests whose path is no route: one value, so clients cannot grow the label set.
 inline constexpr std::string_view other_route = "other";
 
@@ -64,7 +72,8 @@ class api_metrics {
   void redis_error() { redis_errors_.Increment(); }
 
   // The text exposition format (version 0.0.4), with the gauges sampled now.
-  std::string scrape(std::size_t open_connections, std::size_t queue_commands);
+  std::string scrape(std::size_t open_connections, std::size_t queue_commands,
+                     const idempotency_sample& idempotency = {});
 
  private:
   // The statuses the API answers with, resolved up front; any other is looked up when it happens.
@@ -94,6 +103,10 @@ class api_metrics {
   prometheus::Gauge& quarantined_accounts_;
   prometheus::Gauge& quarantined_records_;
   prometheus::Counter& unkeyed_records_;
+  prometheus::Gauge& idempotency_window_;
+  prometheus::Gauge& idempotency_keys_;
+  prometheus::Gauge& idempotency_keys_max_;
+  prometheus::Gauge& idempotency_bytes_;
 
   std::array<route_series, routes_max> routes_;
   std::atomic<std::size_t> routes_published_{0};  // entries [0, this) are complete and never change again

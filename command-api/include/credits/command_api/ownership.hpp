@@ -55,6 +55,9 @@ class ownership {
   std::size_t accounts() const;
   std::size_t queued_commands() const;
   writer::start_stats last_start() const;
+  // Alone: the writer's; in a group: the keys summed over the owned partitions' writers, and the shortest window
+  // any of them holds (the configured window when it owns none).
+  writer::idempotency_summary idempotency() const;
 
   bool grouped() const { return !cfg_.group_id.empty(); }
   std::vector<std::int32_t> owned() const;

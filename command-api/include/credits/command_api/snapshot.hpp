@@ -16,7 +16,9 @@ namespace credits::api {
 
 // 2: transactions carry their type, amount and reversed amount (for reversals); version 1 snapshots are
 // skipped and the log replayed.
-inline constexpr int snapshot_format_version = 2;
+// 3: the idempotency keys are packed, 16 bytes each (idempotency.hpp: packed_key), after the JSON document and
+// a newline; version 2 snapshots (a JSON array of keys) still load.
+inline constexpr int snapshot_format_version = 3;
 
 // The writer's state at a log position: everything start-up would otherwise fold from the beginning.
 struct snapshot {
@@ -25,7 +27,7 @@ struct snapshot {
   // Per topic, per partition: the first offset the snapshot does NOT cover (where the tail replay starts).
   std::map<std::string, std::vector<std::int64_t>> next_offsets;
   ledger_state state;
-  std::vector<std::pair<key128, idempotency_record>> idempotency;
+  idempotency_image idempotency;
 };
 
 // What encode_snapshot throws when `cancelled` became true while it encoded.
@@ -37,8 +39,7 @@ struct snapshot_cancelled : std::runtime_error {
 // with `cancelled`, the encoding checks it as it goes and gives up (snapshot_cancelled) once it is set.
 std::string encode_snapshot(std::uint64_t id, time_ms created_at,
                             const std::map<std::string, std::vector<std::int64_t>>& next_offsets,
-                            const ledger_state& state,
-                            const std::vector<std::pair<key128, idempotency_record>>& idempotency,
+                            const ledger_state& state, const idempotency_image& idempotency,
                             const std::atomic<bool>* cancelled = nullptr);
 std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* error);
 

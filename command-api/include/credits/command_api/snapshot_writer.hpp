@@ -26,7 +26,7 @@ struct snapshot_job {
   time_ms created_at = 0;
   std::map<std::string, std::vector<std::int64_t>> next_offsets;
   ledger_state state;
-  std::vector<std::pair<key128, idempotency_record>> idempotency;
+  idempotency_image idempotency;
   std::chrono::milliseconds copy_took{0};  // how long the writer thread spent taking the copy
 };
 
@@ -51,7 +51,7 @@ class snapshot_writer {
 
  private:
   void run();
-  void write(const snapshot_job& job);
+  void write(snapshot_job& job);
 
   const config& cfg_;
   const std::string scope_;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -90,6 +91,16 @@ class writer {
   };
   start_stats last_start() const;
 
+  // The idempotency keys this writer remembers, as of its last batch, and the window it holds now
+  // (idempotency.hpp: window_held).
+  struct idempotency_summary {
+    std::size_t keys = 0;
+    std::size_t keys_max = 0;
+    std::size_t bytes = 0;
+    std::chrono::milliseconds window_held{0};
+  };
+  idempotency_summary idempotency() const;
+
  private:
   struct decided_batch;
   struct tail_fold;
@@ -117,7 +128,9 @@ class writer {
   void offer_snapshot();
   void recover(bool producer_lost);
   void release_in_flight(const std::vector<submission>& batch);
-  command_result replay(const idempotency_store::hit& hit);
+  void watch_idempotency(time_ms now);
+  std::optional<accepted> first_answer(const idempotency_store::candidate& c);
+  std::optional<std::uint64_t> remember_key(const event& e, stream topic, std::int32_t partition, std::int64_t offset);
   const std::string& topic_of(stream s) const;
   std::string new_event_id();
 
@@ -142,6 +155,7 @@ class writer {
   std::uint64_t last_snapshot_id_ = 0;    // the highest id in the topic, so ours always come after it
   std::uint64_t loaded_snapshot_id_ = 0;  // the one this start-up used
   std::mt19937_64 rng_{std::random_device{}()};
+  time_ms window_short_logged_at_ = -1;  // when the log last said the window held is short; -1: it is whole
 
   mutable std::mutex queue_mutex_;
   std::condition_variable queue_cv_;
@@ -157,6 +171,10 @@ class writer {
 
   std::size_t accounts_count_ = 0;
   start_stats last_start_;
+  std::atomic<std::size_t> idempotency_keys_{0};  // written by the writer thread (watch_idempotency)
+  std::atomic<std::size_t> idempotency_keys_max_{0};
+  std::atomic<std::size_t> idempotency_bytes_{0};
+  std::atomic<time_ms> idempotency_forgotten_until_{0};
 
   std::thread thread_;
 };
