@@ -76,6 +76,7 @@ void read_settings(const env_reader& r, projector_config& config) {
   r.text("CREDITS_LEDGER_TOPIC", config.ledger_topic);
   r.text("CREDITS_USAGE_TOPIC", config.usage_topic);
   r.text("CREDITS_DLQ_TOPIC", config.dlq_topic);
+  r.text("CREDITS_KEYS_TOPIC", config.keys_topic);
   const auto batch_max = static_cast<std::int64_t>(batch_events_max_limit);
   r.number("CREDITS_PROJECTOR_BATCH_EVENTS_MAX", config.batch_events_max, 1, batch_max);
   r.number("CREDITS_REBUILD_BATCH_EVENTS_MAX", config.rebuild_batch_events_max, 1, batch_max);
@@ -119,6 +120,9 @@ std::variant<projector_config, std::string> projector_config_from_env(const env_
   if (config.dlq_topic.empty()) config.dlq_topic = config.ledger_topic + ".dlq";
   if (config.dlq_topic == config.ledger_topic || config.dlq_topic == config.usage_topic)
     return "CREDITS_DLQ_TOPIC must differ from the event topics, it is \"" + config.dlq_topic + "\"";
+  if (config.keys_topic == config.ledger_topic || config.keys_topic == config.usage_topic ||
+      config.keys_topic == config.dlq_topic)
+    return "CREDITS_KEYS_TOPIC must differ from the event and dead-letter topics, it is \"" + config.keys_topic + "\"";
   // A rebuild flushes its database before building into it: the same number would wipe the live view.
   if (config.redis_db == config.redis_rebuild_db)
     return "CREDITS_REDIS_DB and CREDITS_REDIS_REBUILD_DB must differ, both are " + std::to_string(config.redis_db);

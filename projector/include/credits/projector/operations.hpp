@@ -40,14 +40,15 @@ int rebuild(const projector_config& config, const std::atomic<bool>& stop, std::
 // poison events.
 int verify(const projector_config& config, const std::atomic<bool>& stop, std::FILE* out);
 
-// Writes every committed record of both topics as JSON lines (see docs/operations.md): a header line, one
-// line per record with topic, partition, offset, key, value and timestamp, and a trailer with the count.
-// The file appears only when complete.
+// Writes every committed record of the event topics and the API key log as JSON lines (see
+// docs/operations.md): a header line, one line per record with topic, partition, offset, key, value,
+// timestamp and headers, and a trailer with the count. The file appears only when complete.
 int export_log(const projector_config& config, const std::string& path, std::FILE* out);
 
 // Writes an export into the configured topics, each record into its original partition, after checking
 // the whole file. The topics (and the dead-letter topic) are created when missing; existing ones must be
-// empty and have the exported partition counts. Offsets are new, so the view must be built afresh (rebuild).
+// empty and have the exported partition counts. A version 1 export (before the key log was exported) leaves
+// the keys topic alone. Offsets are new, so the view must be built afresh (rebuild).
 int import_log(const projector_config& config, const std::string& path, std::FILE* out);
 
 // Why credits::apply would refuse `e` against `state` (it asserts instead), or nullopt: verify's own,
@@ -81,7 +82,7 @@ class progress_reporter {
 
 // The export file's lines. Keys and values that are not valid UTF-8 go as keyBase64 / valueBase64.
 nlohmann::json export_header(const std::string& ledger_topic, const std::string& usage_topic,
-                             const std::map<std::string, std::int32_t>& partitions);
+                             const std::string& keys_topic, const std::map<std::string, std::int32_t>& partitions);
 nlohmann::json export_line(const store::message& r);
 // Parses a record line; throws std::runtime_error naming what is wrong.
 store::message parse_export_line(const nlohmann::json& line);

@@ -36,6 +36,9 @@ struct projector_config {
   std::string ledger_topic = "credits.ledger";
   std::string usage_topic = "credits.usage";
   std::string dlq_topic;  // CREDITS_DLQ_TOPIC; empty in the struct means "<ledger topic>.dlq"
+  // The API key log (CREDITS_KEYS_TOPIC, as the API and credits-admin read it): not folded, but exported and
+  // imported with the event topics, so a restore keeps every ck_live_ key and every revocation.
+  std::string keys_topic = "credits.keys";
   std::string redis_client_name = "credits-projector";  // CLIENT SETNAME, to find it in CLIENT LIST
   std::size_t batch_events_max = 1000;                  // events per poll, and so per Redis pipeline
   std::size_t rebuild_batch_events_max = 5000;          // the same for a rebuild: no reader waits on it, so larger
