@@ -67,6 +67,8 @@ def dump(db):
             continue
         value = value or []
         out[key] = dict(zip(value[0::2], value[1::2])) if kind == "hash" else (kind, value)
+    for field in ("id", "createdAt"):  # every view built gets an id of its own; its topics are compared
+        out.get("credits:view", {}).pop(field, None)
     return out
 
 
@@ -369,6 +371,7 @@ def test_export_then_import_into_fresh_topics_gives_the_same_view(ops, tmp_path)
     original, copy = dump(VIEW_DB), dump(IMPORT_VIEW_DB)
     for view in (original, copy):
         view.pop("credits:positions")
+        view.pop("credits:view")  # names the topics
         for key in [k for k in view if k.startswith(("credits:transactions:", "credits:usage-records:"))]:
             kind, value = view[key]
             view[key] = (kind, [re.sub(r"^[0-9]{19}:", "", v) for v in value])

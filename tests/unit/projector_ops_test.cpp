@@ -97,9 +97,11 @@ TEST(guards, every_guard_ends_with_a_reason) {
 TEST(guarded_apply, guards_come_before_the_commands_and_are_counted) {
   const word_lists guards{{"present", "k", "id", "why"}};
   const word_lists commands{{"HINCRBY", "k", "balance", "5"}};
-  EXPECT_EQ(guarded_apply_args("sha1", "credits.ledger:3", 42, 40, commands, guards),
-            (words{"EVALSHA", "sha1", "1", "credits:positions", "credits.ledger:3", "42", "40", "1", "4", "present",
-                   "k", "id", "why", "4", "HINCRBY", "k", "balance", "5"}));
+  // The keys, the position, the view's id and the guard count; then each guard and command after its length.
+  words expected{"EVALSHA", "sha1", "2", "credits:positions", "credits:view", "credits.ledger:3", "42",
+                 "40",      "v1",   "1"};
+  for (const auto* w : {"4", "present", "k", "id", "why", "4", "HINCRBY", "k", "balance", "5"}) expected.push_back(w);
+  EXPECT_EQ(guarded_apply_args("sha1", "v1", "credits.ledger:3", 42, 40, commands, guards), expected);
 }
 
 TEST(poison_marks, record_the_position_and_block_the_account) {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -32,6 +33,27 @@ inline constexpr int exit_stopped = 130;  // stopped by SIGINT or SIGTERM before
 // stderr: a bar on a terminal, plain lines every config.progress_interval_ms otherwise. A Redis Cluster has
 // one database and no SWAPDB: there it refuses with exit 2 and says how to rebuild in place.
 int rebuild(const projector_config& config, const std::atomic<bool>& stop, std::FILE* out);
+
+// Where a rebuild reports: `say` gets its result lines; `progress` its progress display (progress_reporter: a
+// bar on a terminal, plain lines otherwise), or, when null, `say` gets a progress line every
+// config.progress_interval_ms.
+struct rebuild_output {
+  std::function<void(const std::string&)> say;
+  std::FILE* progress = nullptr;
+};
+enum class rebuild_outcome {
+  switched,  // the new view is live
+  busy,      // another rebuild, alive, holds the lock: nothing was done
+  stopped,   // `stop` was set: the live view is unchanged (but for the notice of `announce`)
+};
+// The rebuild of rebuild() (not on a cluster: it throws there), for the projector as well, which runs it when
+// its view lost its data. With `announce` (why), the live view is marked as being rebuilt once the lock is
+// held: the marker's id goes, so no projector's apply script writes into that view and the API answers 503, and
+// rebuildingSince, reason and by (config.instance_id) are set; the switch replaces the marker with the new
+// view's. `holder` gets the lock's holder when busy. Throws when the build or the switch fails.
+rebuild_outcome rebuild_view(const projector_config& config, const std::atomic<bool>& stop,
+                             const std::optional<std::string>& announce, const rebuild_output& output,
+                             std::string* holder = nullptr);
 
 // Folds the log independently (decode, the invariant check below, credits::apply) and compares it with the
 // view account by account, each at exactly the position the view had applied when that account was read, so
