@@ -119,7 +119,8 @@ def test_healthz_and_readyz_when_everything_is_up(limited):
     wait_ready(limited.url)
     r = check(requests.get(limited.url + "/readyz", timeout=10), "/readyz", "get")
     assert r.json() == {"status": "ready", "down": [],
-                        "checks": {"kafka": {"ok": True}, "writer": {"ok": True}, "redis": {"ok": True}}}
+                        "checks": {"kafka": {"ok": True}, "writer": {"ok": True}, "redis": {"ok": True},
+                                   "view": {"ok": True}}}
     assert requests.post(limited.url + "/readyz?x=1", timeout=10).status_code == 200  # any method, no key
 
 
