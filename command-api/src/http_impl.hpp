@@ -25,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -90,6 +91,14 @@ struct route_target {
   std::string_view query;
 };
 route_target split_target(std::string_view target);
+
+// A query read the view while its marker said it was not ready (it lost its data, or is being rebuilt from the
+// log): what the reads found may be nothing at all, so the query is answered 503, never "not found". The message
+// is read_model::view_status::describe().
+class view_unavailable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 // Runs a blocking call on the pool and resumes the awaiting coroutine on its own executor with the result.
 // Deliberately not a coroutine itself: GCC 12 destroys lambda arguments of coroutines twice, so callables
@@ -190,6 +199,7 @@ struct http_api::impl {
   // Queries (http_queries.cpp).
   awaitable<response> query_route(const request& req, std::string_view path, std::string_view query,
                                   const api_key& key);
+  awaitable<response> view_query(const request& req, std::string_view path, std::string_view query, const api_key& key);
   awaitable<response> tenant_route(const request& req, std::string_view path, const list_params& p, const api_key& key);
   awaitable<nlohmann::json> account_body(std::string_view path, const list_params& p,
                                          const read_model::account_view& view);
@@ -211,6 +221,30 @@ struct http_api::impl {
         metrics.redis_error();
         throw;
       }
+    });
+  }
+
+  // with_redis for a query's reads of the view: after `fn`, on the same connection, the view's marker must say
+  // the view is ready, or the reads are refused (view_unavailable). A FLUSHALL takes the marker with the data,
+  // and Redis runs each command alone, so reads that found nothing because the view had lost its data are
+  // followed by a marker that is gone too. One more round trip per read.
+  template <class R, class F>
+  auto with_view(F fn) {
+    return http_detail::offload<R>(blocking, [this, fn = std::move(fn)]() -> R {
+      std::unique_ptr<read_model::redis_connection> c;
+      std::optional<read_model::view_status> view;
+      R r{};
+      try {
+        c = redis.acquire();
+        r = fn(*c);
+        view = read_model::read_view_status(*c);
+      } catch (...) {
+        metrics.redis_error();
+        throw;
+      }
+      redis.release(std::move(c));
+      if (view->state != read_model::view_status::state_t::ready) throw http_detail::view_unavailable(view->describe());
+      return r;
     });
   }
 };

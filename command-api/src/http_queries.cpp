@@ -92,13 +92,13 @@ asio::awaitable<response> http_api::impl::tenant_route(const request& req, std::
   const bool behind = co_await projection_behind(std::get<std::optional<log_position>>(position));
   json body;
   if (path == "/v1/accounts") {
-    auto read = with_redis<read_model::page>([tenant = key.tenant, q = p.query](read_model::redis_connection& c) {
+    auto read = with_view<read_model::page>([tenant = key.tenant, q = p.query](read_model::redis_connection& c) {
       return read_model::list_accounts(c, tenant, q);
     });
     auto page = co_await std::move(read);
     body = {{"success", true}, {"accounts", std::move(page.items)}, {"nextCursor", next_cursor(page)}};
   } else {
-    auto read = with_redis<json>([tenant = key.tenant, p](read_model::redis_connection& c) {
+    auto read = with_view<json>([tenant = key.tenant, p](read_model::redis_connection& c) {
       return read_model::usage_summary(c, tenant, "", p.days, p.model_id, p.context);
     });
     auto summary = co_await std::move(read);  // never co_await inside a braced list: GCC 12 miscompiles it
@@ -114,7 +114,7 @@ asio::awaitable<json> http_api::impl::account_report(std::string_view path, cons
                                                      const read_model::account_view& account) {
   const auto id = account.id;
   if (path == "/v1/transactions") {
-    auto read = with_redis<read_model::page>([id, p](read_model::redis_connection& c) {
+    auto read = with_view<read_model::page>([id, p](read_model::redis_connection& c) {
       return read_model::list_transactions(
           c, id, p.query, [&](const json& t) { return p.type.empty() || t.value("type", "") == p.type; });
     });
@@ -128,7 +128,7 @@ asio::awaitable<json> http_api::impl::account_report(std::string_view path, cons
   }
   if (path == "/v1/reservations") {
     const auto now = format_time(wall_clock_ms());
-    auto read = with_redis<read_model::page>([id, p, now](read_model::redis_connection& c) {
+    auto read = with_view<read_model::page>([id, p, now](read_model::redis_connection& c) {
       return read_model::list_reservations(c, id, p.query, [&](const json& r) {
         return !p.active_only || (r.value("status", "") == "pending" && r.value("expiresAt", "") > now);
       });
@@ -138,7 +138,7 @@ asio::awaitable<json> http_api::impl::account_report(std::string_view path, cons
     co_return json{{"success", true}, {"reservations", std::move(page.items)}, {"nextCursor", next_cursor(page)}};
   }
   if (p.summary) {  // /v1/usage?summary=true
-    auto read = with_redis<json>([tenant = account.tenant, id, p](read_model::redis_connection& c) {
+    auto read = with_view<json>([tenant = account.tenant, id, p](read_model::redis_connection& c) {
       return read_model::usage_summary(c, tenant, id, p.days, p.model_id, p.context);
     });
     auto summary = co_await std::move(read);
@@ -149,7 +149,7 @@ asio::awaitable<json> http_api::impl::account_report(std::string_view path, cons
                    {"endDate", p.days.back()},
                    {"summary", summary}};
   }
-  auto read = with_redis<read_model::page>([id, p](read_model::redis_connection& c) {
+  auto read = with_view<read_model::page>([id, p](read_model::redis_connection& c) {
     return read_model::list_usage(c, id, p.query, [&](const json& u) {
       return (p.model_id.empty() || u.value("modelId", "") == p.model_id) &&
              (p.context.empty() || u.value("context", "") == p.context) &&
@@ -167,7 +167,7 @@ asio::awaitable<json> http_api::impl::account_body(std::string_view path, const 
     const auto as_of = *p.as_of;
     const auto hold_max_ms = cfg.limits.reservation_timeout_s_max * 1000;
     auto read_at =
-        with_redis<read_model::balance_at>([account_id = view.id, as_of, hold_max_ms](read_model::redis_connection& c) {
+        with_view<read_model::balance_at>([account_id = view.id, as_of, hold_max_ms](read_model::redis_connection& c) {
           return read_model::balance_as_of(c, account_id, as_of, hold_max_ms);
         });
     const auto at = co_await std::move(read_at);
@@ -182,6 +182,16 @@ asio::awaitable<json> http_api::impl::account_body(std::string_view path, const 
 
 asio::awaitable<response> http_api::impl::query_route(const request& req, std::string_view path, std::string_view query,
                                                       const api_key& key) {
+  try {
+    co_return co_await view_query(req, path, query, key);
+  } catch (const view_unavailable& e) {
+    // The view lost its data or is being rebuilt (/readyz says which): the answer would be nothing at all.
+    co_return reject(rejection{error_code::unavailable, std::string(e.what()) + "; retry shortly", "", nullptr}, req);
+  }
+}
+
+asio::awaitable<response> http_api::impl::view_query(const request& req, std::string_view path, std::string_view query,
+                                                     const api_key& key) {
   const auto params = query_params(query);
   auto listing = parse_list_params(params, wall_clock_ms());
   if (auto* r = std::get_if<rejection>(&listing)) co_return reject(*r, req);
@@ -204,7 +214,7 @@ asio::awaitable<response> http_api::impl::query_route(const request& req, std::s
   const bool behind = co_await projection_behind(target);
   const bool unconfirmed = !kafka.reachable() || !w.ready();
 
-  auto read = with_redis<std::optional<read_model::account_view>>(
+  auto read = with_view<std::optional<read_model::account_view>>(
       [account_id](read_model::redis_connection& c) { return read_model::get_account(c, account_id); });
   const auto view = co_await std::move(read);
   if (!view && behind)  // the account may be in the log but not yet in the view: not found would be false

@@ -220,19 +220,26 @@ response http_api::impl::health(const request& req) {
 // and takes commands, and Redis answers a PING from the query pool (a Redis Cluster: says cluster_state:ok,
 // so every slot has a master). The body names what is down, and says how far back idempotency keys are held.
 asio::awaitable<response> http_api::impl::readiness(const request& req) {
-  std::string redis_error;
+  // Redis answers, and then what its view's marker says: a view that lost its data, or is being rebuilt from the
+  // log, answers every query 503 (its `view` check says which).
+  struct redis_state {
+    std::string error;
+    std::optional<read_model::view_status> view;
+  };
+  redis_state redis_now;
   try {
-    auto ping = with_redis<std::string>([](read_model::redis_connection& c) -> std::string {
+    auto ping = with_redis<redis_state>([](read_model::redis_connection& c) -> redis_state {
       if (!c.clustered()) {
         const auto pong = c.run({"PING"}).value.value_or("");
-        return pong == "PONG" ? "" : "unexpected answer to PING: " + pong;
+        if (pong != "PONG") return {"unexpected answer to PING: " + pong, std::nullopt};
+      } else if (c.run({"CLUSTER", "INFO"}).value.value_or("").find("cluster_state:ok") == std::string::npos) {
+        return {"the Redis Cluster is not ok (CLUSTER INFO)", std::nullopt};
       }
-      const auto info = c.run({"CLUSTER", "INFO"}).value.value_or("");
-      return info.find("cluster_state:ok") != std::string::npos ? "" : "the Redis Cluster is not ok (CLUSTER INFO)";
+      return {"", read_model::read_view_status(c)};
     });
-    redis_error = co_await std::move(ping);
+    redis_now = co_await std::move(ping);
   } catch (const std::exception& ex) {
-    redis_error = ex.what();
+    redis_now.error = ex.what();
   }
   const auto k = kafka.current();
   const bool writer_ready = w.ready();
@@ -244,7 +251,12 @@ asio::awaitable<response> http_api::impl::readiness(const request& req) {
   };
   check("kafka", k.reachable, k.error);
   check("writer", writer_ready, "rebuilding its state from the log; not taking commands");
-  check("redis", redis_error.empty(), redis_error);
+  check("redis", redis_now.error.empty(), redis_now.error);
+  if (redis_now.view) {  // unknown while Redis does not answer
+    const auto& v = *redis_now.view;
+    check("view", v.state == read_model::view_status::state_t::ready, v.describe());
+    if (v.state == read_model::view_status::state_t::rebuilding) checks["view"]["rebuilding"] = true;
+  }
   const bool ready = down.empty();
   // Not a check: a short window does not stop the server from serving, but it is what a retry can rely on.
   const auto idempotency = w.idempotency();

@@ -17,7 +17,9 @@ using nlohmann::json;
 using std::chrono::milliseconds;
 
 constexpr std::string_view export_format = "credits-export";
-constexpr int export_version = 1;
+// Version 2 added the key log (keysTopic) and the records' headers; version 1 files still import.
+constexpr int export_version = 2;
+constexpr int export_version_min = 1;
 constexpr milliseconds metadata_timeout_ms{10'000};
 constexpr milliseconds create_topics_timeout_ms{30'000};
 constexpr milliseconds poll_timeout_ms{500};
@@ -122,13 +124,10 @@ std::optional<std::string> base64_decode(std::string_view text) {
   return out;
 }
 
-json export_header(const std::string& ledger_topic, const std::string& usage_topic,
+json export_header(const std::string& ledger_topic, const std::string& usage_topic, const std::string& keys_topic,
                    const std::map<std::string, std::int32_t>& partitions) {
-  return {{"format", export_format},
-          {"version", export_version},
-          {"ledgerTopic", ledger_topic},
-          {"usageTopic", usage_topic},
-          {"partitions", partitions}};
+  return {{"format", export_format},   {"version", export_version}, {"ledgerTopic", ledger_topic},
+          {"usageTopic", usage_topic}, {"keysTopic", keys_topic},   {"partitions", partitions}};
 }
 
 json export_line(const store::message& r) {
@@ -136,6 +135,15 @@ json export_line(const store::message& r) {
   put_bytes(line, "key", r.key);
   put_bytes(line, "value", r.value);
   if (r.timestamp_ms >= 0) line["timestamp"] = r.timestamp_ms;
+  if (!r.headers.empty()) {
+    auto& headers = line["headers"] = json::array();
+    for (const auto& [name, value] : r.headers) {
+      json h = json::object();
+      put_bytes(h, "name", name);
+      put_bytes(h, "value", value);
+      headers.push_back(std::move(h));
+    }
+  }
   return line;
 }
 
@@ -152,6 +160,13 @@ store::message parse_export_line(const json& line) {
   r.key = get_bytes(line, "key");
   r.value = get_bytes(line, "value");
   r.timestamp_ms = line.contains("timestamp") ? get_int(line, "timestamp") : -1;
+  if (const auto headers = line.find("headers"); headers != line.end()) {
+    if (!headers->is_array()) throw std::runtime_error("headers is not an array");
+    for (const auto& h : *headers) {
+      if (!h.is_object()) throw std::runtime_error("a header is not a JSON object");
+      r.headers.emplace_back(get_bytes(h, "name"), get_bytes(h, "value"));
+    }
+  }
   return r;
 }
 
@@ -160,7 +175,12 @@ int export_log(const projector_config& config, const std::string& path, std::FIL
   std::map<std::string, std::int32_t> partitions;
   std::vector<store::start_point> from;
   std::set<std::pair<std::string, std::int32_t>> open;
-  for (const auto& topic : {config.ledger_topic, config.usage_topic}) {
+  // The key log goes with the events: without it a restore would forget every ck_live_ key and every
+  // revocation, and revoked bootstrap keys would work again.
+  for (const auto& topic : {config.ledger_topic, config.usage_topic, config.keys_topic}) {
+    if (!reader.topic_exists(topic, metadata_timeout_ms))
+      throw std::runtime_error("export: topic " + topic + " does not exist" +
+                               (topic == config.keys_topic ? " (the API key log, CREDITS_KEYS_TOPIC)" : ""));
     partitions[topic] = reader.partition_count(topic, metadata_timeout_ms);
     for (std::int32_t p = 0; p < partitions[topic]; ++p) {
       from.push_back({topic, p, 0});
@@ -171,7 +191,8 @@ int export_log(const projector_config& config, const std::string& path, std::FIL
   const auto partial = path + ".partial";
   file_ptr file(std::fopen(partial.c_str(), "w"));
   if (!file) throw std::runtime_error("cannot write " + partial);
-  std::fprintf(file.get(), "%s\n", export_header(config.ledger_topic, config.usage_topic, partitions).dump().c_str());
+  std::fprintf(file.get(), "%s\n",
+               export_header(config.ledger_topic, config.usage_topic, config.keys_topic, partitions).dump().c_str());
   reader.assign(from);
   std::map<std::string, std::uint64_t> counts;
   std::uint64_t total = 0;
@@ -197,7 +218,8 @@ int export_log(const projector_config& config, const std::string& path, std::FIL
     throw std::runtime_error("cannot rename " + partial + " to " + path);
   say(out, "export: " + std::to_string(total) + " records (" + config.ledger_topic + " " +
                std::to_string(counts[config.ledger_topic]) + ", " + config.usage_topic + " " +
-               std::to_string(counts[config.usage_topic]) + ") written to " + path);
+               std::to_string(counts[config.usage_topic]) + ", " + config.keys_topic + " " +
+               std::to_string(counts[config.keys_topic]) + ") written to " + path);
   return 0;
 }
 
@@ -206,8 +228,31 @@ namespace {
 struct checked_export {
   std::map<std::string, std::string> topic_map;    // exported topic -> configured topic
   std::map<std::string, std::int32_t> partitions;  // configured topic -> partition count
+  bool has_keys = false;                           // a version 1 file has no key log
   std::uint64_t records = 0;
 };
+
+// The header's topics mapped to the configured ones, with their partition counts.
+void read_export_header(const projector_config& config, const json& line, const std::string& where,
+                        checked_export& out) {
+  const auto version = line.value("version", 0);
+  if (line.value("format", "") != export_format || version < export_version_min || version > export_version)
+    throw std::runtime_error(where + "not a credits export (versions " + std::to_string(export_version_min) + " to " +
+                             std::to_string(export_version) + ")");
+  std::vector<std::pair<std::string, std::string>> names{{line.value("ledgerTopic", ""), config.ledger_topic},
+                                                         {line.value("usageTopic", ""), config.usage_topic}};
+  out.has_keys = version >= 2;
+  if (out.has_keys) names.emplace_back(line.value("keysTopic", ""), config.keys_topic);
+  const auto counts = line.find("partitions");
+  if (counts == line.end() || !counts->is_object()) throw std::runtime_error(where + "no partitions");
+  for (const auto& [from, to] : names) {
+    if (from.empty() || !out.topic_map.emplace(from, to).second)
+      throw std::runtime_error(where + "the header names a topic twice or not at all");
+    const auto n = counts->value(from, 0);
+    if (n <= 0) throw std::runtime_error(where + "no partition count for " + from);
+    out.partitions[to] = n;
+  }
+}
 
 // Reads the whole file once before anything is written: a truncated or damaged export is refused whole.
 checked_export check_export(const projector_config& config, const std::string& path) {
@@ -226,15 +271,7 @@ checked_export check_export(const projector_config& config, const std::string& p
     const auto line = json::parse(text, nullptr, false);
     if (line.is_discarded()) throw std::runtime_error(where + "not JSON");
     if (line_number == 1) {
-      if (line.value("format", "") != export_format || line.value("version", 0) != export_version)
-        throw std::runtime_error(where + "not a credits export (version " + std::to_string(export_version) + ")");
-      const auto ledger = line.value("ledgerTopic", ""), usage = line.value("usageTopic", "");
-      out.topic_map = {{ledger, config.ledger_topic}, {usage, config.usage_topic}};
-      for (const auto& [from, to] : out.topic_map) {
-        const auto n = line.at("partitions").value(from, 0);
-        if (n <= 0) throw std::runtime_error(where + "no partition count for " + from);
-        out.partitions[to] = n;
-      }
+      read_export_header(config, line, where, out);
       continue;
     }
     if (line.value("format", "") == std::string(export_format) + "-end") {
@@ -273,6 +310,9 @@ int import_log(const projector_config& config, const std::string& path, std::FIL
   auto partitions = checked.partitions;
   partitions[dead_letter_topic(config)] = checked.partitions.at(config.ledger_topic);
   std::vector<store::topic_spec> missing;
+  if (!checked.has_keys)
+    say(out, "import: this export (version 1) has no API key log; " + config.keys_topic +
+                 " is left as it is: create the keys again with credits-admin, and revoke the bootstrap keys again");
   for (const auto& [topic, count] : partitions) {
     if (!probe.topic_exists(topic, metadata_timeout_ms)) {
       // The log is the source of truth: it never ages out.
@@ -304,13 +344,14 @@ int import_log(const projector_config& config, const std::string& path, std::FIL
     const auto r = parse_export_line(line);
     // The original partition, explicitly: a key's events must stay in one partition, in order, and the
     // projector checks that they sit where the partitioner would put them.
-    producer.produce(checked.topic_map.at(r.topic), r.partition, r.key, r.value, {}, r.timestamp_ms);
+    producer.produce(checked.topic_map.at(r.topic), r.partition, r.key, r.value, r.headers, r.timestamp_ms);
     progress.update(++written, checked.records);
   }
   producer.flush(milliseconds(config.log_read_timeout_ms));
   progress.finish(written, checked.records);
-  say(out, "import: " + std::to_string(written) + " records written to " + config.ledger_topic + " and " +
-               config.usage_topic + "; build the view with `credits-projector rebuild`, then `verify`");
+  say(out, "import: " + std::to_string(written) + " records written to " + config.ledger_topic + ", " +
+               config.usage_topic + (checked.has_keys ? " and " + config.keys_topic : std::string()) +
+               "; build the view with `credits-projector rebuild`, then `verify`");
   return 0;
 }
 

@@ -78,9 +78,11 @@ int run_projector(const credits::projector_config& config) {
   write_log(log_level::info, component,
             "kafka " + config.brokers + ", redis " + config.redis_host + ":" + std::to_string(config.redis_port) +
                 " db " + std::to_string(config.redis_db) + "; dead letters to " + credits::dead_letter_topic(config) +
-                (config.group_id.empty() ? "; resuming at " + credits::describe(projector.resume_points())
-                                         : "; member " + projector.instance_id() + " of group " + config.group_id +
-                                               " (partitions as the group assigns them)"));
+                (!config.group_id.empty() ? "; member " + projector.instance_id() + " of group " + config.group_id +
+                                                " (partitions as the group assigns them)"
+                 : projector.view_ready()
+                     ? "; view " + projector.view_id() + ", resuming at " + credits::describe(projector.resume_points())
+                     : "; the view is being rebuilt from the log first"));
   const auto exposer = serve_metrics(config, projector);
   projector.run(stop_requested);
   const auto& stats = projector.stats();

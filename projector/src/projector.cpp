@@ -10,6 +10,7 @@
 #include <future>
 #include <map>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string_view>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "credits/common/overloaded.hpp"
 #include "credits/common/replay.hpp"
 #include "credits/event_store/partitioner.hpp"
+#include "credits/projector/operations.hpp"
 
 namespace credits {
 namespace {
@@ -58,6 +60,58 @@ std::int64_t stored_offset(const std::optional<std::string>& value, const std::s
   return *n;
 }
 
+// How often an idle projector checks that its view still has its marker (a busy one learns it from every apply
+// script), and how long it waits between looks at a view being rebuilt by another projector.
+constexpr milliseconds view_check_interval_ms{1000};
+constexpr milliseconds view_wait_ms{500};
+// A view inspection that keeps finding the marker changed under it (other projectors making or registering it)
+// gives up after this many reads; the next step inspects again.
+constexpr int view_inspections_max = 3;
+constexpr std::string_view lag_record_key = "credits:projector";
+
+// HGETALL's flat reply as a map.
+std::map<std::string, std::string> hash_of(const read_model::redis_connection::reply& r) {
+  std::map<std::string, std::string> out;
+  for (std::size_t i = 0; i + 1 < r.array.size(); i += 2)
+    if (r.array[i] && r.array[i + 1]) out.emplace(*r.array[i], *r.array[i + 1]);
+  return out;
+}
+
+// Makes the marker of a new view, with a position of -1 for every partition, only on a database that holds no
+// view and nothing else (but the projector's lag record and a rebuild's lock): the first start.
+//   KEYS[1] = credits:view, KEYS[2] = credits:positions, KEYS[3] = credits:projector, KEYS[4] = the rebuild lock
+//   ARGV[1] = id, ARGV[2] = createdAt, ARGV[3] = n, then n (topic field, partition count) pairs, then the
+//   position fields.
+// Returns "CREATED", "EXISTS" (another projector made one) or "NOT_EMPTY".
+constexpr std::string_view create_view_script = R"lua(
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'EXISTS' end
+if redis.call('DBSIZE') > redis.call('EXISTS', KEYS[3]) + redis.call('EXISTS', KEYS[4]) then return 'NOT_EMPTY' end
+local n = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'createdAt', ARGV[2], unpack(ARGV, 4, 3 + 2 * n))
+for i = 4 + 2 * n, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], '-1') end
+return 'CREATED'
+)lua";
+
+// Adds topics to a view that does not hold them yet (several topic sets sharing one database, as the test
+// suites do): their partitions start at -1. Only into the view with the id ARGV[1].
+//   KEYS[1] = credits:view, KEYS[2] = credits:positions; ARGV[1] = id, ARGV[2] = n, then n (topic field,
+//   partition count) pairs, then the position fields.
+// Returns "OK" or "CHANGED".
+constexpr std::string_view register_topics_script = R"lua(
+if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return 'CHANGED' end
+local n = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + 2 * n))
+for i = 3 + 2 * n, #ARGV do redis.call('HSETNX', KEYS[2], ARGV[i], '-1') end
+return 'OK'
+)lua";
+
+// On a cluster the marker has a slot of its own, so it is made alone. Returns "CREATED" or "EXISTS".
+constexpr std::string_view create_cluster_view_script = R"lua(
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'EXISTS' end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'createdAt', ARGV[2], unpack(ARGV, 3))
+return 'CREATED'
+)lua";
+
 // "<host name>-<process id>": unique among the projectors running at one time, which is all a lag field needs.
 std::string default_instance_id() {
   std::array<char, 256> host{};
@@ -77,6 +131,7 @@ void read_settings(const env_reader& r, projector_config& config) {
   r.text("CREDITS_LEDGER_TOPIC", config.ledger_topic);
   r.text("CREDITS_USAGE_TOPIC", config.usage_topic);
   r.text("CREDITS_DLQ_TOPIC", config.dlq_topic);
+  r.text("CREDITS_KEYS_TOPIC", config.keys_topic);
   const auto batch_max = static_cast<std::int64_t>(batch_events_max_limit);
   r.number("CREDITS_PROJECTOR_BATCH_EVENTS_MAX", config.batch_events_max, 1, batch_max);
   r.number("CREDITS_REBUILD_BATCH_EVENTS_MAX", config.rebuild_batch_events_max, 1, batch_max);
@@ -120,6 +175,9 @@ std::variant<projector_config, std::string> projector_config_from_env(const env_
   if (config.dlq_topic.empty()) config.dlq_topic = config.ledger_topic + ".dlq";
   if (config.dlq_topic == config.ledger_topic || config.dlq_topic == config.usage_topic)
     return "CREDITS_DLQ_TOPIC must differ from the event topics, it is \"" + config.dlq_topic + "\"";
+  if (config.keys_topic == config.ledger_topic || config.keys_topic == config.usage_topic ||
+      config.keys_topic == config.dlq_topic)
+    return "CREDITS_KEYS_TOPIC must differ from the event and dead-letter topics, it is \"" + config.keys_topic + "\"";
   // A rebuild flushes its database before building into it: the same number would wipe the live view.
   if (config.redis_db == config.redis_rebuild_db)
     return "CREDITS_REDIS_DB and CREDITS_REDIS_REBUILD_DB must differ, both are " + std::to_string(config.redis_db);
@@ -133,12 +191,13 @@ std::string dead_letter_topic(const projector_config& config) {
 namespace {
 
 // The two apply scripts share their argument layout after KEYS (ARGV[1] the offset field, ARGV[2] the event's
-// offset, ARGV[3] the offset it follows, ARGV[4] the number of guards, then the guards and the commands) and
-// this middle part: it checks the guards, leaving `refused` nil or why, then `i` at the first command.
+// offset, ARGV[3] the offset it follows, ARGV[4] the view's id, ARGV[5] the number of guards, then the guards and
+// the commands) and this middle part: it checks the guards, leaving `refused` nil or why, then `i` at the first
+// command.
 constexpr std::string_view check_guards_lua = R"lua(
 local refused = nil
-local i = 5
-for _ = 1, tonumber(ARGV[4]) do
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
   local n = tonumber(ARGV[i])
   local kind, key, reason = ARGV[i + 1], ARGV[i + 2], ARGV[i + n]
   local ok
@@ -189,12 +248,12 @@ end
 }
 
 std::vector<std::string> apply_args(const std::string& script_sha, const std::vector<std::string>& keys,
-                                    const std::string& field, std::int64_t offset, std::string previous,
-                                    const std::vector<std::vector<std::string>>& commands,
+                                    const std::string& view_id, const std::string& field, std::int64_t offset,
+                                    std::string previous, const std::vector<std::vector<std::string>>& commands,
                                     const std::vector<std::vector<std::string>>& guards) {
   std::vector<std::string> args{"EVALSHA", script_sha, std::to_string(keys.size())};
   args.insert(args.end(), keys.begin(), keys.end());
-  args.insert(args.end(), {field, std::to_string(offset), std::move(previous), std::to_string(guards.size())});
+  args.insert(args.end(), {field, std::to_string(offset), std::move(previous), view_id, std::to_string(guards.size())});
   for (const auto* list : {&guards, &commands})
     for (const auto& words : *list) {
       args.push_back(std::to_string(words.size()));
@@ -207,6 +266,10 @@ std::vector<std::string> apply_args(const std::string& script_sha, const std::ve
 
 std::string_view guarded_apply_script() {
   static const std::string script = R"lua(
+local view = redis.call('HGET', KEYS[2], 'id')
+if view ~= ARGV[4] then
+  return redis.error_reply('VIEW the view is ' .. (view or 'gone') .. ', not ' .. ARGV[4])
+end
 local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 local offset = tonumber(ARGV[2])
 if stored >= offset then return 0 end
@@ -246,18 +309,20 @@ return 1
 )lua";
 }
 
-std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& position_field,
-                                            std::int64_t offset, std::int64_t previous_offset,
+std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& view_id,
+                                            const std::string& position_field, std::int64_t offset,
+                                            std::int64_t previous_offset,
                                             const std::vector<std::vector<std::string>>& commands,
                                             const std::vector<std::vector<std::string>>& guards) {
-  return apply_args(script_sha, {std::string(read_model::positions_key)}, position_field, offset,
-                    std::to_string(previous_offset), commands, guards);
+  return apply_args(script_sha, {std::string(read_model::positions_key), std::string(read_model::view_key)}, view_id,
+                    position_field, offset, std::to_string(previous_offset), commands, guards);
 }
 
-std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& position_field,
-                                            std::int64_t offset, std::int64_t previous_offset,
+std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& view_id,
+                                            const std::string& position_field, std::int64_t offset,
+                                            std::int64_t previous_offset,
                                             const std::vector<std::vector<std::string>>& commands) {
-  return guarded_apply_args(script_sha, position_field, offset, previous_offset, commands, {});
+  return guarded_apply_args(script_sha, view_id, position_field, offset, previous_offset, commands, {});
 }
 
 std::vector<std::string> cluster_apply_args(const std::string& script_sha, const tag_part& part,
@@ -267,7 +332,9 @@ std::vector<std::string> cluster_apply_args(const std::string& script_sha, const
   for (const auto* list : {&part.guards, &part.commands})
     for (const auto& words : *list)
       if (std::find(keys.begin(), keys.end(), words.at(1)) == keys.end()) keys.push_back(words.at(1));
-  return apply_args(script_sha, keys, field, offset, previous_offset ? std::to_string(*previous_offset) : "",
+  // A script may touch keys of one slot only, so on a cluster the view's marker is checked between batches
+  // (projector::check_view) rather than by each part.
+  return apply_args(script_sha, keys, "", field, offset, previous_offset ? std::to_string(*previous_offset) : "",
                     part.commands, part.guards);
 }
 
@@ -287,6 +354,14 @@ std::vector<tag_part> split_by_tag(const std::vector<std::vector<std::string>>& 
     part->commands.push_back(c);
   }
   return parts;
+}
+
+std::string new_view_id() {
+  std::random_device random;
+  const auto bits = static_cast<std::uint64_t>(random()) << 32 | random();
+  char id[17];
+  std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(bits));
+  return id;
 }
 
 std::string describe(const std::vector<store::start_point>& points) {
@@ -334,25 +409,33 @@ projector::projector(projector_config config)
     std::vector<store::topic_partition> all;
     for (const auto& [topic, partition] : partitions_) all.push_back({topic, partition});
     set_owned(std::move(all));
-    resume_points_ = stored_start_points(owned_);
-    assign(resume_points_);
+    // Adopts the view, or makes one on an empty database, and assigns every partition after its position; or
+    // starts the rebuild of a view that lost its data, which run() waits for.
+    tend_view();
     return;
   }
   // Nothing is owned until the first poll joins the group; the callbacks run on this thread, inside it.
   // Kafka's client.id names the instance in the broker's logs and the group's member list.
   set_owned({});
-  group_ = std::make_unique<store::consumer_group_member>(
-      config_.brokers, config_.group_id, std::vector<std::string>{config_.ledger_topic, config_.usage_topic},
-      store::consumer_group_member::callbacks{
-          [this](const std::vector<store::topic_partition>& given) { return on_assigned(given); },
-          [this](const std::vector<store::topic_partition>& taken) { on_revoked(taken); }},
-      store::group_limits{milliseconds(config_.group_session_timeout_ms),
-                          milliseconds(config_.group_max_poll_interval_ms)},
-      store::settings{{"fetch.wait.max.ms", std::to_string(config_.fetch_wait_ms)},
-                      {"client.id", config_.instance_id}});
+  tend_view();  // the view only: the group assigns the partitions
+  try {
+    group_ = std::make_unique<store::consumer_group_member>(
+        config_.brokers, config_.group_id, std::vector<std::string>{config_.ledger_topic, config_.usage_topic},
+        store::consumer_group_member::callbacks{
+            [this](const std::vector<store::topic_partition>& given) { return on_assigned(given); },
+            [this](const std::vector<store::topic_partition>& taken) { on_revoked(taken); }},
+        store::group_limits{milliseconds(config_.group_session_timeout_ms),
+                            milliseconds(config_.group_max_poll_interval_ms)},
+        store::settings{{"fetch.wait.max.ms", std::to_string(config_.fetch_wait_ms)},
+                        {"client.id", config_.instance_id}});
+  } catch (...) {
+    rebuild_stop_.store(true);  // no destructor runs: a rebuild started above must stop before its future waits
+    throw;
+  }
 }
 
-projector::~projector() = default;
+// A rebuild still running stops between two of its batches; its future's destructor waits for that.
+projector::~projector() { rebuild_stop_.store(true); }
 
 void projector::connect_redis() {
   redis_.reset();
@@ -413,10 +496,10 @@ void projector::rewind(const std::vector<store::start_point>& from) {
 bool projector::try_recover() {
   try {
     connect_redis();
-    const auto points = stored_start_points(owned_);
-    assign(points);
     ++stats_.recoveries;
-    log(log_level::info, "redis reconnected; resuming at " + describe(points));
+    // Whatever Redis holds now is inspected before anything is folded into it: it may have lost its data.
+    view_ready_ = false;
+    log(log_level::info, "redis reconnected");
     return true;
   } catch (const std::runtime_error& e) {
     metrics_->redis_error();
@@ -434,6 +517,7 @@ void projector::run(const std::atomic<bool>& stop) {
   constexpr auto lag_report_interval = std::chrono::seconds(10);
   auto next_lag_report = std::chrono::steady_clock::now();
   auto next_lag_sample = next_lag_report;
+  auto next_view_check = next_lag_report + view_check_interval_ms;
   while (!stop.load(std::memory_order_relaxed)) {
     if (std::chrono::steady_clock::now() >= next_lag_sample) {
       next_lag_sample = std::chrono::steady_clock::now() + milliseconds(config_.metrics_interval_ms);
@@ -442,6 +526,10 @@ void projector::run(const std::atomic<bool>& stop) {
     if (std::chrono::steady_clock::now() >= next_lag_report) {
       next_lag_report = std::chrono::steady_clock::now() + lag_report_interval;
       report_lag();
+    }
+    if (redis_ && view_ready_ && std::chrono::steady_clock::now() >= next_view_check) {
+      next_view_check = std::chrono::steady_clock::now() + view_check_interval_ms;
+      check_view();
     }
     if (!redis_) {
       if (!try_recover()) {
@@ -454,13 +542,34 @@ void projector::run(const std::atomic<bool>& stop) {
       }
       backoff = backoff_min;
     }
+    if (!view_ready_) {
+      bool ready = false;
+      try {
+        ready = tend_view();
+      } catch (const std::runtime_error& e) {
+        metrics_->redis_error();
+        log(log_level::error, std::string("redis unavailable while inspecting the view: ") + e.what());
+        redis_.reset();
+        continue;
+      }
+      if (!ready) {
+        // A member keeps polling the group meanwhile (dropping what it reads), as while Redis is away.
+        if (group_)
+          poll_without_redis(view_wait_ms, stop);
+        else
+          sleep_unless_stopped(view_wait_ms, stop);
+        continue;
+      }
+    }
     step();
   }
+  rebuild_stop_.store(true);
+  if (rebuild_.valid()) rebuild_.wait();
   // A stopped member's lag fields would otherwise stay behind in the record, looking current.
   if (group_ && redis_) {
     try {
-      redis_->run(
-          {"HDEL", "credits:projector", "lagOffsets:" + config_.instance_id, "reportedAt:" + config_.instance_id});
+      redis_->run({"HDEL", std::string(lag_record_key), "lagOffsets:" + config_.instance_id,
+                   "reportedAt:" + config_.instance_id});
     } catch (const std::runtime_error& e) {
       log(log_level::warn, std::string("could not remove this projector's lag fields: ") + e.what());
     }
@@ -479,8 +588,8 @@ void projector::report_lag() {
     // In a group each projector sees only its own partitions, so each writes fields of its own instead of
     // overwriting the others' (docs/operations.md, "Several projectors").
     const std::string suffix = group_ ? ":" + config_.instance_id : std::string();
-    redis_->run({"HSET", "credits:projector", "lagOffsets" + suffix, std::to_string(behind), "reportedAt" + suffix,
-                 format_time(now_ms)});
+    redis_->run({"HSET", std::string(lag_record_key), "lagOffsets" + suffix, std::to_string(behind),
+                 "reportedAt" + suffix, format_time(now_ms)});
   } catch (const std::runtime_error& e) {
     metrics_->redis_error();
     log(log_level::error, std::string("redis unavailable: ") + e.what());
@@ -533,7 +642,8 @@ std::optional<std::vector<store::start_point>> projector::on_assigned(
     const std::vector<store::topic_partition>& given) {
   set_owned(given);
   for (const auto& p : given) previous_offset_.erase(read_model::position_field(p.topic, p.partition));
-  if (!redis_) return std::nullopt;  // run() recovers, then starts them (try_recover)
+  // run() recovers (or the view is rebuilt), then starts them (resume_from_stored).
+  if (!redis_ || !view_ready_) return std::nullopt;
   try {
     auto points = stored_start_points(given);
     // An event read at `offset` is the first after the position offset - 1; the script checks exactly that.
@@ -558,6 +668,228 @@ void projector::on_revoked(const std::vector<store::topic_partition>& taken) {
   set_owned({});
   log(log_level::info, "group " + config_.group_id + " revoked " + std::to_string(taken.size()) + " partitions",
       {{"group", config_.group_id}, {"partitions", taken.size()}});
+}
+
+// ---- the view ----------------------------------------------------------------------------------------------
+
+projector::view_inspection projector::inspect_view() {
+  if (redis_->clustered()) return inspect_clustered_view();
+  std::vector<std::string> fields;  // every partition's position field
+  for (const auto& [topic, partition] : partitions_) fields.push_back(read_model::position_field(topic, partition));
+  const std::string view(read_model::view_key), positions(read_model::positions_key);
+  for (int attempt = 0; attempt < view_inspections_max; ++attempt) {
+    const auto marker = hash_of(redis_->run({"HGETALL", view}));
+    const auto id = marker.contains("id") ? marker.at("id") : std::string();
+    if (!id.empty()) {
+      // Topics this view does not hold yet (another topic set's view shares the database) join it, from their start.
+      std::vector<std::string> pairs, joining_fields;
+      for (const auto& [topic, partition] : partitions_) {
+        if (marker.contains(read_model::view_topic_field(topic))) continue;
+        if (partition == 0)
+          pairs.insert(pairs.end(), {read_model::view_topic_field(topic), std::to_string(partition_counts_.at(topic))});
+        joining_fields.push_back(read_model::position_field(topic, partition));
+      }
+      if (!pairs.empty()) {
+        std::vector<std::string> registering{"EVAL", std::string(register_topics_script), "2", view, positions,
+                                             id,     std::to_string(pairs.size() / 2)};
+        registering.insert(registering.end(), pairs.begin(), pairs.end());
+        registering.insert(registering.end(), joining_fields.begin(), joining_fields.end());
+        if (redis_->run(registering).value != "OK") continue;  // the view changed meanwhile: look again
+        log(log_level::info,
+            "view " + id + " now holds " + config_.ledger_topic + " and " + config_.usage_topic +
+                " too; they are folded from their start",
+            {{"viewId", id}});
+      }
+      std::vector<std::string> read{"HMGET", positions};
+      read.insert(read.end(), fields.begin(), fields.end());
+      const auto stored = redis_->run(read).array;
+      for (std::size_t i = 0; i < fields.size(); ++i)
+        if (i >= stored.size() || !stored[i])
+          return {view_found::lost, std::string(read_model::positions_key) + " has no field " + fields[i] +
+                                        " (the view lost its positions)"};
+      if (had_view_ && id != view_id_)
+        log(log_level::info, "the view " + view_id_ + " was replaced by view " + id + " (a rebuild); folding into it",
+            {{"viewId", id}});
+      view_id_ = id;
+      had_view_ = true;
+      return {view_found::intact, ""};
+    }
+    if (marker.contains("rebuildingSince"))
+      return {view_found::rebuilding, marker.contains("reason") ? marker.at("reason") : std::string()};
+    if (had_view_)
+      return {view_found::lost, "its marker " + view +
+                                    " is gone (a FLUSHALL, a restart without the append-only file, a failover to an "
+                                    "empty replica)"};
+    const auto fresh = new_view_id();
+    std::vector<std::string> create{"EVAL",
+                                    std::string(create_view_script),
+                                    "4",
+                                    view,
+                                    positions,
+                                    std::string(lag_record_key),
+                                    std::string(read_model::rebuild_lock_key),
+                                    fresh,
+                                    format_time(wall_clock_ms()),
+                                    std::to_string(partition_counts_.size())};
+    for (const auto& [topic, count] : partition_counts_)
+      create.insert(create.end(), {read_model::view_topic_field(topic), std::to_string(count)});
+    create.insert(create.end(), fields.begin(), fields.end());
+    const auto created = redis_->run(create).value.value_or("");
+    if (created == "EXISTS") continue;
+    if (created == "NOT_EMPTY")
+      return {view_found::lost,
+              "the database holds data but no view marker (a view made before markers, or one that lost part of its "
+              "data)"};
+    log(log_level::info,
+        "made the new view " + fresh + " in redis db " + std::to_string(config_.redis_db) +
+            " (the database was empty); folding the log from its start",
+        {{"viewId", fresh}});
+    view_id_ = fresh;
+    had_view_ = true;
+    return {view_found::intact, ""};
+  }
+  throw std::runtime_error("redis: the view's marker kept changing while it was read");
+}
+
+// A cluster has no SWAPDB, so a view that lost data there is folded again in place: every owned partition from
+// offset 0. The per-tag offsets (credits:applied:{tag}) make each event's part apply once, so the parts that
+// survived are no-ops and the lost ones apply again. The marker shares no slot with the positions, so only the
+// marker is checked.
+projector::view_inspection projector::inspect_clustered_view() {
+  const std::string view(read_model::view_key);
+  for (int attempt = 0; attempt < view_inspections_max; ++attempt) {
+    const auto id = redis_->run({"HGET", view, "id"}).value.value_or("");
+    if (!id.empty()) {
+      const bool changed = had_view_ && id != view_id_;
+      const auto old = view_id_;
+      view_id_ = id;
+      had_view_ = true;
+      if (!changed) return {view_found::intact, ""};
+      return {view_found::replay,
+              "the view's marker changed from " + old + " to " + id + " (another projector found the view lost)"};
+    }
+    const auto fresh = new_view_id();
+    std::vector<std::string> create{
+        "EVAL", std::string(create_cluster_view_script), "1", view, fresh, format_time(wall_clock_ms())};
+    for (const auto& [topic, count] : partition_counts_)
+      create.insert(create.end(), {read_model::view_topic_field(topic), std::to_string(count)});
+    if (redis_->run(create).value != "CREATED") continue;
+    view_id_ = fresh;
+    if (!had_view_) {
+      had_view_ = true;
+      return {view_found::intact, ""};
+    }
+    return {view_found::replay, "its marker " + view + " is gone (a master lost its data)"};
+  }
+  throw std::runtime_error("redis: the view's marker kept changing while it was read");
+}
+
+bool projector::tend_view() {
+  if (rebuild_.valid()) {
+    if (rebuild_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return false;
+    try {
+      switch (rebuild_.get()) {
+        case ops::rebuild_outcome::switched:
+          ++stats_.view_rebuilds;
+          metrics_->view_rebuilt();
+          break;
+        case ops::rebuild_outcome::busy:
+          if (last_view_log_ != "busy")
+            log(log_level::info, "another projector holds the rebuild lock; waiting for its rebuild of the view");
+          last_view_log_ = "busy";
+          next_view_attempt_ = std::chrono::steady_clock::now() + view_wait_ms;
+          return false;
+        case ops::rebuild_outcome::stopped:
+          return false;
+      }
+    } catch (const std::exception& e) {
+      log(log_level::error, std::string("rebuilding the view failed: ") + e.what() + "; trying again");
+      next_view_attempt_ = std::chrono::steady_clock::now() + milliseconds(config_.reconnect_backoff_ms_max);
+      return false;
+    }
+  }
+  if (std::chrono::steady_clock::now() < next_view_attempt_) return false;
+  const auto seen = inspect_view();
+  switch (seen.found) {
+    case view_found::intact:
+      resume_from_stored();
+      break;
+    case view_found::replay: {
+      ++stats_.view_losses;
+      metrics_->view_lost();
+      log(log_level::error, "the view lost data: " + seen.why + "; folding every partition again from offset 0",
+          {{"reason", seen.why}});
+      std::vector<store::start_point> from;
+      for (const auto& p : owned_) from.push_back({p.topic, p.partition, 0});
+      if (!config_.group_id.empty() && !group_) break;  // constructing: the group assigns at the first poll
+      assign(from);
+      break;
+    }
+    case view_found::lost:
+      ++stats_.view_losses;
+      metrics_->view_lost();
+      log(log_level::error, "the view lost its data: " + seen.why + "; rebuilding it from the log",
+          {{"reason", seen.why}, {"redisDb", config_.redis_db}});
+      start_rebuild(seen.why);
+      return false;
+    case view_found::rebuilding:
+      if (last_view_log_ != "rebuilding")
+        log(log_level::info, "the view is being rebuilt (" + seen.why + "); taking part (one projector builds)",
+            {{"reason", seen.why}});
+      last_view_log_ = "rebuilding";
+      start_rebuild(seen.why);
+      return false;
+  }
+  if (had_view_ && stats_.view_rebuilds + stats_.view_losses > 0 && last_view_log_ != "ready")
+    log(log_level::info, "folding into view " + view_id_ + " again", {{"viewId", view_id_}});
+  last_view_log_ = "ready";
+  view_ready_ = true;
+  metrics_->view_rebuilding(false);
+  return true;
+}
+
+void projector::start_rebuild(std::string why) {
+  metrics_->view_rebuilding(true);
+  drop_prefetched();
+  rebuild_stop_.store(false);
+  // The thread reads its own copy of the configuration and this projector's stop flag, which the destructor
+  // sets before the future (a member declared after it) waits for the thread.
+  rebuild_ = std::async(std::launch::async, [config = config_, why = std::move(why), stop = &rebuild_stop_] {
+    const ops::rebuild_output output{[](const std::string& line) { log(log_level::info, line); }, nullptr};
+    return ops::rebuild_view(config, *stop, why, output);
+  });
+}
+
+void projector::resume_from_stored() {
+  auto points = stored_start_points(owned_);
+  if (!config_.group_id.empty() && !group_) return;  // constructing: the group assigns at the first poll
+  assign(points);
+  if (stats_.recoveries + stats_.view_rebuilds + stats_.view_losses > 0)
+    log(log_level::info, "resuming at " + describe(points));
+  resume_points_ = std::move(points);
+}
+
+void projector::check_view() {
+  try {
+    std::vector<std::vector<std::string>> calls{{"HGET", std::string(read_model::view_key), "id"}};
+    if (!redis_->clustered()) calls.push_back({"EXISTS", std::string(read_model::positions_key)});
+    const auto r = redis_->pipeline(calls);
+    const auto id = r.at(0).value.value_or("");
+    if (id != view_id_)
+      view_not_ready(id.empty() ? "the view's marker is gone" : "the view's id is " + id + " now");
+    else if (calls.size() > 1 && r.at(1).value != "1")
+      view_not_ready(std::string(read_model::positions_key) + " is gone");
+  } catch (const std::runtime_error& e) {
+    metrics_->redis_error();
+    log(log_level::error, std::string("redis unavailable: ") + e.what());
+    redis_.reset();
+  }
+}
+
+void projector::view_not_ready(const std::string& why) {
+  log(log_level::warn, "the view changed under the projector (" + why + "); inspecting it", {{"reason", why}});
+  view_ready_ = false;
+  drop_prefetched();
 }
 
 projector::prepared_batch projector::poll_and_prepare() {
@@ -587,6 +919,16 @@ void projector::drop_prefetched() {
 
 std::size_t projector::step() {
   if (!redis_ && !try_recover()) return 0;
+  if (!view_ready_) {
+    try {
+      if (!tend_view()) return 0;
+    } catch (const std::runtime_error& e) {
+      metrics_->redis_error();
+      log(log_level::error, std::string("redis unavailable while inspecting the view: ") + e.what());
+      redis_.reset();
+      return 0;
+    }
+  }
   auto prepared = prefetched_.valid() ? prefetched_.get() : poll_and_prepare();
   const auto& batch = prepared.messages;
   // A rebalance inside that poll may have lost Redis (group mode): its partitions wait, unread, for recovery.
@@ -608,12 +950,18 @@ std::size_t projector::step() {
     metrics_->batch_done(took.count());
     for (const auto& m : batch) metrics_->folded(partition_index(m.topic, m.partition), m.timestamp_ms);
   } catch (const std::runtime_error& e) {
-    // The consumer has moved past events whose fate is unknown; recovery re-reads from the stored positions,
-    // and the script turns whatever did land into no-ops (and re-detects, and re-copies, any poison event
-    // not yet recorded).
-    if (std::string_view(e.what()).starts_with("redis")) metrics_->redis_error();
-    log(log_level::error, std::string("error: ") + e.what() + "; reconnecting", {{"batchEvents", batch.size()}});
-    redis_.reset();
+    // The script refused the view: it lost its data, or a rebuild replaced it. Nothing was written after that;
+    // the view is inspected before the next batch, which starts from its stored positions.
+    if (std::string_view(e.what()).starts_with("redis: VIEW")) {
+      view_not_ready(std::string(e.what()).substr(7));
+    } else {
+      // The consumer has moved past events whose fate is unknown; recovery re-reads from the stored positions,
+      // and the script turns whatever did land into no-ops (and re-detects, and re-copies, any poison event
+      // not yet recorded).
+      if (std::string_view(e.what()).starts_with("redis")) metrics_->redis_error();
+      log(log_level::error, std::string("error: ") + e.what() + "; reconnecting", {{"batchEvents", batch.size()}});
+      redis_.reset();
+    }
   }
   metrics_->applied(stats_.applied - before.applied);
   metrics_->replayed(stats_.replayed - before.replayed);
@@ -777,11 +1125,12 @@ void projector::apply(const prepared_batch& prepared) {
         continue;
       }
       if (event.marks.empty()) {
-        calls.push_back(guarded_apply_args(script_sha_, field, m.offset, previous, event.commands, event.guards));
+        calls.push_back(
+            guarded_apply_args(script_sha_, view_id_, field, m.offset, previous, event.commands, event.guards));
       } else {  // one server: the view-wide marks run in the same script, exactly once with the event
         auto commands = event.commands;
         commands.insert(commands.end(), event.marks.begin(), event.marks.end());
-        calls.push_back(guarded_apply_args(script_sha_, field, m.offset, previous, commands, event.guards));
+        calls.push_back(guarded_apply_args(script_sha_, view_id_, field, m.offset, previous, commands, event.guards));
       }
       sent.push_back(i);
       sent_after.push_back(previous);
@@ -825,8 +1174,8 @@ void projector::record_poison(const std::vector<store::message>& batch, const st
   std::vector<std::vector<std::string>> calls;
   for (const auto& p : found) {
     const auto& m = batch[p.index];
-    calls.push_back(guarded_apply_args(script_sha_, read_model::position_field(m.topic, m.partition), m.offset,
-                                       p.previous_offset,
+    calls.push_back(guarded_apply_args(script_sha_, view_id_, read_model::position_field(m.topic, m.partition),
+                                       m.offset, p.previous_offset,
                                        read_model::poison_marks(m.topic, m.partition, m.offset, m.key, p.reason)));
   }
   const auto outcomes = run_scripts(calls);

@@ -33,6 +33,15 @@ projector_metrics::projector_metrics(const std::vector<std::pair<std::string, st
                       "Events that could not be applied, copied to the dead-letter topic and recorded")),
       redis_errors_(counter(*registry_, "credits_projector_redis_errors_total",
                             "Redis failures (each is followed by a reconnect)")),
+      view_losses_(counter(*registry_, "credits_projector_view_losses_total",
+                           "Times this projector found the view had lost its data (its marker or positions gone) "
+                           "and had it rebuilt from the log")),
+      view_rebuilds_(counter(*registry_, "credits_projector_view_rebuilds_total",
+                             "Rebuilds of a lost view that this projector ran to the switch")),
+      view_rebuilding_(gauges(*registry_, "credits_projector_view_rebuilding",
+                              "1 while the view is being rebuilt from the log (by this projector or another) and "
+                              "this projector does not fold, else 0")
+                           .Add({})),
       batch_duration_(prometheus::BuildHistogram()
                           .Name("credits_projector_batch_duration_seconds")
                           .Help("Time to fold one polled batch into Redis (its pipelines and any dead-letter copies)")

@@ -1,10 +1,12 @@
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 #include <unordered_set>
 #include <utility>
 
+#include "credits/common/clock.hpp"
 #include "credits/common/log.hpp"
 #include "credits/common/replay.hpp"
 #include "credits/event_store/partition_reader.hpp"
@@ -21,18 +23,22 @@ constexpr milliseconds metadata_timeout_ms{10'000};
 constexpr milliseconds idle_wait_ms{20};  // a step that found nothing (or lost Redis) waits this long
 constexpr milliseconds behind_report_interval_ms{5000};
 
-// Switches the view to the rebuilt one, atomically, if and only if this rebuild still holds the lock and has
-// applied at least as much of every partition as the live view:
+// Switches the view to the rebuilt one, atomically, if and only if this rebuild still holds the lock, the
+// rebuild database still holds what it built, and it has applied at least as much of every partition as the live
+// view:
 //   ARGV[1] = view db, ARGV[2] = rebuild db, ARGV[3] = the lock's expected holder,
-//   ARGV[4] = the lock key, ARGV[5] = the positions key.
-// Returns "SWAPPED", "BEHIND <field> <rebuilt> <live>" or "LOCK <holder>". Redis runs a script alone, so no
-// event can be applied to the live view between the comparison and the swap; the SELECTs stay inside it.
+//   ARGV[4] = the lock key, ARGV[5] = the positions key, ARGV[6] = the view marker's key, ARGV[7] = the rebuilt
+//   view's id.
+// Returns "SWAPPED", "BEHIND <field> <rebuilt> <live>", "LOCK <holder>" or "LOST" (the rebuild database lost its
+// marker, and so everything built before: a FLUSHALL). Redis runs a script alone, so no event can be applied to
+// the live view between the comparison and the swap; the SELECTs stay inside it.
 constexpr std::string_view swap_script = R"lua(
 redis.call('SELECT', ARGV[1])
 local holder = redis.call('GET', ARGV[4])
 if holder ~= ARGV[3] then return 'LOCK ' .. tostring(holder) end
 local live = redis.call('HGETALL', ARGV[5])
 redis.call('SELECT', ARGV[2])
+if redis.call('HGET', ARGV[6], 'id') ~= ARGV[7] then return 'LOST' end
 for i = 1, #live, 2 do
   local rebuilt = tonumber(redis.call('HGET', ARGV[5], live[i]) or '-1')
   if rebuilt < tonumber(live[i + 1]) then return 'BEHIND ' .. live[i] .. ' ' .. rebuilt .. ' ' .. live[i + 1] end
@@ -47,10 +53,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], 
 return false
 )lua";
 
-void say(std::FILE* out, const std::string& line) {
-  std::fprintf(out, "%s\n", line.c_str());
-  std::fflush(out);
-}
+// Marks the live view as being rebuilt, if this rebuild holds the lock: its id goes (so every projector's apply
+// script refuses it, and the API answers 503), the notice comes.
+//   KEYS[1] = the view marker, KEYS[2] = the lock; ARGV = the holder, since, reason, by.
+constexpr std::string_view announce_script = R"lua(
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'LOCK' end
+redis.call('HDEL', KEYS[1], 'id')
+redis.call('HSET', KEYS[1], 'rebuildingSince', ARGV[2], 'reason', ARGV[3], 'by', ARGV[4])
+return 'OK'
+)lua";
+
+constexpr std::string_view builder_client_name = "credits-rebuild-builder";
 
 // Folds the whole log into an empty database that nothing else writes (the rebuild holds the lock and
 // nothing reads the rebuild database). So no script is needed: each event's guards are checked against an
@@ -62,21 +75,30 @@ void say(std::FILE* out, const std::string& line) {
 // Lives on the rebuild's thread; owns a Kafka consumer, a Redis connection and the in-memory fold.
 class view_builder {
  public:
-  explicit view_builder(const projector_config& config)
+  // Starts the new view, in the (empty) rebuild database, with its marker (a new id) and a position of -1 for
+  // every partition.
+  view_builder(const projector_config& config, const std::string& view_id)
       : config_(config),
         consumer_(config.brokers, true, {{"fetch.wait.max.ms", std::to_string(config.fetch_wait_ms)}}),
         redis_(config.redis_host, config.redis_port, milliseconds(config.redis_timeout_ms)) {
-    redis_.run({"CLIENT", "SETNAME", "credits-rebuild-builder"});
+    redis_.run({"CLIENT", "SETNAME", std::string(builder_client_name)});
     redis_.run({"SELECT", std::to_string(config.redis_rebuild_db)});
     std::vector<store::start_point> from;
+    std::vector<std::string> marker{"HSET",      std::string(read_model::view_key), "id", view_id,
+                                    "createdAt", format_time(wall_clock_ms())};
+    std::vector<std::string> positions{"HSET", std::string(read_model::positions_key)};
     for (const auto& topic : {config.ledger_topic, config.usage_topic}) {
       counts_[topic] = consumer_.partition_count(topic, metadata_timeout_ms);
+      marker.insert(marker.end(), {read_model::view_topic_field(topic), std::to_string(counts_[topic])});
       for (std::int32_t p = 0; p < counts_[topic]; ++p) {
         partitions_.emplace_back(topic, p);
         read_[read_model::position_field(topic, p)] = -1;
+        positions.insert(positions.end(), {read_model::position_field(topic, p), "-1"});
         from.push_back({topic, p, 0});
       }
     }
+    redis_.run(marker);
+    redis_.run(positions);
     consumer_.assign(from);
   }
 
@@ -167,16 +189,51 @@ class view_builder {
 // The lock lives in the view's database and names its holder by Redis client id, so a rebuild that died
 // (its connection closed) is recognised and its lock taken over without waiting for any timeout. The swap
 // moves the lock out with the old view, which is then flushed: a finished rebuild leaves no lock behind.
-void take_lock(read_model::redis_connection& view, const std::string& me) {
+// Returns nullopt when this rebuild holds the lock now, else the live holder's client id.
+std::optional<std::string> take_lock(read_model::redis_connection& view, const std::string& me) {
   const std::string key(read_model::rebuild_lock_key);
-  if (view.run({"SET", key, me, "NX"}).value == "OK") return;
+  if (view.run({"SET", key, me, "NX"}).value == "OK") return std::nullopt;
   const auto holder = view.run({"GET", key}).value;
   if (!holder) return take_lock(view, me);
   const auto alive = view.run({"CLIENT", "LIST", "ID", *holder}).value;
-  if (alive && !alive->empty())
-    throw std::runtime_error("another rebuild (redis client " + *holder + ") is running on this view");
+  if (alive && !alive->empty()) return holder;
   if (!view.run({"EVAL", std::string(take_over_script), "1", key, *holder, me}).value)
-    throw std::runtime_error("another rebuild took the lock first");
+    return view.run({"GET", key}).value.value_or("(gone again)");  // another rebuild took it first
+  return std::nullopt;
+}
+
+// A FLUSHALL takes the lock with everything else, so a rebuild that was running then may still be writing into
+// the rebuild database when the next one takes the lock and flushes it. Its builder's connection is closed here,
+// before that flush, so nothing of it lands in the new build (its rebuild fails, and could not have switched:
+// the lock is not its own). Any other builder holding that database now is such a one: a live rebuild holds the
+// lock. Builders of other views use other rebuild databases.
+void close_stale_builders(read_model::redis_connection& view, int rebuild_db) {
+  const auto clients = view.run({"CLIENT", "LIST", "TYPE", "normal"}).value.value_or("");
+  std::size_t start = 0;
+  while (start < clients.size()) {
+    auto end = clients.find('\n', start);
+    if (end == std::string::npos) end = clients.size();
+    const std::string_view line(clients.data() + start, end - start);
+    start = end + 1;
+    std::string id;
+    bool builder = false, in_db = false;
+    std::size_t at = 0;
+    while (at < line.size()) {
+      auto space = line.find(' ', at);
+      if (space == std::string_view::npos) space = line.size();
+      const auto word = line.substr(at, space - at);
+      at = space + 1;
+      if (word.starts_with("id=")) id = std::string(word.substr(3));
+      builder = builder || word == "name=" + std::string(builder_client_name);
+      in_db = in_db || word == "db=" + std::to_string(rebuild_db);
+    }
+    if (builder && in_db && !id.empty()) {
+      view.run({"CLIENT", "KILL", "ID", id});
+      write_log(log_level::warn, "credits-projector",
+                "closed the connection of a rebuild that lost its lock (redis client " + id + ")",
+                {{"redisClient", id}});
+    }
+  }
 }
 
 // A Redis Cluster has one database and no SWAPDB: say how to rebuild there instead.
@@ -225,15 +282,32 @@ void step(view_builder& builder) {
 }
 
 // 1. Everything up to the end of every partition. False when stopped.
-bool build_to_end(const projector_config& config, view_builder& builder, const std::atomic<bool>& stop) {
+bool build_to_end(const projector_config& config, view_builder& builder, const std::atomic<bool>& stop,
+                  const rebuild_output& output) {
   const log_extent extent(config, builder);
-  progress_reporter progress(stderr, "rebuild", milliseconds(config.progress_interval_ms));
+  const milliseconds interval(config.progress_interval_ms);
+  std::optional<progress_reporter> bar;
+  if (output.progress) bar.emplace(output.progress, "rebuild", interval);
+  const auto started = clock::now();
+  auto last_line = started;
+  std::optional<std::uint64_t> last_done;  // what the last line said, so the final one is not said twice
+  const auto report = [&](bool last) {
+    if (bar)
+      return last ? bar->finish(extent.done(builder), extent.total())
+                  : bar->update(extent.done(builder), extent.total());
+    const auto done = extent.done(builder);
+    if (last ? last_done == done : clock::now() - last_line < interval) return;
+    last_line = clock::now();
+    last_done = done;
+    const std::chrono::duration<double> elapsed = last_line - started;
+    output.say("rebuild: " + progress_line(done, extent.total(), elapsed.count()));
+  };
   while (builder.ended().size() < builder.partitions().size()) {
     if (stop.load()) return false;
     step(builder);
-    progress.update(extent.done(builder), extent.total());
+    report(false);
   }
-  progress.finish(extent.done(builder), extent.total());
+  report(true);
   return true;
 }
 
@@ -241,7 +315,8 @@ bool build_to_end(const projector_config& config, view_builder& builder, const s
 // switch is attempted between steps until the rebuilt view is at or past it on every partition. False when
 // stopped; throws when the lock is lost or the deadline passes (the live view is then unchanged).
 bool swap_when_caught_up(const projector_config& config, view_builder& builder, read_model::redis_connection& view,
-                         const std::string& me, const std::atomic<bool>& stop, std::FILE* out) {
+                         const std::string& me, const std::string& view_id, const std::atomic<bool>& stop,
+                         const rebuild_output& output) {
   const auto deadline = clock::now() + milliseconds(config.rebuild_swap_timeout_ms);
   auto last_report = clock::now();
   for (;;) {
@@ -249,15 +324,18 @@ bool swap_when_caught_up(const projector_config& config, view_builder& builder, 
     builder.drain();
     const auto state = view.run({"EVAL", std::string(swap_script), "0", std::to_string(config.redis_db),
                                  std::to_string(config.redis_rebuild_db), me, std::string(read_model::rebuild_lock_key),
-                                 std::string(read_model::positions_key)})
+                                 std::string(read_model::positions_key), std::string(read_model::view_key), view_id})
                            .value.value_or("");
     if (state == "SWAPPED") return true;
     if (state.starts_with("LOCK")) throw std::runtime_error("rebuild: lost the lock (" + state + ")");
+    if (state == "LOST")
+      throw std::runtime_error(
+          "rebuild: the rebuild database lost what was built (FLUSHALL?); nothing was switched, build again");
     if (clock::now() > deadline)
       throw std::runtime_error("rebuild: could not catch up with the live view in time (" + state +
                                "); the live view is unchanged");
     if (clock::now() - last_report > behind_report_interval_ms) {
-      say(out, "rebuild: catching up with the live view (" + state + ")");
+      output.say("rebuild: catching up with the live view (" + state + ")");
       last_report = clock::now();
     }
     step(builder);
@@ -266,15 +344,27 @@ bool swap_when_caught_up(const projector_config& config, view_builder& builder, 
 
 }  // namespace
 
-int rebuild(const projector_config& config, const std::atomic<bool>& stop, std::FILE* out) {
+rebuild_outcome rebuild_view(const projector_config& config, const std::atomic<bool>& stop,
+                             const std::optional<std::string>& announce, const rebuild_output& output,
+                             std::string* holder) {
   const auto started = clock::now();
   const milliseconds redis_timeout(config.redis_timeout_ms);
   read_model::redis_connection view(config.redis_host, config.redis_port, redis_timeout);
-  if (refuse_on_cluster(config, view)) return 2;
+  if (view.clustered()) throw std::runtime_error("rebuild: a Redis Cluster has no SWAPDB");
   view.run({"CLIENT", "SETNAME", "credits-rebuild"});
   view.run({"SELECT", std::to_string(config.redis_db)});
   const auto me = view.run({"CLIENT", "ID"}).value.value_or("");
-  take_lock(view, me);
+  if (auto other = take_lock(view, me)) {
+    if (holder) *holder = std::move(*other);
+    return rebuild_outcome::busy;
+  }
+  close_stale_builders(view, config.redis_rebuild_db);
+  if (announce) {
+    const auto marked = view.run({"EVAL", std::string(announce_script), "2", std::string(read_model::view_key),
+                                  std::string(read_model::rebuild_lock_key), me, format_time(wall_clock_ms()),
+                                  *announce, config.instance_id});
+    if (marked.value != "OK") throw std::runtime_error("rebuild: lost the lock before it started");
+  }
 
   read_model::redis_connection staging(config.redis_host, config.redis_port, redis_timeout);
   staging.run({"SELECT", std::to_string(config.redis_rebuild_db)});
@@ -283,12 +373,14 @@ int rebuild(const projector_config& config, const std::atomic<bool>& stop, std::
 
   // Poison events are recorded in the new view but not copied to the dead-letter topic again: the live
   // projector copied them when it met them.
-  view_builder builder(config);
-  say(out, "rebuild: building the view of " + config.ledger_topic + " and " + config.usage_topic + " in redis db " +
-               std::to_string(config.redis_rebuild_db) + " (the live view in db " + std::to_string(config.redis_db) +
-               " keeps serving)");
-  if (!build_to_end(config, builder, stop)) return exit_stopped;
-  if (!swap_when_caught_up(config, builder, view, me, stop, out)) return exit_stopped;
+  const auto view_id = new_view_id();
+  view_builder builder(config, view_id);
+  output.say("rebuild: building the view of " + config.ledger_topic + " and " + config.usage_topic + " in redis db " +
+             std::to_string(config.redis_rebuild_db) +
+             (announce ? " (the view in db " + std::to_string(config.redis_db) + " lost its data: " + *announce + ")"
+                       : " (the live view in db " + std::to_string(config.redis_db) + " keeps serving)"));
+  if (!build_to_end(config, builder, stop, output)) return rebuild_outcome::stopped;
+  if (!swap_when_caught_up(config, builder, view, me, view_id, stop, output)) return rebuild_outcome::stopped;
   // The old view now sits in the rebuild database.
   staging.run({"FLUSHDB", "ASYNC"});
 
@@ -297,9 +389,33 @@ int rebuild(const projector_config& config, const std::atomic<bool>& stop, std::
   const double seconds = std::chrono::duration<double>(clock::now() - started).count();
   char rate[64];
   std::snprintf(rate, sizeof rate, "%.1f s (%.0f events/s)", seconds, static_cast<double>(events) / seconds);
-  say(out, "rebuild: switched db " + std::to_string(config.redis_db) + " to the new view: " + std::to_string(events) +
-               " events (" + std::to_string(s.poison) + " poison) in " + rate + "; old view discarded");
-  return 0;
+  output.say("rebuild: switched db " + std::to_string(config.redis_db) + " to the new view " + view_id + ": " +
+             std::to_string(events) + " events (" + std::to_string(s.poison) + " poison) in " + rate +
+             "; old view discarded");
+  return rebuild_outcome::switched;
+}
+
+int rebuild(const projector_config& config, const std::atomic<bool>& stop, std::FILE* out) {
+  {
+    const read_model::redis_connection probe(config.redis_host, config.redis_port,
+                                             milliseconds(config.redis_timeout_ms));
+    if (refuse_on_cluster(config, probe)) return 2;
+  }
+  const rebuild_output output{[out](const std::string& line) {
+                                std::fprintf(out, "%s\n", line.c_str());
+                                std::fflush(out);
+                              },
+                              stderr};
+  std::string holder;
+  switch (rebuild_view(config, stop, std::nullopt, output, &holder)) {
+    case rebuild_outcome::switched:
+      return 0;
+    case rebuild_outcome::stopped:
+      return exit_stopped;
+    case rebuild_outcome::busy:
+      break;
+  }
+  throw std::runtime_error("another rebuild (redis client " + holder + ") is running on this view");
 }
 
 }  // namespace credits::ops

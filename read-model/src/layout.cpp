@@ -18,6 +18,8 @@ std::string poison_field(std::string_view topic, std::int32_t partition, std::in
   return position_field(topic, partition).append(":").append(std::to_string(offset));
 }
 
+std::string view_topic_field(std::string_view topic) { return std::string("topic:").append(topic); }
+
 std::string account_key(std::string_view account_id) { return tagged("credits:account:", account_id); }
 std::string voided_key(std::string_view account_id) { return tagged("credits:voided:", account_id); }
 std::string applied_key(std::string_view tag) { return tagged("credits:applied:", tag); }

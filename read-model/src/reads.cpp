@@ -106,6 +106,39 @@ std::int64_t applied_offset(redis_connection& redis, std::string_view topic, std
   return integer(h, field.c_str(), std::string(positions_key));
 }
 
+view_status view_status_of(const std::vector<std::optional<std::string>>& id_since_reason) {
+  view_status v;
+  const auto field = [&](std::size_t i) {
+    return i < id_since_reason.size() && id_since_reason[i] ? *id_since_reason[i] : std::string();
+  };
+  v.id = field(0);
+  v.since = field(1);
+  v.reason = field(2);
+  if (!v.id.empty())
+    v.state = view_status::state_t::ready;
+  else if (!v.since.empty())
+    v.state = view_status::state_t::rebuilding;
+  return v;
+}
+
+view_status read_view_status(redis_connection& redis) {
+  return view_status_of(redis.run({"HMGET", std::string(view_key), "id", "rebuildingSince", "reason"}).array);
+}
+
+std::string view_status::describe() const {
+  switch (state) {
+    case state_t::ready:
+      return "";
+    case state_t::rebuilding:
+      return "the read model is being rebuilt from the log (since " + since + (reason.empty() ? "" : ": " + reason) +
+             ")";
+    case state_t::missing:
+      break;
+  }
+  return "the read model has no view marker (credits:view): it lost its data, or no projector has built it yet; "
+         "the projector rebuilds it from the log";
+}
+
 // ---- lists --------------------------------------------------------------------------------------------
 
 std::string page_cursor::to_string() const { return std::to_string(score) + "." + member; }

@@ -45,7 +45,8 @@ using harness::hex_suffix;
 using harness::running_projector;
 
 constexpr auto kafka_timeout = 15s;
-constexpr int default_group_db = 7;  // unused by the other tests (see docs/operations.md)
+constexpr int default_group_db = 7;          // unused by the other tests (see docs/operations.md)
+constexpr int default_group_rebuild_db = 6;  // the same
 constexpr std::int32_t ledger_partitions = 4;
 constexpr std::int32_t usage_partitions = 2;
 constexpr std::size_t all_partitions = ledger_partitions + usage_partitions;
@@ -107,7 +108,9 @@ class projector_group_test : public ::testing::Test {
                          kafka_timeout);
     const char* db = std::getenv("CREDITS_TEST_GROUP_REDIS_DB");
     config_.redis_db = db ? std::atoi(db) : default_group_db;
-    config_.redis_rebuild_db = config_.redis_db == 0 ? 1 : 0;  // never written: no rebuild runs here
+    // Written only by a rebuild of a view that lost its data (the test that flushes the view).
+    config_.redis_rebuild_db =
+        config_.redis_db == default_group_rebuild_db ? default_group_rebuild_db + 1 : default_group_rebuild_db;
     config_.metrics_port = 0;
     config_.group_id = "credits-test-group-" + suffix;
     config_.group_session_timeout_ms = session_timeout_ms;
@@ -227,6 +230,49 @@ TEST_F(projector_group_test, two_projectors_share_the_partitions_and_the_survivo
   EXPECT_EQ(a_stats.poison + b_stats.poison, 0u);
   const auto [code, report] = verify();
   EXPECT_EQ(code, 0) << report;
+}
+
+TEST_F(projector_group_test, a_view_flushed_under_load_is_rebuilt_by_one_member_and_every_member_folds_on) {
+  auto a = std::make_unique<running_projector>(member("group-test-a"));
+  auto b = std::make_unique<running_projector>(member("group-test-b"));
+  ASSERT_TRUE(eventually([&] { return a->owned() > 0 && b->owned() > 0 && a->owned() + b->owned() == all_partitions; }))
+      << "owned: a " << a->owned() << ", b " << b->owned();
+  produce_round();
+  ASSERT_TRUE(eventually([&] { return all_applied(); }));
+  const auto view_id = [&] { return redis_->run({"HGET", std::string(read_model::view_key), "id"}).value; };
+  const auto before = view_id();
+  ASSERT_TRUE(before.has_value());
+
+  // Rounds keep coming while the view is flushed, rebuilt and folded into again.
+  std::atomic<bool> stop_load{false};
+  std::atomic<std::size_t> rounds{0};
+  std::thread load([&] {
+    while (!stop_load.load()) {
+      produce_round();
+      ++rounds;
+    }
+  });
+  while (rounds.load() < 2) std::this_thread::sleep_for(10ms);
+  redis_->run({"FLUSHDB"});
+  const bool rebuilt = eventually([&] {
+    const auto now = view_id();
+    return now && *now != *before;
+  });
+  const auto after_switch = rounds.load();
+  const bool went_on = rebuilt && eventually([&] { return rounds.load() > after_switch + 2; });
+  stop_load.store(true);
+  load.join();
+  ASSERT_TRUE(rebuilt) << "no new view";
+  ASSERT_TRUE(went_on);
+  ASSERT_TRUE(eventually([&] { return all_applied(); }));
+  const auto [code, report] = verify();
+  EXPECT_EQ(code, 0) << report;
+  const auto a_stats = a->stop(), b_stats = b->stop();
+  EXPECT_GE(a_stats.view_losses + b_stats.view_losses, 1u);
+  // One member built the view; the other waited for it (the rebuild lock), then both folded on.
+  EXPECT_EQ(a_stats.view_rebuilds + b_stats.view_rebuilds, 1u);
+  EXPECT_GT(a_stats.applied, 0u);
+  EXPECT_GT(b_stats.applied, 0u);
 }
 
 TEST_F(projector_group_test, a_killed_projectors_partitions_move_to_the_other_after_the_session_timeout) {

@@ -121,7 +121,8 @@ def test_healthz_and_readyz_when_everything_is_up(limited):
     body = r.json()
     idempotency = body.pop("idempotency")
     assert body == {"status": "ready", "down": [],
-                    "checks": {"kafka": {"ok": True}, "writer": {"ok": True}, "redis": {"ok": True}}}
+                    "checks": {"kafka": {"ok": True}, "writer": {"ok": True}, "redis": {"ok": True},
+                               "view": {"ok": True}}}
     # No key was forgotten for lack of room (16 million by default): the whole window is held.
     assert idempotency["windowSeconds"] == idempotency["configuredWindowSeconds"] == 86400, idempotency
     assert idempotency["keysMax"] == 16_000_000 and 0 <= idempotency["keys"] <= idempotency["keysMax"], idempotency

@@ -109,6 +109,10 @@ def test_projector_metrics_count_applied_events_and_report_lag_per_partition(sta
     assert moved(before, after, "credits_projector_batch_duration_seconds_count") >= 1
     assert ("credits_projector_poison_events_total", ()) in after
     assert ("credits_projector_redis_errors_total", ()) in after
+    for name in ("credits_projector_view_losses_total", "credits_projector_view_rebuilds_total",
+                 "credits_projector_view_rebuilding"):  # test_view_loss.py makes them move
+        assert (name, ()) in after, name
+    assert value(after, "credits_projector_view_rebuilding") == 0  # it folds: the view is there
     for topic in (LEDGER_TOPIC, USAGE_TOPIC):
         for p in partitions(topic):
             labels = dict(topic=topic, partition=str(p))

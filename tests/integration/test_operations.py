@@ -2,10 +2,11 @@
 poison events and the dead-letter topic, export and import.
 
 A rebuild swaps whole Redis databases, so the view under test must own one: this module projects into
-databases 11 (view) and 12 (rebuild) of the test Redis, and 13/14 for the imported copy, and flushes them
-first. It creates topics of its own for each run (through scripts/lib.sh) and deletes them at the end, so
+databases 11 (view) and 12 (rebuild) of the test Redis, 13/14 for the imported copy and 3/4 for the API
+started on a restored copy, and flushes them first. It creates topics of its own for each run (through scripts/lib.sh) and deletes them at the end, so
 a running stack and the other test modules are not disturbed.
 """
+import hashlib
 import json
 import os
 import random
@@ -19,14 +20,15 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import BROKERS, BUILD, LOGS, REDIS_PORT, REPO, Client, Stack, eventually
+from conftest import API_KEY, BROKERS, BUILD, KEYS_TOPIC, LOGS, REDIS_PORT, REPO, Client, Stack, eventually
 
 RUN = uuid.uuid4().hex[:8]
 PREFIX = f"credits-test-ops-{RUN}"
 LEDGER, USAGE, SNAPSHOTS = f"{PREFIX}.ledger", f"{PREFIX}.usage", f"{PREFIX}.snapshots"
-IMPORT_LEDGER, IMPORT_USAGE = f"{PREFIX}-import.ledger", f"{PREFIX}-import.usage"
+IMPORT_LEDGER, IMPORT_USAGE, IMPORT_KEYS = f"{PREFIX}-import.ledger", f"{PREFIX}-import.usage", f"{PREFIX}-import.keys"
 VIEW_DB, REBUILD_DB = 11, 12
 IMPORT_VIEW_DB, IMPORT_REBUILD_DB = 13, 14
+RESTORE_VIEW_DB, RESTORE_REBUILD_DB = 3, 4  # the API started on a restored copy
 PROJECTOR = BUILD / "projector" / "credits-projector"
 
 TOPICS_TIMEOUT_S = 120
@@ -65,6 +67,8 @@ def dump(db):
             continue
         value = value or []
         out[key] = dict(zip(value[0::2], value[1::2])) if kind == "hash" else (kind, value)
+    for field in ("id", "createdAt"):  # every view built gets an id of its own; its topics are compared
+        out.get("credits:view", {}).pop(field, None)
     return out
 
 
@@ -77,10 +81,10 @@ def lib_sh(command, **settings):
                    timeout=TOPICS_TIMEOUT_S, stdout=subprocess.DEVNULL)
 
 
-def ops_settings(ledger=LEDGER, usage=USAGE, view_db=VIEW_DB, rebuild_db=REBUILD_DB):
+def ops_settings(ledger=LEDGER, usage=USAGE, view_db=VIEW_DB, rebuild_db=REBUILD_DB, keys=KEYS_TOPIC):
     return {"CREDITS_KAFKA_BROKERS": BROKERS, "CREDITS_REDIS_PORT": REDIS_PORT, "CREDITS_LEDGER_TOPIC": ledger,
-            "CREDITS_USAGE_TOPIC": usage, "CREDITS_REDIS_DB": str(view_db), "CREDITS_REDIS_REBUILD_DB": str(rebuild_db),
-            "ASAN_OPTIONS": "detect_leaks=0"}
+            "CREDITS_USAGE_TOPIC": usage, "CREDITS_KEYS_TOPIC": keys, "CREDITS_REDIS_DB": str(view_db),
+            "CREDITS_REDIS_REBUILD_DB": str(rebuild_db), "ASAN_OPTIONS": "detect_leaks=0"}
 
 
 def ops_env(*args):
@@ -254,7 +258,7 @@ def ops():
     stack.api.stop()
     stack.projector.stop()
     lib_sh(f"kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server '{BROKERS}' --delete "
-           f"--topic '{re.escape(PREFIX)}(-import)?[.].*'")
+           f"--topic '{re.escape(PREFIX)}(-[a-z0-9]+)?[.].*'")
 
 
 def verify(env=None):
@@ -343,11 +347,12 @@ def test_export_then_import_into_fresh_topics_gives_the_same_view(ops, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = backup.read_text().splitlines()
     header, records, end = json.loads(lines[0]), [json.loads(x) for x in lines[1:-1]], json.loads(lines[-1])
-    assert (header["ledgerTopic"], header["usageTopic"]) == (LEDGER, USAGE)
+    assert (header["version"], header["ledgerTopic"], header["usageTopic"], header["keysTopic"]) == \
+        (2, LEDGER, USAGE, KEYS_TOPIC)
     assert end["records"] == len(records) > 0
-    assert {"topic", "partition", "offset", "key", "value"} <= records[0].keys()
+    assert {"topic", "partition", "offset", "key", "value", "headers"} <= records[0].keys()
 
-    imported = ops_env(IMPORT_LEDGER, IMPORT_USAGE, IMPORT_VIEW_DB, IMPORT_REBUILD_DB)
+    imported = ops_env(IMPORT_LEDGER, IMPORT_USAGE, IMPORT_VIEW_DB, IMPORT_REBUILD_DB, IMPORT_KEYS)
     r = projector("import", str(backup), env=imported)  # the topics do not exist yet: import creates them
     assert r.returncode == 0, r.stdout + r.stderr
     again = projector("import", str(backup), env=imported)
@@ -357,6 +362,8 @@ def test_export_then_import_into_fresh_topics_gives_the_same_view(ops, tmp_path)
     code, output, summary = verify(imported)
     assert code == 0, output
     assert " 0 mismatches" in summary
+    # The records keep their headers (the CloudEvents attributes downstream consumers read).
+    assert record_headers(LEDGER) == record_headers(IMPORT_LEDGER)
 
     # Same accounts, balances, holds and usage; only the positions differ (new offsets, no transaction markers):
     # the positions hash, and the "<offset>:" that orders equal-time entries of the list indexes (which keep
@@ -364,12 +371,97 @@ def test_export_then_import_into_fresh_topics_gives_the_same_view(ops, tmp_path)
     original, copy = dump(VIEW_DB), dump(IMPORT_VIEW_DB)
     for view in (original, copy):
         view.pop("credits:positions")
+        view.pop("credits:view")  # names the topics
         for key in [k for k in view if k.startswith(("credits:transactions:", "credits:usage-records:"))]:
             kind, value = view[key]
             view[key] = (kind, [re.sub(r"^[0-9]{19}:", "", v) for v in value])
     assert copy.keys() == original.keys()
     for key in original:
         assert copy[key] == original[key], key
+
+
+def record_headers(topic):
+    """{(partition, key, value): headers} of every record of `topic`, read with kcat."""
+    out = subprocess.run(["kcat", "-C", "-b", BROKERS, "-t", topic, "-e", "-q", "-X", "isolation.level=read_committed",
+                          "-f", "%p\t%k\t%h\t%s\n"], capture_output=True, text=True, check=True, timeout=60).stdout
+    found = {}
+    for line in out.splitlines():
+        partition, key, headers, value = line.split("\t", 3)
+        found[(partition, key, value)] = headers
+    assert found and all("ce_type=" in h for h in found.values()), list(found.values())[:3]
+    return found
+
+
+ADMIN = BUILD / "admin" / "credits-admin"
+
+
+def admin(*args, keys_topic=KEYS_TOPIC):
+    env = {"CREDITS_KAFKA_BROKERS": BROKERS, "CREDITS_KEYS_TOPIC": keys_topic,
+           "CREDITS_ADMIN_TRANSACTIONAL_ID": f"{PREFIX}-admin", "ASAN_OPTIONS": "detect_leaks=0"}
+    done = subprocess.run([str(ADMIN), "keys", *args], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_restore_keeps_the_api_keys_and_their_revocations(ops, tmp_path):
+    """Export, import into fresh topics, start an API on them: keys made with credits-admin still work, and every
+    key revoked before the export (a ck_live_ key and a bootstrap key that the restored API's CREDITS_API_KEYS
+    still names) is refused."""
+    live = json.loads(admin("create", "--tenant", "tenant_a"))
+    revoked = json.loads(admin("create", "--tenant", "tenant_a", "--scope", "read-only"))
+    admin("revoke", "--tenant", "tenant_a", "--key", revoked["keyId"])
+    bootstrap = "ck_bootstrap_" + uuid.uuid4().hex
+    bootstrap_id = "key_" + hashlib.sha256(bootstrap.encode()).hexdigest()[:16]
+    admin("revoke", "--tenant", "tenant_a", "--key", bootstrap_id, "--bootstrap")
+    wait_caught_up()
+    account = ops.accounts[0]
+    balance = Client(ops.url).get("/v1/accounts/balance", accountId=account).json()["balance"]
+
+    backup = tmp_path / "credits.jsonl"
+    r = projector("export", str(backup))
+    assert r.returncode == 0, r.stdout + r.stderr
+    restore = {t: f"{PREFIX}-restore.{t}" for t in ("ledger", "usage", "snapshots", "keys")}
+    lib_sh("create_topics", LEDGER_TOPIC=restore["ledger"], USAGE_TOPIC=restore["usage"],
+           SNAPSHOT_TOPIC=restore["snapshots"], KEYS_TOPIC=restore["keys"])  # empty, as on a new cluster
+    settings = ops_settings(restore["ledger"], restore["usage"], RESTORE_VIEW_DB, RESTORE_REBUILD_DB, restore["keys"])
+    r = projector("import", str(backup), env=dict(os.environ, **settings))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert restore["keys"] in r.stdout
+
+    for db in (RESTORE_VIEW_DB, RESTORE_REBUILD_DB):
+        redis(db, "FLUSHDB")
+    restored = Stack("-restored", {**settings, "CREDITS_SNAPSHOT_TOPIC": restore["snapshots"],
+                                   "CREDITS_TRANSACTIONAL_ID": f"{PREFIX}-restored-api",
+                                   "CREDITS_API_KEYS": f"tenant_a:{API_KEY},tenant_a:{bootstrap}"})
+    restored.start()
+    try:
+        for key in (revoked["apiKey"], bootstrap):
+            r = Client(restored.url, key).get("/v1/accounts")
+            assert r.status_code == 401, (key[:16], r.status_code, r.text)
+
+        def live_key_reads_the_restored_balance():
+            r = Client(restored.url, live["apiKey"]).get("/v1/accounts/balance", accountId=account)
+            assert r.status_code == 200, r.text
+            assert r.json()["balance"] == balance
+        eventually(live_key_reads_the_restored_balance, timeout_s=CATCH_UP_TIMEOUT_S)
+        assert Client(restored.url, API_KEY).get("/v1/accounts").status_code == 200
+    finally:
+        restored.stop()
+
+    # An export made before the key log was exported (version 1: no keysTopic, no headers) still imports, and
+    # leaves the keys topic alone.
+    lines = [json.loads(x) for x in backup.read_text().splitlines()]
+    header, end = lines[0], lines[-1]
+    header["version"] = 1
+    del header["keysTopic"], header["partitions"][KEYS_TOPIC]
+    records = [{k: v for k, v in x.items() if k != "headers"} for x in lines[1:-1] if x["topic"] != KEYS_TOPIC]
+    end["records"] = len(records)
+    old = tmp_path / "credits-v1.jsonl"
+    old.write_text("".join(json.dumps(x) + "\n" for x in [header, *records, end]))
+    v1 = ops_env(f"{PREFIX}-v1.ledger", f"{PREFIX}-v1.usage", IMPORT_VIEW_DB, IMPORT_REBUILD_DB, f"{PREFIX}-v1.keys")
+    r = projector("import", str(old), env=v1)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "has no API key log" in r.stdout
 
 
 def kcat_produce(topic, partition, key, value):

@@ -314,9 +314,10 @@ TEST(coalesce, a_field_both_set_and_incremented_keeps_its_keys_commands_in_order
 
 TEST(guarded_apply, arguments_carry_the_position_then_each_command_prefixed_by_its_length) {
   const auto args = read_model::fold(sample(reservation_cancelled{"rsv_1", 500}), 0);
-  const auto call = guarded_apply_args("sha1", "credits.ledger:3", 42, 40, args);
-  // The "0" is the number of guards: none here.
-  const words head{"EVALSHA", "sha1", "1", "credits:positions", "credits.ledger:3", "42", "40", "0"};
+  const auto call = guarded_apply_args("sha1", "v1", "credits.ledger:3", 42, 40, args);
+  // "v1" is the view's id; the "0" is the number of guards: none here.
+  const words head{"EVALSHA", "sha1", "2", "credits:positions", "credits:view", "credits.ledger:3", "42",
+                   "40",      "v1",   "0"};
   ASSERT_GE(call.size(), head.size());
   EXPECT_EQ(words(call.begin(), call.begin() + static_cast<std::ptrdiff_t>(head.size())), head);
   std::size_t i = head.size();
@@ -332,8 +333,9 @@ TEST(guarded_apply, arguments_carry_the_position_then_each_command_prefixed_by_i
 }
 
 TEST(guarded_apply, a_call_with_no_guards_and_no_commands_only_advances_the_position) {
-  EXPECT_EQ(guarded_apply_args("sha1", "credits.usage:0", 7, -1, {}),
-            (words{"EVALSHA", "sha1", "1", "credits:positions", "credits.usage:0", "7", "-1", "0"}));
+  EXPECT_EQ(
+      guarded_apply_args("sha1", "v1", "credits.usage:0", 7, -1, {}),
+      (words{"EVALSHA", "sha1", "2", "credits:positions", "credits:view", "credits.usage:0", "7", "-1", "v1", "0"}));
 }
 
 // ---- Redis Cluster ----------------------------------------------------------------------------------------
@@ -375,6 +377,7 @@ TEST(cluster_apply, declares_every_key_once_after_the_applied_key_then_the_layou
                    rsv_hash,
                    "account:credits.ledger:3",
                    "42",
+                   "",
                    "",
                    "1",
                    "4",

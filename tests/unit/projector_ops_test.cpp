@@ -98,9 +98,11 @@ TEST(guards, every_guard_ends_with_a_reason) {
 TEST(guarded_apply, guards_come_before_the_commands_and_are_counted) {
   const word_lists guards{{"present", "k", "id", "why"}};
   const word_lists commands{{"HINCRBY", "k", "balance", "5"}};
-  EXPECT_EQ(guarded_apply_args("sha1", "credits.ledger:3", 42, 40, commands, guards),
-            (words{"EVALSHA", "sha1", "1", "credits:positions", "credits.ledger:3", "42", "40", "1", "4", "present",
-                   "k", "id", "why", "4", "HINCRBY", "k", "balance", "5"}));
+  // The keys, the position, the view's id and the guard count; then each guard and command after its length.
+  words expected{"EVALSHA", "sha1", "2", "credits:positions", "credits:view", "credits.ledger:3", "42",
+                 "40",      "v1",   "1"};
+  for (const auto* w : {"4", "present", "k", "id", "why", "4", "HINCRBY", "k", "balance", "5"}) expected.push_back(w);
+  EXPECT_EQ(guarded_apply_args("sha1", "v1", "credits.ledger:3", 42, 40, commands, guards), expected);
 }
 
 TEST(poison_marks, record_the_position_and_block_the_account) {
@@ -357,6 +359,37 @@ TEST(export_format, a_record_round_trips) {
   EXPECT_EQ(back.timestamp_ms, r.timestamp_ms);
 }
 
+TEST(export_format, headers_round_trip_in_order_and_binary_ones_as_base64) {
+  const std::string binary("\xfe\x00\x7f", 3);
+  const store::message r{"credits.keys",
+                         0,
+                         3,
+                         "key_0123456789abcdef",
+                         R"({"type":"ApiKeyRevoked"})",
+                         5,
+                         {{"ce_type", "credits.keys.ApiKeyRevoked.v1"}, {"raw", binary}, {"ce_type", "twice"}}};
+  const auto line = ops::export_line(r);
+  ASSERT_TRUE(line["headers"].is_array());
+  EXPECT_EQ(line["headers"][0], (nlohmann::json{{"name", "ce_type"}, {"value", "credits.keys.ApiKeyRevoked.v1"}}));
+  EXPECT_TRUE(line["headers"][1].contains("valueBase64"));
+  EXPECT_EQ(ops::parse_export_line(nlohmann::json::parse(line.dump())).headers, r.headers);
+}
+
+TEST(export_format, a_record_without_headers_has_no_headers_field) {
+  const store::message r{"credits.ledger", 0, 1, "k", "{}", -1, {}};
+  EXPECT_FALSE(ops::export_line(r).contains("headers"));
+  EXPECT_THROW(ops::parse_export_line(nlohmann::json{
+                   {"topic", "t"}, {"partition", 0}, {"offset", 0}, {"key", ""}, {"value", ""}, {"headers", "x"}}),
+               std::runtime_error);
+}
+
+TEST(export_format, the_header_names_the_key_log_beside_the_event_topics) {
+  const auto header = ops::export_header("l", "u", "k", {{"l", 3}, {"u", 3}, {"k", 1}});
+  EXPECT_EQ(header["version"], 2);
+  EXPECT_EQ(header["keysTopic"], "k");
+  EXPECT_EQ(header["partitions"]["k"], 1);
+}
+
 TEST(export_format, bytes_that_are_not_utf8_survive_as_base64) {
   const std::string bytes("\xff\x00\x01garbage", 10);
   const store::message r{"credits.ledger", 0, 1, "k", bytes, -1, {}};
@@ -402,6 +435,18 @@ TEST(projector_config, the_dead_letter_topic_follows_the_ledger_topic_unless_set
   ASSERT_TRUE(std::holds_alternative<projector_config>(set));
   EXPECT_EQ(dead_letter_topic(std::get<projector_config>(set)), "dead");
   EXPECT_EQ(dead_letter_topic(projector_config{}), "credits.ledger.dlq");
+}
+
+TEST(projector_config, the_key_log_is_read_from_its_own_topic) {
+  const auto parsed = projector_config_from_env(env({{"CREDITS_KEYS_TOPIC", "x.keys"}}));
+  ASSERT_TRUE(std::holds_alternative<projector_config>(parsed));
+  EXPECT_EQ(std::get<projector_config>(parsed).keys_topic, "x.keys");
+  EXPECT_EQ(projector_config{}.keys_topic, "credits.keys");
+  for (const char* taken : {"credits.ledger", "credits.usage", "credits.ledger.dlq"}) {
+    const auto refused = projector_config_from_env(env({{"CREDITS_KEYS_TOPIC", taken}}));
+    ASSERT_TRUE(std::holds_alternative<std::string>(refused)) << taken;
+    EXPECT_NE(std::get<std::string>(refused).find("CREDITS_KEYS_TOPIC"), std::string::npos);
+  }
 }
 
 TEST(projector_config, the_rebuild_database_must_differ_from_the_views) {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "credits/read_model/layout.hpp"
+#include "credits/read_model/reads.hpp"
 #include "credits/read_model/redis.hpp"
 
 namespace credits {
@@ -22,6 +23,21 @@ TEST(read_model_keys, every_account_key_carries_the_account_as_a_hash_tag) {
   EXPECT_EQ(read_model::usage_daily_key(account, "2025-11-29"),
             "credits:usage-daily:{acc_0123456789abcdef01234567}:2025-11-29");
   EXPECT_EQ(read_model::position_field("credits.ledger", 7), "credits.ledger:7");
+}
+
+TEST(view_status, a_marker_with_an_id_is_ready_one_with_a_rebuild_notice_is_rebuilding_none_is_missing) {
+  using state = read_model::view_status::state_t;
+  const auto ready = read_model::view_status_of({"0123456789abcdef", std::nullopt, std::nullopt});
+  EXPECT_EQ(ready.state, state::ready);
+  EXPECT_EQ(ready.id, "0123456789abcdef");
+  EXPECT_EQ(ready.describe(), "");
+  const auto rebuilding = read_model::view_status_of({std::nullopt, "2026-11-29T19:50:01.123Z", "FLUSHALL"});
+  EXPECT_EQ(rebuilding.state, state::rebuilding);
+  EXPECT_NE(rebuilding.describe().find("being rebuilt from the log (since 2026-11-29T19:50:01.123Z: FLUSHALL)"),
+            std::string::npos);
+  EXPECT_EQ(read_model::view_status_of({std::nullopt, std::nullopt, std::nullopt}).state, state::missing);
+  EXPECT_EQ(read_model::view_status_of({}).state, state::missing);
+  EXPECT_NE(read_model::view_status_of({}).describe().find("no view marker"), std::string::npos);
 }
 
 TEST(cluster_slot, matches_the_values_in_the_redis_cluster_specification) {

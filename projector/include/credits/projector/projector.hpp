@@ -36,6 +36,9 @@ struct projector_config {
   std::string ledger_topic = "credits.ledger";
   std::string usage_topic = "credits.usage";
   std::string dlq_topic;  // CREDITS_DLQ_TOPIC; empty in the struct means "<ledger topic>.dlq"
+  // The API key log (CREDITS_KEYS_TOPIC, as the API and credits-admin read it): not folded, but exported and
+  // imported with the event topics, so a restore keeps every ck_live_ key and every revocation.
+  std::string keys_topic = "credits.keys";
   std::string redis_client_name = "credits-projector";  // CLIENT SETNAME, to find it in CLIENT LIST
   std::size_t batch_events_max = 1000;                  // events per poll, and so per Redis pipeline
   std::size_t rebuild_batch_events_max = 5000;          // the same for a rebuild: no reader waits on it, so larger
@@ -82,27 +85,35 @@ std::variant<projector_config, std::string> projector_config_from_env(const env_
 
 // The Lua script that checks one event's guards, applies its commands and advances its partition's
 // position, atomically:
-//   KEYS[1] = credits:positions
+//   KEYS[1] = credits:positions, KEYS[2] = credits:view
 //   ARGV[1] = position field, ARGV[2] = the event's offset,
 //   ARGV[3] = the offset of the event read before it on that partition (the position this event follows),
-//   ARGV[4] = the number of guards, then the guards and then the commands, each as its word count followed by
+//   ARGV[4] = the id of the view the projector folds into (credits:view field id),
+//   ARGV[5] = the number of guards, then the guards and then the commands, each as its word count followed by
 //   its words (guards: see read_model::guards).
 // Returns 1 when applied, 0 when the position already covers the offset (a replay: nothing is written), and
 // "POISON <reason>" when a guard fails (nothing is written and the position stays: the projector copies the
 // event to the dead-letter topic first, then records it with read_model::poison_marks through this script).
+// Refuses with a VIEW error when the view's id is not ARGV[4]: the view lost its data (a FLUSHALL, even in the
+// middle of a pipeline: nothing after it is written into the empty database), or a rebuild replaced it.
 // Refuses with a GAP error when the stored position is neither at nor past ARGV[2] nor equal to ARGV[3]:
 // an earlier event of that partition did not apply, and applying this one would skip it.
 std::string_view guarded_apply_script();
 
 // The EVALSHA arguments for one event.
-std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& position_field,
-                                            std::int64_t offset, std::int64_t previous_offset,
+std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& view_id,
+                                            const std::string& position_field, std::int64_t offset,
+                                            std::int64_t previous_offset,
                                             const std::vector<std::vector<std::string>>& commands,
                                             const std::vector<std::vector<std::string>>& guards);
 // The same without guards.
-std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& position_field,
-                                            std::int64_t offset, std::int64_t previous_offset,
+std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& view_id,
+                                            const std::string& position_field, std::int64_t offset,
+                                            std::int64_t previous_offset,
                                             const std::vector<std::vector<std::string>>& commands);
+
+// A new view's id (credits:view field id): 16 random hex digits.
+std::string new_view_id();
 
 // ---- Redis Cluster ----------------------------------------------------------------------------------------
 // A Lua script may only touch keys of one slot, so on a cluster an event is applied in parts, one per hash tag
@@ -127,7 +138,8 @@ std::vector<tag_part> split_by_tag(const std::vector<std::vector<std::string>>& 
 
 // The cluster's apply script: the layout of guarded_apply_script, but
 //   KEYS[1] = credits:applied:{<tag>}, KEYS[2...] = every key the part touches (so the cluster can route it),
-//   ARGV[3] = the offset this part follows on its field, or "" when this batch has not sent one before it.
+//   ARGV[3] = the offset this part follows on its field, or "" when this batch has not sent one before it,
+//   ARGV[4] = "" (unused: the view's marker lives in another slot).
 // Returns 1 when applied, 0 when already applied, and "POISON <reason>" when a guard fails; a refusal is
 // recorded (the field moves past it, and a replay answers "POISON <reason>" again) so that later events of the
 // account are judged without it, in the same pipeline, exactly as the fold of the log judges them.
@@ -145,7 +157,13 @@ struct projector_stats {
   std::uint64_t poison = 0;         // events that could not be applied, recorded in the view (and the DLQ)
   std::uint64_t dead_lettered = 0;  // copies written to the dead-letter topic (at least once per poison event)
   std::uint64_t recoveries = 0;     // reconnects after a Redis or dead-letter error
+  std::uint64_t view_losses = 0;    // times the view was found to have lost its data
+  std::uint64_t view_rebuilds = 0;  // rebuilds of a lost view this projector ran to the switch
 };
+
+namespace ops {
+enum class rebuild_outcome;  // operations.hpp
+}
 
 // Folds the ledger and usage topics into the Redis read model, exactly once in effect: each event's
 // commands and its partition's position change together in one Lua script, so after a crash, a Redis error
@@ -163,6 +181,17 @@ struct projector_stats {
 // positions of the given partitions and start each just after its own; on revocation they forget them. Kafka
 // offsets are never committed: positions stay in Redis, so any member resumes exactly where another stopped, and
 // the script turns what both happen to fold into no-ops.
+//
+// The view (docs/operations.md, "When Redis loses the view"). The projector folds into one view, named by the
+// id in its marker (credits:view), which every apply script checks. Construction adopts the view it finds, or
+// makes a new one on an empty database (the first start), and assigns the partitions. When the view turns out to
+// have lost its data (its marker or positions gone, noticed by an apply script, after a reconnect, or by the
+// check every view_check_interval_ms while idle), the projector counts and logs that, stops folding, and
+// rebuilds the view from the log by itself (ops::rebuild_view, with the live view marked as being rebuilt) on a
+// thread of its own, then resumes from the rebuilt positions. In a group the members that notice contend for the
+// rebuild lock: one builds, the others wait, still polling the group, and all resume after the switch. A view
+// another rebuild replaced (`credits-projector rebuild`) is adopted, not counted. Redis being unreachable is not
+// a loss: it is retried as before.
 class projector {
  public:
   explicit projector(projector_config config);
@@ -190,6 +219,11 @@ class projector {
 
   const projector_stats& stats() const { return stats_; }
 
+  // Whether the projector folds now: false while its view is being rebuilt (by it or another projector).
+  bool view_ready() const { return view_ready_; }
+  // The id of the view it folds into (empty until it found or made one).
+  const std::string& view_id() const { return view_id_; }
+
   // How many partitions (of both topics) this projector folds now: all of them without a group, what the group
   // gave it with one. Safe to read from any thread.
   std::size_t owned_partitions() const { return owned_count_.load(std::memory_order_relaxed); }
@@ -205,7 +239,30 @@ class projector {
   void connect_redis();
   std::vector<store::start_point> stored_start_points(const std::vector<store::topic_partition>& of);
   void assign(const std::vector<store::start_point>& from);
-  bool try_recover();
+  bool try_recover();  // reconnects to Redis; the view is inspected again before folding goes on
+  // ---- the view (see the class comment) ----
+  enum class view_found {
+    intact,      // the view this projector may fold into: view_id_ is its id
+    replay,      // on a cluster, a view that lost (or may have lost) data: folded again from offset 0, in place
+    lost,        // it lost its data: `why` says how
+    rebuilding,  // marked as being rebuilt (by another projector, or one that died at it)
+  };
+  struct view_inspection {
+    view_found found;
+    std::string why;
+  };
+  view_inspection inspect_view();
+  view_inspection inspect_clustered_view();
+  // Makes the view ready to fold into: inspects it, starts or waits for its rebuild, or takes the rebuild's
+  // result. Never blocks for long. True once the view is ready and the owned partitions are assigned. Redis
+  // errors throw, as in step().
+  bool tend_view();
+  void start_rebuild(std::string why);
+  void resume_from_stored();  // assigns every owned partition just after its stored position
+  // The marker (and on a server the positions) still there, with this projector's view id; else the view is
+  // inspected again before the next batch.
+  void check_view();
+  void view_not_ready(const std::string& why);
   // A polled batch decoded, checked and folded: the CPU half of a step, done for the next batch on another
   // thread while Redis executes this one. Events are prepared alone; what they follow is decided in apply().
   struct prepared_event {
@@ -259,6 +316,15 @@ class projector {
   std::unordered_map<std::string, std::int64_t> previous_offset_;
   std::vector<store::start_point> resume_points_;
   projector_stats stats_;
+  std::string view_id_;        // the view this projector folds into
+  bool view_ready_ = false;    // view_id_ is that of the live view, and the owned partitions are assigned
+  bool had_view_ = false;      // it has folded into a view: an empty database is then a loss, not a first start
+  std::string last_view_log_;  // the last line about waiting for a rebuild, so it is not repeated every check
+  std::chrono::steady_clock::time_point next_view_attempt_{};
+  std::atomic<bool> rebuild_stop_{false};
+  // The rebuild of a lost view, running on a thread of its own (ops::rebuild_view). Joined before the members
+  // it reads (config_) go: declared after them, and waited for by the destructor.
+  std::future<ops::rebuild_outcome> rebuild_;
   std::unique_ptr<projector_metrics> metrics_;  // series for partitions_, so made once they are known
   // The group membership (null without a group id). Declared after everything its callbacks touch, so it is
   // destroyed (leaving the group, which runs on_revoked) while they still exist.

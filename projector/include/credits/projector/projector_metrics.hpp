@@ -29,6 +29,11 @@ class projector_metrics {
   void poison() { poison_.Increment(); }
   void redis_error() { redis_errors_.Increment(); }
   void batch_done(double seconds) { batch_duration_.Observe(seconds); }
+  // The view lost its data (noticed by this projector); a rebuild of it ran to the switch; whether the view is
+  // being rebuilt now (by this projector or another), so this one does not fold.
+  void view_lost() { view_losses_.Increment(); }
+  void view_rebuilt() { view_rebuilds_.Increment(); }
+  void view_rebuilding(bool yes) { view_rebuilding_.Set(yes ? 1 : 0); }
 
   // A record of partition `index` (in the constructor's order) was folded: its timestamp is what the lag in
   // time is measured from.
@@ -54,6 +59,9 @@ class projector_metrics {
   prometheus::Counter& replayed_;
   prometheus::Counter& poison_;
   prometheus::Counter& redis_errors_;
+  prometheus::Counter& view_losses_;
+  prometheus::Counter& view_rebuilds_;
+  prometheus::Gauge& view_rebuilding_;
   prometheus::Histogram& batch_duration_;
   prometheus::Family<prometheus::Gauge>& lag_offsets_;
   prometheus::Family<prometheus::Gauge>& lag_seconds_;

@@ -28,6 +28,14 @@
 //   credits:applied:{<tag>}                        HASH on a Redis Cluster only: the offsets of the events applied
 //                                                       to that tag's keys (projector.hpp, "Redis Cluster")
 //   credits:positions                              HASH "<topic>:<partition>" -> offset of the last applied event
+//                                                       (-1: none yet; every partition of a topic the view holds
+//                                                       has its field from the start)
+//   credits:view                                   HASH the view's marker: id (16 hex digits, new for every view
+//                                                       built: the first start on an empty database and every
+//                                                       rebuild), createdAt, and "topic:<name>" -> partition count
+//                                                       for each topic folded into it. While a projector rebuilds a
+//                                                       view that lost its data: no id, but rebuildingSince (RFC
+//                                                       3339), reason and by (the projector's instance id)
 //   credits:poison                                 HASH "<topic>:<partition>:<offset>" -> {"key","reason"} (JSON) of
 //                                                       every event the projector could not apply
 //   credits:blocked                                SET the Kafka keys (account ids) of those events
@@ -48,6 +56,11 @@ std::string reservation_key(std::string_view account_id, std::string_view reserv
 std::string reservations_key(std::string_view account_id);
 std::string voided_key(std::string_view account_id);
 inline constexpr std::string_view positions_key = "credits:positions";
+// The view's marker (above). A view that lost its data (FLUSHALL, a restart without its append-only file, a
+// failover to an empty replica) lost it too, which is how the projector and the API tell such a view from one
+// that merely has not applied an event yet.
+inline constexpr std::string_view view_key = "credits:view";
+std::string view_topic_field(std::string_view topic);  // "topic:<name>"
 inline constexpr std::string_view poison_key = "credits:poison";
 inline constexpr std::string_view blocked_key = "credits:blocked";
 // Held by a running rebuild (its Redis client id) so that two never build into the same database.

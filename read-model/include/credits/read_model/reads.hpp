@@ -107,4 +107,20 @@ balance_at balance_as_of(redis_connection& redis, std::string_view account_id, t
 // The offset of the last event the projector applied from (topic, partition); -1 when none.
 std::int64_t applied_offset(redis_connection& redis, std::string_view topic, std::int32_t partition);
 
+// What the view's marker (credits:view, layout.hpp) says: a view to read (`ready`, with its id), one a projector is
+// rebuilding from the log after it lost its data, or none at all (lost, and no projector has noticed yet; or never
+// built). Only a ready view may be read: the others answer every query with nothing.
+struct view_status {
+  enum class state_t { ready, rebuilding, missing };
+  state_t state = state_t::missing;
+  std::string id;      // ready: the view's id
+  std::string since;   // rebuilding: since when (RFC 3339)
+  std::string reason;  // rebuilding: why
+  // One sentence for a person (readiness, 503 bodies, logs); empty when ready.
+  std::string describe() const;
+};
+view_status read_view_status(redis_connection& redis);
+// From HMGET credits:view id rebuildingSince reason.
+view_status view_status_of(const std::vector<std::optional<std::string>>& id_since_reason);
+
 }  // namespace credits::read_model
