@@ -4,7 +4,7 @@
 #
 # Usage: healthcheck.sh api|projector
 #   api        GET /readyz on 127.0.0.1:$CREDITS_HTTP_PORT (default 8080): 200 only when Kafka, the writer
-#              and Redis are all up
+#              and Redis are all up and Redis holds the view (the projector made it, and is not rebuilding it)
 #   projector  GET /metrics on 127.0.0.1:$CREDITS_PROJECTOR_METRICS_PORT (default 9464): served once the
 #              projector has connected to Kafka and Redis
 set -u

@@ -321,3 +321,6 @@ def test_redis_stopped_queries_503_fast_mutations_work_then_catches_up(limited, 
     measure("Redis back -> query current again", time.monotonic() - started)
     wait_ready(limited.url)
     assert limited.api.alive() and limited.projector.alive()
+    # Away is not lost: Redis came back with its append-only file, and the view with it (no rebuild).
+    metrics = requests.get(limited.projector_metrics_url, timeout=10).text
+    assert re.search(r"^credits_projector_view_losses_total 0(\.0+)?$", metrics, re.M), metrics
