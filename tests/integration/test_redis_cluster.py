@@ -256,6 +256,7 @@ class Load:
     def __init__(self, url, accounts, hot=()):
         self.url, self.accounts, self.hot = url, list(accounts), list(hot)
         self.stopping, self.lock, self.counts = threading.Event(), threading.Lock(), defaultdict(int)
+        self.errors = []  # what ended a thread other than a failed request: check() fails on it
         self.threads = [threading.Thread(target=self.work, args=(i,), daemon=True) for i in range(LOAD_THREADS)]
 
     def __enter__(self):
@@ -273,6 +274,11 @@ class Load:
         with self.lock:
             self.counts[r.status_code] += 1
         return r
+
+    def accepted(self):
+        """How many commands were answered 200 so far: the tests compare it before and after a fault."""
+        with self.lock:
+            return self.counts[200]
 
     def work(self, seed):
         client, rnd = Client(self.url), random.Random(seed)
@@ -304,9 +310,15 @@ class Load:
             except requests.RequestException as e:  # counted; the checks below say whether it mattered
                 with self.lock:
                     self.counts[type(e).__name__] += 1
+            except Exception as e:  # anything else (a 200 without its body, ...) would end this thread unseen
+                with self.lock:
+                    self.errors.append(f"load thread {seed}: {type(e).__name__}: {e}")
+                return
 
     def check(self):
         print("load:", dict(self.counts))
+        assert not any(t.is_alive() for t in self.threads), "a load thread did not stop"
+        assert not self.errors, self.errors
         assert self.counts[200] > 20, dict(self.counts)
         assert set(self.counts) <= COMMAND_STATUSES, dict(self.counts)
 
@@ -437,15 +449,22 @@ def test_projector_sigkills_under_load_apply_every_event_exactly_once(stack, clu
     client = Client(stack.url)
     accounts = [open_account(client, OPENING_CREDITS) for _ in range(LOAD_ACCOUNTS)]
     rnd = random.Random()
+    accepted_between_kills = []
     with Load(stack.url, accounts) as load:
         for _ in range(PROJECTOR_KILLS):
+            before = load.accepted()
             time.sleep(rnd.uniform(1.5, 3.0))
             assert stack.projector.stop(signal.SIGKILL) == -signal.SIGKILL, \
                 f"the projector had exited before the kill, see {stack.projector.log_path}"
+            accepted_between_kills.append(load.accepted() - before)
             time.sleep(rnd.uniform(0.1, 0.5))
             stack.projector.start()
+        before = load.accepted()
         time.sleep(2)
+        accepted_after = load.accepted() - before
     load.check()
+    # The kills hit a projector with commands to fold: writes went on before each one and after the last.
+    assert all(n > 0 for n in accepted_between_kills) and accepted_after > 0, (accepted_between_kills, accepted_after)
     assert stack.projector.alive(), f"see {stack.projector.log_path}"
     check_view_equals_log(stack, cluster, accounts)
 
@@ -469,8 +488,12 @@ def test_two_projectors_of_a_group_share_the_cluster_and_one_survives_a_sigkill(
         with Load(stack.url, accounts) as load:
             time.sleep(3)
             assert stack.projector.stop(signal.SIGKILL) == -signal.SIGKILL, f"see {stack.projector.log_path}"
+            before = load.accepted()
             time.sleep(GROUP_SESSION_TIMEOUT_MS / 1000 + 2)
+            accepted_after_kill = load.accepted() - before
         load.check()
+        # Writes went on after the kill, so the survivor had the dead one's partitions' new events to fold.
+        assert accepted_after_kill > 0, dict(load.counts)
         assert other.alive(), f"see {other.log_path}"
         check_view_equals_log(stack, cluster, accounts)
         # Its share when it joined, then the dead one's.
@@ -488,6 +511,7 @@ class Observer:
         self.url, self.accounts, self.probes, self.everyone = url, accounts, probes, set(everyone)
         self.rnd = random.Random(seed)
         self.balances, self.newest, self.listed, self.statuses = [], [], [], defaultdict(int)
+        self.errors = []  # what ended the thread other than a failed request: check() fails on it
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -514,9 +538,14 @@ class Observer:
                         self.listed.append({x["id"] for x in r.json()["accounts"]})
             except requests.RequestException as e:
                 self.statuses[type(e).__name__] += 1
+            except Exception as e:  # a 200 without the fields read above, ...: would end this thread unseen
+                self.errors.append(f"{type(e).__name__}: {e}")
+                return
 
     def check(self, ledger):
         """Every answer shows a state its account had (per account, in the log's order) or is a 503."""
+        assert not self.thread.is_alive(), "an observer did not stop"
+        assert not self.errors, self.errors
         assert set(self.statuses) <= {200, 503}, dict(self.statuses)
         states, charges = defaultdict(list), defaultdict(dict)
         for account in self.accounts:
@@ -576,13 +605,14 @@ def test_moving_slots_under_load_loses_and_duplicates_nothing(stack, cluster):
             o.thread.start()
         try:
             time.sleep(2)  # holds pile up in the probes' slots
-            before = sum(len(o.balances) for o in observers)
+            before, accepted_before = sum(len(o.balances) for o in observers), load.accepted()
             cluster.reshard(first, second, RESHARD_SLOTS)
             assert probes_on(second), "the reshard did not move the probes' slots"
             time.sleep(1)
             cluster.reshard(second, first, RESHARD_SLOTS)
             assert probes_on(first), "the reshard back did not return the probes' slots"
             during = sum(len(o.balances) for o in observers) - before
+            written_during = load.accepted() - accepted_before
             time.sleep(1)
         finally:
             for o in observers:
@@ -593,6 +623,7 @@ def test_moving_slots_under_load_loses_and_duplicates_nothing(stack, cluster):
     assert stack.projector.alive(), f"see {stack.projector.log_path}"
     print("observed:", [dict(o.statuses) for o in observers], "balances read while slots moved:", during)
     assert during > 0, "no balance was read while the slots moved"
+    assert written_during > 0, "no command was accepted while the slots moved"
 
     ledger = check_view_equals_log(stack, cluster, everyone)
     for o in observers:
