@@ -18,6 +18,8 @@ USAGE_TOPIC="${CREDITS_USAGE_TOPIC:-credits.usage}"
 SNAPSHOT_TOPIC="${CREDITS_SNAPSHOT_TOPIC:-credits.snapshots}"
 KEYS_TOPIC="${CREDITS_KEYS_TOPIC:-credits.keys}"
 HTTP_PORT="${CREDITS_HTTP_PORT:-8080}"
+# Databases of the Redis started here: the stack uses 0 and 1; each test suite has a pair of its own (tests/README.md).
+REDIS_DATABASES=64
 KAFKA_HEAP_OPTS="${CREDITS_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 
 # ---- limits (seconds) -----------------------------------------------------------------------------
@@ -146,7 +148,7 @@ redis_up() {
   # appendonly: the projection's state survives a restart; redis fsyncs the AOF every second. save "": no RDB
   # snapshots besides it (Redis's default saves every minute under load: a fork and a full dump each time,
   # which on a small machine stalls the projector for nothing the AOF does not already give).
-  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$REDIS_DIR" \
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$REDIS_DIR" --databases "$REDIS_DATABASES" \
     --appendonly yes --save "" --daemonize yes --pidfile "$REDIS_PIDFILE" \
     --logfile "$LOGS/redis.log"
   wait_until "$REDIS_START_TIMEOUT" redis "" redis_ping || die "redis: did not answer PING (see $LOGS/redis.log)"

@@ -7,14 +7,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PRESET="${CREDITS_TEST_PRESET:-dev}"     # dev = ASan + UBSan
-TEST_LEDGER_TOPIC=credits-test.ledger   # the integration tests' own topics: a running stack is not disturbed
-TEST_USAGE_TOPIC=credits-test.usage
-TEST_SNAPSHOT_TOPIC=credits-test.snapshots
-TEST_KEYS_TOPIC=credits-test.keys
-# The projector's own tests write hand-made events that no writer decided; they get topics of their own so
-# the API under test never rebuilds from them.
-PROJECTOR_TEST_LEDGER_TOPIC=credits-test-projector.ledger
-PROJECTOR_TEST_USAGE_TOPIC=credits-test-projector.usage
+# Every test suite makes topics of its own, with names new for each run, and has Redis databases of its own
+# (tests/README.md): a running stack is not disturbed, and no suite sees another's data.
 PYTEST_TIMEOUT_S=1200
 SDK_TEST_TIMEOUT_S=600   # npm ci, tsc and the SDK's tests take about a minute
 FUZZ_S=40   # total over the libFuzzer targets (scripts/fuzz.sh); a smoke run, longer runs are local
@@ -43,19 +37,12 @@ if ! "$REPO/scripts/status.sh" >/dev/null 2>&1; then
   trap '"$REPO/scripts/down.sh" || true' EXIT
 fi
 "$REPO/scripts/up.sh" --infra-only
-LEDGER_TOPIC="$TEST_LEDGER_TOPIC" USAGE_TOPIC="$TEST_USAGE_TOPIC" SNAPSHOT_TOPIC="$TEST_SNAPSHOT_TOPIC" \
-  KEYS_TOPIC="$TEST_KEYS_TOPIC" create_topics
-LEDGER_TOPIC="$PROJECTOR_TEST_LEDGER_TOPIC" USAGE_TOPIC="$PROJECTOR_TEST_USAGE_TOPIC" SNAPSHOT_TOPIC="$TEST_SNAPSHOT_TOPIC" \
-  KEYS_TOPIC="$TEST_KEYS_TOPIC" create_topics
 
 export CREDITS_KAFKA_BROKERS="$KAFKA_BOOTSTRAP" CREDITS_REDIS_PORT="$REDIS_PORT"
-export CREDITS_TEST_LEDGER_TOPIC="$TEST_LEDGER_TOPIC" CREDITS_TEST_USAGE_TOPIC="$TEST_USAGE_TOPIC"
-export CREDITS_TEST_SNAPSHOT_TOPIC="$TEST_SNAPSHOT_TOPIC" CREDITS_TEST_KEYS_TOPIC="$TEST_KEYS_TOPIC"
 export CREDITS_TEST_BUILD_DIR="$REPO/build/$PRESET"
 
 log "integration tests (C++)"
-CREDITS_LEDGER_TOPIC="$PROJECTOR_TEST_LEDGER_TOPIC" CREDITS_USAGE_TOPIC="$PROJECTOR_TEST_USAGE_TOPIC" \
-  ctest --preset "$PRESET" -L integration
+ctest --preset "$PRESET" -L integration
 
 log "integration tests (HTTP, pytest)"
 timeout "$PYTEST_TIMEOUT_S" python3 -m pytest -q tests/integration

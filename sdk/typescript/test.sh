@@ -6,6 +6,7 @@
 #   CREDITS_API_KEY    a key of the tenant the tests use (they make their own accounts, unique per run)
 #   CREDITS_EXAMPLE_API_KEY  a key of a tenant without an account "user_abc123" yet, for the guide's example
 #                      (defaults to CREDITS_API_KEY; see test/example.test.ts)
+#   CREDITS_EXAMPLE_RERUN_API_KEY  the same, of another such tenant, for the example run twice
 # scripts/test-sdk.sh starts a private API for this; scripts/test.sh runs that.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"

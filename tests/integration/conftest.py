@@ -20,16 +20,42 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("CREDITS_TEST_BUILD_DIR", REPO / "build" / "dev"))
 BROKERS = os.environ.get("CREDITS_KAFKA_BROKERS", "127.0.0.1:9092")
 REDIS_PORT = os.environ.get("CREDITS_REDIS_PORT", "6379")
-LEDGER_TOPIC = os.environ.get("CREDITS_TEST_LEDGER_TOPIC", "credits-test.ledger")
-USAGE_TOPIC = os.environ.get("CREDITS_TEST_USAGE_TOPIC", "credits-test.usage")
-SNAPSHOT_TOPIC = os.environ.get("CREDITS_TEST_SNAPSHOT_TOPIC", "credits-test.snapshots")
-KEYS_TOPIC = os.environ.get("CREDITS_TEST_KEYS_TOPIC", "credits-test.keys")
+# The shared stack's topics: new for every run (the `stack` fixture makes them), so nothing a run finds there was
+# left by an earlier one; CREDITS_TEST_*_TOPIC names others (made if missing) to look at a run's log afterwards.
+RUN_ID = uuid.uuid4().hex[:8]
+LEDGER_TOPIC = os.environ.get("CREDITS_TEST_LEDGER_TOPIC", f"credits-test-{RUN_ID}.ledger")
+USAGE_TOPIC = os.environ.get("CREDITS_TEST_USAGE_TOPIC", f"credits-test-{RUN_ID}.usage")
+SNAPSHOT_TOPIC = os.environ.get("CREDITS_TEST_SNAPSHOT_TOPIC", f"credits-test-{RUN_ID}.snapshots")
+KEYS_TOPIC = os.environ.get("CREDITS_TEST_KEYS_TOPIC", f"credits-test-{RUN_ID}.keys")
+SHARED_TOPIC_PARTITIONS = 12  # as scripts/lib.sh makes the stack's own
 SNAPSHOT_INTERVAL_EVENTS = 400  # small, so the tests' traffic writes snapshots and restarts load them
 API_KEY = "ck_test_key_tenant_a"
 OTHER_TENANT_KEY = "ck_test_key_tenant_b"
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 20
 LOGS = REPO / ".data" / "logs"
+
+# Every suite's own Redis databases, a (view, rebuild) pair each: no suite reads, flushes or swaps another's keys,
+# and none depends on the order the suites run in. 0 and 1 stay a developer's running stack's (scripts/up.sh).
+# tests/README.md shows this table with the C++ suites' (integration/redis_databases.hpp) and the SDK's pairs;
+# test_suite_layout.py checks that they agree and that no database is claimed twice.
+REDIS_DATABASES = 64  # scripts/lib.sh starts Redis with this many (redis-server --databases)
+REDIS_DBS = {
+    "shared stack": (2, 3),  # the session-wide `stack` fixture, which every module that uses `client` shares
+    "test_contract": (4, 5),
+    "test_scale_out": (6, 7),
+    "test_secrets": (8, 9),
+    "test_schemathesis": (10, 11),
+    "test_rate_limits": (12, 13),
+    "test_tls": (14, 15),
+    "test_quarantine": (16, 17),
+    "test_view_loss": (18, 19),
+    "test_operations": (20, 21),
+    "test_operations import": (22, 23),
+    "test_operations restore": (24, 25),
+    "test_compose_env": (26, 27),
+}
+SHARED_DB, SHARED_REBUILD_DB = REDIS_DBS["shared stack"]
 
 
 def free_port():
@@ -90,6 +116,8 @@ class Stack:
             "CREDITS_HTTP_PORT": str(free_port()),
             "CREDITS_KAFKA_BROKERS": BROKERS,
             "CREDITS_REDIS_PORT": REDIS_PORT,
+            "CREDITS_REDIS_DB": str(SHARED_DB),
+            "CREDITS_REDIS_REBUILD_DB": str(SHARED_REBUILD_DB),
             "CREDITS_LEDGER_TOPIC": LEDGER_TOPIC,
             "CREDITS_USAGE_TOPIC": USAGE_TOPIC,
             "CREDITS_SNAPSHOT_TOPIC": SNAPSHOT_TOPIC,
@@ -156,8 +184,45 @@ class Client:
         return self.session.get(self.url + path, params=params, headers=h, timeout=30)
 
 
+def redis_cli(db, *args):
+    """One redis-cli command against database `db` of the tests' Redis; its --raw output."""
+    return subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(db), "--raw", *args],
+                          capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def flush_dbs(dbs):
+    for db in dbs:
+        redis_cli(db, "FLUSHDB")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_has_every_suites_database():
+    """A Redis started before scripts/lib.sh asked for REDIS_DATABASES has 16: say so instead of failing later."""
+    have = int(redis_cli(0, "CONFIG", "GET", "databases").split()[1])
+    assert have >= REDIS_DATABASES, (f"the Redis on port {REDIS_PORT} has {have} databases, the tests need "
+                                     f"{REDIS_DATABASES}: restart it (scripts/down.sh; scripts/up.sh --infra-only)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_topics():
+    """The shared stack's topics, as scripts/lib.sh create_topics makes a stack's; those that exist are kept. Every
+    Stack's defaults name them (a private stack replaces some), so they are made before any test."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    forever = {"retention.ms": "-1", "retention.bytes": "-1"}
+    wanted = [NewTopic(LEDGER_TOPIC, SHARED_TOPIC_PARTITIONS, 1, config=forever),
+              NewTopic(USAGE_TOPIC, SHARED_TOPIC_PARTITIONS, 1, config=forever),
+              NewTopic(LEDGER_TOPIC + ".dlq", SHARED_TOPIC_PARTITIONS, 1, config=forever),
+              NewTopic(SNAPSHOT_TOPIC, 1, 1, config={"cleanup.policy": "compact", "retention.ms": "-1"}),
+              NewTopic(KEYS_TOPIC, 1, 1, config=forever)]
+    listed = AdminClient({"bootstrap.servers": BROKERS}).list_topics(timeout=10).topics
+    missing = [t for t in wanted if t.topic not in listed]
+    if missing:
+        create_topics(missing)
+
+
 @pytest.fixture(scope="session")
 def stack():
+    flush_dbs(REDIS_DBS["shared stack"])
     s = Stack()
     s.start()
     yield s
@@ -199,9 +264,8 @@ def read_topic(topic, key=None, timeout_s=30):
     return events
 
 
-def redis_hash(key):
-    out = subprocess.run(["redis-cli", "-p", REDIS_PORT, "--raw", "HGETALL", key],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+def redis_hash(key, db=SHARED_DB):
+    out = redis_cli(db, "HGETALL", key).splitlines()
     return dict(zip(out[0::2], out[1::2]))
 
 
@@ -258,9 +322,10 @@ def create_topics(new):
         time.sleep(0.1)
 
 
-def private_stack(name, redis_db, env=None, partitions=3):
-    """A Stack on topics of its own (ledger, usage, dead letters, key log, made here) and its own Redis database,
-    so its settings (rate limits, TLS, the access log) and what it writes touch no other test."""
+def private_stack(name, dbs, env=None, partitions=3):
+    """A Stack on topics of its own (ledger, usage, dead letters, key log, made here) and its own Redis databases
+    (`dbs`: the view's and the rebuild's, from REDIS_DBS, flushed here), so its settings (rate limits, TLS, the
+    access log) and what it writes touch no other test."""
     from confluent_kafka.admin import NewTopic
     run = uuid.uuid4().hex[:8]
     topics = {t: f"credits-test-{name}-{run}.{t}" for t in ("ledger", "usage", "keys")}
@@ -269,10 +334,10 @@ def private_stack(name, redis_db, env=None, partitions=3):
            NewTopic(topics["ledger"] + ".dlq", partitions, 1, config={"retention.ms": "-1"}),
            NewTopic(topics["keys"], 1, 1, config={"retention.ms": "-1"})]
     create_topics(new)
-    subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(redis_db), "FLUSHDB"], check=True, capture_output=True)
+    flush_dbs(dbs)
     s = Stack("-" + name, {"CREDITS_LEDGER_TOPIC": topics["ledger"], "CREDITS_USAGE_TOPIC": topics["usage"],
                            "CREDITS_KEYS_TOPIC": topics["keys"], "CREDITS_SNAPSHOT_INTERVAL_EVENTS": "0",
-                           "CREDITS_REDIS_DB": str(redis_db), **(env or {})})
+                           "CREDITS_REDIS_DB": str(dbs[0]), "CREDITS_REDIS_REBUILD_DB": str(dbs[1]), **(env or {})})
     s.topics = topics
     return s
 

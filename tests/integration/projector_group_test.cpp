@@ -24,14 +24,15 @@
 #include "credits/read_model/reads.hpp"
 #include "credits/read_model/redis.hpp"
 #include "projector_harness.hpp"
+#include "suite_resources.hpp"
 
 extern char** environ;
 
 // Several projectors in one Kafka consumer group (CREDITS_PROJECTOR_GROUP_ID) against the real Kafka and Redis:
 // they divide the partitions, every event is applied exactly once, and when one leaves (cleanly, or killed
 // without a word) the other takes its partitions over and the view converges with the log (verify). Each test
-// makes topics of its own, so the group sees only its events, and uses a Redis database of its own
-// (CREDITS_TEST_GROUP_REDIS_DB, default 7), flushed first, since verify compares the whole view.
+// makes topics of its own, so the group sees only its events, and uses Redis databases of its own
+// (suite_resources.hpp), flushed first, since verify compares the whole view.
 namespace credits {
 namespace {
 
@@ -45,8 +46,6 @@ using harness::hex_suffix;
 using harness::running_projector;
 
 constexpr auto kafka_timeout = 15s;
-constexpr int default_group_db = 7;          // unused by the other tests (see docs/operations.md)
-constexpr int default_group_rebuild_db = 6;  // the same
 constexpr std::int32_t ledger_partitions = 4;
 constexpr std::int32_t usage_partitions = 2;
 constexpr std::size_t all_partitions = ledger_partitions + usage_partitions;
@@ -97,26 +96,16 @@ class projector_group_test : public ::testing::Test {
     auto parsed = projector_config_from_env([](const char* name) { return std::getenv(name); });
     ASSERT_TRUE(std::holds_alternative<projector_config>(parsed)) << std::get<std::string>(parsed);
     config_ = std::get<projector_config>(parsed);
-    const auto suffix = hex_suffix();
-    config_.ledger_topic = "credits-test-group-" + suffix + ".ledger";
-    config_.usage_topic = "credits-test-group-" + suffix + ".usage";
-    config_.dlq_topic = config_.ledger_topic + ".dlq";
-    store::create_topics(config_.brokers,
-                         {{config_.ledger_topic, ledger_partitions, {}},
-                          {config_.usage_topic, usage_partitions, {}},
-                          {config_.dlq_topic, 1, {}}},
-                         kafka_timeout);
-    const char* db = std::getenv("CREDITS_TEST_GROUP_REDIS_DB");
-    config_.redis_db = db ? std::atoi(db) : default_group_db;
+    const auto suffix =
+        harness::use_topics_of_its_own(config_, "group", ledger_partitions, usage_partitions, kafka_timeout);
+    config_.redis_db = harness::projector_group_test_dbs.view;
     // Written only by a rebuild of a view that lost its data (the test that flushes the view).
-    config_.redis_rebuild_db =
-        config_.redis_db == default_group_rebuild_db ? default_group_rebuild_db + 1 : default_group_rebuild_db;
+    config_.redis_rebuild_db = harness::projector_group_test_dbs.rebuild;
     config_.metrics_port = 0;
     config_.group_id = "credits-test-group-" + suffix;
     config_.group_session_timeout_ms = session_timeout_ms;
     redis_ = std::make_unique<read_model::redis_connection>(config_.redis_host, config_.redis_port, 2000ms);
-    redis_->run({"SELECT", std::to_string(config_.redis_db)});
-    redis_->run({"FLUSHDB"});
+    harness::flush(*redis_, harness::projector_group_test_dbs);
     producer_ =
         std::make_unique<store::transactional_producer>(config_.brokers, "credits-group-test-" + suffix, 10s, 30s);
   }

@@ -23,12 +23,12 @@
 #include "credits/read_model/reads.hpp"
 #include "credits/read_model/redis.hpp"
 #include "projector_harness.hpp"
+#include "suite_resources.hpp"
 
 // Poison events against the real Kafka and Redis: the projector's Lua guards, the dead-letter topic, the
-// blocked marks, and verify and rebuild agreeing with them. Runs on the projector tests' topics
-// (CREDITS_LEDGER_TOPIC / CREDITS_USAGE_TOPIC) with a view in a Redis database of its own
-// (CREDITS_TEST_OPS_REDIS_DB, default 10, and the next one for the rebuild), since verify and rebuild need a
-// view that holds those topics and nothing else.
+// blocked marks, and verify and rebuild agreeing with them. Each test has topics of its own and a view in Redis
+// databases of the suite's own, flushed first (suite_resources.hpp), since verify and rebuild need a view that
+// holds those topics and nothing else.
 namespace credits {
 namespace {
 
@@ -42,7 +42,7 @@ using harness::hex_suffix;
 using harness::running_projector;
 
 constexpr auto kafka_timeout = 15s;
-constexpr int default_ops_db = 10;
+constexpr std::int32_t topic_partitions = 12;  // as scripts/lib.sh makes the stack's
 
 // What an operation printed, captured through a FILE.
 class captured_output {
@@ -72,12 +72,12 @@ class projector_ops_test : public ::testing::Test {
     auto parsed = projector_config_from_env([](const char* name) { return std::getenv(name); });
     ASSERT_TRUE(std::holds_alternative<projector_config>(parsed)) << std::get<std::string>(parsed);
     config_ = std::get<projector_config>(parsed);
-    const char* db = std::getenv("CREDITS_TEST_OPS_REDIS_DB");
-    config_.redis_db = db ? std::atoi(db) : default_ops_db;
-    config_.redis_rebuild_db = config_.redis_db + 1;
+    harness::use_topics_of_its_own(config_, "projector-ops", topic_partitions, topic_partitions, kafka_timeout);
+    config_.redis_db = harness::projector_ops_test_dbs.view;
+    config_.redis_rebuild_db = harness::projector_ops_test_dbs.rebuild;
     config_.redis_client_name = "credits-projector-ops-test-" + hex_suffix();
     redis_ = std::make_unique<read_model::redis_connection>(config_.redis_host, config_.redis_port, 2000ms);
-    redis_->run({"SELECT", std::to_string(config_.redis_db)});
+    harness::flush(*redis_, harness::projector_ops_test_dbs);
     producer_ = std::make_unique<store::transactional_producer>(config_.brokers,
                                                                 "credits-projector-ops-test-" + hex_suffix(), 10s, 30s);
     store::partition_reader probe(config_.brokers);

@@ -18,11 +18,11 @@
 #include "credits/read_model/reads.hpp"
 #include "credits/read_model/redis.hpp"
 #include "projector_harness.hpp"
+#include "suite_resources.hpp"
 
-// These run against the real Kafka and Redis of scripts/up.sh --infra-only, on the topics CREDITS_LEDGER_TOPIC and
-// CREDITS_USAGE_TOPIC name (scripts/test.sh gives them topics of their own). Each test
-// uses fresh account ids, so tests (and other users of the stack) never see each other's accounts; the
-// projector itself folds everything it reads, which the Lua guard makes safe even beside another projector.
+// These run against the real Kafka and Redis of scripts/up.sh --infra-only. Each test makes topics of its own and
+// starts from empty Redis databases of the suite's own (suite_resources.hpp), so no test sees another's events,
+// whatever order they run in.
 namespace credits {
 namespace {
 
@@ -36,6 +36,7 @@ using harness::hex_suffix;
 using harness::running_projector;
 
 constexpr auto kafka_timeout = 15s;
+constexpr std::int32_t topic_partitions = 12;  // as scripts/lib.sh makes the stack's
 
 class projector_test : public ::testing::Test {
  protected:
@@ -43,8 +44,12 @@ class projector_test : public ::testing::Test {
     auto parsed = projector_config_from_env([](const char* name) { return std::getenv(name); });
     ASSERT_TRUE(std::holds_alternative<projector_config>(parsed)) << std::get<std::string>(parsed);
     config_ = std::get<projector_config>(parsed);
+    harness::use_topics_of_its_own(config_, "projector", topic_partitions, topic_partitions, kafka_timeout);
+    config_.redis_db = harness::projector_test_dbs.view;
+    config_.redis_rebuild_db = harness::projector_test_dbs.rebuild;
     config_.redis_client_name = "credits-projector-test-" + hex_suffix();
     redis_ = std::make_unique<read_model::redis_connection>(config_.redis_host, config_.redis_port, 2000ms);
+    harness::flush(*redis_, harness::projector_test_dbs);
     producer_ = std::make_unique<store::transactional_producer>(config_.brokers,
                                                                 "credits-projector-test-" + hex_suffix(), 10s, 30s);
   }

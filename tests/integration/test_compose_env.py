@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BROKERS, REDIS_PORT, REPO, Client, Stack, free_port
+from conftest import BROKERS, REDIS_DBS, REDIS_PORT, REPO, Client, Stack, flush_dbs, free_port
 from test_get_started import run_guide
 
 GO = shutil.which("go") or "/usr/local/go/bin/go"
@@ -25,13 +25,15 @@ GO_RUN_TIMEOUT_S = 300      # a cold module cache compiles compose-go first
 TOPICS_TIMEOUT_S = 120      # four JVM starts of the topic tool
 ENV_EXAMPLE = REPO / "compose" / ".env.example"
 DATA = Path(os.environ.get("CREDITS_DATA_DIR", REPO / ".data"))
-TEST_PREFIX = "credits-test-compose"
+TEST_PREFIX = "credits-test-compose-" + uuid.uuid4().hex[:8]  # new topics and ids for every run
 
 # Every variable whose value differs from what compose passes, and why. The test fails if any other differs.
 ADAPTED = {
     "CREDITS_KAFKA_BROKERS": "kafka:9092 is the compose service; here the test run's broker",
     "CREDITS_REDIS_HOST": "redis is the compose service; here 127.0.0.1",
     "CREDITS_REDIS_PORT": "the test run's Redis port",
+    "CREDITS_REDIS_DB": "compose's Redis is the stack's alone (database 0); here the test's own databases",
+    "CREDITS_REDIS_REBUILD_DB": "the same",
     "CREDITS_HTTP_PORT": "8080 inside the container; here a free port",
     "CREDITS_PROJECTOR_METRICS_PORT": "9464 inside the container; here a free port",
     "CREDITS_LEDGER_TOPIC": "a topic of the test's own, not the running stack's",
@@ -68,6 +70,8 @@ def adapt(env, ports):
         elif name.endswith("_TOPIC"):
             assert value.startswith("credits.")
             result[name] = TEST_PREFIX + value[len("credits"):]
+    if "CREDITS_REDIS_PORT" in env:
+        result["CREDITS_REDIS_DB"], result["CREDITS_REDIS_REBUILD_DB"] = map(str, REDIS_DBS["test_compose_env"])
     if "CREDITS_API_KEYS" in env:
         result["CREDITS_TRANSACTIONAL_ID"] = TEST_PREFIX + "-api"
     changed = {name for name in result if result[name] != env.get(name)}
@@ -104,6 +108,7 @@ def compose_stack(tmp_path_factory):
     # One environment for both processes, as each reads only its own variables; the shared ones agree.
     shared = api.keys() & projector.keys()
     assert shared and all(api[k] == projector[k] for k in shared), "api and projector disagree"
+    flush_dbs(REDIS_DBS["test_compose_env"])
     stack = Stack("-compose", exact_env=process_env({**projector, **api}))
     stack.start()
     yield stack, api, projector
@@ -118,7 +123,7 @@ def test_the_compose_configuration_runs_the_guide(compose_stack):
 
     tenant, key = api["CREDITS_API_KEYS"].split(",")[0].split(":", 1)
     run_guide(Client(stack.url, key), "user_" + uuid.uuid4().hex[:12], tenant,
-              api["CREDITS_LEDGER_TOPIC"], api["CREDITS_USAGE_TOPIC"])
+              api["CREDITS_LEDGER_TOPIC"], api["CREDITS_USAGE_TOPIC"], int(api["CREDITS_REDIS_DB"]))
 
 
 def test_the_health_checks_fail_when_nothing_answers():

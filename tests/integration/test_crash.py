@@ -42,7 +42,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import API_KEY, LEDGER_TOPIC, REDIS_PORT, START_TIMEOUT_S, USAGE_TOPIC, fold_balance, read_topic
+from conftest import API_KEY, LEDGER_TOPIC, REDIS_PORT, SHARED_DB, START_TIMEOUT_S, USAGE_TOPIC, fold_balance, read_topic
 
 CLIENTS = int(os.environ.get("CREDITS_CRASH_CLIENTS", "8"))
 ACCOUNTS = int(os.environ.get("CREDITS_CRASH_ACCOUNTS", "4"))
@@ -468,7 +468,7 @@ def events_after_expiries(accounts, timeout_s=CONVERGE_S):
 def redis_values(commands):
     """One redis-cli round trip; each command must have a one-line reply (HGET, HINCRBY 0, ...)."""
     text = "".join(" ".join(f'"{a}"' for a in cmd) + "\n" for cmd in commands)
-    out = subprocess.run(["redis-cli", "-p", REDIS_PORT, "--raw"], input=text, capture_output=True, text=True,
+    out = subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(SHARED_DB), "--raw"], input=text, capture_output=True, text=True,
                          check=True, timeout=60).stdout.split("\n")
     assert len(out) >= len(commands), out
     return out[:len(commands)]

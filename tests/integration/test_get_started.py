@@ -1,12 +1,12 @@
 """The guide's six steps over REST, then the read model and the topics checked with third-party clients."""
-from conftest import LEDGER_TOPIC, USAGE_TOPIC, fold_balance, read_topic, redis_hash
+from conftest import LEDGER_TOPIC, SHARED_DB, USAGE_TOPIC, fold_balance, read_topic, redis_hash
 
 
 def test_the_guide_end_to_end(client, external_id):
     run_guide(client, external_id, "tenant_a", LEDGER_TOPIC, USAGE_TOPIC)
 
 
-def run_guide(client, external_id, tenant, ledger_topic, usage_topic):
+def run_guide(client, external_id, tenant, ledger_topic, usage_topic, redis_db=SHARED_DB):
     """The guide's steps by `client` (of `tenant`) on a stack writing to these topics; also run by
     test_compose_env.py on the native stack configured as compose would configure it."""
     # Step 2: create an account with the app's own user id.
@@ -72,9 +72,9 @@ def run_guide(client, external_id, tenant, ledger_topic, usage_topic):
     assert got.status_code == 200 and got.json()["account"]["id"] == account["id"]
 
     # The read model in Redis, read with redis-cli.
-    view = redis_hash("credits:account:{%s}" % account["id"])
+    view = redis_hash("credits:account:{%s}" % account["id"], redis_db)
     assert (view["balance"], view["reserved"], view["externalId"]) == ("680", "0", external_id)
-    assert redis_hash("credits:reservation:{%s}:%s" % (account["id"], second["id"]))["status"] == "cancelled"
+    assert redis_hash("credits:reservation:{%s}:%s" % (account["id"], second["id"]), redis_db)["status"] == "cancelled"
 
     # The log, read with kcat: the account stream in order, with the ids the API returned.
     events = read_topic(ledger_topic, key=account["id"])

@@ -20,15 +20,16 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import API_KEY, BROKERS, BUILD, KEYS_TOPIC, LOGS, REDIS_PORT, REPO, Client, Stack, eventually
+from conftest import API_KEY, BROKERS, BUILD, KEYS_TOPIC, LOGS, REDIS_DBS, REDIS_PORT, REPO, Client, Stack, eventually
+from conftest import redis_cli as redis
 
 RUN = uuid.uuid4().hex[:8]
 PREFIX = f"credits-test-ops-{RUN}"
 LEDGER, USAGE, SNAPSHOTS = f"{PREFIX}.ledger", f"{PREFIX}.usage", f"{PREFIX}.snapshots"
 IMPORT_LEDGER, IMPORT_USAGE, IMPORT_KEYS = f"{PREFIX}-import.ledger", f"{PREFIX}-import.usage", f"{PREFIX}-import.keys"
-VIEW_DB, REBUILD_DB = 11, 12
-IMPORT_VIEW_DB, IMPORT_REBUILD_DB = 13, 14
-RESTORE_VIEW_DB, RESTORE_REBUILD_DB = 3, 4  # the API started on a restored copy
+VIEW_DB, REBUILD_DB = REDIS_DBS["test_operations"]
+IMPORT_VIEW_DB, IMPORT_REBUILD_DB = REDIS_DBS["test_operations import"]
+RESTORE_VIEW_DB, RESTORE_REBUILD_DB = REDIS_DBS["test_operations restore"]  # the API started on a restored copy
 PROJECTOR = BUILD / "projector" / "credits-projector"
 
 TOPICS_TIMEOUT_S = 120
@@ -52,11 +53,6 @@ for _, k in ipairs(redis.call('KEYS', '*')) do
 end
 return cjson.encode(out)
 """
-
-
-def redis(db, *args):
-    return subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(db), "--raw", *args],
-                          capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 def dump(db):

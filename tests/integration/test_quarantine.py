@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from conftest import BROKERS, BUILD, Client, eventually, private_stack, read_topic
+from conftest import BROKERS, BUILD, REDIS_DBS, Client, eventually, private_stack, read_topic
 from test_contract import check_voided
 
-VIEW_DB, REBUILD_DB = 3, 4
+VIEW_DB, REBUILD_DB = REDIS_DBS["test_quarantine"]
 ADMIN = BUILD / "admin" / "credits-admin"
 PROJECTOR = BUILD / "projector" / "credits-projector"
 TOTALS = Path(__file__).resolve().parents[2] / "examples" / "consumers" / "python" / "totals.py"
@@ -42,7 +42,7 @@ def produce(topic, partition, key, value):
 
 @pytest.fixture(scope="module")
 def stack():
-    s = private_stack("quarantine", VIEW_DB, {"CREDITS_REDIS_REBUILD_DB": str(REBUILD_DB)})
+    s = private_stack("quarantine", (VIEW_DB, REBUILD_DB))
     s.start()
     env = {"CREDITS_KAFKA_BROKERS": BROKERS, "CREDITS_KEYS_TOPIC": s.topics["keys"],
            "CREDITS_ADMIN_TRANSACTIONAL_ID": "credits-test-admin-quarantine", "ASAN_OPTIONS": "detect_leaks=0"}

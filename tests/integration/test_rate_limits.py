@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import Client, private_stack, read_topic
+from conftest import REDIS_DBS, Client, private_stack, read_topic
 
 RATE_PER_S, BURST = 5, 10
 KEY_A, KEY_B = "ck_rate_key_tenant_a", "ck_rate_key_tenant_b"
@@ -13,7 +13,7 @@ KEY_A, KEY_B = "ck_rate_key_tenant_a", "ck_rate_key_tenant_b"
 
 @pytest.fixture(scope="module")
 def limited_stack():
-    s = private_stack("ratelimit", 9, {"CREDITS_RATE_LIMIT_REQUESTS_PER_S": str(RATE_PER_S),
+    s = private_stack("ratelimit", REDIS_DBS["test_rate_limits"], {"CREDITS_RATE_LIMIT_REQUESTS_PER_S": str(RATE_PER_S),
                                        "CREDITS_RATE_LIMIT_BURST_REQUESTS": str(BURST),
                                        "CREDITS_API_KEYS": f"ta:{KEY_A},tb:{KEY_B}"})
     s.start()

@@ -15,11 +15,11 @@ import requests
 from confluent_kafka.admin import NewTopic
 
 from test_openapi import assert_valid
-from conftest import (API_KEY, BROKERS, BUILD, REDIS_PORT, Process, create_topics, eventually, fold_balance,
-                      free_port, read_topic)
+from conftest import (API_KEY, BROKERS, BUILD, REDIS_DBS, REDIS_PORT, Process, create_topics, eventually, flush_dbs,
+                      fold_balance, free_port, read_topic)
 
 PARTITIONS = 6
-REDIS_DB = 8                 # unused by the other tests
+REDIS_DB, REDIS_REBUILD_DB = REDIS_DBS["test_scale_out"]
 SESSION_TIMEOUT_MS = 6000    # the broker's group.min.session.timeout.ms: a killed instance's partitions move after it
 START_TIMEOUT_S = 120
 SETTLE_TIMEOUT_S = 90        # until the group has given every partition an owner
@@ -48,6 +48,7 @@ class Group:
         self.env = dict(os.environ)
         self.env.update({
             "CREDITS_KAFKA_BROKERS": BROKERS, "CREDITS_REDIS_PORT": REDIS_PORT, "CREDITS_REDIS_DB": str(REDIS_DB),
+            "CREDITS_REDIS_REBUILD_DB": str(REDIS_REBUILD_DB),
             "CREDITS_LEDGER_TOPIC": self.topics["ledger"], "CREDITS_USAGE_TOPIC": self.topics["usage"],
             "CREDITS_KEYS_TOPIC": self.topics["keys"], "CREDITS_SNAPSHOT_TOPIC": self.topics["snapshots"],
             # Small: partition writers snapshot during the load, and the newcomer starts from their snapshots.
@@ -59,7 +60,7 @@ class Group:
             "CREDITS_EXPIRY_SCAN_INTERVAL_MS": "100", "ASAN_OPTIONS": "detect_leaks=0",
         })
         self.apis, self.projectors = [], []
-        subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(REDIS_DB), "FLUSHDB"], check=True, capture_output=True)
+        flush_dbs((REDIS_DB, REDIS_REBUILD_DB))
 
     def add_api(self):
         port = free_port()

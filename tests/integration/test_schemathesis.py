@@ -25,11 +25,10 @@ import pytest
 import yaml
 
 import schemathesis_hooks as hooks
-from conftest import API_KEY, REPO, Client, private_stack
+from conftest import API_KEY, REDIS_DBS, REPO, Client, private_stack
 
 DOC_PATH = REPO / "docs" / "openapi.yaml"
 HERE = Path(__file__).resolve().parent
-REDIS_DB = 6                 # unused by the other tests
 EXAMPLES_PER_OPERATION = int(os.environ.get("CREDITS_TEST_SCHEMATHESIS_EXAMPLES", "150"))
 SEED = os.environ.get("CREDITS_TEST_SCHEMATHESIS_SEED", "20261205")  # fixed: a fresh clone runs what CI ran
 RUN_TIMEOUT_S = 600          # the default budget takes about a minute on 2 cores (ASan build)
@@ -40,7 +39,7 @@ OUTPUT_TAIL_CHARS = 30000    # of Schemathesis's report, shown when the run fail
 def fuzzed():
     """A stack on topics and a Redis database of its own: the fuzzer's thousands of accounts, holds and usage
     records stay out of the other tests' views."""
-    s = private_stack("schemathesis", REDIS_DB)
+    s = private_stack("schemathesis", REDIS_DBS["test_schemathesis"])
     s.start()
     yield s
     s.stop()

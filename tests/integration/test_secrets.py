@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LOGS, REDIS_PORT, REPO, Client, private_stack
+from conftest import LOGS, REDIS_DATABASES, REDIS_DBS, REDIS_PORT, REPO, Client, private_stack
 from test_keys import admin_for, wait_status
 
 DATA = Path(os.environ.get("CREDITS_DATA_DIR", REPO / ".data"))
-REDIS_DB = 5  # unused by the other tests (projector_ops_test uses 10 and 11)
 BOOTSTRAP_KEY = "ck_secret_bootstrap_" + uuid.uuid4().hex
 # Every value of every key in a Redis database that contains ARGV[1], counted on the server.
 SCAN_SCRIPT = """
@@ -40,7 +39,7 @@ return hits
 
 @pytest.fixture(scope="module")
 def secrets_stack():
-    s = private_stack("secrets", REDIS_DB, {"CREDITS_ACCESS_LOG": "1", "CREDITS_API_KEYS": f"sec:{BOOTSTRAP_KEY}"})
+    s = private_stack("secrets", REDIS_DBS["test_secrets"], {"CREDITS_ACCESS_LOG": "1", "CREDITS_API_KEYS": f"sec:{BOOTSTRAP_KEY}"})
     s.start()
     yield s
     s.stop()
@@ -48,7 +47,7 @@ def secrets_stack():
 
 def redis_hits(needle):
     total = 0
-    for db in range(16):
+    for db in range(REDIS_DATABASES):
         out = subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(db), "EVAL", SCAN_SCRIPT, "0", needle],
                              capture_output=True, text=True, check=True).stdout.strip()
         total += int(out)

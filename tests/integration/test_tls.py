@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import START_TIMEOUT_S, Client, private_stack
+from conftest import REDIS_DBS, START_TIMEOUT_S, Client, private_stack
 
 KEY = "ck_tls_key_tenant_a"
 
@@ -21,7 +21,7 @@ def tls_stack(tmp_path_factory):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    s = private_stack("tls", 15, {"CREDITS_TLS_CERT_FILE": str(cert), "CREDITS_TLS_KEY_FILE": str(key),
+    s = private_stack("tls", REDIS_DBS["test_tls"], {"CREDITS_TLS_CERT_FILE": str(cert), "CREDITS_TLS_KEY_FILE": str(key),
                                   "CREDITS_API_KEYS": f"tls:{KEY}"})
     s.url = s.url.replace("http://", "https://")
     s.cert = cert

@@ -17,10 +17,10 @@ from collections import Counter
 
 import requests
 
-from conftest import BUILD, REDIS_PORT, Client, Process, eventually, free_port, private_stack
+from conftest import BUILD, REDIS_DBS, REDIS_PORT, Client, Process, eventually, free_port, private_stack
 from test_openapi import check
 
-VIEW_DB, REBUILD_DB = 2, 6
+VIEW_DB, REBUILD_DB = REDIS_DBS["test_view_loss"]
 PROJECTOR = BUILD / "projector" / "credits-projector"
 ACCOUNTS = 100
 LOAD_WORKERS = 3
@@ -175,8 +175,7 @@ def verify(stack):
 
 
 def new_stack(name):
-    subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(REBUILD_DB), "FLUSHDB"], check=True, capture_output=True)
-    return private_stack(name, VIEW_DB, {"CREDITS_REDIS_REBUILD_DB": str(REBUILD_DB)})
+    return private_stack(name, (VIEW_DB, REBUILD_DB))
 
 
 def test_a_flushed_view_is_rebuilt_by_the_projector_and_queries_answer_503_meanwhile():
