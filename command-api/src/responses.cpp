@@ -156,6 +156,7 @@ unsigned http_status(error_code code) {
     case error_code::reservation_not_found:
     case error_code::transaction_not_found:
     case error_code::event_not_found:
+    case error_code::grant_not_found:
       return 404;
     case error_code::account_blocked:
       return 423;
@@ -167,6 +168,7 @@ unsigned http_status(error_code code) {
     case error_code::transaction_account_mismatch:
     case error_code::idempotency_key_reused:
     case error_code::idempotency_key_in_flight:
+    case error_code::grant_not_active:
       return 409;
     case error_code::unavailable:
       return 503;

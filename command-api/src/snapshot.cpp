@@ -11,6 +11,19 @@ using nlohmann::json;
 
 constexpr std::size_t packed_key_bytes = sizeof(packed_key);
 
+// [[grant id, amount], ...]
+json draws_json(const grant_draws& draws) {
+  json out = json::array();
+  for (const auto& d : draws) out.push_back(json::array({d.grant_id, d.amount}));
+  return out;
+}
+
+grant_draws draws_from(const json& j) {
+  grant_draws out;
+  for (const auto& d : j) out.push_back({d.at(0).get<std::string>(), d.at(1).get<amount_t>()});
+  return out;
+}
+
 json reservation_json(const reservation_state& r) {
   return {{"id", r.id},
           {"amount", r.amount},
@@ -20,14 +33,56 @@ json reservation_json(const reservation_state& r) {
           {"charged", r.charged},
           {"operation", r.operation},
           {"model", r.model},
-          {"metadata", r.metadata}};
+          {"metadata", r.metadata},
+          {"draws", draws_json(r.draws)}};
 }
 
-// id -> [type, amount, reversed]
+// id -> [type, amount, reversed, reason, draws]
 json transactions_json(const account_state& a) {
   json out = json::object();
-  for (const auto& [id, t] : a.transactions) out[id] = json::array({t.type, t.amount, t.reversed});
+  for (const auto& [id, t] : a.transactions)
+    out[id] = json::array({t.type, t.amount, t.reversed, t.reason, draws_json(t.draws)});
   return out;
+}
+
+// [id, transactionId, sequence, createdAt, expiresAt or null, priority, category, [costAmount, currency] or null,
+//  granted, remaining, held, charged, refunded, expired, voided, status]
+json grants_json(const account_state& a) {
+  json out = json::array();
+  for (const auto& [id, g] : a.grants)
+    out.push_back(json::array(
+        {g.id, g.transaction_id, g.sequence, g.created_at, g.expires_at ? json(*g.expires_at) : json(nullptr),
+         g.priority, to_string(g.category), g.cost ? json::array({g.cost->amount, g.cost->currency}) : json(),
+         g.granted, g.remaining, g.held, g.charged, g.refunded, g.expired, g.voided, static_cast<int>(g.status)}));
+  return out;
+}
+
+grant_state grant_from(const json& j) {
+  grant_state g;
+  g.id = j.at(0).get<std::string>();
+  g.transaction_id = j.at(1).get<std::string>();
+  g.sequence = j.at(2).get<std::uint64_t>();
+  g.created_at = j.at(3).get<time_ms>();
+  if (!j.at(4).is_null()) g.expires_at = j.at(4).get<time_ms>();
+  g.priority = j.at(5).get<int>();
+  const auto category = grant_category_from(j.at(6).get<std::string>());
+  if (!category) throw std::invalid_argument("bad grant category");
+  g.category = *category;
+  if (!j.at(7).is_null()) g.cost = cost_basis{j.at(7).at(0).get<amount_t>(), j.at(7).at(1).get<std::string>()};
+  g.granted = j.at(8).get<amount_t>();
+  g.remaining = j.at(9).get<amount_t>();
+  g.held = j.at(10).get<amount_t>();
+  g.charged = j.at(11).get<amount_t>();
+  g.refunded = j.at(12).get<amount_t>();
+  g.expired = j.at(13).get<amount_t>();
+  g.voided = j.at(14).get<amount_t>();
+  const auto status = j.at(15).get<int>();
+  if (status < 0 || status > static_cast<int>(grant_status::voided)) throw std::invalid_argument("bad grant status");
+  g.status = static_cast<grant_status>(status);
+  if (g.remaining < 0 || g.held < 0 ||
+      g.granted != g.remaining + g.held + g.charged - g.refunded + g.expired + g.voided)
+    throw std::invalid_argument("grant " + g.id + " does not conserve its credits");
+  return g;
 }
 
 json account_json(const account_state& a) {
@@ -43,7 +98,9 @@ json account_json(const account_state& a) {
           {"balance", a.balance},
           {"reserved", a.reserved},
           {"reservations", std::move(reservations)},
-          {"transactions", transactions_json(a)}};
+          {"transactions", transactions_json(a)},
+          {"grants", grants_json(a)},
+          {"grantsCreated", a.grants_created}};
 }
 
 // Little-endian, whatever the machine's order.
@@ -148,6 +205,9 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
     s.created_at = j.at("createdAt").get<time_ms>();
     s.next_offsets = j.at("nextOffsets").get<std::map<std::string, std::vector<std::int64_t>>>();
     for (const auto& a : j.at("accounts")) {
+      // Grants were added within the format version: a snapshot without them was written before grants and
+      // cannot say which grant holds which credit, so it is refused and the whole log is replayed instead.
+      if (!a.contains("grants")) throw std::invalid_argument("the snapshot predates credit grants");
       account_state acc;
       acc.id = a.at("id").get<std::string>();
       acc.tenant = a.at("tenant").get<std::string>();
@@ -171,7 +231,8 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
                              r.at("charged").get<amount_t>(),
                              r.at("operation").get<std::string>(),
                              r.at("model").get<std::string>(),
-                             r.at("metadata")};
+                             r.at("metadata"),
+                             draws_from(r.at("draws"))};
         if (rs.status == reservation_status::pending) {
           pending += rs.amount;
           s.state.pending_by_expiry.emplace(rs.expires_at, rs.id);
@@ -179,13 +240,26 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
         acc.reservations.emplace(rs.id, std::move(rs));
       }
       for (const auto& [id, t] : a.at("transactions").items()) {
-        transaction_state ts{t.at(0).get<std::string>(), t.at(1).get<amount_t>(), t.at(2).get<amount_t>()};
+        transaction_state ts{t.at(0).get<std::string>(), t.at(1).get<amount_t>(), t.at(2).get<amount_t>(),
+                             t.at(3).get<std::string>(), draws_from(t.at(4))};
         if (ts.amount < 0 || ts.reversed < 0 || ts.reversed > ts.amount)
           throw std::invalid_argument("transaction " + id + " is reversed beyond its amount");
         acc.transactions.emplace(id, std::move(ts));
       }
+      for (const auto& gj : a.at("grants")) {
+        auto g = grant_from(gj);
+        acc.grants_remaining += g.remaining;
+        acc.grants_held += g.held;
+        if (g.remaining > 0) {
+          acc.burnable.insert(burn_key_of(g));
+          if (g.expires_at) s.state.grants_by_expiry.emplace(*g.expires_at, g.id);
+        }
+        acc.grants.emplace(g.id, std::move(g));
+      }
+      acc.grants_created = a.at("grantsCreated").get<std::uint64_t>();
       // A snapshot that contradicts itself is corrupt, whatever its checksum says.
-      if (pending != acc.reserved || acc.balance < 0 || acc.balance > amount_max || acc.available() < 0)
+      if (pending != acc.reserved || acc.balance < 0 || acc.balance > amount_max || acc.available() < 0 ||
+          acc.grants_remaining + acc.grants_held != acc.balance || acc.grants_held != acc.reserved)
         throw std::invalid_argument("account " + acc.id + " violates the money invariants");
       s.state.accounts.emplace(acc.id, std::move(acc));
     }

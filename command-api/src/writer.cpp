@@ -588,12 +588,19 @@ std::optional<std::uint64_t> writer::remember_key(const event& e, stream topic, 
 }
 
 void writer::add_expiries(decided_batch& d) {
-  for (auto& e : expire_due(state_, d.now, cfg_.expiries_per_batch_max)) {
-    e.event_id = new_event_id();
-    apply(state_, e);
-    d.records.push_back({cfg_.ledger_topic, e.account_id, encode(e), cloudevents_headers(e, cfg_.event_source)});
-    d.events.push_back(std::move(e));
-  }
+  const auto add = [&](std::vector<event> events) {
+    for (auto& e : events) {
+      e.event_id = new_event_id();
+      apply(state_, e);
+      d.records.push_back({cfg_.ledger_topic, e.account_id, encode(e), cloudevents_headers(e, cfg_.event_source)});
+      d.events.push_back(std::move(e));
+    }
+    return events.size();
+  };
+  // Grants expire by the same clock, batching and restart rules as holds, within what the holds left of the
+  // batch's budget: a hold's expiry first returns its draws, so a grant's remainder is judged after it.
+  const auto holds = add(expire_due(state_, d.now, cfg_.expiries_per_batch_max));
+  if (holds < cfg_.expiries_per_batch_max) add(expire_grants_due(state_, d.now, cfg_.expiries_per_batch_max - holds));
 }
 
 store::append_result writer::append(const decided_batch& d) {

@@ -1,5 +1,6 @@
 #include "credits/common/domain.hpp"
 
+#include <algorithm>
 #include <optional>
 
 #include "credits/common/assert.hpp"
@@ -68,6 +69,65 @@ std::variant<pending_reservation, rejection> find_pending(const ledger_state& st
   return pending_reservation{account, &r};
 }
 
+const grant_state* find_grant(const account_state& account, const std::string& id) {
+  const auto it = account.grants.find(id);
+  return it == account.grants.end() ? nullptr : &it->second;
+}
+
+// The first `amount` of a hold's draws, in their order: what a confirm charges.
+grant_draws first_of(const grant_draws& held, amount_t amount) {
+  grant_draws out;
+  for (const auto& d : held) {
+    if (amount == 0) break;
+    const amount_t part = std::min(amount, d.amount);
+    out.push_back({d.grant_id, part});
+    amount -= part;
+  }
+  return out;
+}
+
+// What is left of `held` per grant after `taken`, in the order of `held`.
+grant_draws rest_of(const grant_draws& held, const grant_draws& taken) {
+  grant_draws out;
+  for (const auto& d : held) {
+    amount_t left = d.amount;
+    for (const auto& t : taken)
+      if (t.grant_id == d.grant_id) left -= t.amount;
+    if (left > 0) out.push_back({d.grant_id, left});
+  }
+  return out;
+}
+
+std::string_view gone_reason(const grant_state& g, time_ms now) {
+  if (g.status == grant_status::voided) return reason_grant_voided;
+  if (g.status == grant_status::expired || g.expired_at(now)) return reason_grant_expired;
+  return {};
+}
+
+// What returns to a grant that expired or was voided leaves it again at once: after the event that returned it
+// (a release, a refund), one CreditsDeducted per such grant, in the same decision and so the same Kafka
+// transaction. `balance` is the account's balance after the events before; it follows these.
+void remove_returned(std::vector<event>& out, const account_state& account, const grant_draws& returned,
+                     std::string_view cause_id, amount_t& balance, const request_context& ctx) {
+  for (const auto& d : returned) {
+    const auto* g = find_grant(account, d.grant_id);
+    CREDITS_ASSERT(g != nullptr, "a draw names an unknown grant");
+    const auto reason = gone_reason(*g, ctx.now);
+    if (reason.empty()) continue;
+    balance -= d.amount;
+    credits_deducted p{derived_transaction_id(account.id, cause_id, d.grant_id),
+                       d.amount,
+                       balance,
+                       reason == reason_grant_voided ? "grant voided" : "grant expired",
+                       nlohmann::json::object(),
+                       grant_draws{d},
+                       std::string(reason),
+                       d.grant_id,
+                       {}};
+    out.push_back(make_event(ctx, account.id, std::move(p)));
+  }
+}
+
 decision decide_one(const ledger_state& state, const create_account& c, const request_context& ctx) {
   if (state.accounts.contains(c.account_id))
     return reject(error_code::account_exists,
@@ -82,49 +142,138 @@ decision decide_one(const ledger_state& state, const add_credits& c, const reque
   if (c.amount > amount_max - account->balance)
     return reject(error_code::invalid_request, "the balance would exceed the maximum of 2^53-1 credits", "amount",
                   {{"balance", account->balance}, {"max", amount_max}});
-  return one(make_event(ctx, c.account_id,
-                        credits_added{c.transaction_id, c.amount, account->balance + c.amount, c.description,
-                                      c.payment_method, c.metadata}));
+  if (c.expires_at && *c.expires_at <= ctx.now)
+    return reject(error_code::invalid_request, "expiresAt must be in the future", "expiresAt",
+                  {{"expiresAt", format_time(*c.expires_at)}, {"now", format_time(ctx.now)}});
+  const auto grant_id = grant_id_of(c.transaction_id);
+  CREDITS_ASSERT(!grant_id.empty(), "add_credits carries a malformed transaction id");
+  if (account->grants.contains(grant_id))  // 64 random bits collided: the client may retry
+    return reject(error_code::internal, "transaction id collision, please retry");
+  credits_added p{c.transaction_id, c.amount, account->balance + c.amount, c.description, c.payment_method, c.metadata};
+  p.grant_id = grant_id;
+  p.expires_at = c.expires_at;
+  p.priority = c.priority;
+  p.category = c.category;
+  p.cost = c.cost;
+  return one(make_event(ctx, c.account_id, std::move(p)));
 }
 
 decision decide_one(const ledger_state& state, const deduct_credits& c, const request_context& ctx) {
   const auto* account = find_account(state, c.account_id, ctx.tenant);
   if (!account) return no_account();
-  if (c.amount > account->available()) return insufficient(c.amount, account->available());
-  return one(
-      make_event(ctx, c.account_id,
-                 credits_deducted{c.transaction_id, c.amount, account->balance - c.amount, c.description, c.metadata}));
+  const amount_t available = spendable(*account, ctx.now);
+  if (c.amount > available) return insufficient(c.amount, available);
+  return one(make_event(ctx, c.account_id,
+                        credits_deducted{c.transaction_id, c.amount, account->balance - c.amount, c.description,
+                                         c.metadata, draw_in_burn_order(*account, c.amount, ctx.now)}));
 }
 
 decision decide_one(const ledger_state& state, const create_reservation& c, const request_context& ctx) {
   const auto* account = find_account(state, c.account_id, ctx.tenant);
   if (!account) return no_account();
-  if (c.amount > account->available()) return insufficient(c.amount, account->available());
+  const amount_t available = spendable(*account, ctx.now);
+  if (c.amount > available) return insufficient(c.amount, available);
   if (account->reservations.contains(c.reservation_id))  // 64 random bits collided: the client may retry
     return reject(error_code::internal, "reservation id collision, please retry");
-  return one(make_event(
-      ctx, c.account_id,
-      credits_reserved{c.reservation_id, c.amount, ctx.now + c.expires_in_ms, c.operation, c.model, c.metadata}));
+  return one(make_event(ctx, c.account_id,
+                        credits_reserved{c.reservation_id, c.amount, ctx.now + c.expires_in_ms, c.operation, c.model,
+                                         c.metadata, draw_in_burn_order(*account, c.amount, ctx.now)}));
+}
+
+// Charges the whole hold and deducts the excess from available in burn order, or refuses as insufficient (the
+// hold stays pending). Over-capture never truncates silently and never overdraws.
+decision overcapture(const account_state& account, const reservation_state& reservation, const confirm_reservation& c,
+                     const request_context& ctx) {
+  const amount_t excess = c.actual_amount - reservation.amount;
+  const amount_t available = spendable(account, ctx.now);
+  if (excess > available)
+    return reject(error_code::insufficient_credits, "insufficient credits for the amount above the hold",
+                  "actualAmount", {{"needed", excess}, {"available", available}});
+  std::vector<event> events;
+  const amount_t after_hold = account.balance - reservation.amount;
+  events.push_back(make_event(
+      ctx, account.id,
+      reservation_confirmed{c.reservation_id, c.transaction_id, reservation.amount, 0, after_hold, reservation.draws}));
+  credits_deducted extra{derived_transaction_id(account.id, c.transaction_id, reason_overcapture),
+                         excess,
+                         after_hold - excess,
+                         "over-capture of " + c.reservation_id,
+                         nlohmann::json::object(),
+                         draw_in_burn_order(account, excess, ctx.now),
+                         std::string(reason_overcapture),
+                         {},
+                         c.reservation_id};
+  events.push_back(make_event(ctx, account.id, std::move(extra)));
+  return events;
 }
 
 decision decide_one(const ledger_state& state, const confirm_reservation& c, const request_context& ctx) {
   auto found = find_pending(state, c.reservation_id, ctx);
   if (auto* r = std::get_if<rejection>(&found)) return std::move(*r);
   const auto [account, reservation] = std::get<pending_reservation>(found);
-  if (c.actual_amount > reservation->amount)
+  if (c.actual_amount > reservation->amount) {
+    if (c.allow_overcapture) return overcapture(*account, *reservation, c, ctx);
     return reject(error_code::invalid_request, "actualAmount exceeds the reserved amount", "actualAmount",
                   {{"reserved", reservation->amount}, {"actualAmount", c.actual_amount}});
-  return one(
+  }
+  auto charged = first_of(reservation->draws, c.actual_amount);
+  const auto released = rest_of(reservation->draws, charged);
+  amount_t balance = account->balance - c.actual_amount;
+  std::vector<event> events;
+  events.push_back(
       make_event(ctx, account->id,
                  reservation_confirmed{c.reservation_id, c.transaction_id, c.actual_amount,
-                                       reservation->amount - c.actual_amount, account->balance - c.actual_amount}));
+                                       reservation->amount - c.actual_amount, balance, std::move(charged)}));
+  remove_returned(events, *account, released, c.reservation_id, balance, ctx);
+  return events;
 }
 
 decision decide_one(const ledger_state& state, const cancel_reservation& c, const request_context& ctx) {
   auto found = find_pending(state, c.reservation_id, ctx);
   if (auto* r = std::get_if<rejection>(&found)) return std::move(*r);
   const auto [account, reservation] = std::get<pending_reservation>(found);
-  return one(make_event(ctx, account->id, reservation_cancelled{c.reservation_id, reservation->amount}));
+  std::vector<event> events;
+  events.push_back(
+      make_event(ctx, account->id, reservation_cancelled{c.reservation_id, reservation->amount, reservation->draws}));
+  amount_t balance = account->balance;
+  remove_returned(events, *account, reservation->draws, c.reservation_id, balance, ctx);
+  return events;
+}
+
+// A refund returns to the grants the original took from, last drawn first.
+grant_draws refund_draws(const transaction_state& original, amount_t amount) {
+  grant_draws out;
+  for (auto it = original.draws.rbegin(); it != original.draws.rend() && amount > 0; ++it) {
+    const amount_t part = std::min(amount, it->amount);
+    out.push_back({it->grant_id, part});
+    amount -= part;
+  }
+  CREDITS_ASSERT(amount == 0, "a charge's draws hold less than what is left to refund of it");
+  return out;
+}
+
+decision decide_one(const ledger_state& state, const void_grant& c, const request_context& ctx) {
+  const auto account_id = account_of("grt", c.grant_id);
+  const auto* account = account_id ? find_account(state, *account_id, ctx.tenant) : nullptr;
+  const auto* g = account ? find_grant(*account, c.grant_id) : nullptr;
+  if (!g) return reject(error_code::grant_not_found, "grant not found", "grantId");
+  if (g->status == grant_status::voided || g->status == grant_status::expired || g->expired_at(ctx.now)) {
+    const auto status = g->status == grant_status::voided ? grant_status::voided : grant_status::expired;
+    return reject(error_code::grant_not_active, "grant is already " + std::string(to_string(status)), "grantId",
+                  {{"status", to_string(status)}});
+  }
+  grant_draws draws;
+  if (g->remaining > 0) draws.push_back({g->id, g->remaining});
+  return one(make_event(ctx, account->id,
+                        credits_deducted{c.transaction_id,
+                                         g->remaining,
+                                         account->balance - g->remaining,
+                                         "grant voided",
+                                         nlohmann::json::object(),
+                                         std::move(draws),
+                                         std::string(reason_grant_voided),
+                                         g->id,
+                                         {}}));
 }
 
 decision decide_one(const ledger_state& state, const record_usage& c, const request_context& ctx) {
@@ -153,6 +302,9 @@ decision decide_one(const ledger_state& state, const reverse_transaction& c, con
   if (original.type != "CreditsAdded" && original.type != "CreditsDeducted" && original.type != "ReservationConfirmed")
     return reject(error_code::invalid_request, "a " + original.type + " transaction cannot be reversed",
                   "transactionId", {{"type", original.type}});
+  if (original.reason == reason_grant_expired || original.reason == reason_grant_voided)
+    return reject(error_code::invalid_request, "the " + original.reason + " of a grant cannot be reversed",
+                  "transactionId", {{"type", original.type}, {"reason", original.reason}});
   const amount_t remaining = original.amount - original.reversed;
   const amount_t amount = c.amount == 0 ? remaining : c.amount;
   if (amount == 0 || amount > remaining)
@@ -162,12 +314,26 @@ decision decide_one(const ledger_state& state, const reverse_transaction& c, con
                   "amount", {{"original", original.amount}, {"reversed", original.reversed}, {"remaining", remaining}});
   transaction_reversed r{c.reversal_id, c.transaction_id, original.type, amount, 0, c.description, c.metadata};
   const amount_t delta = balance_delta(r);
-  if (delta < 0 && -delta > account->available()) return insufficient(-delta, account->available());
+  if (delta < 0) {
+    // A correction takes from the grant the credits were added as; what of it is used or held stays.
+    const auto* g = find_grant(*account, grant_id_of(c.transaction_id));
+    const amount_t left = g ? g->remaining : 0;
+    if (-delta > left)
+      return reject(error_code::insufficient_credits, "the grant has less left than the correction", "amount",
+                    {{"needed", -delta}, {"available", left}});
+    r.draws = grant_draws{{g->id, -delta}};
+  }
   if (delta > 0 && delta > amount_max - account->balance)
     return reject(error_code::invalid_request, "the balance would exceed the maximum of 2^53-1 credits", "amount",
                   {{"balance", account->balance}, {"max", amount_max}});
-  r.balance_after = account->balance + delta;
-  return one(make_event(ctx, account->id, std::move(r)));
+  if (delta > 0) r.draws = refund_draws(original, amount);
+  amount_t balance = account->balance + delta;
+  r.balance_after = balance;
+  const auto returned = delta > 0 ? *r.draws : grant_draws{};
+  std::vector<event> events;
+  events.push_back(make_event(ctx, account->id, std::move(r)));
+  remove_returned(events, *account, returned, c.reversal_id, balance, ctx);
+  return events;
 }
 
 decision decide_one(const ledger_state& state, const void_event& c, const request_context& ctx) {
@@ -213,14 +379,212 @@ reservation_state& pending_in(account_state& account, const std::string& id) {
   return it->second;
 }
 
-void post(account_state& account, const std::string& transaction_id, const char* type, amount_t amount) {
-  account.transactions.emplace(transaction_id, transaction_state{type, amount, 0});
+void post(account_state& account, const std::string& transaction_id, const char* type, amount_t amount,
+          std::string reason = {}, grant_draws draws = {}) {
+  account.transactions.emplace(transaction_id, transaction_state{type, amount, 0, std::move(reason), std::move(draws)});
 }
 
 void release(ledger_state& state, account_state& account, reservation_state& r, reservation_status status) {
   account.reserved -= r.amount;
   r.status = status;
   state.pending_by_expiry.erase({r.expires_at, r.id});
+}
+
+// Moves a grant's remaining by `delta`, keeping the account's burn index, the expiry index and the sums.
+void adjust_remaining(ledger_state& state, account_state& account, grant_state& g, amount_t delta) {
+  const bool had = g.remaining > 0;
+  g.remaining += delta;
+  account.grants_remaining += delta;
+  CREDITS_ASSERT(g.remaining >= 0, "a grant's remaining went negative");
+  const bool has = g.remaining > 0;
+  if (had == has) return;
+  if (has) {
+    account.burnable.insert(burn_key_of(g));
+    if (g.expires_at) state.grants_by_expiry.emplace(*g.expires_at, g.id);
+  } else {
+    account.burnable.erase(burn_key_of(g));
+    if (g.expires_at) state.grants_by_expiry.erase({*g.expires_at, g.id});
+  }
+}
+
+grant_state& grant_in(account_state& account, const std::string& id) {
+  const auto it = account.grants.find(id);
+  CREDITS_ASSERT(it != account.grants.end(), "a draw names an unknown grant");
+  return it->second;
+}
+
+// The grant a CreditsAdded creates: named by the event, or derived from its transaction id when written before
+// grants (and, for a hand-made transaction id that names no account, still unique per transaction).
+std::string grant_of(const credits_added& p) {
+  if (!p.grant_id.empty()) return p.grant_id;
+  auto id = grant_id_of(p.transaction_id);
+  return id.empty() ? "grt:" + p.transaction_id : id;
+}
+
+// How much each grant in `draws` accounts for, summed: one grant may appear more than once in a hand-made event.
+std::map<std::string, amount_t> per_grant(const grant_draws& draws) {
+  std::map<std::string, amount_t> out;
+  for (const auto& d : draws) out[d.grant_id] += d.amount;
+  return out;
+}
+
+amount_t total_of(const grant_draws& draws) {
+  amount_t sum = 0;
+  for (const auto& d : draws) sum += d.amount;
+  return sum;
+}
+
+// The draws an event written before grants would have carried: the burn order at its time, then (for an event a
+// writer decided by balance alone while a grant's expiry was not yet written) the expired grants in burn order.
+// `skip` is already taken. Deterministic, so every fold of the same log computes the same draws.
+grant_draws legacy_take(const account_state& account, amount_t amount, time_ms at, const grant_draws& skip = {}) {
+  grant_draws out;
+  const auto taken = per_grant(skip);
+  for (const bool expired_pass : {false, true})
+    for (const auto& key : account.burnable) {
+      if (amount == 0) return out;
+      const auto& g = account.grants.at(key.grant_id);
+      if (g.expired_at(at) != expired_pass) continue;
+      const auto t = taken.find(g.id);
+      const amount_t left = g.remaining - (t == taken.end() ? 0 : t->second);
+      if (left <= 0) continue;
+      const amount_t part = std::min(amount, left);
+      out.push_back({g.id, part});
+      amount -= part;
+    }
+  return out;
+}
+
+// The grant side of an event as every fold applies it: the event's own draws, or those it would have carried.
+// For a reservation's release (confirm, cancel, expiry) these are what it charges, or returns.
+grant_draws draws_of(const account_state& account, const event& e) {
+  return std::visit(
+      overloaded{
+          [&](const credits_deducted& p) {
+            if (p.draws) return *p.draws;
+            if (!p.grant_id.empty()) return grant_draws{{p.grant_id, p.amount}};
+            return legacy_take(account, p.amount, e.occurred_at);
+          },
+          [&](const credits_reserved& p) { return p.draws ? *p.draws : legacy_take(account, p.amount, e.occurred_at); },
+          [&](const reservation_confirmed& p) {
+            if (p.draws) return *p.draws;
+            const auto r = account.reservations.find(p.reservation_id);
+            return r == account.reservations.end() ? grant_draws{} : first_of(r->second.draws, p.charged);
+          },
+          [&](const reservation_cancelled& p) {
+            const auto r = account.reservations.find(p.reservation_id);
+            return r == account.reservations.end() ? grant_draws{} : r->second.draws;
+          },
+          [&](const reservation_expired& p) {
+            const auto r = account.reservations.find(p.reservation_id);
+            return r == account.reservations.end() ? grant_draws{} : r->second.draws;
+          },
+          [&](const transaction_reversed& p) {
+            if (p.draws) return *p.draws;
+            if (balance_delta(p) < 0) {
+              // A correction written before grants: from its grant first, then by burn order.
+              grant_draws out;
+              const auto* g = find_grant(account, grant_id_of(p.original_transaction_id));
+              if (g && g->remaining > 0) out.push_back({g->id, std::min(p.amount, g->remaining)});
+              auto rest = legacy_take(account, p.amount - total_of(out), e.occurred_at, out);
+              out.insert(out.end(), rest.begin(), rest.end());
+              return out;
+            }
+            // A refund written before grants: to the original's draws, last drawn first; what they cannot take
+            // goes to the newest grant.
+            grant_draws out;
+            amount_t left = p.amount;
+            if (const auto o = account.transactions.find(p.original_transaction_id); o != account.transactions.end())
+              for (auto it = o->second.draws.rbegin(); it != o->second.draws.rend() && left > 0; ++it) {
+                const amount_t part = std::min(left, it->amount);
+                out.push_back({it->grant_id, part});
+                left -= part;
+              }
+            if (left > 0) {
+              const grant_state* newest = nullptr;
+              for (const auto& [id, g] : account.grants)
+                if (!newest || g.sequence > newest->sequence) newest = &g;
+              if (newest) out.push_back({newest->id, left});
+            }
+            return out;
+          },
+          [](const auto&) { return grant_draws{}; },
+      },
+      e.payload);
+}
+
+// Why the grant side of `e` does not hold, or nullopt. The money side is checked by violation() itself.
+std::optional<std::string> grant_violation(const account_state& account, const event& e) {
+  if (const auto* added = std::get_if<credits_added>(&e.payload)) {
+    if (account.grants.contains(grant_of(*added))) return "grant " + grant_of(*added) + " is created twice";
+    if (added->priority < grant_priority_min || added->priority > grant_priority_max)
+      return "grant priority " + std::to_string(added->priority) + " is out of range";
+    return std::nullopt;
+  }
+  if (!std::holds_alternative<credits_deducted>(e.payload) && !std::holds_alternative<credits_reserved>(e.payload) &&
+      !std::holds_alternative<reservation_confirmed>(e.payload) &&
+      !std::holds_alternative<reservation_cancelled>(e.payload) &&
+      !std::holds_alternative<reservation_expired>(e.payload) &&
+      !std::holds_alternative<transaction_reversed>(e.payload))
+    return std::nullopt;
+  const auto draws = draws_of(account, e);
+  for (const auto& d : draws)
+    if (d.amount <= 0 || !account.grants.contains(d.grant_id))
+      return "a draw of " + std::to_string(d.amount) + " from grant " + d.grant_id + " that is unknown or not positive";
+  const auto sums = per_grant(draws);
+  const auto takes_remaining = [&](amount_t amount) -> std::optional<std::string> {
+    if (total_of(draws) != amount)
+      return "the draws account for " + std::to_string(total_of(draws)) + " of " + std::to_string(amount);
+    for (const auto& [id, sum] : sums)
+      if (sum > account.grants.at(id).remaining)
+        return "grant " + id + " has " + std::to_string(account.grants.at(id).remaining) + " left, the event takes " +
+               std::to_string(sum);
+    return std::nullopt;
+  };
+  return std::visit(
+      overloaded{
+          [&](const credits_deducted& p) -> std::optional<std::string> {
+            if (p.reason == reason_grant_expired || p.reason == reason_grant_voided) {
+              if (!account.grants.contains(p.grant_id)) return "the expiry or void names no grant of the account";
+              for (const auto& d : draws)
+                if (d.grant_id != p.grant_id) return "an expiry or a void takes from another grant than its own";
+            }
+            return takes_remaining(p.amount);
+          },
+          [&](const credits_reserved& p) { return takes_remaining(p.amount); },
+          [&](const reservation_confirmed& p) -> std::optional<std::string> {
+            const auto r = account.reservations.find(p.reservation_id);
+            if (r == account.reservations.end()) return std::nullopt;  // violation() reports it
+            if (total_of(draws) != p.charged)
+              return "the draws account for " + std::to_string(total_of(draws)) + " of the charge " +
+                     std::to_string(p.charged);
+            const auto held = per_grant(r->second.draws);
+            for (const auto& [id, sum] : sums)
+              if (const auto h = held.find(id); h == held.end() || h->second < sum)
+                return "the confirm charges grant " + id + " more than the hold holds of it";
+            return std::nullopt;
+          },
+          [&](const reservation_cancelled& p) -> std::optional<std::string> {
+            const auto r = account.reservations.find(p.reservation_id);
+            if (p.draws && r != account.reservations.end() && per_grant(*p.draws) != per_grant(r->second.draws))
+              return "the release returns other draws than the hold holds";
+            return std::nullopt;
+          },
+          [&](const reservation_expired& p) -> std::optional<std::string> {
+            const auto r = account.reservations.find(p.reservation_id);
+            if (p.draws && r != account.reservations.end() && per_grant(*p.draws) != per_grant(r->second.draws))
+              return "the release returns other draws than the hold holds";
+            return std::nullopt;
+          },
+          [&](const transaction_reversed& p) -> std::optional<std::string> {
+            if (balance_delta(p) < 0) return takes_remaining(p.amount);
+            if (total_of(draws) != p.amount)
+              return "the refund returns " + std::to_string(total_of(draws)) + " of " + std::to_string(p.amount);
+            return std::nullopt;
+          },
+          [](const auto&) -> std::optional<std::string> { return std::nullopt; },
+      },
+      e.payload);
 }
 
 }  // namespace
@@ -249,6 +613,10 @@ std::string_view to_string(error_code code) {
       return "idempotency_key_reused";
     case error_code::idempotency_key_in_flight:
       return "idempotency_key_in_flight";
+    case error_code::grant_not_found:
+      return "grant_not_found";
+    case error_code::grant_not_active:
+      return "grant_not_active";
     case error_code::account_blocked:
       return "account_blocked";
     case error_code::event_not_found:
@@ -275,11 +643,55 @@ std::string_view to_string(reservation_status status) {
   return "pending";
 }
 
+std::string_view to_string(grant_status status) {
+  switch (status) {
+    case grant_status::active:
+      return "active";
+    case grant_status::expired:
+      return "expired";
+    case grant_status::voided:
+      return "voided";
+  }
+  return "active";
+}
+
+burn_key burn_key_of(const grant_state& g) {
+  return burn_key{g.priority, g.expires_at.value_or(time_never), g.sequence, g.id};
+}
+
+std::vector<const grant_state*> burn_order(const account_state& account, time_ms now) {
+  std::vector<const grant_state*> out;
+  for (const auto& key : account.burnable) {
+    const auto& g = account.grants.at(key.grant_id);
+    if (!g.expired_at(now) && g.status == grant_status::active) out.push_back(&g);
+  }
+  return out;
+}
+
+amount_t spendable(const account_state& account, time_ms now) {
+  amount_t sum = 0;
+  for (const auto* g : burn_order(account, now)) sum += g->remaining;
+  return sum;
+}
+
+grant_draws draw_in_burn_order(const account_state& account, amount_t amount, time_ms now) {
+  grant_draws out;
+  for (const auto* g : burn_order(account, now)) {
+    if (amount == 0) break;
+    const amount_t part = std::min(amount, g->remaining);
+    out.push_back({g->id, part});
+    amount -= part;
+  }
+  CREDITS_ASSERT(amount == 0, "drawn beyond what the grants hold");
+  return out;
+}
+
 std::string target_account(const command& cmd) {
   return std::visit(overloaded{
                         [](const confirm_reservation& c) { return account_of("rsv", c.reservation_id).value_or(""); },
                         [](const cancel_reservation& c) { return account_of("rsv", c.reservation_id).value_or(""); },
                         [](const reverse_transaction& c) { return account_of("txn", c.transaction_id).value_or(""); },
+                        [](const void_grant& c) { return account_of("grt", c.grant_id).value_or(""); },
                         [](const auto& c) { return c.account_id; },
                     },
                     cmd);
@@ -313,8 +725,15 @@ decision decide(const ledger_state& state, const command& cmd, const request_con
       usage->cost_credits = usage_cost(rules.prices, ctx.tenant, usage->model_id, usage->input_tokens,
                                        usage->output_tokens, usage->cached_tokens);
   if (!events || rules.balance_low_threshold <= 0) return d;
-  // Only a deduction or a new hold lowers `available`; confirming, cancelling and expiring raise it.
-  const auto& cause = events->front();
+  // Only a deduction, a new hold, a correction or a void lowers `available`; confirming, cancelling and expiring
+  // raise it, and what a release or a refund returns to an expired grant leaves at once (no change). An
+  // over-capture lowers it by its excess: the confirm of the whole hold changes nothing, its deduction does.
+  const event* found_cause = &events->front();
+  if (std::holds_alternative<reservation_confirmed>(found_cause->payload))
+    for (const auto& e : *events)
+      if (const auto* p = std::get_if<credits_deducted>(&e.payload); p && p->reason == reason_overcapture)
+        found_cause = &e;
+  const auto& cause = *found_cause;
   const auto it = state.accounts.find(cause.account_id);
   if (it == state.accounts.end()) return d;
   const auto& before = it->second;
@@ -348,8 +767,28 @@ decision decide(const ledger_state& state, const command& cmd, const request_con
   return d;
 }
 
+namespace {
+
+request_context system_context(const account_state& account, time_ms now) {
+  return request_context{.tenant = account.tenant,
+                         .api_key_id = "system",
+                         .request_id = {},
+                         .idempotency_key = {},
+                         .request_hash = {},
+                         .now = now};
+}
+
+// The balance of each account after the events decided so far in one scan: the state is folded only once the
+// scan's events are in the log, and each balanceAfter must count those before it.
+amount_t& running_balance(std::unordered_map<std::string, amount_t>& balances, const account_state& account) {
+  return balances.try_emplace(account.id, account.balance).first->second;
+}
+
+}  // namespace
+
 std::vector<event> expire_due(const ledger_state& state, time_ms now, std::size_t max_events) {
   std::vector<event> events;
+  std::unordered_map<std::string, amount_t> balances;
   for (const auto& [expires_at, id] : state.pending_by_expiry) {
     if (expires_at > now || events.size() >= max_events) break;
     const auto account_id = account_of("rsv", id);
@@ -357,13 +796,36 @@ std::vector<event> expire_due(const ledger_state& state, time_ms now, std::size_
     if (state.quarantined.contains(*account_id)) continue;  // paused until the account is served again
     const auto& account = state.accounts.at(*account_id);
     const auto& r = account.reservations.at(id);
-    request_context ctx{.tenant = account.tenant,
-                        .api_key_id = "system",
-                        .request_id = {},
-                        .idempotency_key = {},
-                        .request_hash = {},
-                        .now = now};
-    events.push_back(make_event(ctx, account.id, reservation_expired{id, r.amount}));
+    const auto ctx = system_context(account, now);
+    events.push_back(make_event(ctx, account.id, reservation_expired{id, r.amount, r.draws}));
+    remove_returned(events, account, r.draws, id, running_balance(balances, account), ctx);
+  }
+  return events;
+}
+
+std::vector<event> expire_grants_due(const ledger_state& state, time_ms now, std::size_t max_events) {
+  std::vector<event> events;
+  std::unordered_map<std::string, amount_t> balances;
+  for (const auto& [expires_at, id] : state.grants_by_expiry) {
+    if (expires_at > now || events.size() >= max_events) break;
+    const auto account_id = account_of("grt", id);
+    CREDITS_ASSERT(account_id.has_value(), "indexed grant id is malformed");
+    if (state.quarantined.contains(*account_id)) continue;  // paused until the account is served again
+    const auto& account = state.accounts.at(*account_id);
+    const auto& g = account.grants.at(id);
+    CREDITS_ASSERT(g.remaining > 0, "an indexed grant has nothing left");
+    auto& balance = running_balance(balances, account);
+    balance -= g.remaining;
+    events.push_back(make_event(system_context(account, now), account.id,
+                                credits_deducted{derived_transaction_id(account.id, "expiry", id),
+                                                 g.remaining,
+                                                 balance,
+                                                 "grant expired",
+                                                 nlohmann::json::object(),
+                                                 grant_draws{{id, g.remaining}},
+                                                 std::string(reason_grant_expired),
+                                                 id,
+                                                 {}}));
   }
   return events;
 }
@@ -390,7 +852,8 @@ std::optional<std::string> violation(const ledger_state& state, const event& e) 
              std::to_string(r->second.amount);
     return std::nullopt;
   };
-  std::optional<std::string> refused;
+  std::optional<std::string> refused = grant_violation(account, e);
+  if (refused) return refused;
   std::visit(overloaded{
                  [](const account_created&) {},
                  [](const usage_recorded&) {},
@@ -448,47 +911,125 @@ void apply_to(ledger_state&, account_state&, const event&, const usage_recorded&
 void apply_to(ledger_state&, account_state&, const event&, const event_voided&) {}
 void apply_to(ledger_state&, account_state&, const event&, const balance_low&) {}  // the cause moved the credits
 
-void apply_to(ledger_state&, account_state& account, const event&, const credits_added& p) {
+void apply_to(ledger_state& state, account_state& account, const event& e, const credits_added& p) {
   account.balance += p.amount;
   post(account, p.transaction_id, "CreditsAdded", p.amount);
+  const auto id = grant_of(p);
+  auto& g = account.grants[id];
+  g.id = id;
+  g.transaction_id = p.transaction_id;
+  g.sequence = ++account.grants_created;
+  g.created_at = e.occurred_at;
+  g.expires_at = p.expires_at;
+  g.priority = p.priority;
+  g.category = p.category;
+  g.cost = p.cost;
+  g.granted = p.amount;
+  adjust_remaining(state, account, g, p.amount);
 }
 
-void apply_to(ledger_state&, account_state& account, const event&, const credits_deducted& p) {
+void apply_to(ledger_state& state, account_state& account, const event& e, const credits_deducted& p) {
+  auto draws = draws_of(account, e);
+  for (const auto& d : draws) {
+    auto& g = grant_in(account, d.grant_id);
+    adjust_remaining(state, account, g, -d.amount);
+    if (p.reason == reason_grant_expired)
+      g.expired += d.amount;
+    else if (p.reason == reason_grant_voided)
+      g.voided += d.amount;
+    else
+      g.charged += d.amount;
+  }
+  if (p.reason == reason_grant_voided) grant_in(account, p.grant_id).status = grant_status::voided;
+  if (p.reason == reason_grant_expired) {
+    auto& g = grant_in(account, p.grant_id);
+    if (g.status == grant_status::active) g.status = grant_status::expired;
+  }
   account.balance -= p.amount;
-  post(account, p.transaction_id, "CreditsDeducted", p.amount);
+  const bool charge = p.reason != reason_grant_expired && p.reason != reason_grant_voided;
+  post(account, p.transaction_id, "CreditsDeducted", p.amount, p.reason, charge ? std::move(draws) : grant_draws{});
 }
 
 void apply_to(ledger_state& state, account_state& account, const event& e, const credits_reserved& p) {
+  auto draws = draws_of(account, e);
+  for (const auto& d : draws) {
+    auto& g = grant_in(account, d.grant_id);
+    adjust_remaining(state, account, g, -d.amount);
+    g.held += d.amount;
+    account.grants_held += d.amount;
+  }
   account.reserved += p.amount;
-  account.reservations.emplace(p.reservation_id,
-                               reservation_state{p.reservation_id, p.amount, e.occurred_at, p.expires_at,
-                                                 reservation_status::pending, 0, p.operation, p.model, p.metadata});
+  account.reservations.emplace(p.reservation_id, reservation_state{p.reservation_id, p.amount, e.occurred_at,
+                                                                   p.expires_at, reservation_status::pending, 0,
+                                                                   p.operation, p.model, p.metadata, std::move(draws)});
   state.pending_by_expiry.emplace(p.expires_at, p.reservation_id);
 }
 
-void apply_to(ledger_state& state, account_state& account, const event&, const reservation_confirmed& p) {
+// A hold's draws leave `held`: `charged` of them is charged, the rest returns to each grant's remaining.
+void settle_hold(ledger_state& state, account_state& account, const reservation_state& r, const grant_draws& charged) {
+  const auto charged_by_grant = per_grant(charged);
+  for (const auto& d : r.draws) {
+    auto& g = grant_in(account, d.grant_id);
+    const auto c = charged_by_grant.find(d.grant_id);
+    const amount_t charge = c == charged_by_grant.end() ? 0 : c->second;
+    g.held -= d.amount;
+    account.grants_held -= d.amount;
+    g.charged += charge;
+    adjust_remaining(state, account, g, d.amount - charge);
+    CREDITS_ASSERT(g.held >= 0, "a grant's held went negative");
+  }
+}
+
+void apply_to(ledger_state& state, account_state& account, const event& e, const reservation_confirmed& p) {
+  auto charged = draws_of(account, e);
   auto& r = pending_in(account, p.reservation_id);
+  settle_hold(state, account, r, charged);
   release(state, account, r, reservation_status::confirmed);
   r.charged = p.charged;
   account.balance -= p.charged;
-  post(account, p.transaction_id, "ReservationConfirmed", p.charged);
+  post(account, p.transaction_id, "ReservationConfirmed", p.charged, {}, std::move(charged));
 }
 
-void apply_to(ledger_state&, account_state& account, const event&, const transaction_reversed& p) {
+void apply_to(ledger_state& state, account_state& account, const event& e, const transaction_reversed& p) {
+  const auto draws = draws_of(account, e);
+  const auto original = account.transactions.find(p.original_transaction_id);
+  for (const auto& d : draws) {
+    auto& g = grant_in(account, d.grant_id);
+    if (balance_delta(p) < 0) {
+      adjust_remaining(state, account, g, -d.amount);
+      g.granted -= d.amount;
+      continue;
+    }
+    adjust_remaining(state, account, g, d.amount);
+    g.refunded += d.amount;
+    if (original == account.transactions.end()) continue;
+    // The original's draws keep what is not refunded yet: the next refund starts where this one stopped.
+    amount_t left = d.amount;
+    auto& taken = original->second.draws;
+    for (auto it = taken.rbegin(); it != taken.rend() && left > 0; ++it) {
+      if (it->grant_id != d.grant_id) continue;
+      const amount_t part = std::min(left, it->amount);
+      it->amount -= part;
+      left -= part;
+    }
+    std::erase_if(taken, [](const grant_draw& t) { return t.amount == 0; });
+  }
   // decide() reverses only what it knows; the folds judge a reversal by its money alone, as the projector can.
-  if (const auto original = account.transactions.find(p.original_transaction_id);
-      original != account.transactions.end())
-    original->second.reversed += p.amount;
+  if (original != account.transactions.end()) original->second.reversed += p.amount;
   account.balance += balance_delta(p);
   post(account, p.transaction_id, "TransactionReversed", p.amount);
 }
 
 void apply_to(ledger_state& state, account_state& account, const event&, const reservation_cancelled& p) {
-  release(state, account, pending_in(account, p.reservation_id), reservation_status::cancelled);
+  auto& r = pending_in(account, p.reservation_id);
+  settle_hold(state, account, r, {});
+  release(state, account, r, reservation_status::cancelled);
 }
 
 void apply_to(ledger_state& state, account_state& account, const event&, const reservation_expired& p) {
-  release(state, account, pending_in(account, p.reservation_id), reservation_status::expired);
+  auto& r = pending_in(account, p.reservation_id);
+  settle_hold(state, account, r, {});
+  release(state, account, r, reservation_status::expired);
 }
 
 // The voided record leaves the account's quarantine; none of the folds ever applied it.
@@ -518,6 +1059,9 @@ void apply(ledger_state& state, const event& e) {
   if (const auto* voided = std::get_if<event_voided>(&e.payload)) return unquarantine(state, e, *voided);
   auto& account = state.accounts.at(e.account_id);
   std::visit([&](const auto& p) { apply_to(state, account, e, p); }, e.payload);
+  CREDITS_ASSERT(account.grants_remaining + account.grants_held == account.balance,
+                 "the grants hold other credits than the balance");
+  CREDITS_ASSERT(account.grants_held == account.reserved, "the grants hold other credits than the reservations");
 }
 
 }  // namespace credits

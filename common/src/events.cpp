@@ -3,6 +3,7 @@
 #include "credits/common/contract.hpp"
 #include "credits/common/overloaded.hpp"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstdio>
@@ -16,37 +17,70 @@ using nlohmann::json;
 // Metadata is always an object on the wire, even when a caller built the event with a null one.
 json meta(const json& m) { return m.is_null() ? json::object() : m; }
 
+json draws_json(const grant_draws& draws) {
+  json out = json::array();
+  for (const auto& d : draws) out.push_back({{"grantId", d.grant_id}, {"amount", d.amount}});
+  return out;
+}
+
+// The fields added within version 1 for grants appear only where they mean something: events written before
+// grants decode without them.
+void put_draws(json& j, const std::optional<grant_draws>& draws) {
+  if (draws) j["draws"] = draws_json(*draws);
+}
+
 json payload_json(const account_created& p) {
   return {{"name", p.name}, {"externalId", p.external_id}, {"email", p.email}, {"metadata", meta(p.metadata)}};
 }
 json payload_json(const credits_added& p) {
-  return {{"transactionId", p.transaction_id}, {"amount", p.amount},
-          {"balanceAfter", p.balance_after},   {"description", p.description},
-          {"paymentMethod", p.payment_method}, {"metadata", meta(p.metadata)}};
+  json j = {{"transactionId", p.transaction_id}, {"amount", p.amount},
+            {"balanceAfter", p.balance_after},   {"description", p.description},
+            {"paymentMethod", p.payment_method}, {"metadata", meta(p.metadata)}};
+  if (!p.grant_id.empty()) {
+    j["grantId"] = p.grant_id;
+    j["priority"] = p.priority;
+    j["category"] = to_string(p.category);
+  }
+  if (p.expires_at) j["expiresAt"] = format_time(*p.expires_at);
+  if (p.cost) j["costBasis"] = {{"amount", p.cost->amount}, {"currency", p.cost->currency}};
+  return j;
 }
 json payload_json(const credits_deducted& p) {
-  return {{"transactionId", p.transaction_id},
-          {"amount", p.amount},
-          {"balanceAfter", p.balance_after},
-          {"description", p.description},
-          {"metadata", meta(p.metadata)}};
+  json j = {{"transactionId", p.transaction_id},
+            {"amount", p.amount},
+            {"balanceAfter", p.balance_after},
+            {"description", p.description},
+            {"metadata", meta(p.metadata)}};
+  put_draws(j, p.draws);
+  if (!p.reason.empty()) j["reason"] = p.reason;
+  if (!p.grant_id.empty()) j["grantId"] = p.grant_id;
+  if (!p.reservation_id.empty()) j["reservationId"] = p.reservation_id;
+  return j;
 }
 json payload_json(const credits_reserved& p) {
-  return {{"reservationId", p.reservation_id}, {"amount", p.amount}, {"expiresAt", format_time(p.expires_at)},
-          {"operation", p.operation},          {"model", p.model},   {"metadata", meta(p.metadata)}};
+  json j = {{"reservationId", p.reservation_id}, {"amount", p.amount}, {"expiresAt", format_time(p.expires_at)},
+            {"operation", p.operation},          {"model", p.model},   {"metadata", meta(p.metadata)}};
+  put_draws(j, p.draws);
+  return j;
 }
 json payload_json(const reservation_confirmed& p) {
-  return {{"reservationId", p.reservation_id},
-          {"transactionId", p.transaction_id},
-          {"charged", p.charged},
-          {"released", p.released},
-          {"balanceAfter", p.balance_after}};
+  json j = {{"reservationId", p.reservation_id},
+            {"transactionId", p.transaction_id},
+            {"charged", p.charged},
+            {"released", p.released},
+            {"balanceAfter", p.balance_after}};
+  put_draws(j, p.draws);
+  return j;
 }
 json payload_json(const reservation_cancelled& p) {
-  return {{"reservationId", p.reservation_id}, {"released", p.released}};
+  json j = {{"reservationId", p.reservation_id}, {"released", p.released}};
+  put_draws(j, p.draws);
+  return j;
 }
 json payload_json(const reservation_expired& p) {
-  return {{"reservationId", p.reservation_id}, {"released", p.released}};
+  json j = {{"reservationId", p.reservation_id}, {"released", p.released}};
+  put_draws(j, p.draws);
+  return j;
 }
 json payload_json(const usage_recorded& p) {
   json j = {{"usageId", p.usage_id},
@@ -68,10 +102,12 @@ json payload_json(const balance_low& p) {
 }
 
 json payload_json(const transaction_reversed& p) {
-  return {{"transactionId", p.transaction_id}, {"originalTransactionId", p.original_transaction_id},
-          {"originalType", p.original_type},   {"amount", p.amount},
-          {"balanceAfter", p.balance_after},   {"description", p.description},
-          {"metadata", meta(p.metadata)}};
+  json j = {{"transactionId", p.transaction_id}, {"originalTransactionId", p.original_transaction_id},
+            {"originalType", p.original_type},   {"amount", p.amount},
+            {"balanceAfter", p.balance_after},   {"description", p.description},
+            {"metadata", meta(p.metadata)}};
+  put_draws(j, p.draws);
+  return j;
 }
 
 json payload_json(const event_voided& p) {
@@ -105,23 +141,77 @@ time_ms when(const json& j, const char* key) {
   return *t;
 }
 
+// Draws name a grant and a positive amount; a list may be empty (a void of a grant with nothing left).
+std::optional<grant_draws> draws_from(const json& p) {
+  const auto it = p.find("draws");
+  if (it == p.end()) return std::nullopt;
+  if (!it->is_array()) throw std::invalid_argument("field is not an array: draws");
+  grant_draws out;
+  for (const auto& d : *it) {
+    auto draw = grant_draw{str(d, "grantId"), num(d, "amount")};
+    if (draw.amount <= 0 || draw.amount > amount_max) throw std::invalid_argument("a draw's amount is out of range");
+    out.push_back(std::move(draw));
+  }
+  return out;
+}
+
+std::string optional_str(const json& p, const char* key) { return p.contains(key) ? str(p, key) : std::string(); }
+
+credits_added added_from(const json& p) {
+  credits_added a{str(p, "transactionId"), num(p, "amount"),        num(p, "balanceAfter"),
+                  str(p, "description"),   str(p, "paymentMethod"), obj(p, "metadata")};
+  a.grant_id = optional_str(p, "grantId");
+  if (p.contains("expiresAt")) a.expires_at = when(p, "expiresAt");
+  if (p.contains("priority")) {
+    const auto priority = num(p, "priority");
+    if (priority < grant_priority_min || priority > grant_priority_max)
+      throw std::invalid_argument("priority is out of range");
+    a.priority = static_cast<int>(priority);
+  }
+  if (p.contains("category")) {
+    const auto category = grant_category_from(str(p, "category"));
+    if (!category) throw std::invalid_argument("category is not paid or promotional");
+    a.category = *category;
+  }
+  if (p.contains("costBasis")) {
+    const auto& c = p.at("costBasis");
+    a.cost = cost_basis{num(c, "amount"), str(c, "currency")};
+    if (a.cost->amount < 0 || !is_currency_code(a.cost->currency))
+      throw std::invalid_argument("costBasis is not a non-negative amount and an ISO 4217 currency");
+  }
+  return a;
+}
+
+credits_deducted deducted_from(const json& p) {
+  credits_deducted d{str(p, "transactionId"), num(p, "amount"), num(p, "balanceAfter"), str(p, "description"),
+                     obj(p, "metadata")};
+  d.draws = draws_from(p);
+  d.reason = optional_str(p, "reason");
+  d.grant_id = optional_str(p, "grantId");
+  d.reservation_id = optional_str(p, "reservationId");
+  if (!d.reason.empty() && d.reason != reason_grant_expired && d.reason != reason_grant_voided &&
+      d.reason != reason_overcapture)
+    throw std::invalid_argument("unknown deduction reason: " + d.reason);
+  if ((d.reason == reason_grant_expired || d.reason == reason_grant_voided) && d.grant_id.empty())
+    throw std::invalid_argument("an expiry or a void names no grantId");
+  return d;
+}
+
 std::optional<event_payload> payload_from(std::string_view type, const json& p) {
   if (type == "AccountCreated")
     return account_created{str(p, "name"), str(p, "externalId"), str(p, "email"), obj(p, "metadata")};
-  if (type == "CreditsAdded")
-    return credits_added{str(p, "transactionId"), num(p, "amount"),        num(p, "balanceAfter"),
-                         str(p, "description"),   str(p, "paymentMethod"), obj(p, "metadata")};
-  if (type == "CreditsDeducted")
-    return credits_deducted{str(p, "transactionId"), num(p, "amount"), num(p, "balanceAfter"), str(p, "description"),
-                            obj(p, "metadata")};
+  if (type == "CreditsAdded") return added_from(p);
+  if (type == "CreditsDeducted") return deducted_from(p);
   if (type == "CreditsReserved")
-    return credits_reserved{str(p, "reservationId"), num(p, "amount"), when(p, "expiresAt"),
-                            str(p, "operation"),     str(p, "model"),  obj(p, "metadata")};
+    return credits_reserved{str(p, "reservationId"), num(p, "amount"),   when(p, "expiresAt"), str(p, "operation"),
+                            str(p, "model"),         obj(p, "metadata"), draws_from(p)};
   if (type == "ReservationConfirmed")
     return reservation_confirmed{str(p, "reservationId"), str(p, "transactionId"), num(p, "charged"),
-                                 num(p, "released"), num(p, "balanceAfter")};
-  if (type == "ReservationCancelled") return reservation_cancelled{str(p, "reservationId"), num(p, "released")};
-  if (type == "ReservationExpired") return reservation_expired{str(p, "reservationId"), num(p, "released")};
+                                 num(p, "released"),      num(p, "balanceAfter"),  draws_from(p)};
+  if (type == "ReservationCancelled")
+    return reservation_cancelled{str(p, "reservationId"), num(p, "released"), draws_from(p)};
+  if (type == "ReservationExpired")
+    return reservation_expired{str(p, "reservationId"), num(p, "released"), draws_from(p)};
   if (type == "UsageRecorded")
     return usage_recorded{
         str(p, "usageId"),       str(p, "context"),
@@ -130,9 +220,9 @@ std::optional<event_payload> payload_from(std::string_view type, const json& p) 
         num(p, "outputTokens"),  num(p, "cachedTokens"),
         obj(p, "metadata"),      p.contains("costCredits") ? std::optional(num(p, "costCredits")) : std::nullopt};
   if (type == "TransactionReversed") {
-    auto r = transaction_reversed{str(p, "transactionId"), str(p, "originalTransactionId"), str(p, "originalType"),
-                                  num(p, "amount"),        num(p, "balanceAfter"),          str(p, "description"),
-                                  obj(p, "metadata")};
+    auto r = transaction_reversed{
+        str(p, "transactionId"), str(p, "originalTransactionId"), str(p, "originalType"), num(p, "amount"),
+        num(p, "balanceAfter"),  str(p, "description"),           obj(p, "metadata"),     draws_from(p)};
     if (r.original_type != "CreditsAdded" && r.original_type != "CreditsDeducted" &&
         r.original_type != "ReservationConfirmed")
       throw std::invalid_argument("originalType is not a reversible type: " + r.original_type);
@@ -167,6 +257,20 @@ int days_in_month(int y, int m) {
 constexpr time_ms time_max = 253'402'300'799'999;
 
 }  // namespace
+
+std::string_view to_string(grant_category category) {
+  return category == grant_category::promotional ? "promotional" : "paid";
+}
+
+std::optional<grant_category> grant_category_from(std::string_view text) {
+  if (text == "paid") return grant_category::paid;
+  if (text == "promotional") return grant_category::promotional;
+  return std::nullopt;
+}
+
+bool is_currency_code(std::string_view text) {
+  return text.size() == 3 && std::all_of(text.begin(), text.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
+}
 
 std::string_view type_name(const event_payload& payload) {
   return std::visit(overloaded{

@@ -64,6 +64,19 @@ std::string child_id(std::string_view prefix, std::string_view account_id, std::
   return out;
 }
 
+std::string grant_id_of(std::string_view transaction_id) {
+  if (!account_of("txn", transaction_id)) return {};
+  return "grt" + std::string(transaction_id.substr(3));
+}
+
+std::string derived_transaction_id(std::string_view account_id, std::string_view cause, std::string_view grant_id) {
+  std::string material("credits/derived-transaction/");
+  material.append(cause).push_back('\0');
+  material.append(grant_id);
+  const auto digest = sha256_hex(material);
+  return "txn_" + std::string(account_id.substr(4)) + "_" + digest.substr(0, child_hex_len);
+}
+
 std::string uuid_v4(std::uint64_t hi, std::uint64_t lo) {
   hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
   lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant 10

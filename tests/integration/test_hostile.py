@@ -798,8 +798,11 @@ def test_unknown_fields_are_ignored_and_write_only_the_command(stack, log):
     assert [e["type"] for e in written] == ["AccountCreated", "CreditsAdded"], written
     assert account["id"] != "acc_" + "0" * 24 and all(e["tenant"] == "tenant_a" for e in written)
     assert set(written[0]["payload"]) == {"name", "externalId", "email", "metadata"}
+    # grantId, priority and category: the grant every CreditsAdded creates, with its default terms (issue 21).
     assert set(written[1]["payload"]) == {"transactionId", "amount", "balanceAfter", "description", "paymentMethod",
-                                          "metadata"}
+                                          "metadata", "grantId", "priority", "category"}
+    assert written[1]["payload"]["grantId"] == "grt" + added.json()["transactionId"][3:]
+    assert (written[1]["payload"]["priority"], written[1]["payload"]["category"]) == (50, "paid")
     assert (written[1]["payload"]["amount"], written[1]["payload"]["balanceAfter"]) == (7, 7)
     assert written[1]["payload"]["transactionId"] == added.json()["transactionId"]
     balance = c.get(BALANCE, externalId=ext).json()

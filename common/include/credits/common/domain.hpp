@@ -1,5 +1,6 @@
 #pragma once
 
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -29,8 +30,10 @@ enum class error_code {
   transaction_account_mismatch,
   idempotency_key_reused,
   idempotency_key_in_flight,
-  account_blocked,  // a record on the account's stream could not be applied: quarantined until it is voided
-  event_not_found,  // no quarantined record with this id (POST /v1/admin/events/void)
+  grant_not_found,
+  grant_not_active,  // the grant expired or was voided already
+  account_blocked,   // a record on the account's stream could not be applied: quarantined until it is voided
+  event_not_found,   // no quarantined record with this id (POST /v1/admin/events/void)
   unavailable,
   internal,
 };
@@ -57,6 +60,7 @@ struct reservation_state {
   std::string operation;
   std::string model;
   nlohmann::json metadata = nlohmann::json::object();
+  grant_draws draws = {};  // what the hold took from each grant, in burn order: a pending hold holds exactly these
   bool operator==(const reservation_state&) const = default;
 };
 
@@ -64,9 +68,52 @@ struct reservation_state {
 struct transaction_state {
   std::string type;  // the event type that posted it: CreditsAdded, CreditsDeducted, ReservationConfirmed, ...
   amount_t amount = 0;
-  amount_t reversed = 0;  // by TransactionReversed events so far
+  amount_t reversed = 0;    // by TransactionReversed events so far
+  std::string reason = {};  // a CreditsDeducted's reason (grant_expired, grant_voided, overcapture), else empty
+  grant_draws draws = {};   // a charge: what it took and is not refunded yet, in the order it took it
   bool operator==(const transaction_state&) const = default;
 };
+
+enum class grant_status { active, expired, voided };
+std::string_view to_string(grant_status status);
+
+// One grant of credits (a CreditsAdded) and where its credits are. Conservation, per grant:
+//   granted == remaining + held + charged - refunded + expired + voided
+// where `granted` is the amount added less corrections (reversals of the CreditsAdded).
+struct grant_state {
+  std::string id;
+  std::string transaction_id;  // of its CreditsAdded
+  std::uint64_t sequence = 0;  // order of creation on the account (the log's order): the last tie-break of burning
+  time_ms created_at = 0;
+  std::optional<time_ms> expires_at;  // nullopt: never
+  int priority = grant_priority_default;
+  grant_category category = grant_category::paid;
+  std::optional<cost_basis> cost;
+  amount_t granted = 0;
+  amount_t remaining = 0;  // unused and unheld: what a deduction or a hold may take
+  amount_t held = 0;       // by pending reservations
+  amount_t charged = 0;
+  amount_t refunded = 0;
+  amount_t expired = 0;
+  amount_t voided = 0;
+  // `expired` once an expiry removed its remainder; a grant with nothing left is expired by its time alone.
+  grant_status status = grant_status::active;
+
+  bool expired_at(time_ms now) const { return expires_at && *expires_at <= now; }
+  bool operator==(const grant_state&) const = default;
+};
+
+// A grant's place in the burn order (lower burns first): lower priority, then sooner expiry (never last), then
+// older.
+struct burn_key {
+  int priority = grant_priority_default;
+  time_ms expires_at = 0;  // time_never for a grant that never expires
+  std::uint64_t sequence = 0;
+  std::string grant_id;
+  auto operator<=>(const burn_key&) const = default;
+};
+inline constexpr time_ms time_never = std::numeric_limits<time_ms>::max();
+burn_key burn_key_of(const grant_state& g);
 
 // One account stream folded: what decide() needs to judge the next command on this account.
 struct account_state {
@@ -81,6 +128,12 @@ struct account_state {
   amount_t reserved = 0;
   std::unordered_map<std::string, reservation_state> reservations;
   std::unordered_map<std::string, transaction_state> transactions;  // by ledger transaction id
+  std::unordered_map<std::string, grant_state> grants;              // by grant id
+  std::set<burn_key> burnable;  // the grants with remaining > 0, in burn order (expired ones included)
+  std::uint64_t grants_created = 0;
+  // Sums over the grants, kept by apply() and checked against balance and reserved after every event.
+  amount_t grants_remaining = 0;
+  amount_t grants_held = 0;
 
   amount_t available() const { return balance - reserved; }
   bool operator==(const account_state&) const = default;
@@ -102,6 +155,7 @@ struct quarantined_record {
 struct ledger_state {
   std::unordered_map<std::string, account_state> accounts;
   std::set<std::pair<time_ms, std::string>> pending_by_expiry;  // (expires_at, reservation id)
+  std::set<std::pair<time_ms, std::string>> grants_by_expiry;   // (expires_at, grant id): remaining > 0
   // By account id (the record's Kafka key, which may name no account that exists), in log order. An account is
   // blocked while it has any.
   std::unordered_map<std::string, std::vector<quarantined_record>> quarantined;
@@ -125,6 +179,7 @@ struct create_account {
   std::string email;
   nlohmann::json metadata = nlohmann::json::object();
 };
+// Creates a grant, whose id is derived from transaction_id (grant_id_of).
 struct add_credits {
   std::string account_id;
   amount_t amount = 0;
@@ -132,6 +187,10 @@ struct add_credits {
   std::string payment_method;
   nlohmann::json metadata = nlohmann::json::object();
   std::string transaction_id;
+  std::optional<time_ms> expires_at = std::nullopt;  // must be after the request's time
+  int priority = grant_priority_default;
+  grant_category category = grant_category::paid;
+  std::optional<cost_basis> cost = std::nullopt;
 };
 struct deduct_credits {
   std::string account_id;
@@ -149,10 +208,14 @@ struct create_reservation {
   nlohmann::json metadata = nlohmann::json::object();
   std::string reservation_id;
 };
+// actual_amount above the hold is refused unless allow_overcapture: then the whole hold is charged and the excess
+// is deducted from available in burn order (a CreditsDeducted with reason overcapture, its id derived from
+// transaction_id), or the confirm is refused as insufficient and the hold stays pending.
 struct confirm_reservation {
   std::string reservation_id;
   amount_t actual_amount = 0;
   std::string transaction_id;
+  bool allow_overcapture = false;
 };
 struct cancel_reservation {
   std::string reservation_id;
@@ -178,6 +241,13 @@ struct record_usage {
   nlohmann::json metadata = nlohmann::json::object();
 };
 
+// Removes a grant's unused, unheld remainder for good (a CreditsDeducted with reason grant_voided); what its
+// holds return later is voided as it returns.
+struct void_grant {
+  std::string grant_id;
+  std::string transaction_id;  // of the CreditsDeducted
+};
+
 // An operator sets a quarantined record aside (POST /v1/admin/events/void, an `admin` key).
 struct void_event {
   std::string account_id;  // the quarantined account (the writer finds it when the request names none)
@@ -186,7 +256,7 @@ struct void_event {
 };
 
 using command = std::variant<create_account, add_credits, deduct_credits, create_reservation, confirm_reservation,
-                             cancel_reservation, record_usage, reverse_transaction, void_event>;
+                             cancel_reservation, record_usage, reverse_transaction, void_event, void_grant>;
 
 // The account a command addresses; for reservations it is embedded in the reservation id.
 std::string target_account(const command& cmd);
@@ -224,6 +294,20 @@ decision decide(const ledger_state& state, const command& cmd, const request_con
 // Emits ReservationExpired for every pending reservation whose expiry is at or before `now`, except on a
 // quarantined account: its holds wait until the account is served again.
 std::vector<event> expire_due(const ledger_state& state, time_ms now, std::size_t max_events);
+
+// The grants of the account in burn order at `now`: unexpired (expiresAt > now), remaining > 0; lower priority
+// first, then sooner expiry (never-expiring last), then older. Every decision that takes credits (a deduction, a
+// hold, an over-capture) takes them in this order.
+std::vector<const grant_state*> burn_order(const account_state& account, time_ms now);
+// What the account may spend at `now`: the remaining credits of its unexpired grants.
+amount_t spendable(const account_state& account, time_ms now);
+// Takes `amount` from the grants in burn order at `now`; requires amount <= spendable(account, now).
+grant_draws draw_in_burn_order(const account_state& account, amount_t amount, time_ms now);
+
+// Emits, for every grant whose expiry is at or before `now` and that has an unused, unheld remainder, a
+// CreditsDeducted (reason grant_expired) of that remainder, except on a quarantined account. Its transaction id is
+// derived from the grant id (expiry_transaction_id), so the decision stays pure.
+std::vector<event> expire_grants_due(const ledger_state& state, time_ms now, std::size_t max_events);
 
 // Why folding `e` into `state` would break an invariant of the ledger (an account created twice, an event for an
 // unknown account, a hold resolved twice or for another amount, a balanceAfter that disagrees with the fold, an

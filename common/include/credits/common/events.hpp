@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -17,6 +18,40 @@ inline constexpr amount_t amount_max = (std::int64_t{1} << 53) - 1;
 
 // Milliseconds since the Unix epoch, UTC.
 using time_ms = std::int64_t;
+
+// Credit grants. Every CreditsAdded creates one grant (its id is the transaction id with the prefix "grt": the
+// same account digits, so it routes to the account's partition). Every event that takes credits from grants or
+// returns them to grants says which and how many in `draws`; events written before grants carry none, and every
+// fold computes them by the burn order at that point (domain.hpp), so the old log folds to the same grants.
+enum class grant_category { paid, promotional };
+std::string_view to_string(grant_category category);
+std::optional<grant_category> grant_category_from(std::string_view text);
+
+inline constexpr int grant_priority_min = 0;
+inline constexpr int grant_priority_max = 100;
+inline constexpr int grant_priority_default = 50;  // as Stripe's credit grants
+
+// What was paid for a grant, for revenue reports: integer minor units of an ISO 4217 currency ("USD", "EUR").
+struct cost_basis {
+  amount_t amount = 0;
+  std::string currency;
+  bool operator==(const cost_basis&) const = default;
+};
+bool is_currency_code(std::string_view text);
+
+// Credits taken from (or returned to) one grant.
+struct grant_draw {
+  std::string grant_id;
+  amount_t amount = 0;
+  bool operator==(const grant_draw&) const = default;
+};
+using grant_draws = std::vector<grant_draw>;
+
+// Why a CreditsDeducted took credits, when not a plain deduction. An expiry or a void of a grant is a deduction
+// so that a consumer folding balances by the version 1 rules stays right (docs/events/README.md).
+inline constexpr std::string_view reason_grant_expired = "grant_expired";
+inline constexpr std::string_view reason_grant_voided = "grant_voided";
+inline constexpr std::string_view reason_overcapture = "overcapture";
 
 struct account_created {
   std::string name;
@@ -32,6 +67,12 @@ struct credits_added {
   std::string description;
   std::string payment_method;
   nlohmann::json metadata = nlohmann::json::object();
+  // The grant it creates. Empty on events written before grants: the fold derives it from transaction_id.
+  std::string grant_id = {};
+  std::optional<time_ms> expires_at = std::nullopt;  // nullopt: never
+  int priority = grant_priority_default;
+  grant_category category = grant_category::paid;
+  std::optional<cost_basis> cost = std::nullopt;  // what was paid for it, when the caller said
 };
 
 struct credits_deducted {
@@ -40,6 +81,10 @@ struct credits_deducted {
   amount_t balance_after = 0;
   std::string description;
   nlohmann::json metadata = nlohmann::json::object();
+  std::optional<grant_draws> draws = std::nullopt;  // nullopt: written before grants (the fold computes them)
+  std::string reason = {};                          // empty, or one of the reason_* above
+  std::string grant_id = {};                        // the grant expired or voided (those reasons only)
+  std::string reservation_id = {};                  // the reservation over-captured (reason overcapture only)
 };
 
 struct credits_reserved {
@@ -49,25 +94,31 @@ struct credits_reserved {
   std::string operation;
   std::string model;
   nlohmann::json metadata = nlohmann::json::object();
+  std::optional<grant_draws> draws = std::nullopt;  // what the hold took; nullopt: written before grants
 };
 
-// charged + released always equals the reserved amount.
+// charged + released always equals the reserved amount. `draws` is what was charged, taken from the hold's draws
+// in their order; the rest of each held draw returns to its grant.
 struct reservation_confirmed {
   std::string reservation_id;
   std::string transaction_id;
   amount_t charged = 0;
   amount_t released = 0;
   amount_t balance_after = 0;
+  std::optional<grant_draws> draws = std::nullopt;
 };
 
+// Both return the whole hold to its grants; `draws` repeats the hold's draws.
 struct reservation_cancelled {
   std::string reservation_id;
   amount_t released = 0;
+  std::optional<grant_draws> draws = std::nullopt;
 };
 
 struct reservation_expired {
   std::string reservation_id;
   amount_t released = 0;
+  std::optional<grant_draws> draws = std::nullopt;
 };
 
 // Usage moves no credits; it lives on its own topic.
@@ -109,6 +160,9 @@ struct transaction_reversed {
   amount_t balance_after = 0;
   std::string description;
   nlohmann::json metadata = nlohmann::json::object();
+  // A refund: what returns to which grant (the original's draws, last drawn first). A correction of added
+  // credits: what is taken from the grant. nullopt: written before grants.
+  std::optional<grant_draws> draws = std::nullopt;
 };
 
 // How a reversal moves the balance.

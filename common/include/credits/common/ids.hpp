@@ -35,6 +35,15 @@ bool is_account_id(std::string_view id);
 // is not `prefix`.
 std::optional<std::string> account_of(std::string_view prefix, std::string_view id);
 
+// The grant a CreditsAdded creates: its transaction id "txn_<account>_<bits>" with the prefix "grt", so events
+// written before grants name the same grant when folded. Empty if transaction_id is malformed.
+std::string grant_id_of(std::string_view transaction_id);
+
+// A ledger transaction id derived from what caused it, for the events a decision emits in numbers the command
+// cannot know beforehand (the expiry of a grant, the expiry of what a release or a refund returned to an expired
+// grant, an over-capture): the same cause always gives the same id, so decide() stays pure and a replay agrees.
+std::string derived_transaction_id(std::string_view account_id, std::string_view cause, std::string_view grant_id);
+
 // Lowercase hex SHA-256.
 std::string sha256_hex(std::string_view data);
 
