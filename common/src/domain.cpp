@@ -161,23 +161,23 @@ decision decide_one(const ledger_state& state, const add_credits& c, const reque
 decision decide_one(const ledger_state& state, const deduct_credits& c, const request_context& ctx) {
   const auto* account = find_account(state, c.account_id, ctx.tenant);
   if (!account) return no_account();
-  const amount_t available = spendable(*account, ctx.now);
-  if (c.amount > available) return insufficient(c.amount, available);
+  auto draws = draw_in_burn_order(*account, c.amount, ctx.now);
+  if (!draws) return insufficient(c.amount, spendable(*account, ctx.now));
   return one(make_event(ctx, c.account_id,
                         credits_deducted{c.transaction_id, c.amount, account->balance - c.amount, c.description,
-                                         c.metadata, draw_in_burn_order(*account, c.amount, ctx.now)}));
+                                         c.metadata, std::move(draws)}));
 }
 
 decision decide_one(const ledger_state& state, const create_reservation& c, const request_context& ctx) {
   const auto* account = find_account(state, c.account_id, ctx.tenant);
   if (!account) return no_account();
-  const amount_t available = spendable(*account, ctx.now);
-  if (c.amount > available) return insufficient(c.amount, available);
+  auto draws = draw_in_burn_order(*account, c.amount, ctx.now);
+  if (!draws) return insufficient(c.amount, spendable(*account, ctx.now));
   if (account->reservations.contains(c.reservation_id))  // 64 random bits collided: the client may retry
     return reject(error_code::internal, "reservation id collision, please retry");
   return one(make_event(ctx, c.account_id,
                         credits_reserved{c.reservation_id, c.amount, ctx.now + c.expires_in_ms, c.operation, c.model,
-                                         c.metadata, draw_in_burn_order(*account, c.amount, ctx.now)}));
+                                         c.metadata, std::move(draws)}));
 }
 
 // Charges the whole hold and deducts the excess from available in burn order, or refuses as insufficient (the
@@ -185,10 +185,10 @@ decision decide_one(const ledger_state& state, const create_reservation& c, cons
 decision overcapture(const account_state& account, const reservation_state& reservation, const confirm_reservation& c,
                      const request_context& ctx) {
   const amount_t excess = c.actual_amount - reservation.amount;
-  const amount_t available = spendable(account, ctx.now);
-  if (excess > available)
+  auto draws = draw_in_burn_order(account, excess, ctx.now);
+  if (!draws)
     return reject(error_code::insufficient_credits, "insufficient credits for the amount above the hold",
-                  "actualAmount", {{"needed", excess}, {"available", available}});
+                  "actualAmount", {{"needed", excess}, {"available", spendable(account, ctx.now)}});
   std::vector<event> events;
   const amount_t after_hold = account.balance - reservation.amount;
   events.push_back(make_event(
@@ -199,7 +199,7 @@ decision overcapture(const account_state& account, const reservation_state& rese
                          after_hold - excess,
                          "over-capture of " + c.reservation_id,
                          nlohmann::json::object(),
-                         draw_in_burn_order(account, excess, ctx.now),
+                         std::move(draws),
                          std::string(reason_overcapture),
                          {},
                          c.reservation_id};
@@ -517,8 +517,12 @@ grant_draws draws_of(const account_state& account, const event& e) {
 std::optional<std::string> grant_violation(const account_state& account, const event& e) {
   if (const auto* added = std::get_if<credits_added>(&e.payload)) {
     if (account.grants.contains(grant_of(*added))) return "grant " + grant_of(*added) + " is created twice";
-    if (added->priority < grant_priority_min || added->priority > grant_priority_max)
-      return "grant priority " + std::to_string(added->priority) + " is out of range";
+    // The expiry scan finds a grant's account by its id.
+    if (added->expires_at && account_of("grt", grant_of(*added)) != account.id)
+      return "grant " + grant_of(*added) + " expires but does not name its account " + account.id;
+    if (const auto priority = added->priority.value_or(grant_priority_default);
+        priority < grant_priority_min || priority > grant_priority_max)
+      return "grant priority " + std::to_string(priority) + " is out of range";
     return std::nullopt;
   }
   if (!std::holds_alternative<credits_deducted>(e.payload) && !std::holds_alternative<credits_reserved>(e.payload) &&
@@ -659,30 +663,50 @@ burn_key burn_key_of(const grant_state& g) {
   return burn_key{g.priority, g.expires_at.value_or(time_never), g.sequence, g.id};
 }
 
-std::vector<const grant_state*> burn_order(const account_state& account, time_ms now) {
-  std::vector<const grant_state*> out;
+namespace {
+
+// Calls `f` with each grant in burn order at `now` until it returns false. The index holds every grant with
+// something left in burn order; the expired ones are skipped.
+template <typename F>
+void in_burn_order(const account_state& account, time_ms now, F f) {
   for (const auto& key : account.burnable) {
     const auto& g = account.grants.at(key.grant_id);
-    if (!g.expired_at(now) && g.status == grant_status::active) out.push_back(&g);
+    if (g.expired_at(now) || g.status != grant_status::active) continue;
+    if (!f(g)) return;
   }
+}
+
+}  // namespace
+
+std::vector<const grant_state*> burn_order(const account_state& account, time_ms now) {
+  std::vector<const grant_state*> out;
+  in_burn_order(account, now, [&](const grant_state& g) {
+    out.push_back(&g);
+    return true;
+  });
   return out;
 }
 
 amount_t spendable(const account_state& account, time_ms now) {
   amount_t sum = 0;
-  for (const auto* g : burn_order(account, now)) sum += g->remaining;
+  in_burn_order(account, now, [&](const grant_state& g) {
+    sum += g.remaining;
+    return true;
+  });
   return sum;
 }
 
-grant_draws draw_in_burn_order(const account_state& account, amount_t amount, time_ms now) {
+std::optional<grant_draws> draw_in_burn_order(const account_state& account, amount_t amount, time_ms now) {
   grant_draws out;
-  for (const auto* g : burn_order(account, now)) {
-    if (amount == 0) break;
-    const amount_t part = std::min(amount, g->remaining);
-    out.push_back({g->id, part});
+  // Stops at the last grant it needs: a deduction reads the few grants it takes from, not all of them.
+  in_burn_order(account, now, [&](const grant_state& g) {
+    if (amount == 0) return false;
+    const amount_t part = std::min(amount, g.remaining);
+    out.push_back({g.id, part});
     amount -= part;
-  }
-  CREDITS_ASSERT(amount == 0, "drawn beyond what the grants hold");
+    return amount > 0;
+  });
+  if (amount > 0) return std::nullopt;
   return out;
 }
 
@@ -921,8 +945,8 @@ void apply_to(ledger_state& state, account_state& account, const event& e, const
   g.sequence = ++account.grants_created;
   g.created_at = e.occurred_at;
   g.expires_at = p.expires_at;
-  g.priority = p.priority;
-  g.category = p.category;
+  g.priority = p.priority.value_or(grant_priority_default);
+  g.category = p.category.value_or(grant_category::paid);
   g.cost = p.cost;
   g.granted = p.amount;
   adjust_remaining(state, account, g, p.amount);
@@ -968,14 +992,14 @@ void apply_to(ledger_state& state, account_state& account, const event& e, const
 // A hold's draws leave `held`: `charged` of them is charged, the rest returns to each grant's remaining.
 void settle_hold(ledger_state& state, account_state& account, const reservation_state& r, const grant_draws& charged) {
   const auto charged_by_grant = per_grant(charged);
-  for (const auto& d : r.draws) {
-    auto& g = grant_in(account, d.grant_id);
-    const auto c = charged_by_grant.find(d.grant_id);
+  for (const auto& [id, held] : per_grant(r.draws)) {
+    auto& g = grant_in(account, id);
+    const auto c = charged_by_grant.find(id);
     const amount_t charge = c == charged_by_grant.end() ? 0 : c->second;
-    g.held -= d.amount;
-    account.grants_held -= d.amount;
+    g.held -= held;
+    account.grants_held -= held;
     g.charged += charge;
-    adjust_remaining(state, account, g, d.amount - charge);
+    adjust_remaining(state, account, g, held - charge);
     CREDITS_ASSERT(g.held >= 0, "a grant's held went negative");
   }
 }

@@ -36,11 +36,9 @@ json payload_json(const credits_added& p) {
   json j = {{"transactionId", p.transaction_id}, {"amount", p.amount},
             {"balanceAfter", p.balance_after},   {"description", p.description},
             {"paymentMethod", p.payment_method}, {"metadata", meta(p.metadata)}};
-  if (!p.grant_id.empty()) {
-    j["grantId"] = p.grant_id;
-    j["priority"] = p.priority;
-    j["category"] = to_string(p.category);
-  }
+  if (!p.grant_id.empty()) j["grantId"] = p.grant_id;
+  if (p.priority) j["priority"] = *p.priority;
+  if (p.category) j["category"] = to_string(*p.category);
   if (p.expires_at) j["expiresAt"] = format_time(*p.expires_at);
   if (p.cost) j["costBasis"] = {{"amount", p.cost->amount}, {"currency", p.cost->currency}};
   return j;

@@ -79,7 +79,7 @@ struct model_account {
     return out;
   }
   // Returns credits to grants; what lands on a gone grant leaves again at once.
-  std::vector<removal> give_back(const moves& parts, time_ms now, amount_t model_grant::*counter) {
+  std::vector<removal> give_back(const moves& parts, time_ms now, amount_t model_grant::* counter) {
     std::vector<removal> out;
     for (const auto& [id, amount] : parts) {
       auto& g = grant(id);

@@ -1,3 +1,5 @@
+#include <fstream>
+
 #include "test_ledger.hpp"
 
 namespace credits {
@@ -88,12 +90,12 @@ TEST(grants, an_expiry_in_the_past_is_refused) {
 
 TEST(burn_order, lower_priority_then_sooner_expiry_then_older_with_never_expiring_last) {
   grants_ledger l;
-  const auto paid = l.grant(10);                      // 50, never, oldest
-  const auto soon = l.grant(10, hour_ms);             // 50, in 1h
-  const auto promo = l.grant(10, std::nullopt, 10);   // 10, never
-  const auto later = l.grant(10, 2 * hour_ms);        // 50, in 2h
-  const auto paid_newer = l.grant(10);                // 50, never, newer
-  const auto last = l.grant(10, hour_ms / 2, 100);    // 100, expiring soonest: priority wins
+  const auto paid = l.grant(10);                     // 50, never, oldest
+  const auto soon = l.grant(10, hour_ms);            // 50, in 1h
+  const auto promo = l.grant(10, std::nullopt, 10);  // 10, never
+  const auto later = l.grant(10, 2 * hour_ms);       // 50, in 2h
+  const auto paid_newer = l.grant(10);               // 50, never, newer
+  const auto last = l.grant(10, hour_ms / 2, 100);   // 100, expiring soonest: priority wins
   std::vector<std::string> order;
   for (const auto* g : burn_order(l.account_state_(), l.now)) order.push_back(g->id);
   EXPECT_EQ(order, (std::vector<std::string>{promo, soon, later, paid, paid_newer, last}));
@@ -581,6 +583,36 @@ TEST(grant_codec, bad_terms_do_not_decode) {
   j = deducted;
   j["payload"]["draws"] = {{{"grantId", "grt_x"}, {"amount", 0}}};
   EXPECT_FALSE(decode(j.dump()));
+}
+
+// The replay fuzzer's grant seed (tests/fuzz/corpus/replay/sequence_grants.txt): a log written with every grant
+// field, as JSON, folds record by record to the grants it describes.
+TEST(grant_log, the_fuzz_seed_with_every_grant_field_folds_to_its_grants) {
+  std::ifstream in(std::string(CREDITS_SOURCE_DIR) + "/tests/fuzz/corpus/replay/sequence_grants.txt");
+  ASSERT_TRUE(in) << "the seed file is missing";
+  ledger_state state;
+  std::string line;
+  std::size_t records = 0;
+  while (std::getline(in, line)) {
+    std::string error;
+    const auto e = decode(line.substr(1), &error);  // the first byte picks the fuzzer's key and partition
+    ASSERT_TRUE(e) << error;
+    ASSERT_FALSE(violation(state, *e)) << *violation(state, *e);
+    apply(state, *e);
+    ++records;
+  }
+  EXPECT_EQ(records, 9u);
+  const auto& a = state.accounts.at("acc_000000000000000000000001");
+  const auto& trial = a.grants.at("grt_000000000000000000000001_0000000000000001");
+  const auto& paid = a.grants.at("grt_000000000000000000000001_0000000000000002");
+  EXPECT_EQ(trial.charged, 100);
+  EXPECT_EQ(trial.status, grant_status::expired);
+  EXPECT_EQ(trial.cost, (cost_basis{0, "USD"}));
+  EXPECT_EQ(paid.charged, 25);
+  EXPECT_EQ(paid.refunded, 5);
+  EXPECT_EQ(paid.voided, 30);
+  EXPECT_EQ(paid.status, grant_status::voided);
+  EXPECT_EQ(a.balance, 0);
 }
 
 }  // namespace

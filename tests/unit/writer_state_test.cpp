@@ -226,6 +226,17 @@ ledger_state sample_state() {
   l.run(create_account{c, "Carol", "c", "carol@example.com", {{"plan", "pro"}}});
   l.run(add_credits{c, 500, "top-up", "card", {{"order", 7}}, l.txn(c)});
   l.run(create_reservation{c, 200, 60'000, "chat", "gpt-4o", {{"request", "r1"}}, l.rsv(c)});
+  // A grant with every term, partly held, and a voided one (issue 21).
+  add_credits trial{c, 70, "trial", "", {}, l.txn(c)};
+  trial.expires_at = l.now + 3'600'000;
+  trial.priority = 10;
+  trial.category = grant_category::promotional;
+  trial.cost = cost_basis{0, "USD"};
+  l.run(trial);
+  const auto voided = l.txn(c);
+  l.run(add_credits{c, 5, "", "", {}, voided});
+  l.run(void_grant{grant_id_of(voided), l.txn(c)});
+  l.run(create_reservation{c, 50, 60'000, "", "", {}, l.rsv(c)});  // 50 of the trial held, 20 left
   return l.state;
 }
 
@@ -245,6 +256,8 @@ TEST(snapshot, round_trips_the_state_and_the_keys) {
   ASSERT_EQ(back->state.accounts.size(), state.accounts.size());
   for (const auto& [id, a] : state.accounts) EXPECT_TRUE(back->state.accounts.at(id) == a) << id;
   EXPECT_EQ(back->state.pending_by_expiry, state.pending_by_expiry);
+  EXPECT_EQ(back->state.grants_by_expiry, state.grants_by_expiry);
+  EXPECT_EQ(back->state.grants_by_expiry.size(), 1u);
   EXPECT_EQ(back->idempotency.keys, keys.keys);
   EXPECT_EQ(back->idempotency.forgotten_until, 6'999);
 }
@@ -300,6 +313,23 @@ TEST(snapshot, a_snapshot_that_breaks_the_money_invariants_is_refused) {
   EXPECT_NE(error.find("invariant"), std::string::npos);
   EXPECT_FALSE(decode_snapshot("{\"format\":\"credits-writer-snapshot\",\"version\":99}", &error));
   EXPECT_FALSE(decode_snapshot("garbage", &error));
+}
+
+TEST(snapshot, one_written_before_grants_is_refused_so_the_log_is_replayed) {
+  // It cannot say which grant holds which credit; a replay of the log can.
+  auto doc = nlohmann::json::parse(encode_snapshot(5, 1000, {}, sample_state(), {}));
+  for (auto& a : doc["accounts"]) a.erase("grants");
+  std::string error;
+  EXPECT_FALSE(decode_snapshot(doc.dump() + "\n", &error));
+  EXPECT_NE(error.find("predates credit grants"), std::string::npos) << error;
+}
+
+TEST(snapshot, grants_that_do_not_add_up_are_refused) {
+  auto doc = nlohmann::json::parse(encode_snapshot(5, 1000, {}, sample_state(), {}));
+  for (auto& a : doc["accounts"])
+    if (!a["grants"].empty()) a["grants"][0][9] = a["grants"][0][9].get<std::int64_t>() + 1;  // remaining
+  std::string error;
+  EXPECT_FALSE(decode_snapshot(doc.dump() + "\n", &error));
 }
 
 TEST(snapshot, chunks_reassemble_and_the_newest_complete_one_wins) {

@@ -301,8 +301,8 @@ std::vector<event> expire_due(const ledger_state& state, time_ms now, std::size_
 std::vector<const grant_state*> burn_order(const account_state& account, time_ms now);
 // What the account may spend at `now`: the remaining credits of its unexpired grants.
 amount_t spendable(const account_state& account, time_ms now);
-// Takes `amount` from the grants in burn order at `now`; requires amount <= spendable(account, now).
-grant_draws draw_in_burn_order(const account_state& account, amount_t amount, time_ms now);
+// Takes `amount` from the grants in burn order at `now`; nullopt if they hold less.
+std::optional<grant_draws> draw_in_burn_order(const account_state& account, amount_t amount, time_ms now);
 
 // Emits, for every grant whose expiry is at or before `now` and that has an unused, unheld remainder, a
 // CreditsDeducted (reason grant_expired) of that remainder, except on a quarantined account. Its transaction id is

@@ -70,8 +70,9 @@ struct credits_added {
   // The grant it creates. Empty on events written before grants: the fold derives it from transaction_id.
   std::string grant_id = {};
   std::optional<time_ms> expires_at = std::nullopt;  // nullopt: never
-  int priority = grant_priority_default;
-  grant_category category = grant_category::paid;
+  // Absent on events written before grants: grant_priority_default and paid.
+  std::optional<int> priority = std::nullopt;
+  std::optional<grant_category> category = std::nullopt;
   std::optional<cost_basis> cost = std::nullopt;  // what was paid for it, when the caller said
 };
 
