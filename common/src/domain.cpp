@@ -462,7 +462,7 @@ grant_draws draws_of(const account_state& account, const event& e) {
       overloaded{
           [&](const credits_deducted& p) {
             if (p.draws) return *p.draws;
-            if (!p.grant_id.empty()) return grant_draws{{p.grant_id, p.amount}};
+            if (!p.grant_id.empty()) return p.amount > 0 ? grant_draws{{p.grant_id, p.amount}} : grant_draws{};
             return legacy_take(account, p.amount, e.occurred_at);
           },
           [&](const credits_reserved& p) { return p.draws ? *p.draws : legacy_take(account, p.amount, e.occurred_at); },
