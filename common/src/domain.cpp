@@ -69,6 +69,17 @@ std::variant<pending_reservation, rejection> find_pending(const ledger_state& st
   return pending_reservation{account, &r};
 }
 
+// The context of an event that follows a command's own event in its decision (an over-capture's excess, what a
+// release or a refund returns to an expired or voided grant, BalanceLow): the command's event answers for the
+// request, so the follower carries no Idempotency-Key (a replay of the log remembers keys by the events that
+// carry them).
+request_context follower(const request_context& ctx) {
+  request_context out = ctx;
+  out.idempotency_key.clear();
+  out.request_hash.clear();
+  return out;
+}
+
 const grant_state* find_grant(const account_state& account, const std::string& id) {
   const auto it = account.grants.find(id);
   return it == account.grants.end() ? nullptr : &it->second;
@@ -124,7 +135,7 @@ void remove_returned(std::vector<event>& out, const account_state& account, cons
                        std::string(reason),
                        d.grant_id,
                        {}};
-    out.push_back(make_event(ctx, account.id, std::move(p)));
+    out.push_back(make_event(follower(ctx), account.id, std::move(p)));
   }
 }
 
@@ -203,7 +214,7 @@ decision overcapture(const account_state& account, const reservation_state& rese
                          std::string(reason_overcapture),
                          {},
                          c.reservation_id};
-  events.push_back(make_event(ctx, account.id, std::move(extra)));
+  events.push_back(make_event(follower(ctx), account.id, std::move(extra)));
   return events;
 }
 
@@ -783,10 +794,7 @@ decision decide(const ledger_state& state, const command& cmd, const request_con
       cause.payload);
   if (lowered && before.available() >= rules.balance_low_threshold &&
       lowered->available < rules.balance_low_threshold) {
-    request_context signal = ctx;
-    signal.idempotency_key.clear();  // the causing event answers for the request
-    signal.request_hash.clear();
-    events->push_back(make_event(signal, cause.account_id, std::move(*lowered)));
+    events->push_back(make_event(follower(ctx), cause.account_id, std::move(*lowered)));
   }
   return d;
 }

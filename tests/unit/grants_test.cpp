@@ -25,6 +25,16 @@ struct grants_ledger : test_ledger {
     EXPECT_EQ(events.size(), 1u);
     return events.empty() ? "" : std::get<credits_added>(events[0].payload).grant_id;
   }
+  // As run(), with an Idempotency-Key on the request.
+  decision run_with_key(const command& cmd) {
+    auto with_key = ctx();
+    with_key.idempotency_key = "key-1";
+    with_key.request_hash = "hash-1";
+    auto d = decide(state, cmd, with_key, rules);
+    if (const auto* events = std::get_if<std::vector<event>>(&d))
+      for (const auto& e : *events) apply(state, e);
+    return d;
+  }
   const grant_state& g(const std::string& id) const { return account_state_().grants.at(id); }
   const account_state& account_state_() const { return state.accounts.at(account); }
   grant_draws deduct(amount_t amount) {
@@ -230,7 +240,7 @@ TEST(overcapture, charges_the_whole_hold_and_deducts_the_excess_in_burn_order) {
   const auto rsv = l.reserve(l.account, 50);
   const auto promo = l.grant(20, std::nullopt, 10);
   const auto txn = l.txn(l.account);
-  const auto events = accepted(l.run(confirm_reservation{rsv, 75, txn, true}));
+  const auto events = accepted(l.run_with_key(confirm_reservation{rsv, 75, txn, true}));
   ASSERT_EQ(events.size(), 2u);
   const auto& confirmed = std::get<reservation_confirmed>(events[0].payload);
   EXPECT_EQ(confirmed.charged, 50);
@@ -244,6 +254,10 @@ TEST(overcapture, charges_the_whole_hold_and_deducts_the_excess_in_burn_order) {
   EXPECT_EQ(excess.balance_after, 5);
   EXPECT_EQ(excess.draws, draws({{promo, 20}, {paid, 5}}));
   EXPECT_EQ(excess.transaction_id, derived_transaction_id(l.account, txn, reason_overcapture));
+  // Only the command's own event carries its Idempotency-Key: a retry is answered by the confirm.
+  EXPECT_EQ(events[0].idempotency_key, "key-1");
+  EXPECT_TRUE(events[1].idempotency_key.empty());
+  EXPECT_TRUE(events[1].request_hash.empty());
   EXPECT_EQ(l.account_state_().balance, 5);
   expect_consistent(l.account_state_());
 }
@@ -296,13 +310,14 @@ TEST(expiry_while_held, what_a_partial_confirm_returns_to_an_expired_grant_expir
   const auto paid = l.grant(100);
   const auto rsv = l.reserve(l.account, 150, 60'000);
   l.now += 2000;
-  const auto events = accepted(l.run(confirm_reservation{rsv, 60, l.txn(l.account)}));
+  const auto events = accepted(l.run_with_key(confirm_reservation{rsv, 60, l.txn(l.account)}));
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(std::get<reservation_confirmed>(events[0].payload).draws, draws({{trial, 60}}));
   const auto& gone = std::get<credits_deducted>(events[1].payload);
   EXPECT_EQ(gone.reason, reason_grant_expired);
   EXPECT_EQ(gone.grant_id, trial);
   EXPECT_EQ(gone.amount, 40);
+  EXPECT_TRUE(events[1].idempotency_key.empty());
   EXPECT_EQ(gone.balance_after, 100);
   EXPECT_EQ(l.g(trial).expired, 40);
   EXPECT_EQ(l.g(paid).remaining, 100);
