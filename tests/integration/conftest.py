@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -56,6 +57,13 @@ REDIS_DBS = {
     "test_compose_env": (26, 27),
 }
 SHARED_DB, SHARED_REBUILD_DB = REDIS_DBS["shared stack"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """CREDITS_TEST_ORDER=reverse runs the tests last to first (modules, and the tests in each): no test may depend
+    on what ran before it (tests/README.md)."""
+    if os.environ.get("CREDITS_TEST_ORDER") == "reverse":
+        items.reverse()
 
 
 def free_port():
@@ -292,6 +300,42 @@ def fold_balance(events):
             balance += -p["amount"] if p["originalType"] == "CreditsAdded" else p["amount"]
         assert 0 <= reserved <= balance, f"overdraft in the log at {e}"
     return balance, reserved
+
+
+class BackgroundLoad:
+    """`workers` threads, each running self.work(worker) until the `with` ends (self.stopping is set). An exception
+    that ends a thread is kept (self.errors) and fails the test when the `with` ends, unless the body is failing
+    already: a dying load thread is never silent, and neither is one that does not stop."""
+
+    JOIN_TIMEOUT_S = 60
+
+    def __init__(self, workers):
+        self.stopping, self.lock, self.errors = threading.Event(), threading.Lock(), []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(workers)]
+
+    def work(self, worker):
+        raise NotImplementedError
+
+    def _run(self, worker):
+        try:
+            self.work(worker)
+        except BaseException as e:  # reported when the `with` ends
+            with self.lock:
+                self.errors.append(e)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(self.JOIN_TIMEOUT_S)
+        if exc_type is None:
+            assert not any(t.is_alive() for t in self.threads), f"a load thread did not stop in {self.JOIN_TIMEOUT_S} s"
+            if self.errors:
+                raise AssertionError(f"{len(self.errors)} load thread(s) died: {self.errors[:3]!r}") from self.errors[0]
 
 
 def eventually(fn, timeout_s=30, poll_s=0.2):

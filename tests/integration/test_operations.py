@@ -20,7 +20,8 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import API_KEY, BROKERS, BUILD, KEYS_TOPIC, LOGS, REDIS_DBS, REDIS_PORT, REPO, Client, Stack, eventually
+from conftest import (API_KEY, BROKERS, BUILD, KEYS_TOPIC, LOGS, REDIS_DBS, REDIS_PORT, REPO, BackgroundLoad, Client,
+                      Stack, eventually)
 from conftest import redis_cli as redis
 
 RUN = uuid.uuid4().hex[:8]
@@ -145,27 +146,19 @@ class Positions:
             return dict(self.latest)
 
 
-class Load:
+class Load(BackgroundLoad):
     """Commands flowing through the API from a few threads until stopped: credits in and out, holds confirmed,
     cancelled or left to expire, usage."""
 
     def __init__(self, url, accounts, positions):
+        super().__init__(LOAD_WORKERS)
         self.url, self.accounts, self.positions = url, accounts, positions
-        self.stopping, self.counts, self.threads = threading.Event(), defaultdict(int), []
+        self.counts = defaultdict(int)
         self.unfair = []  # answers other than 200 and 402 (and 409 for a hold that expired), and exceptions
-        self.lock, self.spans = threading.Lock(), []  # (sent, answered) in time.monotonic() of each 200
-
-    def __enter__(self):
-        for i in range(LOAD_WORKERS):
-            t = threading.Thread(target=self.work, args=(random.Random(i),), daemon=True)
-            t.start()
-            self.threads.append(t)
-        return self
+        self.spans = []  # (sent, answered) in time.monotonic() of each 200
 
     def __exit__(self, *exc):
-        self.stopping.set()
-        for t in self.threads:
-            t.join(60)
+        super().__exit__(*exc)
         assert self.counts["ok"] > 0, dict(self.counts)
         assert not self.unfair, f"{len(self.unfair)} unexpected answers, e.g. {self.unfair[:3]}"
 
@@ -193,8 +186,8 @@ class Load:
             self.unfair.append((path, body, r.status_code, r.text))
         return r
 
-    def work(self, rnd):
-        client = Client(self.url)
+    def work(self, worker):
+        client, rnd = Client(self.url), random.Random(worker)
         while not self.stopping.is_set():
             account = rnd.choice(self.accounts)
             roll = rnd.random()
