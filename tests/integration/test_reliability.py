@@ -2,8 +2,8 @@
 import re
 import time
 import uuid
-from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import requests
 
