@@ -6,6 +6,7 @@ scripts/test.sh brings up, on topics of their own so a developer's running stack
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -79,9 +80,11 @@ class Process:
         self.name, self.binary, self.env, self.proc = name, binary, env, None
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log_path = LOGS / f"test-{name}.log"
+        self.log_from = 0  # where the current run's lines begin in log_path (it keeps earlier runs' lines)
 
     def start(self):
         log = open(self.log_path, "ab")
+        self.log_from = log.tell()
         self.proc = subprocess.Popen([str(self.binary)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def stop(self, sig=signal.SIGTERM):
@@ -336,6 +339,31 @@ class BackgroundLoad:
             assert not any(t.is_alive() for t in self.threads), f"a load thread did not stop in {self.JOIN_TIMEOUT_S} s"
             if self.errors:
                 raise AssertionError(f"{len(self.errors)} load thread(s) died: {self.errors[:3]!r}") from self.errors[0]
+
+
+# librdkafka's own diagnostics, written to stderr in its format ("%4|1796440462.779|GETPID|rdkafka#producer-2| ..."):
+# the one kind of line in our logs that is not JSON (docs/operations.md, "Logs").
+LIBRDKAFKA_LINE = re.compile(rb"%[0-7]\|\d+\.\d{3}\|[A-Z0-9_]+\|[^|]*\| ")
+
+
+def log_records(path, offset=0):
+    """Every line of one of our processes' logs from byte `offset` on, parsed. JSON objects are returned; a line of
+    librdkafka's is checked for its format and left out; any other line fails (nothing is skipped unread)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        lines = f.read().split(b"\n")[:-1]  # a last line without its "\n" is still being written
+    records = []
+    for number, line in enumerate(lines):
+        where = f"{path}: line {number + 1} after byte {offset}"
+        if LIBRDKAFKA_LINE.match(line):
+            continue
+        try:
+            record = json.loads(line.decode(errors="strict"))
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError alike
+            raise AssertionError(f"{where} is not JSON ({e}): {line[:300]!r}") from None
+        assert isinstance(record, dict), f"{where} is not a JSON object: {line[:300]!r}"
+        records.append(record)
+    return records
 
 
 def eventually(fn, timeout_s=30, poll_s=0.2):
