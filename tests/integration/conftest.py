@@ -6,7 +6,6 @@ scripts/test.sh brings up, on topics of their own so a developer's running stack
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -341,22 +340,15 @@ class BackgroundLoad:
                 raise AssertionError(f"{len(self.errors)} load thread(s) died: {self.errors[:3]!r}") from self.errors[0]
 
 
-# librdkafka's own diagnostics, written to stderr in its format ("%4|1796440462.779|GETPID|rdkafka#producer-2| ..."):
-# the one kind of line in our logs that is not JSON (docs/operations.md, "Logs").
-LIBRDKAFKA_LINE = re.compile(rb"%[0-7]\|\d+\.\d{3}\|[A-Z0-9_]+\|[^|]*\| ")
-
-
 def log_records(path, offset=0):
-    """Every line of one of our processes' logs from byte `offset` on, parsed. JSON objects are returned; a line of
-    librdkafka's is checked for its format and left out; any other line fails (nothing is skipped unread)."""
+    """Every line of one of our processes' logs from byte `offset` on, parsed as the JSON object it must be (librdkafka's
+    diagnostics included, docs/operations.md "Logs"): a line that is not fails, nothing is skipped unread."""
     with open(path, "rb") as f:
         f.seek(offset)
         lines = f.read().split(b"\n")[:-1]  # a last line without its "\n" is still being written
     records = []
     for number, line in enumerate(lines):
         where = f"{path}: line {number + 1} after byte {offset}"
-        if LIBRDKAFKA_LINE.match(line):
-            continue
         try:
             record = json.loads(line.decode(errors="strict"))
         except ValueError as e:  # UnicodeDecodeError and JSONDecodeError alike
