@@ -41,12 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string_view input(reinterpret_cast<const char*>(data), size);
   std::vector<key_event> log;
   key_log_state state;
-  std::size_t start = 0;
-  while (start < input.size()) {
-    auto end = input.find('\n', start);
-    if (end == std::string_view::npos) end = input.size();
-    const auto line = input.substr(start, end - start);
-    start = end + 1;
+  for (const auto line : lines_of(input)) {
     std::string why;
     const auto e = decode_key_event(line, &why);
     if (!e) {

@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("CREDITS_TEST_BUILD_DIR", REPO / "build" / "dev"))
 BROKERS = os.environ.get("CREDITS_KAFKA_BROKERS", "127.0.0.1:9092")
 REDIS_PORT = os.environ.get("CREDITS_REDIS_PORT", "6379")
-# The shared stack's topics: new for every run (the `stack` fixture makes them), so nothing a run finds there was
-# left by an earlier one; CREDITS_TEST_*_TOPIC names others (made if missing) to look at a run's log afterwards.
+# The shared stack's topics: new for every run (the `shared_topics` fixture makes them), so nothing a run finds
+# there was left by an earlier one; CREDITS_TEST_*_TOPIC names others (made if missing) to look at a run's log
+# afterwards.
 RUN_ID = uuid.uuid4().hex[:8]
 LEDGER_TOPIC = os.environ.get("CREDITS_TEST_LEDGER_TOPIC", f"credits-test-{RUN_ID}.ledger")
 USAGE_TOPIC = os.environ.get("CREDITS_TEST_USAGE_TOPIC", f"credits-test-{RUN_ID}.usage")
@@ -38,7 +39,7 @@ LOGS = REPO / ".data" / "logs"
 
 # Every suite's own Redis databases, a (view, rebuild) pair each: no suite reads, flushes or swaps another's keys,
 # and none depends on the order the suites run in. 0 and 1 stay a developer's running stack's (scripts/up.sh).
-# tests/README.md shows this table with the C++ suites' (integration/redis_databases.hpp) and the SDK's pairs;
+# tests/README.md shows this table with the C++ suites' (integration/suite_resources.hpp) and the SDK's pairs;
 # test_suite_layout.py checks that they agree and that no database is claimed twice.
 REDIS_DATABASES = 64  # scripts/lib.sh starts Redis with this many (redis-server --databases)
 REDIS_DBS = {
@@ -342,8 +343,9 @@ class BackgroundLoad:
 
 
 def log_records(path, offset=0):
-    """Every line of one of our processes' logs from byte `offset` on, parsed as the JSON object it must be (librdkafka's
-    diagnostics included, docs/operations.md "Logs"): a line that is not fails, nothing is skipped unread."""
+    """Every line of one of our processes' logs from byte `offset` on, parsed as the JSON object it must be
+    (librdkafka's diagnostics included, docs/operations.md "Logs"): a line that is not fails, nothing is skipped
+    unread."""
     with open(path, "rb") as f:
         f.seek(offset)
         lines = f.read().split(b"\n")[:-1]  # a last line without its "\n" is still being written

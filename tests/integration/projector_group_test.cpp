@@ -227,18 +227,10 @@ TEST_F(projector_group_test, a_killed_projectors_partitions_move_to_the_other_af
   std::size_t produced = produce_round();
   auto a = std::make_unique<running_projector>(member("group-test-a"));
   ASSERT_TRUE(eventually([&] { return a->owned() == all_partitions && all_applied(); }));
-  harness::projector_process b({{"CREDITS_KAFKA_BROKERS", config_.brokers},
-                                {"CREDITS_REDIS_HOST", config_.redis_host},
-                                {"CREDITS_REDIS_PORT", std::to_string(config_.redis_port)},
-                                {"CREDITS_REDIS_DB", std::to_string(config_.redis_db)},
-                                {"CREDITS_REDIS_REBUILD_DB", std::to_string(config_.redis_rebuild_db)},
-                                {"CREDITS_LEDGER_TOPIC", config_.ledger_topic},
-                                {"CREDITS_USAGE_TOPIC", config_.usage_topic},
-                                {"CREDITS_DLQ_TOPIC", config_.dlq_topic},
-                                {"CREDITS_PROJECTOR_METRICS_PORT", "0"},
-                                {"CREDITS_PROJECTOR_GROUP_ID", config_.group_id},
-                                {"CREDITS_PROJECTOR_SESSION_TIMEOUT_MS", std::to_string(session_timeout_ms)},
-                                {"CREDITS_PROJECTOR_INSTANCE_ID", "group-test-b"}});
+  auto settings = harness::projector_settings(config_);
+  settings["CREDITS_PROJECTOR_SESSION_TIMEOUT_MS"] = std::to_string(session_timeout_ms);
+  settings["CREDITS_PROJECTOR_INSTANCE_ID"] = "group-test-b";
+  harness::projector_process b(settings);
   ASSERT_TRUE(b.started());
   // b joined once a gives partitions up; then both fold the next round.
   ASSERT_TRUE(eventually([&] { return a->owned() > 0 && a->owned() < all_partitions; })) << "a owns " << a->owned();

@@ -91,6 +91,21 @@ class running_projector {
   std::thread thread_;
 };
 
+// The CREDITS_* settings that make a credits-projector process fold what `config` names (Kafka, Redis and its
+// databases, the topics, the group), with no metrics port; a caller adds or replaces what its test needs.
+inline std::map<std::string, std::string> projector_settings(const projector_config& config) {
+  return {{"CREDITS_KAFKA_BROKERS", config.brokers},
+          {"CREDITS_REDIS_HOST", config.redis_host},
+          {"CREDITS_REDIS_PORT", std::to_string(config.redis_port)},
+          {"CREDITS_REDIS_DB", std::to_string(config.redis_db)},
+          {"CREDITS_REDIS_REBUILD_DB", std::to_string(config.redis_rebuild_db)},
+          {"CREDITS_LEDGER_TOPIC", config.ledger_topic},
+          {"CREDITS_USAGE_TOPIC", config.usage_topic},
+          {"CREDITS_DLQ_TOPIC", config.dlq_topic},
+          {"CREDITS_PROJECTOR_METRICS_PORT", "0"},
+          {"CREDITS_PROJECTOR_GROUP_ID", config.group_id}};
+}
+
 #ifdef CREDITS_PROJECTOR_BINARY
 // credits-projector run as a child process (`run`) with the test's environment and `settings` over it, killed with
 // SIGKILL on destruction unless it was already: a projector that crashes, or vanishes from its group, mid-work.

@@ -82,8 +82,6 @@ class projector_ops_test : public ::testing::Test {
     harness::flush(*redis_, harness::projector_ops_test_dbs);
     producer_ = std::make_unique<store::transactional_producer>(config_.brokers,
                                                                 "credits-projector-ops-test-" + hex_suffix(), 10s, 30s);
-    store::partition_reader probe(config_.brokers);
-    partitions_ = probe.partition_count(config_.ledger_topic, kafka_timeout);
   }
 
   event make(const std::string& account, event_payload payload) {
@@ -138,7 +136,6 @@ class projector_ops_test : public ::testing::Test {
   }
 
   projector_config config_;
-  std::int32_t partitions_ = 0;
   std::unique_ptr<read_model::redis_connection> redis_;
   std::unique_ptr<store::transactional_producer> producer_;
 };
@@ -167,9 +164,10 @@ TEST_F(projector_ops_test, poison_events_are_dead_lettered_recorded_and_reported
   const auto events_b = produce_events({make(b, account_created{"B", "user-" + b, "", {}}),
                                         make(b, credits_added{child_id("txn", b, 1), 10, 10, "", "", {}})});
   // c: a valid event written to a partition its key does not map to, then its real one.
-  const auto home_c = store::partition_of_key(c, partitions_);
+  const auto home_c = store::partition_of_key(c, topic_partitions);
   store::idempotent_producer plain(config_.brokers);
-  plain.produce(config_.ledger_topic, (home_c + 1) % partitions_, c, encode(make(c, account_created{"C", "", "", {}})));
+  plain.produce(config_.ledger_topic, (home_c + 1) % topic_partitions, c,
+                encode(make(c, account_created{"C", "", "", {}})));
   plain.flush(kafka_timeout);
   const auto events_c = produce_events({make(c, account_created{"C", "user-" + c, "", {}})});
 

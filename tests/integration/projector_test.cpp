@@ -182,18 +182,9 @@ TEST_F(projector_test, a_projector_killed_mid_backlog_is_resumed_by_a_restart_th
   };
 
   // Small batches, so the process is killed between two of many, or inside one.
-  const std::map<std::string, std::string> settings{
-      {"CREDITS_KAFKA_BROKERS", config_.brokers},
-      {"CREDITS_REDIS_HOST", config_.redis_host},
-      {"CREDITS_REDIS_PORT", std::to_string(config_.redis_port)},
-      {"CREDITS_REDIS_DB", std::to_string(config_.redis_db)},
-      {"CREDITS_REDIS_REBUILD_DB", std::to_string(config_.redis_rebuild_db)},
-      {"CREDITS_LEDGER_TOPIC", config_.ledger_topic},
-      {"CREDITS_USAGE_TOPIC", config_.usage_topic},
-      {"CREDITS_DLQ_TOPIC", config_.dlq_topic},
-      {"CREDITS_PROJECTOR_METRICS_PORT", "0"},
-      {"CREDITS_PROJECTOR_GROUP_ID", ""},
-      {"CREDITS_PROJECTOR_BATCH_EVENTS_MAX", "25"}};
+  auto settings = harness::projector_settings(config_);
+  settings["CREDITS_PROJECTOR_GROUP_ID"] = "";  // the fixed assignment, whatever the environment says
+  settings["CREDITS_PROJECTOR_BATCH_EVENTS_MAX"] = "25";
   int killed_mid_way = 0;
   for (int k = 0; k < kills; ++k) {
     const auto before = folded();
