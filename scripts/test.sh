@@ -37,6 +37,10 @@ if ! "$REPO/scripts/status.sh" >/dev/null 2>&1; then
   trap '"$REPO/scripts/down.sh" || true' EXIT
 fi
 "$REPO/scripts/up.sh" --infra-only
+# A Redis started before scripts/lib.sh asked for REDIS_DATABASES has 16: every suite's databases must exist.
+redis_databases="$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config get databases | tail -n 1)"
+((redis_databases >= REDIS_DATABASES)) \
+  || die "redis on port $REDIS_PORT has $redis_databases databases, the tests need $REDIS_DATABASES: restart it (scripts/down.sh)"
 
 export CREDITS_KAFKA_BROKERS="$KAFKA_BOOTSTRAP" CREDITS_REDIS_PORT="$REDIS_PORT"
 export CREDITS_TEST_BUILD_DIR="$REPO/build/$PRESET"

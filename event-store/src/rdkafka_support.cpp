@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "credits/common/log.hpp"
+
 namespace credits::store::detail {
 namespace {
 
@@ -10,6 +12,17 @@ void set(rd_kafka_conf_t* conf, const std::string& key, const std::string& value
   char err[512];
   if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
     throw std::runtime_error("kafka setting " + key + "=" + value + ": " + err);
+}
+
+// librdkafka's own diagnostics (a broker gone, a group session timed out), written as JSON lines like every other
+// line of ours instead of librdkafka's "%4|<time>|FACILITY|client| text" on stderr. Called on librdkafka's threads;
+// write_log writes each line in one fwrite. `level` is syslog's: 0-3 error, 4 warning, 5-6 info, 7 debug.
+void log_diagnostic(const rd_kafka_t* rk, int level, const char* facility, const char* text) {
+  const auto severity = level <= 3   ? log_level::error
+                        : level == 4 ? log_level::warn
+                        : level <= 6 ? log_level::info
+                                     : log_level::debug;
+  write_log(severity, "librdkafka", text, {{"facility", facility}, {"client", rd_kafka_name(rk)}});
 }
 
 std::vector<header> headers_of(const rd_kafka_message_t* m) {
@@ -28,6 +41,7 @@ std::vector<header> headers_of(const rd_kafka_message_t* m) {
 
 conf_ptr make_conf(const std::string& brokers, const settings& base, const settings& extra) {
   conf_ptr conf(rd_kafka_conf_new());
+  rd_kafka_conf_set_log_cb(conf.get(), log_diagnostic);
   set(conf.get(), "bootstrap.servers", brokers);
   for (const auto& [k, v] : base) set(conf.get(), k, v);
   for (const auto& [k, v] : extra) set(conf.get(), k, v);

@@ -49,12 +49,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   ledger_state state;
   ledger_state applied_only;  // the fold of the records replay() applied, by apply() alone
   std::int64_t offset = 0;
-  std::size_t start = 0;
-  while (start < input.size()) {
-    auto end = input.find('\n', start);
-    if (end == std::string_view::npos) end = input.size();
-    const auto line = input.substr(start, end - start);
-    start = end + 1;
+  for (const auto line : lines_of(input)) {
     if (line.empty()) continue;
     const auto pick = static_cast<unsigned char>(line[0]);
     const std::string_view key = pick % 4 == 3 ? std::string_view() : accounts[pick % 4];

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,8 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("CREDITS_TEST_BUILD_DIR", REPO / "build" / "dev"))
 BROKERS = os.environ.get("CREDITS_KAFKA_BROKERS", "127.0.0.1:9092")
 REDIS_PORT = os.environ.get("CREDITS_REDIS_PORT", "6379")
-# The shared stack's topics: new for every run (the `stack` fixture makes them), so nothing a run finds there was
-# left by an earlier one; CREDITS_TEST_*_TOPIC names others (made if missing) to look at a run's log afterwards.
+# The shared stack's topics: new for every run (the `shared_topics` fixture makes them), so nothing a run finds
+# there was left by an earlier one; CREDITS_TEST_*_TOPIC names others (made if missing) to look at a run's log
+# afterwards.
 RUN_ID = uuid.uuid4().hex[:8]
 LEDGER_TOPIC = os.environ.get("CREDITS_TEST_LEDGER_TOPIC", f"credits-test-{RUN_ID}.ledger")
 USAGE_TOPIC = os.environ.get("CREDITS_TEST_USAGE_TOPIC", f"credits-test-{RUN_ID}.usage")
@@ -37,7 +39,7 @@ LOGS = REPO / ".data" / "logs"
 
 # Every suite's own Redis databases, a (view, rebuild) pair each: no suite reads, flushes or swaps another's keys,
 # and none depends on the order the suites run in. 0 and 1 stay a developer's running stack's (scripts/up.sh).
-# tests/README.md shows this table with the C++ suites' (integration/redis_databases.hpp) and the SDK's pairs;
+# tests/README.md shows this table with the C++ suites' (integration/suite_resources.hpp) and the SDK's pairs;
 # test_suite_layout.py checks that they agree and that no database is claimed twice.
 REDIS_DATABASES = 64  # scripts/lib.sh starts Redis with this many (redis-server --databases)
 REDIS_DBS = {
@@ -54,8 +56,16 @@ REDIS_DBS = {
     "test_operations import": (22, 23),
     "test_operations restore": (24, 25),
     "test_compose_env": (26, 27),
+    "test_operations poison": (36, 37),
 }
 SHARED_DB, SHARED_REBUILD_DB = REDIS_DBS["shared stack"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """CREDITS_TEST_ORDER=reverse runs the tests last to first (modules, and the tests in each): no test may depend
+    on what ran before it (tests/README.md)."""
+    if os.environ.get("CREDITS_TEST_ORDER") == "reverse":
+        items.reverse()
 
 
 def free_port():
@@ -71,9 +81,11 @@ class Process:
         self.name, self.binary, self.env, self.proc = name, binary, env, None
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log_path = LOGS / f"test-{name}.log"
+        self.log_from = 0  # where the current run's lines begin in log_path (it keeps earlier runs' lines)
 
     def start(self):
         log = open(self.log_path, "ab")
+        self.log_from = log.tell()
         self.proc = subprocess.Popen([str(self.binary)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def stop(self, sig=signal.SIGTERM):
@@ -292,6 +304,61 @@ def fold_balance(events):
             balance += -p["amount"] if p["originalType"] == "CreditsAdded" else p["amount"]
         assert 0 <= reserved <= balance, f"overdraft in the log at {e}"
     return balance, reserved
+
+
+class BackgroundLoad:
+    """`workers` threads, each running self.work(worker) until the `with` ends (self.stopping is set). An exception
+    that ends a thread is kept (self.errors) and fails the test when the `with` ends, unless the body is failing
+    already: a dying load thread is never silent, and neither is one that does not stop."""
+
+    JOIN_TIMEOUT_S = 60
+
+    def __init__(self, workers):
+        self.stopping, self.lock, self.errors = threading.Event(), threading.Lock(), []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(workers)]
+
+    def work(self, worker):
+        raise NotImplementedError
+
+    def _run(self, worker):
+        try:
+            self.work(worker)
+        except BaseException as e:  # reported when the `with` ends
+            with self.lock:
+                self.errors.append(e)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(self.JOIN_TIMEOUT_S)
+        if exc_type is None:
+            assert not any(t.is_alive() for t in self.threads), f"a load thread did not stop in {self.JOIN_TIMEOUT_S} s"
+            if self.errors:
+                raise AssertionError(f"{len(self.errors)} load thread(s) died: {self.errors[:3]!r}") from self.errors[0]
+
+
+def log_records(path, offset=0):
+    """Every line of one of our processes' logs from byte `offset` on, parsed as the JSON object it must be
+    (librdkafka's diagnostics included, docs/operations.md "Logs"): a line that is not fails, nothing is skipped
+    unread."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        lines = f.read().split(b"\n")[:-1]  # a last line without its "\n" is still being written
+    records = []
+    for number, line in enumerate(lines):
+        where = f"{path}: line {number + 1} after byte {offset}"
+        try:
+            record = json.loads(line.decode(errors="strict"))
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError alike
+            raise AssertionError(f"{where} is not JSON ({e}): {line[:300]!r}") from None
+        assert isinstance(record, dict), f"{where} is not a JSON object: {line[:300]!r}"
+        records.append(record)
+    return records
 
 
 def eventually(fn, timeout_s=30, poll_s=0.2):

@@ -1,7 +1,5 @@
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
@@ -25,8 +23,6 @@
 #include "credits/read_model/redis.hpp"
 #include "projector_harness.hpp"
 #include "suite_resources.hpp"
-
-extern char** environ;
 
 // Several projectors in one Kafka consumer group (CREDITS_PROJECTOR_GROUP_ID) against the real Kafka and Redis:
 // they divide the partitions, every event is applied exactly once, and when one leaves (cleanly, or killed
@@ -52,43 +48,6 @@ constexpr std::size_t all_partitions = ledger_partitions + usage_partitions;
 // The broker's minimum: a killed member's partitions move after about this long.
 constexpr std::int64_t session_timeout_ms = 6'000;
 constexpr std::size_t accounts_per_round = 30;
-
-// credits-projector run as a child process with the test's configuration, killed with SIGKILL on destruction
-// unless it was already: the member that vanishes without leaving the group.
-class projector_process {
- public:
-  explicit projector_process(const std::map<std::string, std::string>& settings) {
-    std::vector<std::string> env;
-    for (char** e = environ; *e; ++e) {
-      const std::string_view entry(*e);
-      const auto name = std::string(entry.substr(0, entry.find('=')));
-      if (!settings.contains(name)) env.emplace_back(entry);
-    }
-    for (const auto& [k, v] : settings) env.push_back(k + "=" + v);
-    std::vector<char*> envp;
-    for (auto& e : env) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    std::string path = CREDITS_PROJECTOR_BINARY;
-    std::string run = "run";
-    char* argv[] = {path.data(), run.data(), nullptr};
-    if (posix_spawn(&pid_, path.c_str(), nullptr, nullptr, argv, envp.data()) != 0) pid_ = -1;
-  }
-  ~projector_process() { kill(); }
-  projector_process(const projector_process&) = delete;
-  projector_process& operator=(const projector_process&) = delete;
-
-  bool started() const { return pid_ > 0; }
-  void kill() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
 
 class projector_group_test : public ::testing::Test {
  protected:
@@ -268,25 +227,17 @@ TEST_F(projector_group_test, a_killed_projectors_partitions_move_to_the_other_af
   std::size_t produced = produce_round();
   auto a = std::make_unique<running_projector>(member("group-test-a"));
   ASSERT_TRUE(eventually([&] { return a->owned() == all_partitions && all_applied(); }));
-  projector_process b({{"CREDITS_KAFKA_BROKERS", config_.brokers},
-                       {"CREDITS_REDIS_HOST", config_.redis_host},
-                       {"CREDITS_REDIS_PORT", std::to_string(config_.redis_port)},
-                       {"CREDITS_REDIS_DB", std::to_string(config_.redis_db)},
-                       {"CREDITS_REDIS_REBUILD_DB", std::to_string(config_.redis_rebuild_db)},
-                       {"CREDITS_LEDGER_TOPIC", config_.ledger_topic},
-                       {"CREDITS_USAGE_TOPIC", config_.usage_topic},
-                       {"CREDITS_DLQ_TOPIC", config_.dlq_topic},
-                       {"CREDITS_PROJECTOR_METRICS_PORT", "0"},
-                       {"CREDITS_PROJECTOR_GROUP_ID", config_.group_id},
-                       {"CREDITS_PROJECTOR_SESSION_TIMEOUT_MS", std::to_string(session_timeout_ms)},
-                       {"CREDITS_PROJECTOR_INSTANCE_ID", "group-test-b"}});
+  auto settings = harness::projector_settings(config_);
+  settings["CREDITS_PROJECTOR_SESSION_TIMEOUT_MS"] = std::to_string(session_timeout_ms);
+  settings["CREDITS_PROJECTOR_INSTANCE_ID"] = "group-test-b";
+  harness::projector_process b(settings);
   ASSERT_TRUE(b.started());
   // b joined once a gives partitions up; then both fold the next round.
   ASSERT_TRUE(eventually([&] { return a->owned() > 0 && a->owned() < all_partitions; })) << "a owns " << a->owned();
   produced += produce_round();
   ASSERT_TRUE(eventually([&] { return all_applied(); }));
 
-  b.kill();  // no LeaveGroup: the broker notices only when the session times out
+  ASSERT_TRUE(b.kill());  // no LeaveGroup: the broker notices only when the session times out
   produced += produce_round();
   const auto killed_at = clock::now();
   ASSERT_TRUE(eventually([&] { return a->owned() == all_partitions && all_applied(); })) << "a owns " << a->owned();

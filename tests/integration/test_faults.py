@@ -25,10 +25,13 @@ REQUEST_TIMEOUT_MS = 1000
 LIMITS_ENV = {"CREDITS_CONNECTIONS_MAX": str(CONNECTIONS_MAX), "CREDITS_REQUEST_TIMEOUT_MS": str(REQUEST_TIMEOUT_MS)}
 
 APPEND_TIMEOUT_S = 5       # CREDITS_APPEND_TIMEOUT_MS's default: the longest a mutation may wait for Kafka
-FAST_S = 0.5               # "at once"
-KAFKA_NOTICED_S = 15       # Kafka stopped -> every mutation answered 503 at once
-RECOVERY_S = 60            # dependency back -> served again
 REDIS_TIMEOUT_S = 1        # CREDITS_REDIS_TIMEOUT_MS's default
+# The bounds below are what the tests claim (an answer within a configured timeout, or at once rather than after
+# one), set several times the configured value so that a loaded machine running the ASan build still meets them.
+TIMEOUT_SLACK = 3          # a timeout of t is met if the answer comes within t * TIMEOUT_SLACK
+FAST_S = 1.5               # "at once": well under the append timeout a mutation would wait for a stopped Kafka
+KAFKA_NOTICED_S = 30       # Kafka stopped -> every mutation answered 503 at once
+RECOVERY_S = 60            # dependency back -> served again
 LIB_TIMEOUT_S = 150        # kafka_up waits up to 90 s for the broker, kafka_down up to 30 s
 
 
@@ -169,12 +172,13 @@ def test_connections_beyond_the_limit_are_answered_503_and_closed(limited):
 
 
 def test_a_slow_drip_request_is_cut_off_after_the_request_timeout(limited):
+    cut_off_max_s = REQUEST_TIMEOUT_MS / 1000 * TIMEOUT_SLACK
+    t0 = time.monotonic()  # before the connection: the server's timer cannot start earlier
     s = raw_connection(limited.port)
     try:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        t0 = time.monotonic()
         closed_after = None
-        for _ in range(50):  # one header byte every 100 ms: never a whole request
+        while time.monotonic() - t0 < cut_off_max_s + 1:  # one header byte every 100 ms: never a whole request
             try:
                 s.sendall(b"X")
             except (BrokenPipeError, ConnectionResetError):
@@ -190,9 +194,9 @@ def test_a_slow_drip_request_is_cut_off_after_the_request_timeout(limited):
             except ConnectionResetError:
                 closed_after = time.monotonic() - t0
                 break
-        assert closed_after is not None, "a request trickling in for 5 s was not cut off"
+        assert closed_after is not None, f"a request trickling in for {cut_off_max_s + 1:.0f} s was not cut off"
         measure("slow-drip request closed after", closed_after)
-        assert REQUEST_TIMEOUT_MS / 1000 * 0.8 <= closed_after <= REQUEST_TIMEOUT_MS / 1000 + 1.5
+        assert REQUEST_TIMEOUT_MS / 1000 * 0.8 <= closed_after <= cut_off_max_s, closed_after
     finally:
         s.close()
 
@@ -238,7 +242,7 @@ def test_kafka_stopped_mutations_503_fast_queries_stale_then_recovers(limited, f
             r, took = timed(lambda: client.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 1}))
             check(r, "/v1/accounts/credits/add", "post")
             assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable", r.text
-            assert took <= APPEND_TIMEOUT_S + 2, f"a mutation waited {took:.1f}s for a stopped Kafka"
+            assert took <= APPEND_TIMEOUT_S * TIMEOUT_SLACK, f"a mutation waited {took:.1f}s for a stopped Kafka"
             slowest = max(slowest, took)
             if took < FAST_S:
                 break
@@ -301,7 +305,7 @@ def test_redis_stopped_queries_503_fast_mutations_work_then_catches_up(limited, 
             assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable", r.text
             latencies.append(took)
         measure("query 503 with Redis down (max of 5)", max(latencies))
-        assert max(latencies) <= REDIS_TIMEOUT_S + 1
+        assert max(latencies) <= REDIS_TIMEOUT_S * TIMEOUT_SLACK, latencies
 
         # Mutations never read Redis.
         r, took = timed(lambda: client.post("/v1/accounts/credits/add", {"accountId": account_id, "amount": 7}))

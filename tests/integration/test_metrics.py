@@ -1,14 +1,12 @@
 """/metrics on the API and the projector, read with the reference parser (prometheus_client), and the JSON log
 lines both processes write."""
-import json
-import time
 import uuid
 
 import requests
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import BROKERS, LEDGER_TOPIC, USAGE_TOPIC
+from conftest import BROKERS, LEDGER_TOPIC, USAGE_TOPIC, eventually, log_records
 
 ADD = "/v1/accounts/credits/add"
 
@@ -26,21 +24,21 @@ def scrape(url):
 
 
 def value(samples, name, **labels):
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sample's value; a sample the scrape does not have fails (a renamed or dropped metric is not a 0)."""
+    key = (name, tuple(sorted(labels.items())))
+    assert key in samples, f"no sample {name}{labels or ''} in the scrape"
+    return samples[key]
 
 
 def moved(before, after, name, **labels):
-    return value(after, name, **labels) - value(before, name, **labels)
+    """How far a counter moved between two scrapes. It must be in the later one; a labelled series that first
+    counted in between is absent from the earlier one, and started at 0."""
+    key = (name, tuple(sorted(labels.items())))
+    return value(after, name, **labels) - before.get(key, 0.0)
 
 
 def partitions(topic):
     return sorted(AdminClient({"bootstrap.servers": BROKERS}).list_topics(topic, timeout=30).topics[topic].partitions)
-
-
-def json_lines(path):
-    """Every line of a log that starts with '{', parsed (a line that is not valid JSON fails the test)."""
-    lines = [line for line in path.read_text(errors="strict").splitlines() if line.startswith("{")]
-    return [json.loads(line) for line in lines]
 
 
 def test_api_metrics_count_requests_commands_and_kafka_transactions(stack, client, external_id):
@@ -99,13 +97,13 @@ def test_projector_metrics_count_applied_events_and_report_lag_per_partition(sta
     assert r.status_code == 200, r.text
     for _ in range(3):
         assert client.post(ADD, {"externalId": external_id, "amount": 5}).status_code == 200
-    deadline = time.monotonic() + 30
-    while True:
+
+    def applied():
         after = scrape(url)
-        if moved(before, after, "credits_projector_events_applied_total") >= 4 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert moved(before, after, "credits_projector_events_applied_total") >= 4
+        assert moved(before, after, "credits_projector_events_applied_total") >= 4
+        return after
+
+    after = eventually(applied)
     assert moved(before, after, "credits_projector_batch_duration_seconds_count") >= 1
     assert ("credits_projector_poison_events_total", ()) in after
     assert ("credits_projector_redis_errors_total", ()) in after
@@ -124,16 +122,18 @@ def test_projector_metrics_count_applied_events_and_report_lag_per_partition(sta
 
 
 def test_log_lines_are_json_objects(stack):
+    # Every line the running processes wrote, from their start on: one that is not a JSON object fails.
     for process in (stack.api, stack.projector):
-        records = json_lines(process.log_path)
+        records = log_records(process.log_path, process.log_from)
         assert records, f"no JSON lines in {process.log_path}"
         for rec in records:
             assert set(rec) >= {"ts", "level", "component", "msg"}, rec
             assert rec["level"] in ("debug", "info", "warn", "error"), rec
             assert rec["ts"].endswith("Z"), rec
-    assert any(r["component"] == "credits-api" and r["msg"].startswith("listening on") for r in json_lines(stack.api.log_path))
+    assert any(r["component"] == "credits-api" and r["msg"].startswith("listening on")
+               for r in log_records(stack.api.log_path, stack.api.log_from))
     assert any(r["component"] == "credits-projector" and r["msg"].startswith("metrics at")
-               for r in json_lines(stack.projector.log_path))
+               for r in log_records(stack.projector.log_path, stack.projector.log_from))
 
 
 def restart_api(stack, env):
@@ -146,6 +146,7 @@ def restart_api(stack, env):
 def test_access_log_is_opt_in_and_names_request_route_status_and_account(stack, client, external_id):
     r = client.post("/v1/accounts/create", {"name": "Logged", "externalId": external_id})
     account_id = r.json()["account"]["id"]
+    quiet_from = stack.api.log_path.stat().st_size
     quiet_id = "req-quiet-" + uuid.uuid4().hex
     assert client.get("/v1/accounts/balance", headers={"X-Request-Id": quiet_id}, accountId=account_id).ok
     saved = stack.api.env
@@ -155,12 +156,14 @@ def test_access_log_is_opt_in_and_names_request_route_status_and_account(stack, 
         r = client.post(ADD, {"accountId": account_id, "amount": 7}, headers={"X-Request-Id": loud_id})
         assert r.status_code == 200, r.text
         position = r.headers["Credits-Position"]
-        deadline = time.monotonic() + 10
-        while True:
-            records = [rec for rec in json_lines(stack.api.log_path) if rec.get("requestId") == loud_id]
-            if records or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+
+        def logged():
+            records = [rec for rec in log_records(stack.api.log_path, stack.api.log_from)
+                       if rec.get("requestId") == loud_id]
+            assert records, f"no access log line names {loud_id}"
+            return records
+
+        records = eventually(logged, timeout_s=10, poll_s=0.1)
     finally:
         restart_api(stack, saved)
     assert len(records) == 1, records
@@ -168,4 +171,4 @@ def test_access_log_is_opt_in_and_names_request_route_status_and_account(stack, 
     assert rec["route"] == ADD and rec["status"] == 200 and rec["method"] == "POST", rec
     assert rec["accountId"] == account_id and rec["position"] == position, rec
     assert rec["durationMs"] >= 0 and rec["level"] == "info", rec
-    assert not [rec for rec in json_lines(stack.api.log_path) if rec.get("requestId") == quiet_id]
+    assert not [rec for rec in log_records(stack.api.log_path, quiet_from) if rec.get("requestId") == quiet_id]

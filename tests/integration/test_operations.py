@@ -20,7 +20,8 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import API_KEY, BROKERS, BUILD, KEYS_TOPIC, LOGS, REDIS_DBS, REDIS_PORT, REPO, Client, Stack, eventually
+from conftest import (API_KEY, BROKERS, BUILD, KEYS_TOPIC, LOGS, REDIS_DBS, REDIS_PORT, REPO, BackgroundLoad, Client,
+                      Stack, eventually)
 from conftest import redis_cli as redis
 
 RUN = uuid.uuid4().hex[:8]
@@ -122,9 +123,9 @@ def log_end(*topics):
     return end
 
 
-def wait_caught_up(db=VIEW_DB):
+def wait_caught_up(db=VIEW_DB, ledger=LEDGER, usage=USAGE):
     """Until the view has applied the whole log, including events no command answer named (expiries)."""
-    wait_view(log_end(LEDGER, USAGE), db)
+    wait_view(log_end(ledger, usage), db)
 
 
 class Positions:
@@ -145,27 +146,19 @@ class Positions:
             return dict(self.latest)
 
 
-class Load:
+class Load(BackgroundLoad):
     """Commands flowing through the API from a few threads until stopped: credits in and out, holds confirmed,
     cancelled or left to expire, usage."""
 
     def __init__(self, url, accounts, positions):
+        super().__init__(LOAD_WORKERS)
         self.url, self.accounts, self.positions = url, accounts, positions
-        self.stopping, self.counts, self.threads = threading.Event(), defaultdict(int), []
+        self.counts = defaultdict(int)
         self.unfair = []  # answers other than 200 and 402 (and 409 for a hold that expired), and exceptions
-        self.lock, self.spans = threading.Lock(), []  # (sent, answered) in time.monotonic() of each 200
-
-    def __enter__(self):
-        for i in range(LOAD_WORKERS):
-            t = threading.Thread(target=self.work, args=(random.Random(i),), daemon=True)
-            t.start()
-            self.threads.append(t)
-        return self
+        self.spans = []  # (sent, answered) in time.monotonic() of each 200
 
     def __exit__(self, *exc):
-        self.stopping.set()
-        for t in self.threads:
-            t.join(60)
+        super().__exit__(*exc)
         assert self.counts["ok"] > 0, dict(self.counts)
         assert not self.unfair, f"{len(self.unfair)} unexpected answers, e.g. {self.unfair[:3]}"
 
@@ -193,8 +186,8 @@ class Load:
             self.unfair.append((path, body, r.status_code, r.text))
         return r
 
-    def work(self, rnd):
-        client = Client(self.url)
+    def work(self, worker):
+        client, rnd = Client(self.url), random.Random(worker)
         while not self.stopping.is_set():
             account = rnd.choice(self.accounts)
             roll = rnd.random()
@@ -225,16 +218,18 @@ class Load:
                 self.unfair.append((type(e).__name__, str(e)[:300]))
 
 
-@pytest.fixture(scope="module")
-def ops():
-    lib_sh("create_topics", LEDGER_TOPIC=LEDGER, USAGE_TOPIC=USAGE, SNAPSHOT_TOPIC=SNAPSHOTS)
-    for db in (VIEW_DB, REBUILD_DB, IMPORT_VIEW_DB, IMPORT_REBUILD_DB):
+def ops_stack(name, ledger, usage, snapshots, view_db, rebuild_db):
+    """The API and the projector on the given topics (made here) and databases (flushed here), with 40 accounts of
+    5,000 credits each (stack.accounts); stack.env is the projector's operator environment (rebuild, verify)."""
+    lib_sh("create_topics", LEDGER_TOPIC=ledger, USAGE_TOPIC=usage, SNAPSHOT_TOPIC=snapshots)
+    for db in (view_db, rebuild_db):
         redis(db, "FLUSHDB")
     stack = Stack()
-    stack.api.env.update(ops_settings())  # one dict, shared by both processes
-    stack.api.env.update({"CREDITS_SNAPSHOT_TOPIC": SNAPSHOTS, "CREDITS_TRANSACTIONAL_ID": f"{PREFIX}-api"})
-    stack.api.log_path = LOGS / "test-operations-credits-api.log"
-    stack.projector.log_path = LOGS / "test-operations-credits-projector.log"
+    stack.api.env.update(ops_settings(ledger, usage, view_db, rebuild_db))  # one dict, shared by both processes
+    stack.api.env.update({"CREDITS_SNAPSHOT_TOPIC": snapshots, "CREDITS_TRANSACTIONAL_ID": f"{PREFIX}-{name}-api"})
+    stack.api.log_path = LOGS / f"test-operations-{name}-credits-api.log"
+    stack.projector.log_path = LOGS / f"test-operations-{name}-credits-projector.log"
+    stack.ops_env = ops_env(ledger, usage, view_db, rebuild_db)
     try:
         stack.start()
     except BaseException:
@@ -245,11 +240,19 @@ def ops():
     client = Client(stack.url)
     stack.accounts = []
     for i in range(40):
-        r = client.post("/v1/accounts/create", {"name": f"Ops {i}", "externalId": f"ops_{RUN}_{i}"})
+        r = client.post("/v1/accounts/create", {"name": f"Ops {i}", "externalId": f"ops_{RUN}_{name}_{i}"})
         assert r.status_code == 200, r.text
         stack.positions.note(r)
         stack.accounts.append(r.json()["account"]["id"])
         stack.positions.note(client.post("/v1/accounts/credits/add", {"accountId": stack.accounts[-1], "amount": 5000}))
+    return stack
+
+
+@pytest.fixture(scope="module")
+def ops():
+    for db in (IMPORT_VIEW_DB, IMPORT_REBUILD_DB):
+        redis(db, "FLUSHDB")
+    stack = ops_stack("main", LEDGER, USAGE, SNAPSHOTS, VIEW_DB, REBUILD_DB)
     yield stack
     stack.api.stop()
     stack.projector.stop()
@@ -465,7 +468,20 @@ def kcat_produce(topic, partition, key, value):
                    text=True, check=True, timeout=30)
 
 
-def test_a_poison_event_is_dead_lettered_reported_and_the_others_keep_projecting(ops):
+@pytest.fixture()
+def poisoned():
+    """A stack of its own: the poison this test writes stays in its log for good, and would make every later verify
+    of the module's main stack answer 3 (issue 26: no test depends on the order the tests run in)."""
+    ledger, usage, snapshots = (f"{PREFIX}-poison.{t}" for t in ("ledger", "usage", "snapshots"))
+    stack = ops_stack("poison", ledger, usage, snapshots, *REDIS_DBS["test_operations poison"])
+    stack.ledger, stack.usage, stack.view_db = ledger, usage, REDIS_DBS["test_operations poison"][0]
+    yield stack
+    stack.api.stop()
+    stack.projector.stop()
+
+
+def test_a_poison_event_is_dead_lettered_reported_and_the_others_keep_projecting(poisoned):
+    ops = poisoned
     client = Client(ops.url)
     victim, other = ops.accounts[0], ops.accounts[1]
     r = client.post("/v1/accounts/credits/add", {"accountId": victim, "amount": 10})
@@ -483,18 +499,18 @@ def test_a_poison_event_is_dead_lettered_reported_and_the_others_keep_projecting
     # Both accounts keep projecting afterwards, the victim included.
     for account in (victim, other):
         ops.positions.note(client.post("/v1/accounts/credits/add", {"accountId": account, "amount": 5}))
-    wait_view(ops.positions.snapshot())
-    view = redis(VIEW_DB, "HGET", f"credits:account:{{{victim}}}", "blocked").strip()
+    wait_view(ops.positions.snapshot(), ops.view_db)
+    view = redis(ops.view_db, "HGET", f"credits:account:{{{victim}}}", "blocked").strip()
     assert view == "1"
-    assert int(redis(VIEW_DB, "HGET", f"credits:account:{{{victim}}}", "balance")) == before + 5
-    assert redis(VIEW_DB, "HGET", f"credits:account:{{{other}}}", "blocked").strip() == ""
-    poison = {k: json.loads(v) for k, v in dump(VIEW_DB)["credits:poison"].items()}
+    assert int(redis(ops.view_db, "HGET", f"credits:account:{{{victim}}}", "balance")) == before + 5
+    assert redis(ops.view_db, "HGET", f"credits:account:{{{other}}}", "blocked").strip() == ""
+    poison = {k: json.loads(v) for k, v in dump(ops.view_db)["credits:poison"].items()}
     ours = {k: v for k, v in poison.items() if v["key"] == victim}
     assert len(ours) == 2, poison
     assert any(v["reason"].startswith("undecodable") for v in ours.values())
     assert any("not pending" in v["reason"] for v in ours.values())
 
-    dead = subprocess.run(["kcat", "-C", "-b", BROKERS, "-t", f"{LEDGER}.dlq", "-e", "-q", "-f", "%k\t%h\t%s\n"],
+    dead = subprocess.run(["kcat", "-C", "-b", BROKERS, "-t", f"{ops.ledger}.dlq", "-e", "-q", "-f", "%k\t%h\t%s\n"],
                           capture_output=True, text=True, check=True, timeout=30).stdout.splitlines()
     copies = [line.split("\t", 2) for line in dead if line.startswith(victim + "\t")]
     assert len(copies) >= 2, dead
@@ -503,22 +519,22 @@ def test_a_poison_event_is_dead_lettered_reported_and_the_others_keep_projecting
         offset = where.rsplit(":", 1)[1]
         assert any(f"credits-offset={offset}" in c[1] and "credits-reason=" in c[1] for c in copies), (where, copies)
     log = ops.projector.log_path.read_text(errors="replace")
-    assert re.search(rf"poison event at {re.escape(LEDGER)}:{partition}@\d+ \(key {victim}\)", log)
+    assert re.search(rf"poison event at {re.escape(ops.ledger)}:{partition}@\d+ \(key {victim}\)", log)
 
-    code, output, summary = verify()
+    code, output, summary = verify(ops.ops_env)
     assert code == 3, output  # the view matches the log, which has poison events
     assert " 0 mismatches" in summary and "poison events: 2, blocked accounts: 1" in summary
     for where in ours:
         assert f"poison: {where} key {victim}" in output
 
     # A rebuild judges the same events poison, in the same words, and copies nothing to the DLQ again.
-    wait_caught_up()
+    wait_caught_up(ops.view_db, ops.ledger, ops.usage)
     ops.projector.stop()
-    before = dump(VIEW_DB)
-    r = projector("rebuild")
+    before = dump(ops.view_db)
+    r = projector("rebuild", env=ops.ops_env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert dump(VIEW_DB) == before
-    again = subprocess.run(["kcat", "-C", "-b", BROKERS, "-t", f"{LEDGER}.dlq", "-e", "-q", "-f", "%k\n"],
+    assert dump(ops.view_db) == before
+    again = subprocess.run(["kcat", "-C", "-b", BROKERS, "-t", f"{ops.ledger}.dlq", "-e", "-q", "-f", "%k\n"],
                            capture_output=True, text=True, check=True, timeout=30).stdout.splitlines()
     assert again.count(victim) == len(copies)
     ops.projector.start()

@@ -40,8 +40,10 @@ def produce(topic, partition, key, value):
     assert p.flush(30) == 0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def stack():
+    """A stack on topics of its own for each test: the records a test quarantines stay in its log for good, and one
+    it leaves unvoided (the unkeyed record) would fail the next test's verify (no test depends on the order)."""
     s = private_stack("quarantine", (VIEW_DB, REBUILD_DB))
     s.start()
     env = {"CREDITS_KAFKA_BROKERS": BROKERS, "CREDITS_KEYS_TOPIC": s.topics["keys"],

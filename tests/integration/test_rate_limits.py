@@ -34,10 +34,11 @@ def test_a_burst_gets_429_with_retry_after_and_recovers(limited_stack):
     responses, took = burst(url, KEY_A, 40, lambda c: c.get("/v1/accounts"))
     codes = [r.status_code for r in responses]
     assert set(codes) <= {200, 429}, codes
-    # The bucket holds BURST; during the burst it refills at RATE_PER_S.
+    # The bucket holds BURST; during the burst it refills at RATE_PER_S. The bound grows with the burst's duration,
+    # so a slow machine loosens it rather than breaking it; the burst must still have met the limit.
     assert codes.count(200) <= BURST + RATE_PER_S * took + 1, (codes.count(200), took)
-    assert codes.count(429) >= 40 - BURST - RATE_PER_S * took - 1, (codes.count(429), took)
     refused = [r for r in responses if r.status_code == 429]
+    assert refused, f"no request of the burst was refused ({took:.1f} s for 40)"
     for r in refused:
         assert r.json()["error"]["code"] == "rate_limited"
         retry_after = int(r.headers["Retry-After"])
@@ -45,6 +46,8 @@ def test_a_burst_gets_429_with_retry_after_and_recovers(limited_stack):
     # Another key has a bucket of its own.
     assert Client(url, KEY_B).get("/v1/accounts").status_code == 200
     # Recovery: after Retry-After the key is served again, and a full bucket after BURST / RATE_PER_S seconds.
+    # The waits are the claim (waiting what the server said is enough), not a guess at how long something takes:
+    # a slower machine only lets more time pass, and more tokens refill.
     time.sleep(max(int(r.headers["Retry-After"]) for r in refused))
     assert Client(url, KEY_A).get("/v1/accounts").status_code == 200
     time.sleep(BURST / RATE_PER_S)

@@ -1,13 +1,13 @@
 """Idempotency, concurrency on one account, expiry, and restarts of both processes."""
-import json
 import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import requests
 
-from conftest import LEDGER_TOPIC, Client, fold_balance, kafka_paused, read_topic, redis_hash
+from conftest import LEDGER_TOPIC, Client, eventually, fold_balance, kafka_paused, log_records, read_topic, redis_hash
 
 EXPIRY_WAIT_S = 10
 IN_FLIGHT_PAUSE_S = 3  # the longest the broker is stopped; below the API's 5 s append timeout
@@ -130,9 +130,7 @@ def test_a_full_key_store_forgets_the_oldest_keys_and_says_how_far_back_it_holds
         metrics = requests.get(stack.url + "/metrics", timeout=10).text
         window = float(re.search(r"^credits_idempotency_window_seconds (\S+)$", metrics, re.M).group(1))
         assert 0 <= window < 86400, window
-        with stack.api.log_path.open("rb") as f:
-            f.seek(log_from)
-            lines = [json.loads(line) for line in f.read().decode().splitlines() if line.startswith("{")]
+        lines = log_records(stack.api.log_path, log_from)
         short = [line for line in lines if "idempotency window held is" in line["msg"] and line["level"] == "warn"]
         assert short and short[-1]["keysMax"] == 3 and short[-1]["windowHeldS"] < 86400, short
     finally:
@@ -177,15 +175,20 @@ def test_concurrent_requests_with_one_key_write_once(stack, client, external_id)
 LAG_REPORT_WAIT_S = 30  # the projector reports every 10 s
 
 
+def fresh_lag_report(since):
+    """For eventually(): the projector's lag record, once it was written at or after `since` (a time.time())."""
+    report = redis_hash("credits:projector")
+    assert "reportedAt" in report and "lagOffsets" in report, report
+    assert report["reportedAt"].endswith("Z"), report
+    reported_at = datetime.fromisoformat(report["reportedAt"][:-1] + "+00:00").timestamp()
+    assert reported_at >= since, f"the last report is {since - reported_at:.1f} s older than the test: {report}"
+    return report
+
+
 def test_projector_reports_its_lag(client, external_id):
+    # The projector reports at its start and then every 10 s: a report written after the test began is a new one,
+    # so a projector that stopped reporting (its start's report left behind) fails here.
+    started = time.time() - 0.001  # reportedAt has millisecond resolution
     open_account(client, external_id, 5)
-    started = time.time()
-    deadline = time.monotonic() + LAG_REPORT_WAIT_S
-    report = {}
-    while time.monotonic() < deadline:
-        report = redis_hash("credits:projector")
-        if report.get("reportedAt", "") >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)):
-            break
-        time.sleep(0.5)
-    assert "lagOffsets" in report, report
-    assert int(report["lagOffsets"]) >= 0 and report["reportedAt"].endswith("Z")
+    report = eventually(lambda: fresh_lag_report(started), timeout_s=LAG_REPORT_WAIT_S, poll_s=0.5)
+    assert int(report["lagOffsets"]) >= 0, report

@@ -15,8 +15,8 @@ import requests
 from confluent_kafka.admin import NewTopic
 
 from test_openapi import assert_valid
-from conftest import (API_KEY, BROKERS, BUILD, REDIS_DBS, REDIS_PORT, Process, create_topics, eventually, flush_dbs,
-                      fold_balance, free_port, read_topic)
+from conftest import (API_KEY, BROKERS, BUILD, REDIS_DBS, REDIS_PORT, BackgroundLoad, Process, create_topics,
+                      eventually, flush_dbs, fold_balance, free_port, read_topic)
 
 PARTITIONS = 6
 REDIS_DB, REDIS_REBUILD_DB = REDIS_DBS["test_scale_out"]
@@ -155,17 +155,14 @@ def send(group, path, body, key=None):
     return None
 
 
-class Load:
+class Load(BackgroundLoad):
     """Threads sending deductions and reserve-confirm pairs to random live instances; records each command's key
     and final status."""
 
     def __init__(self, group, accounts, threads=4):
+        super().__init__(threads)
         self.group, self.accounts = group, accounts
         self.answers = []  # (key, status or None, time.monotonic() of the answer)
-        self.errors = []   # what a load thread died of, reported on leaving the `with`
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self.run) for _ in range(threads)]
 
     def note(self, key, r):
         with self.lock:
@@ -176,14 +173,7 @@ class Load:
         with self.lock:
             return sum(status == 200 and at > since for _, status, at in self.answers)
 
-    def run(self):
-        try:
-            self.load()
-        except BaseException as e:  # reported by __exit__
-            with self.lock:
-                self.errors.append(e)
-
-    def load(self):
+    def work(self, worker):
         while not self.stopping.is_set():
             account = random.choice(self.accounts)
             if random.random() < 0.5:
@@ -198,18 +188,6 @@ class Load:
                 reservation = r.json()["reservation"]["id"]
                 self.note(key, send(self.group, "/v1/reservations/confirm",
                                     {"reservationId": reservation, "actualAmount": 3}, key))
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        for t in self.threads:
-            t.join()
-        if self.errors and exc[0] is None:
-            raise self.errors[0]
 
 
 def load_answered(load, since, count):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LOGS, REDIS_DATABASES, REDIS_DBS, REDIS_PORT, REPO, Client, private_stack
+from conftest import LOGS, REDIS_DATABASES, REDIS_DBS, REPO, Client, private_stack, redis_cli
 from test_keys import admin_for, wait_status
 
 DATA = Path(os.environ.get("CREDITS_DATA_DIR", REPO / ".data"))
@@ -48,9 +48,7 @@ def secrets_stack():
 def redis_hits(needle):
     total = 0
     for db in range(REDIS_DATABASES):
-        out = subprocess.run(["redis-cli", "-p", REDIS_PORT, "-n", str(db), "EVAL", SCAN_SCRIPT, "0", needle],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        total += int(out)
+        total += int(redis_cli(db, "EVAL", SCAN_SCRIPT, "0", needle).strip())
     return total
 
 

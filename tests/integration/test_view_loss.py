@@ -11,13 +11,12 @@ or a failover to an empty replica: all of them leave the view's database empty.
 import re
 import socket
 import subprocess
-import threading
 import time
 from collections import Counter
 
 import requests
 
-from conftest import BUILD, REDIS_DBS, REDIS_PORT, Client, Process, eventually, free_port, private_stack
+from conftest import BUILD, REDIS_DBS, REDIS_PORT, BackgroundLoad, Client, Process, eventually, free_port, private_stack
 from test_openapi import check
 
 VIEW_DB, REBUILD_DB = REDIS_DBS["test_view_loss"]
@@ -76,28 +75,19 @@ def metric(url, name):
     return sum(values)
 
 
-class Traffic:
+class Traffic(BackgroundLoad):
     """Commands (credits added) and balance queries from a few threads until stopped. Commands never read Redis, so
     every one must succeed; a query may answer 200 or 503 (with Retry-After), but never 404: every account queried
     exists in the log."""
 
     def __init__(self, url, accounts):
+        super().__init__(LOAD_WORKERS)
         self.url, self.accounts = url, accounts
-        self.stopping, self.threads = threading.Event(), []
-        self.lock, self.commands, self.queries = threading.Lock(), Counter(), Counter()
+        self.commands, self.queries = Counter(), Counter()
         self.unfair, self.positions = [], {}
 
-    def __enter__(self):
-        for i in range(LOAD_WORKERS):
-            t = threading.Thread(target=self.work, args=(i,), daemon=True)
-            t.start()
-            self.threads.append(t)
-        return self
-
     def __exit__(self, *exc):
-        self.stopping.set()
-        for t in self.threads:
-            t.join(60)
+        super().__exit__(*exc)
         assert self.commands[200] > 0, dict(self.commands)
         assert not self.unfair, f"{len(self.unfair)} unexpected answers, e.g. {self.unfair[:3]}"
 

@@ -88,16 +88,22 @@ TEST(event_store, many_accounts_spread_over_partitions_as_the_java_client_would)
   EXPECT_GT(used.size(), 6u);
 }
 
-TEST(event_store, a_failed_commit_is_not_reported_as_committed) {
+TEST(event_store, a_failed_commit_is_reported_as_unknown_with_the_brokers_error) {
   mock_cluster cluster;
   transactional_producer producer(cluster.brokers(), "test-writer", timeout, timeout);
-  // Every EndTxn request fails with a non-retriable error: the batch must not come back committed.
+  // The EndTxn request fails with a fatal error: the batch must not come back committed, nor as surely absent
+  // (aborted), and the producer must be replaced. The append has all of `timeout`, so a run out of time (which
+  // also ends in unknown) is not mistaken for this failure: the error must be the injected one.
   constexpr std::int16_t end_txn_api_key = 26;  // Kafka protocol ApiKey of EndTxn
   rd_kafka_mock_push_request_errors(cluster.get(), end_txn_api_key, 1, RD_KAFKA_RESP_ERR_INVALID_TXN_STATE);
   const std::vector<record> records{{"ledger", derive_account_id("t", "u"), "x"}};
-  const auto result = producer.append(records, milliseconds(3000));
-  EXPECT_NE(result.status, append_status::committed);
-  EXPECT_FALSE(result.error.empty());
+  const auto result = producer.append(records, timeout);
+  EXPECT_EQ(result.status, append_status::unknown) << result.error;
+  EXPECT_TRUE(result.error.starts_with("commit_transaction: ")) << result.error;
+  EXPECT_NE(result.error.find(rd_kafka_err2str(RD_KAFKA_RESP_ERR_INVALID_TXN_STATE)), std::string::npos)
+      << result.error;
+  EXPECT_TRUE(result.producer_lost);
+  EXPECT_FALSE(result.fenced);
 }
 
 // Fencing needs a real broker (the mock cluster does not check producer epochs): see

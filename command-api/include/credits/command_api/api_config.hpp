@@ -54,7 +54,7 @@ struct config {
   // 0 requests per second: no limit.
   std::int64_t rate_limit_requests_per_s = 0;
   std::int64_t rate_limit_burst_requests = 0;  // 0: twice the rate
-  std::size_t rate_limit_keys_max = 100'000;   // buckets kept; beyond it the longest idle is dropped (full)
+  std::size_t rate_limit_keys_max = 100'000;   // buckets kept; beyond it full ones go first, else the fullest
 
   // TLS on the API listener: both files (PEM) or neither (plain HTTP).
   std::string tls_cert_file;
