@@ -83,6 +83,8 @@ constexpr command_endpoint command_endpoints[] = {
      [](const json& j, std::string_view, const random_bits& bits, const request_limits& limits) {
        return parse_reverse_transaction(j, bits, limits);
      }},
+    {"/v1/grants/void", [](const json& j, std::string_view, const random_bits& bits,
+                           const request_limits& limits) { return parse_void_grant(j, bits, limits); }},
     {"/v1/admin/events/void",
      [](const json& j, std::string_view, const random_bits&, const request_limits& limits) {
        return parse_void_event(j, limits);

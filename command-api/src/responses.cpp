@@ -3,6 +3,7 @@
 #include <iterator>
 
 #include "credits/common/assert.hpp"
+#include "credits/common/ids.hpp"
 #include "credits/common/overloaded.hpp"
 
 namespace credits::api {
@@ -37,20 +38,37 @@ struct body_renderer {
         {"account", account_json(account.id, p.name, p.external_id, p.email, p.metadata, format_time(e.occurred_at))}};
   }
   json operator()(const credits_added& p) const {
-    return {{"success", true},
-            {"accountId", account.id},
-            {"externalId", account.external_id},
-            {"balance", p.balance_after},
-            {"added", p.amount},
-            {"transactionId", p.transaction_id}};
+    json grant{
+        {"grantId", grant_of(p)},
+        {"expiresAt", p.expires_at ? json(format_time(*p.expires_at)) : json(nullptr)},
+        {"priority", p.priority.value_or(grant_priority_default)},
+        {"category", to_string(p.category.value_or(grant_category::paid))},
+        {"costBasis", p.cost ? json{{"amount", p.cost->amount}, {"currency", p.cost->currency}} : json(nullptr)}};
+    json out{{"success", true},
+             {"accountId", account.id},
+             {"externalId", account.external_id},
+             {"balance", p.balance_after},
+             {"added", p.amount},
+             {"transactionId", p.transaction_id}};
+    out.update(grant);
+    return out;
   }
   json operator()(const credits_deducted& p) const {
+    if (p.reason == reason_grant_voided)  // POST /v1/grants/void
+      return {{"success", true},
+              {"accountId", account.id},
+              {"externalId", account.external_id},
+              {"grantId", p.grant_id},
+              {"voided", p.amount},
+              {"balance", p.balance_after},
+              {"transactionId", p.transaction_id}};
     return {{"success", true},
             {"accountId", account.id},
             {"externalId", account.external_id},
             {"balance", p.balance_after},
             {"deducted", p.amount},
-            {"transactionId", p.transaction_id}};
+            {"transactionId", p.transaction_id},
+            {"draws", draws_json(p.draws.value_or(grant_draws{}))}};
   }
   json operator()(const credits_reserved&) const {
     // As it was when created, also when rendered again later.
@@ -62,9 +80,15 @@ struct body_renderer {
             {"transactionId", p.transaction_id},
             {"accountId", account.id},
             {"externalId", account.external_id},
-            {"amountCharged", p.charged},
+            {"amountCharged", p.charged + p.overcaptured},
             {"amountReleased", p.released},
-            {"balance", p.balance_after}};
+            // After the over-capture's deduction, which follows this event in the same transaction.
+            {"balance", p.balance_after - p.overcaptured},
+            {"overcaptured", p.overcaptured},
+            {"overcaptureTransactionId",
+             p.overcaptured > 0 ? json(derived_transaction_id(account.id, p.transaction_id, reason_overcapture))
+                                : json(nullptr)},
+            {"draws", draws_json(p.draws.value_or(grant_draws{}))}};
   }
   json operator()(const reservation_cancelled& p) const {
     return {{"success", true}, {"reservation", reservation_json(account, "cancelled")}, {"amountReleased", p.released}};

@@ -12,13 +12,13 @@ using nlohmann::json;
 constexpr std::size_t packed_key_bytes = sizeof(packed_key);
 
 // [[grant id, amount], ...]
-json draws_json(const grant_draws& draws) {
+json packed_draws(const grant_draws& draws) {
   json out = json::array();
   for (const auto& d : draws) out.push_back(json::array({d.grant_id, d.amount}));
   return out;
 }
 
-grant_draws draws_from(const json& j) {
+grant_draws unpacked_draws(const json& j) {
   grant_draws out;
   for (const auto& d : j) out.push_back({d.at(0).get<std::string>(), d.at(1).get<amount_t>()});
   return out;
@@ -34,14 +34,14 @@ json reservation_json(const reservation_state& r) {
           {"operation", r.operation},
           {"model", r.model},
           {"metadata", r.metadata},
-          {"draws", draws_json(r.draws)}};
+          {"draws", packed_draws(r.draws)}};
 }
 
 // id -> [type, amount, reversed, reason, draws]
 json transactions_json(const account_state& a) {
   json out = json::object();
   for (const auto& [id, t] : a.transactions)
-    out[id] = json::array({t.type, t.amount, t.reversed, t.reason, draws_json(t.draws)});
+    out[id] = json::array({t.type, t.amount, t.reversed, t.reason, packed_draws(t.draws)});
   return out;
 }
 
@@ -113,8 +113,8 @@ std::uint64_t get_u64(std::string_view in) {
   return v;
 }
 
-// Version 3: the header says how many keys follow the newline, 16 bytes each.
-idempotency_image idempotency_v3(const json& header, std::string_view bytes) {
+// Since version 3: the header says how many keys follow the newline, 16 bytes each.
+idempotency_image idempotency_keys(const json& header, std::string_view bytes) {
   idempotency_image out;
   const auto keys = header.at("keys").get<std::size_t>();
   if (header.at("keyBytes").get<std::size_t>() != packed_key_bytes || bytes.size() / packed_key_bytes != keys ||
@@ -125,26 +125,6 @@ idempotency_image idempotency_v3(const json& header, std::string_view bytes) {
   out.keys.reserve(keys);
   for (std::size_t i = 0; i < keys; ++i)
     out.keys.push_back({get_u64(bytes.substr(i * packed_key_bytes)), get_u64(bytes.substr(i * packed_key_bytes + 8))});
-  return out;
-}
-
-// Version 2: [slot, request fingerprint, topic, partition, offset, occurredAt] per key, in no particular order.
-// The request fingerprint is dropped: a hit now checks the request against the event it reads back.
-idempotency_image idempotency_v2(const json& keys) {
-  std::vector<std::pair<time_ms, packed_key>> timed;
-  for (const auto& k : keys) {
-    const auto slot = key128_from_hex(k.at(0).get<std::string>());
-    if (!slot || !key128_from_hex(k.at(1).get<std::string>())) throw std::invalid_argument("bad idempotency key");
-    const idempotency_record r{k.at(2) == 0 ? stream::ledger : stream::usage, k.at(3).get<std::int32_t>(),
-                               k.at(4).get<std::int64_t>(), k.at(5).get<time_ms>()};
-    const auto packed = pack_key(*slot, r);
-    if (!packed) throw std::invalid_argument("an idempotency key's position is out of range");
-    timed.emplace_back(r.occurred_at, *packed);
-  }
-  std::stable_sort(timed.begin(), timed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  idempotency_image out;
-  out.keys.reserve(timed.size());
-  for (const auto& [t, k] : timed) out.keys.push_back(k);
   return out;
 }
 
@@ -198,16 +178,16 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
     const json j = json::parse(payload.substr(0, newline));
     if (j.at("format") != "credits-writer-snapshot") throw std::invalid_argument("not a writer snapshot");
     const auto version = j.at("version");
-    if (version != snapshot_format_version && version != 2)
+    if (version == 2 || version == 3)
+      throw std::invalid_argument("snapshot version " + version.dump() +
+                                  " predates credit grants: it cannot say which grant holds which credit");
+    if (version != snapshot_format_version)
       throw std::invalid_argument("unsupported snapshot version " + version.dump());
     snapshot s;
     s.id = j.at("snapshotId").get<std::uint64_t>();
     s.created_at = j.at("createdAt").get<time_ms>();
     s.next_offsets = j.at("nextOffsets").get<std::map<std::string, std::vector<std::int64_t>>>();
     for (const auto& a : j.at("accounts")) {
-      // Grants were added within the format version: a snapshot without them was written before grants and
-      // cannot say which grant holds which credit, so it is refused and the whole log is replayed instead.
-      if (!a.contains("grants")) throw std::invalid_argument("the snapshot predates credit grants");
       account_state acc;
       acc.id = a.at("id").get<std::string>();
       acc.tenant = a.at("tenant").get<std::string>();
@@ -232,7 +212,7 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
                              r.at("operation").get<std::string>(),
                              r.at("model").get<std::string>(),
                              r.at("metadata"),
-                             draws_from(r.at("draws"))};
+                             unpacked_draws(r.at("draws"))};
         if (rs.status == reservation_status::pending) {
           pending += rs.amount;
           s.state.pending_by_expiry.emplace(rs.expires_at, rs.id);
@@ -241,7 +221,7 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
       }
       for (const auto& [id, t] : a.at("transactions").items()) {
         transaction_state ts{t.at(0).get<std::string>(), t.at(1).get<amount_t>(), t.at(2).get<amount_t>(),
-                             t.at(3).get<std::string>(), draws_from(t.at(4))};
+                             t.at(3).get<std::string>(), unpacked_draws(t.at(4))};
         if (ts.amount < 0 || ts.reversed < 0 || ts.reversed > ts.amount)
           throw std::invalid_argument("transaction " + id + " is reversed beyond its amount");
         acc.transactions.emplace(id, std::move(ts));
@@ -269,10 +249,8 @@ std::optional<snapshot> decode_snapshot(std::string_view payload, std::string* e
           s.state.quarantined[account_id].push_back(
               quarantined_record{r.at(0).get<std::string>(), r.at(1).get<std::string>(), r.at(2).get<std::string>(),
                                  r.at(3).get<std::string>()});
-    s.idempotency = version == 2 ? idempotency_v2(j.at("idempotency"))
-                                 : idempotency_v3(j.at("idempotency"), newline == std::string_view::npos
-                                                                           ? std::string_view{}
-                                                                           : payload.substr(newline + 1));
+    s.idempotency = idempotency_keys(
+        j.at("idempotency"), newline == std::string_view::npos ? std::string_view{} : payload.substr(newline + 1));
     return s;
   } catch (const std::exception& ex) {
     if (error) *error = ex.what();

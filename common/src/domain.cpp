@@ -153,16 +153,17 @@ decision decide_one(const ledger_state& state, const add_credits& c, const reque
   if (c.amount > amount_max - account->balance)
     return reject(error_code::invalid_request, "the balance would exceed the maximum of 2^53-1 credits", "amount",
                   {{"balance", account->balance}, {"max", amount_max}});
-  if (c.expires_at && *c.expires_at <= ctx.now)
+  const auto expires_at = c.expires_in_ms ? std::optional<time_ms>(ctx.now + *c.expires_in_ms) : c.expires_at;
+  if (expires_at && *expires_at <= ctx.now)
     return reject(error_code::invalid_request, "expiresAt must be in the future", "expiresAt",
-                  {{"expiresAt", format_time(*c.expires_at)}, {"now", format_time(ctx.now)}});
+                  {{"expiresAt", format_time(*expires_at)}, {"now", format_time(ctx.now)}});
   const auto grant_id = grant_id_of(c.transaction_id);
   CREDITS_ASSERT(!grant_id.empty(), "add_credits carries a malformed transaction id");
   if (account->grants.contains(grant_id))  // 64 random bits collided: the client may retry
     return reject(error_code::internal, "transaction id collision, please retry");
   credits_added p{c.transaction_id, c.amount, account->balance + c.amount, c.description, c.payment_method, c.metadata};
   p.grant_id = grant_id;
-  p.expires_at = c.expires_at;
+  p.expires_at = expires_at;
   p.priority = c.priority;
   p.category = c.category;
   p.cost = c.cost;
@@ -202,9 +203,9 @@ decision overcapture(const account_state& account, const reservation_state& rese
                   "actualAmount", {{"needed", excess}, {"available", spendable(account, ctx.now)}});
   std::vector<event> events;
   const amount_t after_hold = account.balance - reservation.amount;
-  events.push_back(make_event(
-      ctx, account.id,
-      reservation_confirmed{c.reservation_id, c.transaction_id, reservation.amount, 0, after_hold, reservation.draws}));
+  events.push_back(make_event(ctx, account.id,
+                              reservation_confirmed{c.reservation_id, c.transaction_id, reservation.amount, 0,
+                                                    after_hold, reservation.draws, excess}));
   credits_deducted extra{derived_transaction_id(account.id, c.transaction_id, reason_overcapture),
                          excess,
                          after_hold - excess,
@@ -426,11 +427,6 @@ grant_state& grant_in(account_state& account, const std::string& id) {
 
 // The grant a CreditsAdded creates: named by the event, or derived from its transaction id when written before
 // grants (and, for a hand-made transaction id that names no account, still unique per transaction).
-std::string grant_of(const credits_added& p) {
-  if (!p.grant_id.empty()) return p.grant_id;
-  auto id = grant_id_of(p.transaction_id);
-  return id.empty() ? "grt:" + p.transaction_id : id;
-}
 
 // How much each grant in `draws` accounts for, summed: one grant may appear more than once in a hand-made event.
 std::map<std::string, amount_t> per_grant(const grant_draws& draws) {

@@ -1,6 +1,7 @@
 #include "credits/common/events.hpp"
 
 #include "credits/common/contract.hpp"
+#include "credits/common/ids.hpp"
 #include "credits/common/overloaded.hpp"
 
 #include <algorithm>
@@ -16,12 +17,6 @@ using nlohmann::json;
 
 // Metadata is always an object on the wire, even when a caller built the event with a null one.
 json meta(const json& m) { return m.is_null() ? json::object() : m; }
-
-json draws_json(const grant_draws& draws) {
-  json out = json::array();
-  for (const auto& d : draws) out.push_back({{"grantId", d.grant_id}, {"amount", d.amount}});
-  return out;
-}
 
 // The fields added within version 1 for grants appear only where they mean something: events written before
 // grants decode without them.
@@ -68,6 +63,7 @@ json payload_json(const reservation_confirmed& p) {
             {"released", p.released},
             {"balanceAfter", p.balance_after}};
   put_draws(j, p.draws);
+  if (p.overcaptured != 0) j["overcaptured"] = p.overcaptured;
   return j;
 }
 json payload_json(const reservation_cancelled& p) {
@@ -204,8 +200,13 @@ std::optional<event_payload> payload_from(std::string_view type, const json& p) 
     return credits_reserved{str(p, "reservationId"), num(p, "amount"),   when(p, "expiresAt"), str(p, "operation"),
                             str(p, "model"),         obj(p, "metadata"), draws_from(p)};
   if (type == "ReservationConfirmed")
-    return reservation_confirmed{str(p, "reservationId"), str(p, "transactionId"), num(p, "charged"),
-                                 num(p, "released"),      num(p, "balanceAfter"),  draws_from(p)};
+    return reservation_confirmed{str(p, "reservationId"),
+                                 str(p, "transactionId"),
+                                 num(p, "charged"),
+                                 num(p, "released"),
+                                 num(p, "balanceAfter"),
+                                 draws_from(p),
+                                 p.contains("overcaptured") ? num(p, "overcaptured") : 0};
   if (type == "ReservationCancelled")
     return reservation_cancelled{str(p, "reservationId"), num(p, "released"), draws_from(p)};
   if (type == "ReservationExpired")
@@ -255,6 +256,18 @@ int days_in_month(int y, int m) {
 constexpr time_ms time_max = 253'402'300'799'999;
 
 }  // namespace
+
+json draws_json(const grant_draws& draws) {
+  json out = json::array();
+  for (const auto& d : draws) out.push_back({{"grantId", d.grant_id}, {"amount", d.amount}});
+  return out;
+}
+
+std::string grant_of(const credits_added& p) {
+  if (!p.grant_id.empty()) return p.grant_id;
+  auto id = grant_id_of(p.transaction_id);
+  return id.empty() ? "grt:" + p.transaction_id : id;
+}
 
 std::string_view to_string(grant_category category) {
   return category == grant_category::promotional ? "promotional" : "paid";

@@ -56,6 +56,7 @@ std::optional<std::string> admission_error(const event& e, std::string_view key,
                    check("charged", p.charged);
                    check("released", p.released);
                    check("balanceAfter", p.balance_after);
+                   check("overcaptured", p.overcaptured);
                  },
                  [&](const reservation_cancelled& p) { check("released", p.released); },
                  [&](const reservation_expired& p) { check("released", p.released); },

@@ -55,6 +55,13 @@ std::string text(const json& body, const char* name, const request_limits& limit
   return s;
 }
 
+bool boolean(const json& body, const char* name) {
+  const json* v = field_of(body, name);
+  if (!v) return false;
+  if (!v->is_boolean()) throw invalid(name, std::string(name) + " must be true or false, not " + v->type_name());
+  return v->get<bool>();
+}
+
 json metadata(const json& body, const request_limits& limits) {
   const json* v = field_of(body, "metadata");
   if (!v) return json::object();
@@ -71,6 +78,45 @@ std::string account(const json& body, std::string_view tenant) {
   if (!is_account_id(std::get<std::string>(resolved)))
     throw invalid(rejection{error_code::account_not_found, "account not found", "accountId", nullptr});
   return std::get<std::string>(resolved);
+}
+
+// A grant's terms on an addCredits: expiry (expiresAt or expiresInSeconds), priority, category, costBasis.
+void grant_terms(const json& body, add_credits& c, const request_limits& limits) {
+  const json* at = field_of(body, "expiresAt");
+  const bool relative = field_of(body, "expiresInSeconds") != nullptr;
+  if (at && relative) throw invalid("expiresAt", "give expiresAt or expiresInSeconds, not both");
+  if (at) {
+    const auto t = at->is_string() ? parse_time(at->get_ref<const std::string&>()) : std::nullopt;
+    if (!t) throw invalid("expiresAt", "expiresAt must be an RFC 3339 time, e.g. 2027-01-31T00:00:00Z");
+    c.expires_at = *t;  // in the future: decide() checks it against the request's time
+  }
+  if (relative) c.expires_in_ms = 1000 * integer(body, "expiresInSeconds", 1, limits.grant_expiry_s_max, true);
+  c.priority = static_cast<int>(
+      integer(body, "priority", grant_priority_min, grant_priority_max, false, grant_priority_default));
+  if (const json* v = field_of(body, "category")) {
+    const auto category = v->is_string() ? grant_category_from(v->get_ref<const std::string&>()) : std::nullopt;
+    if (!category) throw invalid("category", "category must be \"paid\" or \"promotional\"");
+    c.category = *category;
+  }
+  if (const json* v = field_of(body, "costBasis")) {
+    if (!v->is_object())
+      throw invalid("costBasis",
+                    "costBasis must be an object {amount, currency}, e.g. {\"amount\": 999, \"currency\": \"USD\"}");
+    for (const auto& [name, _] : v->items())
+      if (name != "amount" && name != "currency")
+        throw invalid("costBasis." + name, "costBasis has no field " + name + " (it takes amount and currency)");
+    cost_basis cost;
+    try {
+      cost.amount = integer(*v, "amount", 0, amount_max, true);
+    } catch (const invalid& e) {
+      throw invalid("costBasis.amount", "costBasis." + e.r.message + " (integer minor units, e.g. cents)");
+    }
+    const json* currency = field_of(*v, "currency");
+    if (!currency || !currency->is_string() || !is_currency_code(currency->get_ref<const std::string&>()))
+      throw invalid("costBasis.currency", "costBasis.currency must be an ISO 4217 code of three capital letters");
+    cost.currency = currency->get<std::string>();
+    c.cost = std::move(cost);
+  }
 }
 
 template <class F>
@@ -153,6 +199,7 @@ parsed parse_add_credits(const json& body, std::string_view tenant, const random
     c.description = text(body, "description", limits, false);
     c.payment_method = text(body, "paymentMethod", limits, false);
     c.metadata = metadata(body, limits);
+    grant_terms(body, c, limits);
     c.transaction_id = child_id("txn", c.account_id, bits());
     return c;
   });
@@ -193,6 +240,7 @@ parsed parse_confirm_reservation(const json& body, const random_bits& bits, cons
     c.reservation_id = text(body, "reservationId", limits, true);
     // Zero is a valid actual cost (the call was free); it charges nothing and releases the whole hold.
     c.actual_amount = integer(body, "actualAmount", 0, amount_max, true);
+    c.allow_overcapture = boolean(body, "allowOvercapture");
     c.transaction_id =
         child_id("txn", account_of("rsv", c.reservation_id).value_or("acc_000000000000000000000000"), bits());
     return c;
@@ -234,6 +282,15 @@ parsed parse_record_usage(const json& body, std::string_view tenant, const rando
     c.cached_tokens = integer(body, "cachedTokens", 0, amount_max, false);
     c.metadata = metadata(body, limits);
     c.usage_id = child_id("use", c.account_id, bits());
+    return c;
+  });
+}
+
+parsed parse_void_grant(const json& body, const random_bits& bits, const request_limits& limits) {
+  return guarded(body, [&]() -> parsed {
+    void_grant c;
+    c.grant_id = text(body, "grantId", limits, true);
+    c.transaction_id = child_id("txn", account_of("grt", c.grant_id).value_or("acc_000000000000000000000000"), bits());
     return c;
   });
 }

@@ -101,8 +101,9 @@ def account_named_twice(case, status, error):
 def ledger_state_details(case, status, error):
     """Refusals that depend on the ledger's state, each with its documented details: the balance would exceed
     2^53-1 (addCredits, reversing a debit); actualAmount above the hold; a reversal above what is left to
-    reverse; a reversal of a reversal."""
+    reverse; a reversal of a reversal; a grant's expiresAt not after the server's clock."""
     shapes = {("amount", frozenset({"balance", "max"})),
+              ("expiresAt", frozenset({"expiresAt", "now"})),
               ("actualAmount", frozenset({"reserved", "actualAmount"})),
               ("amount", frozenset({"original", "reversed", "remaining"})),
               ("transactionId", frozenset({"type"}))}

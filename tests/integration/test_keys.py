@@ -20,7 +20,7 @@ ADMIN = BUILD / "admin" / "credits-admin"
 APPLY_WAIT_S = 5
 COMMANDS = ["/v1/accounts/create", "/v1/accounts/credits/add", "/v1/accounts/credits/deduct",
             "/v1/reservations/create", "/v1/reservations/confirm", "/v1/reservations/cancel", "/v1/usage/record",
-            "/v1/transactions/reverse"]
+            "/v1/transactions/reverse", "/v1/grants/void"]
 
 
 def admin_for(keys_topic):

@@ -29,7 +29,7 @@ REGISTRY = Registry().with_resource(DOC_URI, Resource.from_contents(SPEC, defaul
 
 MUTATIONS = ["/v1/accounts/create", "/v1/accounts/credits/add", "/v1/accounts/credits/deduct",
              "/v1/reservations/create", "/v1/reservations/confirm", "/v1/reservations/cancel", "/v1/usage/record",
-             "/v1/transactions/reverse", "/v1/admin/events/void"]
+             "/v1/transactions/reverse", "/v1/grants/void", "/v1/admin/events/void"]
 QUERIES = ["/v1/accounts/get", "/v1/accounts/balance", "/v1/accounts", "/v1/transactions", "/v1/reservations",
            "/v1/usage"]
 

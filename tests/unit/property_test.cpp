@@ -1,8 +1,10 @@
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <optional>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <vector>
 
 #include "credits/common/replay.hpp"
@@ -25,11 +27,16 @@ using outcome = std::optional<error_code>;  // nullopt: accepted
 
 std::string describe(const outcome& o) { return o ? std::string(to_string(*o)) : std::string("accepted"); }
 
+// (grant id, credits): what a movement took from one grant. Every grant here is made by a plain addCredits, so
+// none expires and all have the default priority: the burn order is simply oldest first.
+using model_draws = std::vector<std::pair<std::string, amount_t>>;
+
 struct model_hold {
   amount_t amount = 0;
   time_ms expires_at = 0;
   reservation_status status = reservation_status::pending;
   amount_t charged = 0;
+  model_draws draws = {};
 };
 
 struct model_transaction {
@@ -37,12 +44,35 @@ struct model_transaction {
   std::string type;
   amount_t amount = 0;
   amount_t reversed = 0;
+  model_draws draws = {};  // a charge: what it took and is not refunded yet
 };
 
 struct model_account {
   amount_t balance = 0;
   std::map<std::string, model_hold> holds;
-  std::vector<std::string> quarantined;  // event ids of the records that block it, in log order
+  std::vector<std::string> quarantined;                  // event ids of the records that block it, in log order
+  std::vector<std::pair<std::string, amount_t>> grants;  // (grant id, unused and unheld), oldest first
+
+  // Takes n from the grants, oldest first (the caller made sure they hold it).
+  model_draws take(amount_t n) {
+    model_draws out;
+    for (auto& [id, left] : grants) {
+      const auto part = std::min(n, left);
+      if (part == 0) continue;
+      left -= part;
+      n -= part;
+      out.emplace_back(id, part);
+    }
+    return out;
+  }
+  void give_back(const model_draws& draws) {
+    for (const auto& [id, part] : draws) grant(id) += part;
+  }
+  amount_t& grant(const std::string& id) {
+    for (auto& [gid, left] : grants)
+      if (gid == id) return left;
+    throw std::logic_error("no grant " + id);
+  }
 
   amount_t reserved() const {
     amount_t sum = 0;
@@ -122,6 +152,16 @@ struct step_plan {
                << h.expires_at << "/" << to_string(h.status) << "/charged " << h.charged;
       if (h.status == reservation_status::pending) pending.emplace(h.expires_at, rid);
     }
+    for (const auto& [gid, left] : expected.grants) {
+      const auto g = a.grants.find(gid);
+      if (g == a.grants.end()) return ::testing::AssertionFailure() << "no grant " << gid << " in the fold";
+      if (g->second.remaining != left)
+        return ::testing::AssertionFailure()
+               << "grant " << gid << " has " << g->second.remaining << " left, model " << left;
+    }
+    if (a.grants.size() != expected.grants.size())
+      return ::testing::AssertionFailure()
+             << id << " has " << a.grants.size() << " grants, model " << expected.grants.size();
     const auto q = state.quarantined.find(id);
     std::vector<std::string> quarantined;
     if (q != state.quarantined.end())
@@ -227,7 +267,11 @@ class random_run {
     for (const auto& e : events) emitted.insert(std::get<reservation_expired>(e.payload).reservation_id);
     ASSERT_EQ(emitted, due) << "expiry at step " << steps_;
     append(events);
-    for (const auto& rid : due) m_.hold(rid)->status = reservation_status::expired;
+    for (const auto& rid : due) {
+      auto* h = m_.hold(rid);
+      h->status = reservation_status::expired;
+      m_.accounts.at(m_.hold_accounts.at(rid)).give_back(h->draws);
+    }
     accepted[kind::expire] += due.size();
   }
 
@@ -281,6 +325,7 @@ class random_run {
       p.expected = blocked_or(p.tenant, account, own ? outcome() : error_code::account_not_found);
       p.apply_model = [this, &a, id, n, account] {
         a.balance += n;
+        a.grants.emplace_back(grant_id_of(id), n);
         m_.transactions[id] = {account, "CreditsAdded", n, 0};
       };
     } else if (roll < 36) {
@@ -295,7 +340,7 @@ class random_run {
       p.expected_events = m_.signals_low(a.available(), a.available() - n) ? 2 : 1;
       p.apply_model = [this, &a, id, n, account] {
         a.balance -= n;
-        m_.transactions[id] = {account, "CreditsDeducted", n, 0};
+        m_.transactions[id] = {account, "CreditsDeducted", n, 0, a.take(n)};
       };
     } else if (roll < 52) {
       p.k = kind::reserve;
@@ -309,7 +354,7 @@ class random_run {
                                                   : outcome());
       p.expected_events = m_.signals_low(a.available(), a.available() - n) ? 2 : 1;
       p.apply_model = [this, &a, id, n, now, expires_in, account] {
-        a.holds[id] = {n, now + expires_in, reservation_status::pending, 0};
+        a.holds[id] = {n, now + expires_in, reservation_status::pending, 0, a.take(n)};
         m_.hold_accounts[id] = account;
       };
       holds_.push_back(id);
@@ -337,12 +382,25 @@ class random_run {
         p.apply_model = [this, h, actual, id, owner] {
           h->status = reservation_status::confirmed;
           h->charged = actual;
-          m_.accounts[owner].balance -= actual;
-          m_.transactions[id] = {owner, "ReservationConfirmed", actual, 0};
+          auto& o = m_.accounts[owner];
+          o.balance -= actual;
+          // The charge takes the hold's draws in order; the rest goes back to its grants.
+          o.give_back(h->draws);
+          model_draws charged;
+          for (amount_t to_charge = actual; const auto& [gid, part] : h->draws) {
+            if (to_charge == 0) break;
+            charged.emplace_back(gid, std::min(to_charge, part));
+            o.grant(gid) -= charged.back().second;
+            to_charge -= charged.back().second;
+          }
+          m_.transactions[id] = {owner, "ReservationConfirmed", actual, 0, std::move(charged)};
         };
       } else {
         p.cmd = cancel_reservation{rid};
-        p.apply_model = [h] { h->status = reservation_status::cancelled; };
+        p.apply_model = [this, h, owner] {
+          h->status = reservation_status::cancelled;
+          m_.accounts[owner].give_back(h->draws);
+        };
       }
       p.expected = blocked_or(p.tenant, owner, why);
     } else if (roll < 84) {
@@ -397,13 +455,28 @@ class random_run {
       } else {
         delta = type == "CreditsAdded" ? -n : n;
         auto& o = m_.accounts[owner];
-        if (delta < 0 && -delta > o.available()) why = error_code::insufficient_credits;
+        // A correction of added credits takes them from that grant alone: only what is unused and unheld of it.
+        if (delta < 0 && -delta > o.grant(grant_id_of(tid))) why = error_code::insufficient_credits;
         if (delta < 0) p.expected_events = m_.signals_low(o.available(), o.available() + delta) ? 2 : 1;
       }
       p.expected = blocked_or(p.tenant, owner, why);
       p.apply_model = [this, tid, id, n, delta, owner] {
-        m_.accounts[owner].balance += delta;
-        m_.transactions[tid].reversed += n;
+        auto& o = m_.accounts[owner];
+        o.balance += delta;
+        auto& original = m_.transactions[tid];
+        original.reversed += n;
+        if (delta < 0) {
+          o.grant(grant_id_of(tid)) -= n;
+        } else {  // a refund goes back to the grants the charge took from, last drawn first
+          for (amount_t to_refund = n; to_refund > 0;) {
+            auto& [gid, part] = original.draws.back();
+            const auto back = std::min(to_refund, part);
+            o.grant(gid) += back;
+            part -= back;
+            to_refund -= back;
+            if (part == 0) original.draws.pop_back();
+          }
+        }
         m_.transactions[id] = {owner, "TransactionReversed", n, 0};
       };
     } else {

@@ -51,6 +51,86 @@ TEST_F(requests, amounts_must_be_positive_integers_up_to_2_pow_53) {
       amount_max);
 }
 
+TEST_F(requests, add_credits_takes_grant_terms) {
+  const auto account = derive_account_id("demo", "u");
+  const auto c = ok<add_credits>(parse_add_credits(json{{"accountId", account},
+                                                        {"amount", 10},
+                                                        {"expiresAt", "2027-01-31T00:00:00Z"},
+                                                        {"priority", 0},
+                                                        {"category", "promotional"},
+                                                        {"costBasis", {{"amount", 999}, {"currency", "USD"}}}},
+                                                   "demo", bits, limits));
+  EXPECT_EQ(c.expires_at, parse_time("2027-01-31T00:00:00Z"));
+  EXPECT_EQ(c.expires_in_ms, std::nullopt);
+  EXPECT_EQ(c.priority, 0);
+  EXPECT_EQ(c.category, grant_category::promotional);
+  EXPECT_EQ(c.cost, (cost_basis{999, "USD"}));
+  const auto relative = ok<add_credits>(
+      parse_add_credits(json{{"accountId", account}, {"amount", 10}, {"expiresInSeconds", 60}}, "demo", bits, limits));
+  EXPECT_EQ(relative.expires_in_ms, 60'000);
+  const auto plain =
+      ok<add_credits>(parse_add_credits(json{{"accountId", account}, {"amount", 10}}, "demo", bits, limits));
+  EXPECT_EQ(plain.expires_at, std::nullopt);
+  EXPECT_EQ(plain.priority, grant_priority_default);
+  EXPECT_EQ(plain.category, grant_category::paid);
+  EXPECT_EQ(plain.cost, std::nullopt);
+}
+
+TEST_F(requests, bad_grant_terms_name_their_field) {
+  const auto account = derive_account_id("demo", "u");
+  const std::pair<json, std::string> cases[] = {
+      {{{"expiresAt", "soon"}}, "expiresAt"},
+      {{{"expiresAt", 5}}, "expiresAt"},
+      {{{"expiresAt", "2027-01-31T00:00:00Z"}, {"expiresInSeconds", 5}}, "expiresAt"},
+      {{{"expiresInSeconds", 0}}, "expiresInSeconds"},
+      {{{"expiresInSeconds", limits.grant_expiry_s_max + 1}}, "expiresInSeconds"},
+      {{{"priority", 101}}, "priority"},
+      {{{"priority", -1}}, "priority"},
+      {{{"priority", 1.5}}, "priority"},
+      {{{"category", "free"}}, "category"},
+      {{{"category", true}}, "category"},
+      {{{"costBasis", "999 USD"}}, "costBasis"},
+      {{{"costBasis", {{"amount", 1}}}}, "costBasis.currency"},
+      {{{"costBasis", {{"amount", 1}, {"currency", "dollars"}}}}, "costBasis.currency"},
+      {{{"costBasis", {{"amount", -1}, {"currency", "USD"}}}}, "costBasis.amount"},
+      {{{"costBasis", {{"amount", "1"}, {"currency", "USD"}}}}, "costBasis.amount"},
+      {{{"costBasis", {{"amount", 1}, {"currency", "USD"}, {"net", 1}}}}, "costBasis.net"},
+  };
+  for (const auto& [terms, field] : cases) {
+    auto body = json{{"accountId", account}, {"amount", 10}};
+    body.update(terms);
+    const auto r = bad(parse_add_credits(body, "demo", bits, limits));
+    EXPECT_EQ(r.code, error_code::invalid_request) << terms;
+    EXPECT_EQ(r.field, field) << terms;
+  }
+}
+
+TEST_F(requests, over_capture_is_asked_for_with_a_boolean) {
+  const auto rsv = child_id("rsv", derive_account_id("demo", "u"), 7);
+  EXPECT_FALSE(ok<confirm_reservation>(
+                   parse_confirm_reservation(json{{"reservationId", rsv}, {"actualAmount", 5}}, bits, limits))
+                   .allow_overcapture);
+  EXPECT_TRUE(ok<confirm_reservation>(
+                  parse_confirm_reservation(
+                      json{{"reservationId", rsv}, {"actualAmount", 5}, {"allowOvercapture", true}}, bits, limits))
+                  .allow_overcapture);
+  for (json flag : {json("true"), json(1), json::object()})
+    EXPECT_EQ(bad(parse_confirm_reservation(
+                      json{{"reservationId", rsv}, {"actualAmount", 5}, {"allowOvercapture", flag}}, bits, limits))
+                  .field,
+              "allowOvercapture")
+        << flag;
+}
+
+TEST_F(requests, void_grant_names_the_grant_and_a_transaction_of_its_account) {
+  const auto account = derive_account_id("demo", "u");
+  const auto grant = "grt" + child_id("txn", account, 9).substr(3);
+  const auto c = ok<void_grant>(parse_void_grant(json{{"grantId", grant}}, bits, limits));
+  EXPECT_EQ(c.grant_id, grant);
+  EXPECT_EQ(account_of("txn", c.transaction_id), account);
+  EXPECT_EQ(bad(parse_void_grant(json::object(), bits, limits)).field, "grantId");
+}
+
 TEST_F(requests, missing_account_is_invalid_and_malformed_account_is_not_found) {
   EXPECT_EQ(bad(parse_add_credits(json{{"amount", 1}}, "demo", bits, limits)).field, "accountId");
   EXPECT_EQ(bad(parse_add_credits(json{{"accountId", "x"}, {"amount", 1}}, "demo", bits, limits)).code,

@@ -17,8 +17,10 @@ namespace credits::api {
 // 2: transactions carry their type, amount and reversed amount (for reversals); version 1 snapshots are
 // skipped and the log replayed.
 // 3: the idempotency keys are packed, 16 bytes each (idempotency.hpp: packed_key), after the JSON document and
-// a newline; version 2 snapshots (a JSON array of keys) still load.
-inline constexpr int snapshot_format_version = 3;
+// a newline.
+// 4: accounts carry their credit grants, holds and transactions what they drew from each grant. Versions 2 and 3
+// predate grants and cannot say which grant holds which credit: they are refused and the log replayed.
+inline constexpr int snapshot_format_version = 4;
 
 // The writer's state at a log position: everything start-up would otherwise fold from the beginning.
 struct snapshot {

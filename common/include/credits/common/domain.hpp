@@ -187,7 +187,8 @@ struct add_credits {
   std::string payment_method;
   nlohmann::json metadata = nlohmann::json::object();
   std::string transaction_id;
-  std::optional<time_ms> expires_at = std::nullopt;  // must be after the request's time
+  std::optional<time_ms> expires_at = std::nullopt;          // must be after the request's time
+  std::optional<std::int64_t> expires_in_ms = std::nullopt;  // or this long after the request's time
   int priority = grant_priority_default;
   grant_category category = grant_category::paid;
   std::optional<cost_basis> cost = std::nullopt;

@@ -46,6 +46,8 @@ struct grant_draw {
   bool operator==(const grant_draw&) const = default;
 };
 using grant_draws = std::vector<grant_draw>;
+// [{grantId, amount}, ...], as events and answers show draws.
+nlohmann::json draws_json(const grant_draws& draws);
 
 // Why a CreditsDeducted took credits, when not a plain deduction. An expiry or a void of a grant is a deduction
 // so that a consumer folding balances by the version 1 rules stays right (docs/events/README.md).
@@ -75,6 +77,10 @@ struct credits_added {
   std::optional<grant_category> category = std::nullopt;
   std::optional<cost_basis> cost = std::nullopt;  // what was paid for it, when the caller said
 };
+
+// The grant a CreditsAdded creates: its grantId, or for events written before grants the id derived from its
+// transaction id (grant_id_of), or "grt:<transactionId>" when that is malformed.
+std::string grant_of(const credits_added& p);
 
 struct credits_deducted {
   std::string transaction_id;
@@ -107,6 +113,10 @@ struct reservation_confirmed {
   amount_t released = 0;
   amount_t balance_after = 0;
   std::optional<grant_draws> draws = std::nullopt;
+  // An over-capture: how much above the hold the caller's actualAmount was. The excess is not in this event's
+  // money: the CreditsDeducted (reason overcapture) that follows it takes it. Here so that the answer (and a
+  // replay of it) can say what was charged in all. 0: none.
+  amount_t overcaptured = 0;
 };
 
 // Both return the whole hold to its grants; `draws` repeats the hold's draws.

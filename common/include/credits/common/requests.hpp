@@ -15,8 +15,9 @@ struct request_limits {
   std::size_t string_bytes_max = 256;
   std::size_t metadata_bytes_max = 4096;
   std::size_t json_depth_max = 16;
-  std::int64_t reservation_timeout_s = 900;            // default hold when a request names none
-  std::int64_t reservation_timeout_s_max = 7 * 86400;  // longest hold a request may ask for
+  std::int64_t reservation_timeout_s = 900;               // default hold when a request names none
+  std::int64_t reservation_timeout_s_max = 7 * 86400;     // longest hold a request may ask for
+  std::int64_t grant_expiry_s_max = 100LL * 366 * 86400;  // furthest expiresInSeconds of a grant (100 years)
 };
 
 // Random bits for new ids, injected so tests are deterministic.
@@ -44,6 +45,8 @@ parsed parse_cancel_reservation(const nlohmann::json& body, const request_limits
 parsed parse_reverse_transaction(const nlohmann::json& body, const random_bits& bits, const request_limits& limits);
 parsed parse_record_usage(const nlohmann::json& body, std::string_view tenant, const random_bits& bits,
                           const request_limits& limits);
+// POST /v1/grants/void: {grantId}.
+parsed parse_void_grant(const nlohmann::json& body, const random_bits& bits, const request_limits& limits);
 // POST /v1/admin/events/void: {eventId, reason, accountId?}. Without accountId the server finds the account.
 parsed parse_void_event(const nlohmann::json& body, const request_limits& limits);
 
