@@ -31,10 +31,19 @@ command_list fold_payload(const event& e, std::int64_t, const account_created& p
           {"ZADD", accounts_key(e.tenant), num(e.occurred_at), e.account_id}};
 }
 
+// What an entry says of credit grants: the grant it created, expired or voided, why a deduction was made, and
+// what it took from (or returned to) each grant. Events written before grants say none of it.
+struct grant_facts {
+  const std::optional<grant_draws>& draws;
+  std::string grant_id = {};
+  std::string reason = {};
+};
+
 // One entry of the account's transaction list: the index (by time) and the entry itself.
 command_list transaction(const event& e, std::int64_t offset, const std::string& id, const char* type, amount_t amount,
                          amount_t balance_after, const std::string& description, const nlohmann::json& metadata,
-                         const std::string& reservation_id, const std::string& reversal_of = {}) {
+                         const std::string& reservation_id, const grant_facts& grants,
+                         const std::string& reversal_of = {}) {
   const nlohmann::json entry{{"id", id},
                              {"type", type},
                              {"amount", amount},
@@ -43,6 +52,9 @@ command_list transaction(const event& e, std::int64_t offset, const std::string&
                              {"metadata", metadata.is_null() ? nlohmann::json::object() : metadata},
                              {"reservationId", nullable(reservation_id)},
                              {"reversalOf", nullable(reversal_of)},
+                             {"grantId", nullable(grants.grant_id)},
+                             {"reason", nullable(grants.reason)},
+                             {"draws", draws_json(grants.draws.value_or(grant_draws{}))},
                              {"createdAt", format_time(e.occurred_at)}};
   return {{"ZADD", transactions_key(e.account_id), num(e.occurred_at), sequenced(offset, id)},
           {"HSET", transaction_entries_key(e.account_id), id, entry.dump()}};
@@ -56,13 +68,15 @@ command_list& operator+=(command_list& a, command_list b) {
 command_list fold_payload(const event& e, std::int64_t offset, const credits_added& p) {
   command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(p.amount)}};
   return out +=
-         transaction(e, offset, p.transaction_id, "credit", p.amount, p.balance_after, p.description, p.metadata, "");
+         transaction(e, offset, p.transaction_id, "credit", p.amount, p.balance_after, p.description, p.metadata, "",
+                     {std::nullopt, grant_of(p)});
 }
 
 command_list fold_payload(const event& e, std::int64_t offset, const credits_deducted& p) {
   command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(-p.amount)}};
   return out +=
-         transaction(e, offset, p.transaction_id, "debit", -p.amount, p.balance_after, p.description, p.metadata, "");
+         transaction(e, offset, p.transaction_id, "debit", -p.amount, p.balance_after, p.description, p.metadata,
+                     p.reservation_id, {p.draws, p.grant_id, p.reason});
 }
 
 command_list fold_payload(const event& e, std::int64_t, const credits_reserved& p) {
@@ -89,7 +103,8 @@ command_list fold_payload(const event& e, std::int64_t offset, const reservation
       {"HSET", reservation_key(e.account_id, p.reservation_id), "status", "confirmed", "charged", num(p.charged),
        "released", num(p.released), "transactionId", p.transaction_id, "resolvedAt", format_time(e.occurred_at)}};
   return out +=
-         transaction(e, offset, p.transaction_id, "charge", -p.charged, p.balance_after, "", nullptr, p.reservation_id);
+         transaction(e, offset, p.transaction_id, "charge", -p.charged, p.balance_after, "", nullptr, p.reservation_id,
+                     {p.draws});
 }
 
 command_list fold_release(const event& e, const std::string& reservation_id, amount_t released, const char* status) {
@@ -156,7 +171,7 @@ command_list fold_payload(const event& e, std::int64_t offset, const usage_recor
 command_list fold_payload(const event& e, std::int64_t offset, const transaction_reversed& p) {
   command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(balance_delta(p))}};
   auto entry = transaction(e, offset, p.transaction_id, "reversal", balance_delta(p), p.balance_after, p.description,
-                           p.metadata, "", p.original_transaction_id);
+                           p.metadata, "", {p.draws}, p.original_transaction_id);
   return out += std::move(entry);
 }
 

@@ -271,6 +271,11 @@ page list_transactions(redis_connection& redis, std::string_view account_id, con
         for (const auto& m : batch) args.emplace_back(sequenced_id(m.member));
         for (const auto& v : r.run(args).array) {
           auto j = v ? nlohmann::json::parse(*v, nullptr, false) : nlohmann::json();
+          if (j.is_object()) {  // entries folded before grants lack these
+            j.emplace("grantId", nullptr);
+            j.emplace("reason", nullptr);
+            j.emplace("draws", nlohmann::json::array());
+          }
           out.push_back(j.is_object() ? std::optional(std::move(j)) : std::nullopt);
         }
         return out;

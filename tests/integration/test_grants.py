@@ -128,11 +128,21 @@ def test_deductions_and_holds_burn_in_the_documented_order(client):
     assert fold_balance(events) == (105, 0) and spendable(client, account_id) == 105
 
     # A refund goes back to the grants the charge took from, last drawn first.
-    refund = ok(client.post("/v1/transactions/reverse", {"transactionId": confirmed["transactionId"], "amount": 20}))
+    answer = client.post("/v1/transactions/reverse", {"transactionId": confirmed["transactionId"], "amount": 20})
+    refund = ok(answer)
     assert refund["balance"] == 125
     events = events_of(account_id)
     assert events[-1]["payload"]["draws"] == [{"grantId": later, "amount": 15}, {"grantId": soon, "amount": 5}]
     assert fold_grants(events)[soon] == (5, 0)
+
+    # The transactions listing says which credits each movement used.
+    listed = ok(client.get("/v1/transactions", headers={"Credits-Min-Position": answer.headers["Credits-Position"]},
+                           accountId=account_id))["transactions"]
+    by_id = {t["id"]: t for t in listed}
+    assert by_id[taken["transactionId"]]["draws"] == taken["draws"]
+    assert by_id[confirmed["transactionId"]]["draws"] == confirmed["draws"]
+    assert by_id[refund["transactionId"]]["draws"] == events[-1]["payload"]["draws"]
+    assert {t["grantId"] for t in listed if t["type"] == "credit"} == {paid, promo, soon, later}
 
 
 def test_a_grant_expires_while_a_hold_on_it_is_open(client):

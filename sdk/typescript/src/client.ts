@@ -8,6 +8,7 @@ import type {
   AddCreditsResult,
   Balance,
   CancelReservationResult,
+  ConfirmReservationOptions,
   ConfirmReservationResult,
   CreateAccountParams,
   CreateAccountResult,
@@ -36,6 +37,7 @@ import type {
   UsageRecord,
   UsageSummaryParams,
   UsageSummaryResult,
+  VoidGrantResult,
 } from "./types.js";
 
 export interface CreditsClientOptions {
@@ -227,19 +229,32 @@ export class CreditsClient {
     return this.#call({ method: "POST", path: "/v1/reservations/create", body: params, options, writesLedger: true });
   }
 
-  /** Charges `actualAmount` (0 up to the hold) and releases the rest. POST /v1/reservations/confirm */
+  /**
+   * Charges `actualAmount` (0 up to the hold) and releases the rest. With `{ allowOvercapture: true }` the amount
+   * may exceed the hold: the excess is taken from available in burn order, or `InsufficientCreditsError` and the
+   * hold stays pending. POST /v1/reservations/confirm
+   */
   confirmReservation(
     reservationId: string,
     actualAmount: number,
-    options?: RequestOptions,
+    options?: ConfirmReservationOptions,
   ): Promise<ConfirmReservationResult> {
+    const { allowOvercapture, ...requestOptions } = options ?? {};
     return this.#call({
       method: "POST",
       path: "/v1/reservations/confirm",
-      body: { reservationId, actualAmount },
-      options,
+      body: allowOvercapture === undefined ? { reservationId, actualAmount } : { reservationId, actualAmount, allowOvercapture },
+      options: requestOptions,
       writesLedger: true,
     });
+  }
+
+  /**
+   * Removes a grant's unused, unheld remainder for good (a chargeback, a cancelled promotion); `ConflictError` if
+   * it expired or was voided already. POST /v1/grants/void
+   */
+  voidGrant(grantId: string, options?: RequestOptions): Promise<VoidGrantResult> {
+    return this.#call({ method: "POST", path: "/v1/grants/void", body: { grantId }, options, writesLedger: true });
   }
 
   /** Releases the whole hold. POST /v1/reservations/cancel */

@@ -16,11 +16,11 @@ export {
 export type { Listings } from "./client.js";
 export type {
   Account, AccountRef, AccountWithBalance, AddCreditsParams, AddCreditsResult, Balance,
-  CancelReservationResult, ConfirmReservationResult, CreateAccountParams, CreateAccountResult,
+  CancelReservationResult, ConfirmReservationOptions, ConfirmReservationResult, CostBasis, CreateAccountParams, CreateAccountResult,
   CreateReservationParams, CreateReservationResult, DateRange, DeductCreditsParams, DeductCreditsResult,
-  GetAccountResult, GetBalanceParams, LedgerTransaction, ListAccountsResult, ListedReservation,
+  GetAccountResult, GetBalanceParams, GrantCategory, GrantDraw, LedgerTransaction, ListAccountsResult, ListedReservation,
   ListReservationsParams, ListReservationsResult, ListTransactionsParams, ListTransactionsResult, ListUsageParams,
   ListUsageResult, Metadata, Page, PageParams, RecordUsageParams, RecordUsageResult, RequestOptions, Reservation,
   ReservationStatus, ReverseTransactionParams, ReverseTransactionResult, TimeParam, TransactionType, Usage,
-  UsageContext, UsageFilters, UsageRecord, UsageSummaryParams, UsageSummaryResult, UsageTotals,
+  UsageContext, UsageFilters, UsageRecord, UsageSummaryParams, UsageSummaryResult, UsageTotals, VoidGrantResult,
 } from "./types.js";

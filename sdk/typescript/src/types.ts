@@ -133,11 +133,40 @@ export interface Balance {
 
 // ---- addCredits / deductCredits ----
 
+// ---- credit grants ----
+
+/** `paid` (the default) or `promotional`. */
+export type GrantCategory = "paid" | "promotional";
+
+/** What was paid for a grant: integer minor units (cents for USD) of an ISO 4217 currency. */
+export interface CostBasis {
+  amount: number;
+  currency: string;
+}
+
+/** Credits a movement took from (or returned to) one grant. */
+export interface GrantDraw {
+  grantId: string;
+  amount: number;
+}
+
+/**
+ * Every addCredits creates a grant. Deductions, holds and over-captures take credits from unexpired grants in burn
+ * order: lower `priority` first, then the soonest `expiresAt` (never-expiring last), then the oldest.
+ */
 export type AddCreditsParams = AccountRef & {
   amount: number;
   description?: string;
   paymentMethod?: string;
   metadata?: Metadata;
+  /** When the grant's unused, unheld remainder expires (RFC 3339 or a Date); must be in the future. */
+  expiresAt?: string | Date;
+  /** Or: the expiry in seconds from now. */
+  expiresInSeconds?: number;
+  /** 0..100, lower burns first; the server's default is 50. */
+  priority?: number;
+  category?: GrantCategory;
+  costBasis?: CostBasis;
 };
 
 export interface AddCreditsResult {
@@ -147,6 +176,25 @@ export interface AddCreditsResult {
   /** The balance after the addition. */
   balance: number;
   added: number;
+  transactionId: string;
+  /** The grant the credits form. */
+  grantId: string;
+  /** null: never expires. */
+  expiresAt: string | null;
+  priority: number;
+  category: GrantCategory;
+  costBasis: CostBasis | null;
+}
+
+export interface VoidGrantResult {
+  success: true;
+  accountId: string;
+  externalId: string;
+  grantId: string;
+  /** The unused, unheld remainder removed now; what open holds release of the grant later is removed then. */
+  voided: number;
+  /** The balance after the void. */
+  balance: number;
   transactionId: string;
 }
 
@@ -164,6 +212,8 @@ export interface DeductCreditsResult {
   balance: number;
   deducted: number;
   transactionId: string;
+  /** Which grants the credits came from. */
+  draws: GrantDraw[];
 }
 
 // ---- reservations ----
@@ -189,11 +239,23 @@ export interface ConfirmReservationResult {
   transactionId: string;
   accountId: string;
   externalId: string;
+  /** The actual amount, an over-capture included. */
   amountCharged: number;
   /** The rest of the hold, available again. */
   amountReleased: number;
-  /** The balance after the charge. */
+  /** The balance after the charge (and the over-capture). */
   balance: number;
+  /** How much above the hold was charged (`allowOvercapture`); 0 for none. */
+  overcaptured: number;
+  /** The deduction that took the over-capture; null for none. */
+  overcaptureTransactionId: string | null;
+  /** Which grants the hold's part of the charge came from. */
+  draws: GrantDraw[];
+}
+
+/** RequestOptions, and whether `actualAmount` may exceed the hold (the excess is taken from available). */
+export interface ConfirmReservationOptions extends RequestOptions {
+  allowOvercapture?: boolean;
 }
 
 export interface CancelReservationResult {
@@ -297,6 +359,12 @@ export interface LedgerTransaction {
   reservationId: string | null;
   /** The transaction a `reversal` undoes; null otherwise. */
   reversalOf: string | null;
+  /** The grant a `credit` created, or the grant an expiry or a void removed; null otherwise. */
+  grantId: string | null;
+  /** Why a `debit` was made when not by deductCredits. */
+  reason: "grant_expired" | "grant_voided" | "overcapture" | null;
+  /** Which grants a debit, charge or refund took credits from (or returned them to). */
+  draws: GrantDraw[];
   createdAt: string;
 }
 

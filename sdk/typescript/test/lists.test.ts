@@ -138,7 +138,8 @@ describe("listTransactions", () => {
       LedgerTransaction];
     assert.deepEqual(grant, {
       id: written[0], accountId, type: "credit", amount: 1000, balanceAfter: 1000, description: "grant",
-      metadata: { k: "v" }, reservationId: null, reversalOf: null, createdAt: grant.createdAt,
+      metadata: { k: "v" }, reservationId: null, reversalOf: null, grantId: `grt${written[0]!.slice(3)}`, reason: null,
+      draws: [], createdAt: grant.createdAt,
     });
     assert.equal(charge.reservationId, reservation.id);
     assert.equal(fee.description, "fee");
