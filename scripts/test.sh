@@ -31,11 +31,22 @@ CREDITS_TEST_PRESET="$PRESET" "$REPO/scripts/test-compose.sh"
 log "fuzz: ${FUZZ_S}s"
 "$REPO/scripts/fuzz.sh" "$FUZZ_S"
 
+# On the way out: the stack stops if this script started it, and the failed tests are named once more after its
+# shutdown lines, for a reader who sees only the end of the output (a CI summary).
+PYTEST_REPORT="$DATA/logs/pytest.txt"
+rm -f "$PYTEST_REPORT"  # a report of an earlier run names nothing of this one
 started_here=0
-if ! "$REPO/scripts/status.sh" >/dev/null 2>&1; then
-  started_here=1
-  trap '"$REPO/scripts/down.sh" || true' EXIT
-fi
+finish() {
+  local status=$?
+  if ((started_here)); then "$REPO/scripts/down.sh" || true; fi
+  if ((status != 0)) && [[ -s "$PYTEST_REPORT" ]] && grep -qE '^(FAILED|ERROR) ' "$PYTEST_REPORT"; then
+    echo "[test] failed (the whole report: $PYTEST_REPORT):"
+    grep -E '^(FAILED|ERROR) ' "$PYTEST_REPORT" | cut -c1-400
+  fi
+  exit "$status"
+}
+trap finish EXIT
+"$REPO/scripts/status.sh" >/dev/null 2>&1 || started_here=1
 "$REPO/scripts/up.sh" --infra-only
 # A Redis started before scripts/lib.sh asked for REDIS_DATABASES has 16: every suite's databases must exist.
 redis_databases="$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config get databases | tail -n 1)"
@@ -49,7 +60,8 @@ log "integration tests (C++)"
 ctest --preset "$PRESET" -L integration
 
 log "integration tests (HTTP, pytest)"
-timeout "$PYTEST_TIMEOUT_S" python3 -m pytest -q tests/integration
+mkdir -p "$(dirname "$PYTEST_REPORT")"
+timeout "$PYTEST_TIMEOUT_S" python3 -m pytest -q -rfE tests/integration 2>&1 | tee "$PYTEST_REPORT"
 
 log "TypeScript SDK tests (node --test, against its own credits-api)"
 CREDITS_TEST_PRESET="$PRESET" timeout "$SDK_TEST_TIMEOUT_S" "$REPO/scripts/test-sdk.sh"
