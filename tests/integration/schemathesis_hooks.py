@@ -101,12 +101,14 @@ def account_named_twice(case, status, error):
 def ledger_state_details(case, status, error):
     """Refusals that depend on the ledger's state, each with its documented details: the balance would exceed
     2^53-1 (addCredits, reversing a debit); actualAmount above the hold; a reversal above what is left to
-    reverse; a reversal of a reversal; a grant's expiresAt not after the server's clock."""
+    reverse; a reversal of a reversal or of a grant's expiry or void; a grant's expiresAt not after the server's
+    clock."""
     shapes = {("amount", frozenset({"balance", "max"})),
               ("expiresAt", frozenset({"expiresAt", "now"})),
               ("actualAmount", frozenset({"reserved", "actualAmount"})),
               ("amount", frozenset({"original", "reversed", "remaining"})),
-              ("transactionId", frozenset({"type"}))}
+              ("transactionId", frozenset({"type"})),
+              ("transactionId", frozenset({"type", "reason"}))}
     details = error.get("details")
     return (status == 400 and isinstance(details, dict)
             and (error.get("field"), frozenset(details)) in shapes)
@@ -135,7 +137,9 @@ def summary_range(case, status, error):
 def integer_with_a_fraction(case, status, error):
     """The server refuses 1000.0 for an integer (docs: "Integers must be written as JSON integers"); JSON Schema
     counts 1000.0 as an integer and cannot say otherwise."""
-    value = case.body.get(error.get("field")) if isinstance(case.body, dict) else None
+    value = case.body
+    for part in (error.get("field") or "").split("."):  # a nested field is named "costBasis.amount"
+        value = value.get(part) if isinstance(value, dict) else None
     return status == 400 and isinstance(value, float) and value.is_integer()
 
 

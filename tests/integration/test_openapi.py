@@ -224,7 +224,8 @@ def test_the_checker_rejects_undocumented_statuses_bodies_and_headers():
         check(fake_response(404, {"success": False, "error": {"code": "unauthorized", "message": "m"}}),
               "/v1/accounts/balance", "get")
     add = {"success": True, "accountId": "acc_" + "0" * 24, "externalId": "", "balance": 1, "added": 1,
-           "transactionId": "txn_" + "0" * 24 + "_" + "0" * 16}
+           "transactionId": "txn_" + "0" * 24 + "_" + "0" * 16, "grantId": "grt_" + "0" * 24 + "_" + "0" * 16,
+           "expiresAt": None, "priority": 50, "category": "paid", "costBasis": None}
     with pytest.raises(AssertionError, match="Credits-Position is missing"):
         check(fake_response(200, add), "/v1/accounts/credits/add", "post")
     check(fake_response(200, add, {"Credits-Position": "credits.ledger:0:5"}), "/v1/accounts/credits/add", "post")
