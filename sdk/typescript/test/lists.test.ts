@@ -354,7 +354,8 @@ describe("reverseTransaction", () => {
     const [latest] = (await c.listTransactions({ externalId, limit: 1 })).transactions;
     assert.deepEqual(latest, {
       id: refund.transactionId, accountId, type: "reversal", amount: 30, balanceAfter: 430, description: "goodwill",
-      metadata: { ticket: 7 }, reservationId: null, reversalOf: fee.transactionId, createdAt: latest!.createdAt,
+      metadata: { ticket: 7 }, reservationId: null, reversalOf: fee.transactionId, grantId: null, reason: null,
+      draws: [{ grantId: grant.grantId, amount: 30 }], createdAt: latest!.createdAt,
     });
     assert.equal((await c.getBalance({ externalId })).balance, 430);
 
