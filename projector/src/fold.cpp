@@ -67,16 +67,14 @@ command_list& operator+=(command_list& a, command_list b) {
 
 command_list fold_payload(const event& e, std::int64_t offset, const credits_added& p) {
   command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(p.amount)}};
-  return out +=
-         transaction(e, offset, p.transaction_id, "credit", p.amount, p.balance_after, p.description, p.metadata, "",
-                     {std::nullopt, grant_of(p)});
+  return out += transaction(e, offset, p.transaction_id, "credit", p.amount, p.balance_after, p.description, p.metadata,
+                            "", {std::nullopt, grant_of(p)});
 }
 
 command_list fold_payload(const event& e, std::int64_t offset, const credits_deducted& p) {
   command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(-p.amount)}};
-  return out +=
-         transaction(e, offset, p.transaction_id, "debit", -p.amount, p.balance_after, p.description, p.metadata,
-                     p.reservation_id, {p.draws, p.grant_id, p.reason});
+  return out += transaction(e, offset, p.transaction_id, "debit", -p.amount, p.balance_after, p.description, p.metadata,
+                            p.reservation_id, {p.draws, p.grant_id, p.reason});
 }
 
 command_list fold_payload(const event& e, std::int64_t, const credits_reserved& p) {
@@ -102,9 +100,8 @@ command_list fold_payload(const event& e, std::int64_t offset, const reservation
       {"HINCRBY", key, "balance", num(-p.charged)},
       {"HSET", reservation_key(e.account_id, p.reservation_id), "status", "confirmed", "charged", num(p.charged),
        "released", num(p.released), "transactionId", p.transaction_id, "resolvedAt", format_time(e.occurred_at)}};
-  return out +=
-         transaction(e, offset, p.transaction_id, "charge", -p.charged, p.balance_after, "", nullptr, p.reservation_id,
-                     {p.draws});
+  return out += transaction(e, offset, p.transaction_id, "charge", -p.charged, p.balance_after, "", nullptr,
+                            p.reservation_id, {p.draws});
 }
 
 command_list fold_release(const event& e, const std::string& reservation_id, amount_t released, const char* status) {

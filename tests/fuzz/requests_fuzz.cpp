@@ -77,6 +77,16 @@ void check_command(const command& cmd, const request_limits& limits) {
                    check_text(c.payment_method, limits);
                    check_metadata(c.metadata, limits);
                    check_child("txn", c.transaction_id, c.account_id);
+                   FUZZ_CHECK(c.priority >= grant_priority_min && c.priority <= grant_priority_max,
+                              "a grant priority out of range");
+                   FUZZ_CHECK(!(c.expires_at && c.expires_in_ms), "a grant with two expiries");
+                   FUZZ_CHECK(!c.expires_in_ms || (*c.expires_in_ms >= 1000 &&
+                                                   *c.expires_in_ms <= 1000 * limits.grant_expiry_s_max),
+                              "a grant's expiresInSeconds out of range");
+                   if (c.cost) {
+                     check_amount(c.cost->amount, 0);
+                     FUZZ_CHECK(is_currency_code(c.cost->currency), "a cost basis without an ISO 4217 currency");
+                   }
                  },
                  [&](const deduct_credits& c) {
                    FUZZ_CHECK(is_account_id(c.account_id), "a malformed account id");
@@ -126,6 +136,11 @@ void check_command(const command& cmd, const request_limits& limits) {
                    check_metadata(c.metadata, limits);
                    FUZZ_CHECK(account_of("txn", c.reversal_id).has_value(), "a malformed new transaction id");
                  },
+                 [&](const void_grant& c) {
+                   FUZZ_CHECK(!c.grant_id.empty(), "an empty grant id");
+                   check_text(c.grant_id, limits);
+                   FUZZ_CHECK(account_of("txn", c.transaction_id).has_value(), "a malformed new transaction id");
+                 },
                  [&](const void_event& c) {
                    FUZZ_CHECK(!c.event_id.empty() && !c.reason.empty(), "an empty event id or reason");
                    check_text(c.event_id, limits);
@@ -161,6 +176,8 @@ ledger_state funded_state(const command& cmd, std::size_t input_size) {
   std::string named_txn;
   if (const auto* c = std::get_if<record_usage>(&cmd)) named_txn = c->transaction_id;
   if (const auto* c = std::get_if<reverse_transaction>(&cmd)) named_txn = c->transaction_id;
+  if (const auto* c = std::get_if<void_grant>(&cmd); c && c->grant_id.starts_with("grt"))
+    named_txn = "txn" + c->grant_id.substr(3);  // the grant it names is the funding one
   const auto funding_txn = account_of("txn", named_txn) == account_id ? named_txn : child_id("txn", account_id, 1);
   apply(state, system_event(account_id, account_created{"Fuzz", "", "", json::object()}));
   apply(state, system_event(account_id, credits_added{funding_txn, balance, balance, "", "", json::object()}));
@@ -213,6 +230,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       parse_cancel_reservation(doc, limits),
       parse_record_usage(doc, tenant, bits, limits),
       parse_reverse_transaction(doc, bits, limits),
+      parse_void_grant(doc, bits, limits),
       parse_void_event(doc, limits),
   };
   for (const auto& p : results) {
