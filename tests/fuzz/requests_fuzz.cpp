@@ -80,8 +80,8 @@ void check_command(const command& cmd, const request_limits& limits) {
                    FUZZ_CHECK(c.priority >= grant_priority_min && c.priority <= grant_priority_max,
                               "a grant priority out of range");
                    FUZZ_CHECK(!(c.expires_at && c.expires_in_ms), "a grant with two expiries");
-                   FUZZ_CHECK(!c.expires_in_ms || (*c.expires_in_ms >= 1000 &&
-                                                   *c.expires_in_ms <= 1000 * limits.grant_expiry_s_max),
+                   FUZZ_CHECK(!c.expires_in_ms ||
+                                  (*c.expires_in_ms >= 1000 && *c.expires_in_ms <= 1000 * limits.grant_expiry_s_max),
                               "a grant's expiresInSeconds out of range");
                    if (c.cost) {
                      check_amount(c.cost->amount, 0);
