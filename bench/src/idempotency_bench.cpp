@@ -16,15 +16,12 @@
 // Usage: credits-bench-idempotency [--keys N] [--baseline-keys M] [--lookups L] [--rate R] [--seed S]
 //          [--brokers HOST:PORT --topic T [--reads K]]
 // Prints JSON; exits 1 if any remembered key is not found again (a check, not a timing).
-#include <dlfcn.h>
-#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -34,6 +31,7 @@
 
 #include "credits/bench/args.hpp"
 #include "credits/bench/histogram.hpp"
+#include "credits/bench/memory.hpp"
 #include "credits/command_api/api_config.hpp"
 #include "credits/command_api/idempotency.hpp"
 #include "credits/command_api/snapshot.hpp"
@@ -47,6 +45,9 @@ using credits::time_ms;
 using credits::api::idempotency_record;
 using credits::api::idempotency_store;
 using credits::api::key128;
+using credits::bench::allocator_name;
+using credits::bench::memory;
+using credits::bench::memory_now;
 using credits::bench::number;
 using clock_type = std::chrono::steady_clock;
 using nlohmann::json;
@@ -105,37 +106,6 @@ options parse(int argc, char** argv) {
 
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-// Bytes the allocator has handed out and the resident set: the difference of two of these is what a structure
-// took. The allocator is the one credits-api runs with: jemalloc in release builds (its stats.allocated, found
-// at run time so that this builds without it), glibc's otherwise (mallinfo2, after giving back what it can); a
-// sanitizer's allocator answers neither (0).
-using mallctl_fn = int (*)(const char*, void*, std::size_t*, void*, std::size_t);
-
-const char* allocator_name() { return dlsym(RTLD_DEFAULT, "mallctl") != nullptr ? "jemalloc" : "glibc"; }
-
-struct memory {
-  double heap_bytes = 0;
-  double rss_bytes = 0;
-};
-memory memory_now() {
-  double heap = 0;
-  if (const auto mallctl = reinterpret_cast<mallctl_fn>(dlsym(RTLD_DEFAULT, "mallctl"))) {
-    std::uint64_t epoch = 1;
-    std::size_t size = sizeof epoch;
-    mallctl("epoch", &epoch, &size, &epoch, size);  // refreshes the statistics
-    std::size_t allocated = 0;
-    size = sizeof allocated;
-    if (mallctl("stats.allocated", &allocated, &size, nullptr, 0) == 0) heap = static_cast<double>(allocated);
-  } else {
-    malloc_trim(0);
-    const auto m = mallinfo2();
-    heap = static_cast<double>(m.uordblks + m.hblkhd);
-  }
-  long pages = 0, resident = 0;
-  std::ifstream("/proc/self/statm") >> pages >> resident;
-  return {heap, static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE))};
 }
 
 json per_key(const memory& before, const memory& after, std::size_t keys) {

@@ -427,7 +427,8 @@ void writer::run() {
   for (;;) {
     {
       std::unique_lock lock(queue_mutex_);
-      queue_cv_.wait_for(lock, cfg_.expiry_scan_interval_ms, [&] { return stopping_ || !queue_.empty(); });
+      const auto scan_in = expiries_backlog_ ? std::chrono::milliseconds(0) : cfg_.expiry_scan_interval_ms;
+      queue_cv_.wait_for(lock, scan_in, [&] { return stopping_ || !queue_.empty(); });
       if (stopping_ && queue_.empty()) return;
       while (!queue_.empty() && batch.size() < cfg_.batch_commands_max) {
         batch.push_back(std::move(queue_.front()));
@@ -600,7 +601,10 @@ void writer::add_expiries(decided_batch& d) {
   // Grants expire by the same clock, batching and restart rules as holds, within what the holds left of the
   // batch's budget: a hold's expiry first returns its draws, so a grant's remainder is judged after it.
   const auto holds = add(expire_due(state_, d.now, cfg_.expiries_per_batch_max));
-  if (holds < cfg_.expiries_per_batch_max) add(expire_grants_due(state_, d.now, cfg_.expiries_per_batch_max - holds));
+  const auto grants = holds < cfg_.expiries_per_batch_max
+                          ? add(expire_grants_due(state_, d.now, cfg_.expiries_per_batch_max - holds))
+                          : 0;
+  expiries_backlog_ = holds + grants >= cfg_.expiries_per_batch_max;
 }
 
 store::append_result writer::append(const decided_batch& d) {

@@ -57,6 +57,7 @@ REDIS_DBS = {
     "test_operations restore": (24, 25),
     "test_compose_env": (26, 27),
     "test_operations poison": (36, 37),
+    "test_grants month end": (38, 39),
 }
 SHARED_DB, SHARED_REBUILD_DB = REDIS_DBS["shared stack"]
 

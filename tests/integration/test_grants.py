@@ -291,3 +291,32 @@ def test_a_consumer_written_before_grants_still_folds_every_balance(client, othe
         mine = totals["accounts"][account_id]
         assert (mine["balance"], mine["reserved"], mine["available"]) == \
             (api["balance"], api["reserved"], api["available"]), account_id
+
+
+def test_a_grant_expires_once_across_a_restart_from_a_snapshot(stack, client):
+    """The grant and its hold are in the snapshot the restarted writer loads; its expiry comes after the restart,
+    exactly once, and a second restart after it neither repeats nor loses it."""
+    from test_snapshots import make_traffic, open_accounts, startup
+    account_id = new_account(client)
+    trial = add(client, account_id, 100, expiresInSeconds=20)
+    expires_at = time.time() + 20
+    add(client, account_id, 50)
+    hold = ok(client.post("/v1/reservations/create", {"accountId": account_id, "amount": 30}))["reservation"]
+    events_after, _ = make_traffic(client, open_accounts(client, "grants_" + uuid.uuid4().hex[:8], 4))
+
+    stack.restart()
+    client = type(client)(stack.url)
+    restarted = startup(stack)
+    assert restarted["fromSnapshot"] is True and restarted["eventsReplayed"] < events_after, restarted
+
+    time.sleep(max(0.0, expires_at - time.time()))
+    eventually(lambda: deductions(events_of(account_id), "grant_expired"), timeout_s=30)
+    assert spendable(client, account_id) == 50
+    stack.restart()
+    client = type(client)(stack.url)
+    assert spendable(client, account_id) == 50
+    confirmed = ok(client.post("/v1/reservations/confirm", {"reservationId": hold["id"], "actualAmount": 20}))
+    assert confirmed["draws"] == [{"grantId": trial["grantId"], "amount": 20}]
+    events = events_of(account_id)
+    assert [d["amount"] for d in deductions(events, "grant_expired")] == [70, 10], "once, and the release at once"
+    assert fold_balance(events) == (50, 0) and spendable(client, account_id) == 50

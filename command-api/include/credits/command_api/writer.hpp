@@ -156,6 +156,9 @@ class writer {
   std::uint64_t loaded_snapshot_id_ = 0;  // the one this start-up used
   std::mt19937_64 rng_{std::random_device{}()};
   time_ms window_short_logged_at_ = -1;  // when the log last said the window held is short; -1: it is whole
+  // The last batch expired as many holds and grants as a batch may: more may be due (a month end), so the next
+  // scan comes at once instead of after CREDITS_EXPIRY_SCAN_INTERVAL_MS. Writer thread only.
+  bool expiries_backlog_ = false;
 
   mutable std::mutex queue_mutex_;
   std::condition_variable queue_cv_;
