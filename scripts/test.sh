@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PRESET="${CREDITS_TEST_PRESET:-dev}"     # dev = ASan + UBSan
 # Every test suite makes topics of its own, with names new for each run, and has Redis databases of its own
 # (tests/README.md): a running stack is not disturbed, and no suite sees another's data.
-PYTEST_TIMEOUT_S=1200
+PYTEST_TIMEOUT_S=2700   # about 15 min here, and the month-end grants test (tests/integration/test_grants_month_end.py) 7 more
 SDK_TEST_TIMEOUT_S=600   # npm ci, tsc and the SDK's tests take about a minute
 FUZZ_S=40   # total over the libFuzzer targets (scripts/fuzz.sh); a smoke run, longer runs are local
 
@@ -39,9 +39,9 @@ started_here=0
 finish() {
   local status=$?
   if ((started_here)); then "$REPO/scripts/down.sh" || true; fi
-  if ((status != 0)) && [[ -s "$PYTEST_REPORT" ]] && grep -qE '^(FAILED|ERROR) ' "$PYTEST_REPORT"; then
+  if ((status != 0)) && [[ -s "$PYTEST_REPORT" ]] && grep -qE '^(FAILED|ERROR) |^pytest ran out' "$PYTEST_REPORT"; then
     echo "[test] failed (the whole report: $PYTEST_REPORT):"
-    grep -E '^(FAILED|ERROR) ' "$PYTEST_REPORT" | cut -c1-400
+    grep -E '^(FAILED|ERROR) |^pytest ran out' "$PYTEST_REPORT" | cut -c1-400
   fi
   exit "$status"
 }
@@ -61,7 +61,11 @@ ctest --preset "$PRESET" -L integration
 
 log "integration tests (HTTP, pytest)"
 mkdir -p "$(dirname "$PYTEST_REPORT")"
-timeout "$PYTEST_TIMEOUT_S" python3 -m pytest -q -rfE tests/integration 2>&1 | tee "$PYTEST_REPORT"
+timeout "$PYTEST_TIMEOUT_S" python3 -m pytest -q -rfE tests/integration 2>&1 | tee "$PYTEST_REPORT" || {
+  status=$?
+  ((status != 124)) || echo "pytest ran out of its ${PYTEST_TIMEOUT_S} s (PYTEST_TIMEOUT_S in scripts/test.sh)" >>"$PYTEST_REPORT"
+  exit "$status"
+}
 
 log "TypeScript SDK tests (node --test, against its own credits-api)"
 CREDITS_TEST_PRESET="$PRESET" timeout "$SDK_TEST_TIMEOUT_S" "$REPO/scripts/test-sdk.sh"
