@@ -85,30 +85,6 @@ const grant_state* find_grant(const account_state& account, const std::string& i
   return it == account.grants.end() ? nullptr : &it->second;
 }
 
-// The first `amount` of a hold's draws, in their order: what a confirm charges.
-grant_draws first_of(const grant_draws& held, amount_t amount) {
-  grant_draws out;
-  for (const auto& d : held) {
-    if (amount == 0) break;
-    const amount_t part = std::min(amount, d.amount);
-    out.push_back({d.grant_id, part});
-    amount -= part;
-  }
-  return out;
-}
-
-// What is left of `held` per grant after `taken`, in the order of `held`.
-grant_draws rest_of(const grant_draws& held, const grant_draws& taken) {
-  grant_draws out;
-  for (const auto& d : held) {
-    amount_t left = d.amount;
-    for (const auto& t : taken)
-      if (t.grant_id == d.grant_id) left -= t.amount;
-    if (left > 0) out.push_back({d.grant_id, left});
-  }
-  return out;
-}
-
 std::string_view gone_reason(const grant_state& g, time_ms now) {
   if (g.status == grant_status::voided) return reason_grant_voided;
   if (g.status == grant_status::expired || g.expired_at(now)) return reason_grant_expired;
@@ -599,6 +575,30 @@ std::optional<std::string> grant_violation(const account_state& account, const e
 }
 
 }  // namespace
+
+// The first `amount` of a hold's draws, in their order: what a confirm charges.
+grant_draws first_of(const grant_draws& held, amount_t amount) {
+  grant_draws out;
+  for (const auto& d : held) {
+    if (amount == 0) break;
+    const amount_t part = std::min(amount, d.amount);
+    out.push_back({d.grant_id, part});
+    amount -= part;
+  }
+  return out;
+}
+
+// What is left of `held` per grant after `taken`, in the order of `held`.
+grant_draws rest_of(const grant_draws& held, const grant_draws& taken) {
+  grant_draws out;
+  for (const auto& d : held) {
+    amount_t left = d.amount;
+    for (const auto& t : taken)
+      if (t.grant_id == d.grant_id) left -= t.amount;
+    if (left > 0) out.push_back({d.grant_id, left});
+  }
+  return out;
+}
 
 std::string_view to_string(error_code code) {
   switch (code) {

@@ -5,6 +5,7 @@
 #include <optional>
 #include <unordered_map>
 
+#include "credits/common/domain.hpp"
 #include "credits/common/overloaded.hpp"
 #include "credits/read_model/layout.hpp"
 
@@ -22,13 +23,59 @@ std::string meta(const nlohmann::json& m) { return m.is_null() ? std::string("{}
 
 // Creating the balance fields with a zero increment, rather than setting them, keeps the fold a pure sum of
 // deltas: the account hash never depends on which event happened to arrive first.
-command_list fold_payload(const event& e, std::int64_t, const account_created& p) {
+command_list fold_payload(const event& e, std::int64_t, const fold_context&, const account_created& p) {
   const auto key = account_key(e.account_id);
   return {{"HSET", key, "id", e.account_id, "tenant", e.tenant, "name", p.name, "externalId", p.external_id, "email",
            p.email, "metadata", meta(p.metadata), "createdAt", format_time(e.occurred_at)},
           {"HINCRBY", key, "balance", "0"},
           {"HINCRBY", key, "reserved", "0"},
+          {"HINCRBY", key, "promotional", "0"},
           {"ZADD", accounts_key(e.tenant), num(e.occurred_at), e.account_id}};
+}
+
+// ---- grants: where each credit of the balance is (layout.hpp: the grant hashes, the balance by category and
+// the tenant's daily report). Events written before grants carry no draws: their credits count as paid, the
+// category of every grant made before grants existed.
+
+std::string_view category_of(const fold_context& context, const std::string& grant_id) {
+  const auto it = context.categories.find(grant_id);
+  return to_string(it == context.categories.end() ? grant_category::paid : it->second);
+}
+
+// The balance of one category moves by `delta`; the tenant's report counts `reported` under `metric` that day.
+// Only the promotional part is kept: the paid part is the rest of the balance, so a view folded before grants
+// (every credit paid) needs no migration.
+void account_for(command_list& out, const event& e, std::string_view category, amount_t delta, const char* metric,
+                 amount_t reported) {
+  if (category == to_string(grant_category::promotional) && delta != 0)
+    out.push_back({"HINCRBY", account_key(e.account_id), "promotional", num(delta)});
+  out.push_back({"HINCRBY", grant_report_key(e.tenant, format_time(e.occurred_at).substr(0, 10)),
+                 grant_report_field(metric, category), num(reported)});
+}
+
+void count(command_list& out, const event& e, const std::string& grant_id, const char* field, amount_t delta) {
+  out.push_back({"HINCRBY", grant_key(e.account_id, grant_id), field, num(delta)});
+}
+
+// Credits leave the balance: from each draw's `remaining` (or, for a charge of a hold, `held`) into `into`; the
+// report counts them under `metric`. Without draws (an event written before grants) they were paid credits.
+void take(command_list& out, const event& e, const fold_context& context, const std::optional<grant_draws>& draws,
+          amount_t amount, const char* from, const char* into, const char* metric) {
+  if (!draws) return account_for(out, e, to_string(grant_category::paid), -amount, metric, amount);
+  for (const auto& d : *draws) {
+    count(out, e, d.grant_id, from, -d.amount);
+    count(out, e, d.grant_id, into, d.amount);
+    account_for(out, e, category_of(context, d.grant_id), -d.amount, metric, d.amount);
+  }
+}
+
+// Credits move between a grant's `remaining` and `held` (a hold, or its release): the balance does not move.
+void shift(command_list& out, const event& e, const std::optional<grant_draws>& draws, const char* from,
+           const char* into) {
+  for (const auto& d : draws.value_or(grant_draws{})) {
+    count(out, e, d.grant_id, from, -d.amount);
+    count(out, e, d.grant_id, into, d.amount);
+  }
 }
 
 // What an entry says of credit grants: the grant it created, expired or voided, why a deduction was made, and
@@ -65,60 +112,112 @@ command_list& operator+=(command_list& a, command_list b) {
   return a;
 }
 
-command_list fold_payload(const event& e, std::int64_t offset, const credits_added& p) {
-  command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(p.amount)}};
+command_list fold_payload(const event& e, std::int64_t offset, const fold_context&, const credits_added& p) {
+  const auto grant_id = grant_of(p);
+  const auto category = to_string(p.category.value_or(grant_category::paid));
+  command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(p.amount)},
+                   {"HSET",
+                    grant_key(e.account_id, grant_id),
+                    "id",
+                    grant_id,
+                    "accountId",
+                    e.account_id,
+                    "transactionId",
+                    p.transaction_id,
+                    "amount",
+                    num(p.amount),
+                    "expiresAt",
+                    p.expires_at ? format_time(*p.expires_at) : std::string(),
+                    "priority",
+                    num(p.priority.value_or(grant_priority_default)),
+                    "category",
+                    std::string(category),
+                    "costAmount",
+                    p.cost ? num(p.cost->amount) : std::string(),
+                    "costCurrency",
+                    p.cost ? p.cost->currency : "",
+                    "createdAt",
+                    format_time(e.occurred_at),
+                    "status",
+                    "active"},
+                   {"HINCRBY", grant_key(e.account_id, grant_id), "remaining", num(p.amount)},
+                   {"ZADD", grants_key(e.account_id), num(e.occurred_at), sequenced(offset, grant_id)}};
+  if (p.expires_at) out.push_back({"ZADD", grant_expiries_key(e.account_id), num(*p.expires_at), grant_id});
+  account_for(out, e, category, p.amount, "granted", p.amount);
   return out += transaction(e, offset, p.transaction_id, "credit", p.amount, p.balance_after, p.description, p.metadata,
-                            "", {std::nullopt, grant_of(p)});
+                            "", {std::nullopt, grant_id});
 }
 
-command_list fold_payload(const event& e, std::int64_t offset, const credits_deducted& p) {
+command_list fold_payload(const event& e, std::int64_t offset, const fold_context& context, const credits_deducted& p) {
   command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(-p.amount)}};
+  auto draws = p.draws;
+  if (!draws && !p.grant_id.empty()) draws = p.amount > 0 ? grant_draws{{p.grant_id, p.amount}} : grant_draws{};
+  const bool expiry = p.reason == reason_grant_expired, void_ = p.reason == reason_grant_voided;
+  const char* into = expiry ? "expired" : void_ ? "voided" : "charged";
+  const char* metric = expiry ? "expired" : void_ ? "voided" : "consumed";
+  take(out, e, context, draws, p.amount, "remaining", into, metric);
+  if ((expiry || void_) && !p.grant_id.empty()) {
+    out.push_back({"HSET", grant_key(e.account_id, p.grant_id), "status", expiry ? "expired" : "voided"});
+    out.push_back({"ZREM", grant_expiries_key(e.account_id), p.grant_id});
+  }
   return out += transaction(e, offset, p.transaction_id, "debit", -p.amount, p.balance_after, p.description, p.metadata,
                             p.reservation_id, {p.draws, p.grant_id, p.reason});
 }
 
-command_list fold_payload(const event& e, std::int64_t, const credits_reserved& p) {
-  return {{"HINCRBY", account_key(e.account_id), "reserved", num(p.amount)},
-          {"HSET",      reservation_key(e.account_id, p.reservation_id),
-           "id",        p.reservation_id,
-           "accountId", e.account_id,
-           "amount",    num(p.amount),
-           "status",    "pending",
-           "createdAt", format_time(e.occurred_at),
-           "expiresAt", format_time(p.expires_at),
-           "operation", p.operation,
-           "model",     p.model,
-           "metadata",  meta(p.metadata)},
-          {"ZADD", reservations_key(e.account_id), num(e.occurred_at), p.reservation_id}};
+command_list fold_payload(const event& e, std::int64_t, const fold_context&, const credits_reserved& p) {
+  command_list out{{"HINCRBY", account_key(e.account_id), "reserved", num(p.amount)},
+                   {"HSET",      reservation_key(e.account_id, p.reservation_id),
+                    "id",        p.reservation_id,
+                    "accountId", e.account_id,
+                    "amount",    num(p.amount),
+                    "status",    "pending",
+                    "createdAt", format_time(e.occurred_at),
+                    "expiresAt", format_time(p.expires_at),
+                    "operation", p.operation,
+                    "model",     p.model,
+                    "metadata",  meta(p.metadata)},
+                   {"ZADD", reservations_key(e.account_id), num(e.occurred_at), p.reservation_id}};
+  if (p.draws) out[1].insert(out[1].end(), {"draws", draws_json(*p.draws).dump()});
+  shift(out, e, p.draws, "remaining", "held");
+  return out;
 }
 
-// The whole hold leaves `reserved`; only the charged part leaves the balance.
-command_list fold_payload(const event& e, std::int64_t offset, const reservation_confirmed& p) {
+// The whole hold leaves `reserved`; only the charged part leaves the balance. The charge comes from the hold's
+// draws in their order (the event's draws say which); the rest of each returns to its grant.
+command_list fold_payload(const event& e, std::int64_t offset, const fold_context& context,
+                          const reservation_confirmed& p) {
   const auto key = account_key(e.account_id);
   command_list out{
       {"HINCRBY", key, "reserved", num(-(p.charged + p.released))},
       {"HINCRBY", key, "balance", num(-p.charged)},
       {"HSET", reservation_key(e.account_id, p.reservation_id), "status", "confirmed", "charged", num(p.charged),
        "released", num(p.released), "transactionId", p.transaction_id, "resolvedAt", format_time(e.occurred_at)}};
+  auto charged = p.draws;
+  if (!charged && context.hold) charged = first_of(*context.hold, p.charged);
+  take(out, e, context, charged, p.charged, "held", "charged", "consumed");
+  if (context.hold && charged) shift(out, e, rest_of(*context.hold, *charged), "held", "remaining");
   return out += transaction(e, offset, p.transaction_id, "charge", -p.charged, p.balance_after, "", nullptr,
                             p.reservation_id, {p.draws});
 }
 
-command_list fold_release(const event& e, const std::string& reservation_id, amount_t released, const char* status) {
-  return {{"HINCRBY", account_key(e.account_id), "reserved", num(-released)},
-          {"HSET", reservation_key(e.account_id, reservation_id), "status", status, "released", num(released),
-           "resolvedAt", format_time(e.occurred_at)}};
+command_list fold_release(const event& e, const std::string& reservation_id, amount_t released, const char* status,
+                          const std::optional<grant_draws>& draws) {
+  command_list out{{"HINCRBY", account_key(e.account_id), "reserved", num(-released)},
+                   {"HSET", reservation_key(e.account_id, reservation_id), "status", status, "released", num(released),
+                    "resolvedAt", format_time(e.occurred_at)}};
+  shift(out, e, draws, "held", "remaining");
+  return out;
 }
 
-command_list fold_payload(const event& e, std::int64_t, const reservation_cancelled& p) {
-  return fold_release(e, p.reservation_id, p.released, "cancelled");
+command_list fold_payload(const event& e, std::int64_t, const fold_context&, const reservation_cancelled& p) {
+  return fold_release(e, p.reservation_id, p.released, "cancelled", p.draws);
 }
 
-command_list fold_payload(const event& e, std::int64_t, const reservation_expired& p) {
-  return fold_release(e, p.reservation_id, p.released, "expired");
+command_list fold_payload(const event& e, std::int64_t, const fold_context&, const reservation_expired& p) {
+  return fold_release(e, p.reservation_id, p.released, "expired", p.draws);
 }
 
-command_list fold_payload(const event& e, std::int64_t offset, const usage_recorded& p) {
+command_list fold_payload(const event& e, std::int64_t offset, const fold_context&, const usage_recorded& p) {
   const auto when = format_time(e.occurred_at);
   const auto daily = usage_daily_key(e.account_id, std::string_view(when).substr(0, 10));
   const auto counter = [&](const char* field) { return p.model_id + ":" + field; };
@@ -165,18 +264,31 @@ command_list fold_payload(const event& e, std::int64_t offset, const usage_recor
   return out;
 }
 
-command_list fold_payload(const event& e, std::int64_t offset, const transaction_reversed& p) {
+// A refund returns credits to the grants they were drawn from; a correction of added credits takes them back.
+command_list fold_payload(const event& e, std::int64_t offset, const fold_context& context,
+                          const transaction_reversed& p) {
   command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(balance_delta(p))}};
+  if (balance_delta(p) < 0) {
+    take(out, e, context, p.draws, p.amount, "remaining", "corrected", "corrected");
+  } else if (!p.draws) {
+    account_for(out, e, to_string(grant_category::paid), p.amount, "refunded", p.amount);
+  } else {
+    for (const auto& d : *p.draws) {
+      count(out, e, d.grant_id, "remaining", d.amount);
+      count(out, e, d.grant_id, "refunded", d.amount);
+      account_for(out, e, category_of(context, d.grant_id), d.amount, "refunded", d.amount);
+    }
+  }
   auto entry = transaction(e, offset, p.transaction_id, "reversal", balance_delta(p), p.balance_after, p.description,
                            p.metadata, "", {p.draws}, p.original_transaction_id);
   return out += std::move(entry);
 }
 
 // A signal for downstream consumers; the credits moved with the event that caused it.
-command_list fold_payload(const event&, std::int64_t, const balance_low&) { return {}; }
+command_list fold_payload(const event&, std::int64_t, const fold_context&, const balance_low&) { return {}; }
 
 // The void is audited on the account (its key, time and reason); the view-wide marks are void_marks'.
-command_list fold_payload(const event& e, std::int64_t, const event_voided& p) {
+command_list fold_payload(const event& e, std::int64_t, const fold_context&, const event_voided& p) {
   const nlohmann::json audit{{"eventId", p.voided_event_id},
                              {"reason", p.reason},
                              {"apiKeyId", e.api_key_id},
@@ -470,8 +582,105 @@ std::vector<std::vector<std::string>> void_marks(const event& e) {
   return out;
 }
 
-std::vector<std::vector<std::string>> fold(const event& e, std::int64_t offset) {
-  return std::visit([&](const auto& p) { return fold_payload(e, offset, p); }, e.payload);
+std::vector<std::vector<std::string>> fold(const event& e, std::int64_t offset, const fold_context& context) {
+  return std::visit([&](const auto& p) { return fold_payload(e, offset, context, p); }, e.payload);
+}
+
+fold_facts facts_of(const event& e) {
+  fold_facts out;
+  const auto add = [&](const std::optional<grant_draws>& draws) {
+    for (const auto& d : draws.value_or(grant_draws{}))
+      if (std::find(out.grants.begin(), out.grants.end(), d.grant_id) == out.grants.end())
+        out.grants.push_back(d.grant_id);
+  };
+  std::visit(overloaded{[&](const credits_deducted& p) {
+                          add(p.draws);
+                          if (!p.draws && !p.grant_id.empty()) out.grants.push_back(p.grant_id);
+                        },
+                        [&](const reservation_confirmed& p) {
+                          add(p.draws);
+                          out.reservation = p.reservation_id;
+                        },
+                        [&](const transaction_reversed& p) { add(p.draws); }, [](const auto&) {}},
+             e.payload);
+  return out;
+}
+
+fold_context fold_memory::context(const event& e, fold_facts& missing) const {
+  const auto facts = facts_of(e);
+  fold_context out;
+  missing = {};
+  const std::lock_guard lock(mutex_);
+  for (const auto& id : facts.grants) {
+    if (const auto it = categories_.find(id); it != categories_.end())
+      out.categories.emplace(id, it->second);
+    else
+      missing.grants.push_back(id);
+  }
+  if (!facts.reservation.empty()) {
+    if (const auto it = holds_.find(facts.reservation); it != holds_.end())
+      out.hold = it->second;
+    else
+      missing.reservation = facts.reservation;
+  }
+  return out;
+}
+
+void fold_memory::learn(const event& e) {
+  const std::lock_guard lock(mutex_);
+  if (const auto* added = std::get_if<credits_added>(&e.payload))
+    categories_[grant_of(*added)] = added->category.value_or(grant_category::paid);
+  else if (const auto* held = std::get_if<credits_reserved>(&e.payload))
+    holds_[held->reservation_id] = held->draws;
+  else if (const auto* confirmed = std::get_if<reservation_confirmed>(&e.payload))
+    holds_.erase(confirmed->reservation_id);
+}
+
+void fold_memory::trim() {
+  const std::lock_guard lock(mutex_);
+  if (categories_.size() + holds_.size() <= facts_max_) return;
+  categories_.clear();
+  holds_.clear();
+}
+
+std::size_t fold_memory::size() const {
+  const std::lock_guard lock(mutex_);
+  return categories_.size() + holds_.size();
+}
+
+std::vector<std::vector<std::string>> fold_memory::lookups(const std::string& account_id, const fold_facts& missing) {
+  std::vector<std::vector<std::string>> out;
+  for (const auto& id : missing.grants) out.push_back({"HGET", grant_key(account_id, id), "category"});
+  if (!missing.reservation.empty()) out.push_back({"HGET", reservation_key(account_id, missing.reservation), "draws"});
+  return out;
+}
+
+void fold_memory::complete(fold_context& context, const fold_facts& missing,
+                           const std::vector<std::optional<std::string>>& replies) {
+  std::size_t i = 0;
+  const auto reply = [&]() -> const std::optional<std::string>& {
+    static const std::optional<std::string> none;
+    return i < replies.size() ? replies[i++] : none;
+  };
+  for (const auto& id : missing.grants) {
+    const auto& r = reply();
+    context.categories[id] = r ? grant_category_from(*r).value_or(grant_category::paid) : grant_category::paid;
+  }
+  if (!missing.reservation.empty()) {
+    const auto& r = reply();
+    const auto j = r ? nlohmann::json::parse(*r, nullptr, false) : nlohmann::json();
+    context.hold.reset();
+    if (j.is_array()) {
+      context.hold.emplace();
+      for (const auto& d : j)
+        if (d.is_object() && d.contains("grantId") && d.contains("amount") && d["grantId"].is_string() &&
+            d["amount"].is_number_integer())
+          context.hold->push_back({d["grantId"].get<std::string>(), d["amount"].get<amount_t>()});
+    }
+  }
+  const std::lock_guard lock(mutex_);
+  for (const auto& id : missing.grants) categories_[id] = context.categories.at(id);
+  if (!missing.reservation.empty()) holds_[missing.reservation] = context.hold;
 }
 
 }  // namespace credits::read_model

@@ -135,6 +135,7 @@ void read_settings(const env_reader& r, projector_config& config) {
   const auto batch_max = static_cast<std::int64_t>(batch_events_max_limit);
   r.number("CREDITS_PROJECTOR_BATCH_EVENTS_MAX", config.batch_events_max, 1, batch_max);
   r.number("CREDITS_REBUILD_BATCH_EVENTS_MAX", config.rebuild_batch_events_max, 1, batch_max);
+  r.number("CREDITS_PROJECTOR_FOLD_FACTS_MAX", config.fold_facts_max, 1, fold_facts_max_limit);
   r.number("CREDITS_PROJECTOR_FETCH_WAIT_MS", config.fetch_wait_ms, 0, fetch_wait_ms_limit);
   r.number("CREDITS_REBUILD_SWAP_TIMEOUT_MS", config.rebuild_swap_timeout_ms, 1, rebuild_swap_timeout_ms_limit);
   r.text("CREDITS_PROJECTOR_METRICS_ADDRESS", config.metrics_address);
@@ -894,6 +895,7 @@ void projector::view_not_ready(const std::string& why) {
 
 projector::prepared_batch projector::poll_and_prepare() {
   prepared_batch out;
+  fold_memory_.trim();  // between batches: what the last batch taught it is needed until that batch applied
   out.messages = poll_messages();
   out.events.reserve(out.messages.size());
   for (const auto& m : out.messages) {
@@ -904,11 +906,36 @@ projector::prepared_batch projector::poll_and_prepare() {
                                     m.partition, store::partition_of_key(m.key, partition_counts_.at(m.topic)))
                   : std::optional<std::string>("undecodable: " + (error.empty() ? std::string("no detail") : error));
     if (p.refused) continue;
-    p.commands = read_model::fold(*e, m.offset);
+    p.context = fold_memory_.context(*e, p.missing);
+    if (p.missing.grants.empty() && p.missing.reservation.empty())
+      p.commands = read_model::fold(*e, m.offset, p.context);
+    else
+      p.deferred = *e;
     p.guards = read_model::guards(*e);
     p.marks = read_model::void_marks(*e);
+    fold_memory_.learn(*e);
   }
   return out;
+}
+
+void projector::resolve(prepared_batch& batch) {
+  std::vector<std::vector<std::string>> calls;
+  for (const auto& p : batch.events)
+    if (p.deferred)
+      for (auto& c : read_model::fold_memory::lookups(p.deferred->account_id, p.missing)) calls.push_back(std::move(c));
+  if (calls.empty()) return;
+  const auto replies = redis_->pipeline(calls);
+  std::size_t next = 0;
+  for (std::size_t i = 0; i < batch.events.size(); ++i) {
+    auto& p = batch.events[i];
+    if (!p.deferred) continue;
+    std::vector<std::optional<std::string>> mine;
+    for (std::size_t n = p.missing.grants.size() + (p.missing.reservation.empty() ? 0 : 1); n > 0; --n)
+      mine.push_back(replies.at(next++).value);
+    fold_memory_.complete(p.context, p.missing, mine);
+    p.commands = read_model::fold(*p.deferred, batch.messages[i].offset, p.context);
+    p.deferred.reset();
+  }
 }
 
 void projector::drop_prefetched() {
@@ -941,6 +968,7 @@ std::size_t projector::step() {
   const auto started = std::chrono::steady_clock::now();
   const auto redirections = redis_->redirections();
   try {
+    resolve(prepared);
     apply(prepared);
     // Slots moving between the masters of a cluster (resharding, a failover): worth a line, not an error.
     if (const auto followed = redis_->redirections() - redirections; followed > 0)

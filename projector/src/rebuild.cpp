@@ -105,6 +105,7 @@ class view_builder {
   // One poll and one pipeline. Returns the records handled. A Redis error throws: the rebuild stops, and the
   // next one starts again from an empty database.
   std::size_t step() {
+    memory_.trim();
     const auto batch = consumer_.poll(config_.rebuild_batch_events_max, milliseconds(config_.poll_timeout_ms),
                                       [this](const std::string& topic, std::int32_t partition) {
                                         ended_.insert(read_model::position_field(topic, partition));
@@ -124,7 +125,8 @@ class view_builder {
             : std::optional<std::string>("undecodable: " + (error.empty() ? std::string("no detail") : error));
       if (!refused) refused = mirror_.check(read_model::guards(*e));
       auto folded = refused ? read_model::poison_marks(m.topic, m.partition, m.offset, m.key, *refused)
-                            : read_model::fold(*e, m.offset);
+                            : read_model::fold(*e, m.offset, context_of(*e));
+      if (!refused) memory_.learn(*e);
       if (!refused)
         for (auto& c : read_model::void_marks(*e)) folded.push_back(std::move(c));
       if (refused) {
@@ -162,6 +164,20 @@ class view_builder {
     return batch.size();
   }
 
+  // The facts the fold of `e` needs: from memory, or else read from the view built so far (once what was sent
+  // is executed; what this batch taught is in memory).
+  read_model::fold_context context_of(const event& e) {
+    read_model::fold_facts missing;
+    auto context = memory_.context(e, missing);
+    if (missing.grants.empty() && missing.reservation.empty()) return context;
+    drain();
+    std::vector<std::optional<std::string>> replies;
+    for (auto& r : redis_.pipeline(read_model::fold_memory::lookups(e.account_id, missing)))
+      replies.push_back(std::move(r.value));
+    memory_.complete(context, missing, replies);
+    return context;
+  }
+
   // Waits until Redis has executed every command sent; the view then holds everything folded so far.
   void drain() {
     for (const auto& o : redis_.receive(std::exchange(in_flight_, 0)))
@@ -182,6 +198,7 @@ class view_builder {
   std::unordered_map<std::string, std::int64_t> read_;  // position field -> last offset folded (-1: none)
   std::unordered_set<std::string> ended_;
   read_model::guard_state mirror_;
+  read_model::fold_memory memory_{config_.fold_facts_max};
   projector_stats stats_;
   std::size_t in_flight_ = 0;  // commands sent whose replies are not read yet
 };

@@ -52,6 +52,17 @@ std::string usage_summary_key(std::string_view account_id, std::string_view day)
 std::string tenant_usage_summary_key(std::string_view tenant, std::string_view day) {
   return tagged("credits:usage-summary:tenant:", tenant).append(":").append(day);
 }
+std::string grant_key(std::string_view account_id, std::string_view grant_id) {
+  return tagged("credits:grant:", account_id).append(":").append(grant_id);
+}
+std::string grants_key(std::string_view account_id) { return tagged("credits:grants:", account_id); }
+std::string grant_expiries_key(std::string_view account_id) { return tagged("credits:grant-expiries:", account_id); }
+std::string grant_report_key(std::string_view tenant, std::string_view day) {
+  return tagged("credits:grant-report:tenant:", tenant).append(":").append(day);
+}
+std::string grant_report_field(std::string_view metric, std::string_view category) {
+  return std::string(metric).append("|").append(category);
+}
 std::string sequenced(std::int64_t offset, std::string_view id) {
   char digits[24];
   std::snprintf(digits, sizeof digits, "%019lld:", static_cast<long long>(offset));

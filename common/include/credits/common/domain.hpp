@@ -305,6 +305,11 @@ amount_t spendable(const account_state& account, time_ms now);
 // Takes `amount` from the grants in burn order at `now`; nullopt if they hold less.
 std::optional<grant_draws> draw_in_burn_order(const account_state& account, amount_t amount, time_ms now);
 
+// The first `amount` of a hold's draws, in their order: what a confirm charges.
+grant_draws first_of(const grant_draws& held, amount_t amount);
+// What is left of `held` per grant after `taken`, in the order of `held`: what a confirm returns.
+grant_draws rest_of(const grant_draws& held, const grant_draws& taken);
+
 // Emits, for every grant whose expiry is at or before `now` and that has an unused, unheld remainder, a
 // CreditsDeducted (reason grant_expired) of that remainder, except on a quarantined account. Its transaction id is
 // derived from the grant id (expiry_transaction_id), so the decision stays pure.

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,10 +16,56 @@
 // the marks of a poison event. Pure: no Redis connection here.
 namespace credits::read_model {
 
-// The Redis commands that fold one event into the read model. Pure: a function of the event alone, so the
-// projector can apply it exactly once by guarding it with the partition's position (see projector.hpp).
-// `offset` is the event's offset in its partition: it orders the account's list entries of equal time.
-std::vector<std::vector<std::string>> fold(const event& e, std::int64_t offset);
+// What the fold of an event must know beyond the event itself, all of it fixed by earlier events of the same
+// account: the category of each grant it draws from (for the balance by category and the tenant's report), and
+// for a ReservationConfirmed the draws of its hold (the event says what it charged, not what it returned).
+struct fold_context {
+  std::unordered_map<std::string, grant_category> categories;  // grant id -> category; a grant not here is paid
+  std::optional<grant_draws> hold;                             // a confirm's hold; nullopt: a hold before grants
+};
+
+// The grants and the hold whose facts the fold of `e` reads (fold_context).
+struct fold_facts {
+  std::vector<std::string> grants;
+  std::string reservation;  // a ReservationConfirmed's, else empty
+};
+fold_facts facts_of(const event& e);
+
+// The Redis commands that fold one event into the read model. Pure: a function of the event and its context
+// alone, so the projector can apply it exactly once by guarding it with the partition's position (see
+// projector.hpp). `offset` is the event's offset in its partition: it orders the account's list entries of equal
+// time.
+std::vector<std::vector<std::string>> fold(const event& e, std::int64_t offset, const fold_context& context = {});
+
+// The facts of fold_context as the projector learns them from the events it folds, so that most events fold
+// without asking Redis. What it lacks (it forgot, or learnt before a restart) the view holds: the grant hash's
+// `category` and the reservation hash's `draws`, which the projector reads (lookups) and then tells it
+// (remember_*). Facts never change once written, so a fact learnt from an event that then failed to apply is still
+// true. Holds at most `facts_max` facts; trim() forgets all of them when it holds more, between batches, so that
+// none learnt from a batch is forgotten before that batch is applied. Thread-safe.
+class fold_memory {
+ public:
+  explicit fold_memory(std::size_t facts_max) : facts_max_(facts_max) {}
+  // The context of `e` as far as the memory knows it; `missing` gets the facts it lacks (none: complete).
+  fold_context context(const event& e, fold_facts& missing) const;
+  // The facts `e` creates: the grant of a CreditsAdded, the hold of a CreditsReserved.
+  void learn(const event& e);
+  void trim();
+  std::size_t size() const;
+
+  // The Redis reads that answer `missing` (one HGET each, in its order: grants, then the hold), and how their
+  // replies complete a context (and are remembered). A grant or a hold the view does not hold reads as the
+  // default: paid, no draws.
+  static std::vector<std::vector<std::string>> lookups(const std::string& account_id, const fold_facts& missing);
+  void complete(fold_context& context, const fold_facts& missing,
+                const std::vector<std::optional<std::string>>& replies);
+
+ private:
+  mutable std::mutex mutex_;
+  std::size_t facts_max_;
+  std::unordered_map<std::string, grant_category> categories_;
+  std::unordered_map<std::string, std::optional<grant_draws>> holds_;  // nullopt: a hold made before grants
+};
 
 // The conditions under which fold(e) keeps the money invariants that credits::apply asserts; the guarded
 // script checks them before running any command, and refuses the event (a poison event) when one fails.

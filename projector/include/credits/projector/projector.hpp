@@ -42,10 +42,13 @@ struct projector_config {
   std::string redis_client_name = "credits-projector";  // CLIENT SETNAME, to find it in CLIENT LIST
   std::size_t batch_events_max = 1000;                  // events per poll, and so per Redis pipeline
   std::size_t rebuild_batch_events_max = 5000;          // the same for a rebuild: no reader waits on it, so larger
-  std::int64_t fetch_wait_ms = 10;                      // librdkafka fetch.wait.max.ms: the broker's wait for more data
-  std::int64_t poll_timeout_ms = 100;                   // longest wait for a batch, and so for noticing a stop request
-  std::int64_t redis_timeout_ms = 2000;                 // connect and per-command timeout
-  std::int64_t metadata_timeout_ms = 10'000;            // partition counts at start-up
+  // Facts a fold needs (a grant's category, a hold's draws: read_model::fold_memory) kept in memory; beyond it the
+  // projector reads them from the view. About 150 bytes each.
+  std::size_t fold_facts_max = 1'000'000;
+  std::int64_t fetch_wait_ms = 10;            // librdkafka fetch.wait.max.ms: the broker's wait for more data
+  std::int64_t poll_timeout_ms = 100;         // longest wait for a batch, and so for noticing a stop request
+  std::int64_t redis_timeout_ms = 2000;       // connect and per-command timeout
+  std::int64_t metadata_timeout_ms = 10'000;  // partition counts at start-up
   std::int64_t reconnect_backoff_ms_min = 100;
   std::int64_t reconnect_backoff_ms_max = 5000;
   std::int64_t dlq_timeout_ms = 10'000;            // a dead-letter copy must be acknowledged within this
@@ -71,6 +74,7 @@ struct projector_config {
 std::string dead_letter_topic(const projector_config& config);
 
 inline constexpr std::size_t batch_events_max_limit = 100'000;
+inline constexpr std::size_t fold_facts_max_limit = 100'000'000;
 inline constexpr std::int64_t fetch_wait_ms_limit = 60'000;
 inline constexpr std::int64_t rebuild_swap_timeout_ms_limit = 86'400'000;
 // The broker's default group.min.session.timeout.ms and group.max.session.timeout.ms.
@@ -270,6 +274,10 @@ class projector {
     std::vector<std::vector<std::string>> commands;
     std::vector<std::vector<std::string>> guards;
     std::vector<std::vector<std::string>> marks;  // read_model::void_marks: view-wide, run once the event applied
+    // An event whose fold needs facts the memory lacked: folded by resolve() once they are read from the view.
+    std::optional<event> deferred;
+    read_model::fold_context context;
+    read_model::fold_facts missing;
   };
   struct prepared_batch {
     std::vector<store::message> messages;
@@ -277,6 +285,9 @@ class projector {
   };
   prepared_batch poll_and_prepare();
   void drop_prefetched();
+  // Reads the facts the deferred events of `batch` lack from the view and folds them. Everything before the batch
+  // is applied by then, so the view holds every fact the memory lacks.
+  void resolve(prepared_batch& batch);
   void apply(const prepared_batch& batch);
   void apply_clustered(const prepared_batch& batch);
   // The batch indices of the messages past what this projector already sent for their partitions.
@@ -325,7 +336,8 @@ class projector {
   // The rebuild of a lost view, running on a thread of its own (ops::rebuild_view). Joined before the members
   // it reads (config_) go: declared after them, and waited for by the destructor.
   std::future<ops::rebuild_outcome> rebuild_;
-  std::unique_ptr<projector_metrics> metrics_;  // series for partitions_, so made once they are known
+  std::unique_ptr<projector_metrics> metrics_;                   // series for partitions_, so made once they are known
+  read_model::fold_memory fold_memory_{config_.fold_facts_max};  // used by the prefetching thread too
   // The group membership (null without a group id). Declared after everything its callbacks touch, so it is
   // destroyed (leaving the group, which runs on_revoked) while they still exist.
   std::unique_ptr<store::consumer_group_member> group_;

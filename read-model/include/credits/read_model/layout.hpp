@@ -10,10 +10,11 @@
 // Key layout (every per-account key carries the account id as a hash tag, every per-tenant key the tenant, so that
 // on a Redis Cluster an account's keys share one slot; docs/scaling.md, "Redis Cluster"):
 //   credits:account:{<accountId>}                 HASH id tenant name externalId email metadata(JSON) createdAt
-//                                                       balance reserved
+//                                                       balance reserved, and the balance by grant category:
+//                                                       paid promotional (paid + promotional == balance)
 //   credits:reservation:{<accountId>}:<rsvId>      HASH id accountId amount status createdAt expiresAt operation
 //                                                       model metadata(JSON) charged released transactionId
-//                                                       resolvedAt
+//                                                       resolvedAt draws (JSON: what the hold took of each grant)
 //   credits:reservations:{<accountId>}             ZSET reservation ids scored by creation time (ms)
 //   credits:usage:{<accountId>}:<usageId>          HASH the usage record's fields
 //   credits:usage-daily:{<accountId>}:<yyyy-mm-dd> HASH <modelId>:<field> counters (inputTokens, outputTokens,
@@ -25,6 +26,16 @@
 //   credits:transactions:{<accountId>}             ZSET "<offset>:<transactionId>" scored by time (ms)
 //   credits:transaction:{<accountId>}              HASH transaction id -> its list entry (JSON)
 //   credits:accounts:{<tenant>}                    ZSET account ids scored by creation time (ms)
+//   credits:grant:{<accountId>}:<grantId>          HASH id accountId transactionId amount expiresAt priority category
+//                                                       costAmount costCurrency createdAt status (active, expired,
+//                                                       voided) and the counters remaining held charged refunded
+//                                                       expired voided corrected (credits; amount - corrected ==
+//                                                       remaining + held + charged - refunded + expired + voided)
+//   credits:grants:{<accountId>}                   ZSET "<offset>:<grantId>" scored by creation time (ms)
+//   credits:grant-expiries:{<accountId>}           ZSET ids of the grants that expire and have not yet, scored by
+//                                                       expiresAt (ms)
+//   credits:grant-report:tenant:{<tenant>}:<day>   HASH "<metric>|<category>" credits moved that UTC day, metric one
+//                                                       of granted consumed refunded expired voided corrected
 //   credits:applied:{<tag>}                        HASH on a Redis Cluster only: the offsets of the events applied
 //                                                       to that tag's keys (projector.hpp, "Redis Cluster")
 //   credits:positions                              HASH "<topic>:<partition>" -> offset of the last applied event
@@ -76,6 +87,12 @@ std::string transactions_key(std::string_view account_id);
 std::string transaction_entries_key(std::string_view account_id);
 std::string usage_records_key(std::string_view account_id);
 std::string usage_summary_key(std::string_view account_id, std::string_view day);
+std::string grant_key(std::string_view account_id, std::string_view grant_id);
+std::string grants_key(std::string_view account_id);
+std::string grant_expiries_key(std::string_view account_id);
+std::string grant_report_key(std::string_view tenant, std::string_view day);  // day: yyyy-mm-dd (UTC)
+// "<metric>|<category>", a field of grant_report_key.
+std::string grant_report_field(std::string_view metric, std::string_view category);
 std::string tenant_usage_summary_key(std::string_view tenant, std::string_view day);
 // "<offset, 19 digits>:<id>": members of equal time sort in log order (one account's events share a partition).
 std::string sequenced(std::int64_t offset, std::string_view id);
