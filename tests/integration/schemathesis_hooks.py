@@ -122,8 +122,10 @@ def dates_out_of_order(case, status, error):
 
 
 def summary_range(case, status, error):
-    """A usage summary covers whole UTC days, at most 366 of them, and must not start after endDate (or now)."""
-    if status != 400 or error.get("field") != "startDate" or named(case.query, "summary") not in ("true", "1"):
+    """A usage summary and the credits report cover whole UTC days, at most 366 of them, and must not start after
+    endDate (or now)."""
+    by_days = named(case.query, "summary") in ("true", "1") or getattr(case, "path", "") == "/v1/reports/credits"
+    if status != 400 or error.get("field") != "startDate" or not by_days:
         return False
     end = query_time_ms(case.query, "endDate")
     last = end - 1 if end is not None else int(time.time() * 1000)

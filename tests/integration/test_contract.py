@@ -6,6 +6,7 @@ The stack here is a second one with topics, Redis database and transactional id 
 threshold, so every event type appears and the consumers see exactly this module's events.
 """
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -286,6 +287,24 @@ def test_event_schemas_are_valid_draft7(flow):
         assert schema["$schema"] == "http://json-schema.org/draft-07/schema#", path
     with pytest.raises(jsonschema.SchemaError):
         jsonschema.Draft7Validator.check_schema({"type": "integr"})
+
+
+def test_the_registry_of_enumerations_lists_every_closed_enum_of_the_payloads():
+    """docs/events/README.md, "Registry of enumerations": a value added to a schema's enum must be listed there."""
+    in_schemas = {}
+    for path in sorted(EVENTS_DIR.glob("*.v*.schema.json")):
+        schema = json.loads(path.read_text())
+        for field, spec in schema["properties"]["payload"].get("properties", {}).items():
+            if "enum" in spec:
+                in_schemas[(schema["properties"]["type"]["const"], field)] = set(spec["enum"])
+    text = (EVENTS_DIR / "README.md").read_text()
+    table = text[text.index("## Registry of enumerations"):]
+    in_registry, type_name, field = {}, None, None
+    for row in re.findall(r"^\|(.*)\|$", table, re.M)[2:]:  # after the header and its rule
+        cells = [c.strip() for c in row.split("|")]
+        type_name, field = cells[0] or type_name, cells[1].strip("`") or field
+        in_registry.setdefault((type_name, field), set()).update(re.findall(r"`([^`]+)`", cells[2]))
+    assert in_registry == in_schemas
 
 
 def asyncapi_meta_schema():

@@ -31,7 +31,7 @@ MUTATIONS = ["/v1/accounts/create", "/v1/accounts/credits/add", "/v1/accounts/cr
              "/v1/reservations/create", "/v1/reservations/confirm", "/v1/reservations/cancel", "/v1/usage/record",
              "/v1/transactions/reverse", "/v1/grants/void", "/v1/admin/events/void"]
 QUERIES = ["/v1/accounts/get", "/v1/accounts/balance", "/v1/accounts", "/v1/transactions", "/v1/reservations",
-           "/v1/usage"]
+           "/v1/usage", "/v1/accounts/grants", "/v1/reports/credits"]
 
 
 # ---- the document as a validator ------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def test_headers_are_declared_where_the_server_sends_them():
             assert headers["Credits-Position"]["required"] is True, path
             assert "Idempotent-Replayed" in headers, path
         else:
-            tenant_wide = {"/v1/accounts"}  # lists the tenant's accounts: no account to name
+            tenant_wide = {"/v1/accounts", "/v1/reports/credits"}  # the tenant's accounts, its credits: no account
             assert {"Credits-Min-Position", "X-Request-Id"} <= params, path
             assert path in tenant_wide or {"accountId", "externalId"} <= params, path
             assert "Credits-Stale" in headers, path

@@ -89,8 +89,8 @@ def test_a_contract_the_server_does_not_keep_fails_the_run(fuzzed, tmp_path):
 
 # ---- the exclusions themselves: each drops its own rule's refusal and nothing else ------------------------------
 
-def case(method="POST", body=None, query=None):
-    return SimpleNamespace(method=method, body=body if body is not None else {}, query=query or {})
+def case(method="POST", body=None, query=None, path="/v1/accounts/credits/add"):
+    return SimpleNamespace(method=method, body=body if body is not None else {}, query=query or {}, path=path)
 
 
 def test_each_exclusion_drops_only_the_refusal_of_its_own_rule():
@@ -119,6 +119,10 @@ def test_each_exclusion_drops_only_the_refusal_of_its_own_rule():
                                summary)
     assert not hooks.summary_range(case("GET", query={"summary": "true", "startDate": "2000-01-01T00:00:00Z",
                                                       "endDate": "2000-02-01T00:00:00Z"}), 400, summary)
+    assert hooks.summary_range(case("GET", query={"startDate": "2000-01-01T00:00:00Z"}, path="/v1/reports/credits"),
+                               400, summary)
+    assert not hooks.summary_range(case("GET", query={"startDate": "2000-01-01T00:00:00Z"}, path="/v1/usage"), 400,
+                                   summary)
 
     fraction = {"field": "amount"}
     assert hooks.integer_with_a_fraction(case(body={"amount": 5.0}), 400, fraction)

@@ -14,13 +14,18 @@ import type {
   CreateAccountResult,
   CreateReservationParams,
   CreateReservationResult,
+  CreditsReportParams,
+  CreditsReportResult,
   DeductCreditsParams,
   DeductCreditsResult,
   GetAccountResult,
   GetBalanceParams,
+  Grant,
   LedgerTransaction,
   ListAccountsResult,
   ListedReservation,
+  ListGrantsParams,
+  ListGrantsResult,
   ListReservationsParams,
   ListReservationsResult,
   ListTransactionsParams,
@@ -86,6 +91,7 @@ export interface Listings {
   listAccounts: { params: PageParams; item: AccountWithBalance };
   listTransactions: { params: ListTransactionsParams; item: LedgerTransaction };
   listReservations: { params: ListReservationsParams; item: ListedReservation };
+  listGrants: { params: ListGrantsParams; item: Grant };
   listUsage: { params: ListUsageParams; item: UsageRecord };
 }
 
@@ -94,6 +100,7 @@ const listItems = {
   listAccounts: "accounts",
   listTransactions: "transactions",
   listReservations: "reservations",
+  listGrants: "grants",
   listUsage: "usage",
 } as const satisfies Record<keyof Listings, string>;
 
@@ -160,13 +167,19 @@ export class CreditsClient {
 
   /**
    * `balance`, `reserved` and `available` (= balance - reserved), now or, with `asOf`, as they were at that time.
-   * GET /v1/accounts/balance
+   * Now, also the balance by grant category (`byCategory`) and what of it expires within `expiringWithinDays`
+   * days (`expiringSoon`). GET /v1/accounts/balance
    */
   getBalance(params: GetBalanceParams, options?: RequestOptions): Promise<Balance> {
     return this.#call({
       method: "GET",
       path: "/v1/accounts/balance",
-      query: { accountId: params.accountId, externalId: params.externalId, asOf: params.asOf },
+      query: {
+        accountId: params.accountId,
+        externalId: params.externalId,
+        asOf: params.asOf,
+        expiringWithinDays: params.expiringWithinDays,
+      },
       options,
       readsAccount: params,
     });
@@ -257,6 +270,20 @@ export class CreditsClient {
     return this.#call({ method: "POST", path: "/v1/grants/void", body: { grantId }, options, writesLedger: true });
   }
 
+  /**
+   * An account's credit grants, newest first, with their terms and counters (remaining, held, charged, refunded,
+   * expired, voided, corrected); `status` keeps one status. GET /v1/accounts/grants
+   */
+  listGrants(params: ListGrantsParams, options?: RequestOptions): Promise<ListGrantsResult> {
+    return this.#call({
+      method: "GET",
+      path: "/v1/accounts/grants",
+      query: { ...params },
+      options,
+      readsAccount: params,
+    });
+  }
+
   /** Releases the whole hold. POST /v1/reservations/cancel */
   cancelReservation(reservationId: string, options?: RequestOptions): Promise<CancelReservationResult> {
     return this.#call({
@@ -293,6 +320,23 @@ export class CreditsClient {
     options?: RequestOptions,
   ): Promise<ListUsageResult | UsageSummaryResult> {
     return this.#call({ method: "GET", path: "/v1/usage", query: { ...params }, options, readsAccount: params });
+  }
+
+  // ---- reports ----
+
+  /**
+   * The whole tenant's credits granted, consumed, refunded, expired, voided and corrected, by grant category, in
+   * total and by UTC day (days with activity), over whole days (default: the 30 up to `endDate`, at most 366).
+   * It waits for this client's most recent write, whichever account it was. GET /v1/reports/credits
+   */
+  getCreditsReport(params: CreditsReportParams = {}, options?: RequestOptions): Promise<CreditsReportResult> {
+    return this.#call({
+      method: "GET",
+      path: "/v1/reports/credits",
+      query: { ...params },
+      options,
+      readsLatestWrite: true,
+    });
   }
 
   // ---- paging ----

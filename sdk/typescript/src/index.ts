@@ -15,12 +15,14 @@ export {
 } from "./errors.js";
 export type { Listings } from "./client.js";
 export type {
-  Account, AccountRef, AccountWithBalance, AddCreditsParams, AddCreditsResult, Balance,
-  CancelReservationResult, ConfirmReservationOptions, ConfirmReservationResult, CostBasis, CreateAccountParams, CreateAccountResult,
-  CreateReservationParams, CreateReservationResult, DateRange, DeductCreditsParams, DeductCreditsResult,
-  GetAccountResult, GetBalanceParams, GrantCategory, GrantDraw, LedgerTransaction, ListAccountsResult, ListedReservation,
-  ListReservationsParams, ListReservationsResult, ListTransactionsParams, ListTransactionsResult, ListUsageParams,
-  ListUsageResult, Metadata, Page, PageParams, RecordUsageParams, RecordUsageResult, RequestOptions, Reservation,
-  ReservationStatus, ReverseTransactionParams, ReverseTransactionResult, TimeParam, TransactionType, Usage,
-  UsageContext, UsageFilters, UsageRecord, UsageSummaryParams, UsageSummaryResult, UsageTotals, VoidGrantResult,
+  Account, AccountRef, AccountWithBalance, AddCreditsParams, AddCreditsResult, Balance, CancelReservationResult,
+  CategorySplit, ConfirmReservationOptions, ConfirmReservationResult, CostBasis, CreateAccountParams,
+  CreateAccountResult, CreateReservationParams, CreateReservationResult, CreditFigures, CreditsReportParams,
+  CreditsReportResult, DateRange, DeductCreditsParams, DeductCreditsResult, GetAccountResult, GetBalanceParams,
+  Grant, GrantCategory, GrantDraw, GrantStatus, LedgerTransaction, ListAccountsResult, ListedReservation,
+  ListGrantsParams, ListGrantsResult, ListReservationsParams, ListReservationsResult, ListTransactionsParams,
+  ListTransactionsResult, ListUsageParams, ListUsageResult, Metadata, Page, PageParams, RecordUsageParams,
+  RecordUsageResult, RequestOptions, Reservation, ReservationStatus, ReverseTransactionParams,
+  ReverseTransactionResult, TimeParam, TransactionType, Usage, UsageContext, UsageFilters, UsageRecord,
+  UsageSummaryParams, UsageSummaryResult, UsageTotals, VoidGrantResult,
 } from "./types.js";

@@ -117,6 +117,8 @@ export type GetBalanceParams = AccountRef & {
    * log up to it). Default: now.
    */
   asOf?: TimeParam;
+  /** The window of `expiringSoon`, in days from now, 0-3650; the server's default is 7. */
+  expiringWithinDays?: number;
 };
 
 export interface Balance {
@@ -129,6 +131,18 @@ export interface Balance {
   reserved: number;
   /** balance - reserved: what can be charged now. */
   available: number;
+  /**
+   * The balance by the category of the grants that hold it, held credits included (`paid + promotional =
+   * balance`). Absent with `asOf`.
+   */
+  byCategory?: CategorySplit;
+  /**
+   * The credits of the balance (held ones included) in grants not expired yet that expire within
+   * `expiringWithinDays` days from now. Absent with `asOf`.
+   */
+  expiringSoon?: number;
+  /** The window `expiringSoon` counts, in days (the one asked for, default 7). Absent with `asOf`. */
+  expiringWithinDays?: number;
 }
 
 // ---- addCredits / deductCredits ----
@@ -148,6 +162,12 @@ export interface CostBasis {
 export interface GrantDraw {
   grantId: string;
   amount: number;
+}
+
+/** Credits by grant category. */
+export interface CategorySplit {
+  paid: number;
+  promotional: number;
 }
 
 /**
@@ -308,7 +328,7 @@ export interface ReverseTransactionResult {
   balance: number;
 }
 
-// ---- list endpoints (GET /v1/accounts, /v1/transactions, /v1/reservations, /v1/usage) ----
+// ---- list endpoints (GET /v1/accounts, /v1/transactions, /v1/reservations, /v1/accounts/grants, /v1/usage) ----
 
 /** A time for a query parameter: an RFC 3339 UTC string (e.g. `2026-11-29T00:00:00Z`) or a `Date`. */
 export type TimeParam = string | Date;
@@ -400,6 +420,59 @@ export interface ListReservationsResult extends Page {
   reservations: ListedReservation[];
 }
 
+/**
+ * `voided` after voidGrant; `expired` once `expiresAt` has passed (or the expiry was written); `active`
+ * otherwise, also when nothing is left of it.
+ */
+export type GrantStatus = "active" | "expired" | "voided";
+
+/**
+ * A credit grant: the credits one addCredits added, with its terms and where they went. Always
+ * `amount - corrected = remaining + held + charged - refunded + expired + voided`.
+ */
+export interface Grant {
+  id: string;
+  accountId: string;
+  /** The addCredits transaction that created it. */
+  transactionId: string;
+  /** What addCredits granted. */
+  amount: number;
+  /** Unused and unheld: what deductions, holds and over-captures can still take. */
+  remaining: number;
+  /** Held by pending reservations. */
+  held: number;
+  /** Taken by deductions, confirmed reservations and over-captures. */
+  charged: number;
+  /** Returned to it by refunds (reversals of deductions or charges). */
+  refunded: number;
+  /** Removed by its expiry. */
+  expired: number;
+  /** Removed by its void. */
+  voided: number;
+  /** Taken back by reversals of its addCredits transaction. */
+  corrected: number;
+  /** null: never expires. */
+  expiresAt: string | null;
+  /** 0..100, lower burns first. */
+  priority: number;
+  category: GrantCategory;
+  costBasis: CostBasis | null;
+  status: GrantStatus;
+  createdAt: string;
+}
+
+export type ListGrantsParams = AccountRef & PageParams & {
+  /** Only the grants of this status. */
+  status?: GrantStatus;
+};
+
+export interface ListGrantsResult extends Page {
+  accountId: string;
+  externalId: string;
+  /** Newest first. */
+  grants: Grant[];
+}
+
 export interface UsageFilters {
   modelId?: string;
   context?: UsageContext;
@@ -454,4 +527,40 @@ export interface UsageSummaryResult {
     /** By UTC day (yyyy-mm-dd), days with usage. */
     byDay: Record<string, UsageTotals>;
   };
+}
+
+// ---- the credits report (GET /v1/reports/credits) ----
+
+/**
+ * The tenant's credits over whole UTC days from `startDate`'s (default: 30 days before `endDate`) to `endDate`'s
+ * (default: now), at most 366 days: the date rules of the usage summary.
+ */
+export type CreditsReportParams = DateRange;
+
+/** What happened to credits, by grant category. Net consumption is `consumed - refunded`. */
+export interface CreditFigures {
+  /** Added (addCredits). */
+  granted: CategorySplit;
+  /** Charged, gross: deductions, reservation confirmations and the excess of over-captures. */
+  consumed: CategorySplit;
+  /** Returned to grants by refunds (reversals of deductions or charges). */
+  refunded: CategorySplit;
+  /** Removed by the expiry of grants. */
+  expired: CategorySplit;
+  /** Removed by voids of grants. */
+  voided: CategorySplit;
+  /** Taken back by reversals of added credits. */
+  corrected: CategorySplit;
+}
+
+export interface CreditsReportResult {
+  success: true;
+  /** The first UTC day covered, yyyy-mm-dd. */
+  startDate: string;
+  /** The last UTC day covered, yyyy-mm-dd. */
+  endDate: string;
+  /** The sums over the days covered. */
+  totals: CreditFigures;
+  /** By UTC day (yyyy-mm-dd), only the days with activity. */
+  byDay: Record<string, CreditFigures>;
 }
