@@ -97,6 +97,16 @@ asio::awaitable<response> http_api::impl::tenant_route(const request& req, std::
     });
     auto page = co_await std::move(read);
     body = {{"success", true}, {"accounts", std::move(page.items)}, {"nextCursor", next_cursor(page)}};
+  } else if (path == "/v1/reports/credits") {
+    auto read = with_view<json>([tenant = key.tenant, days = p.days](read_model::redis_connection& c) {
+      return read_model::credits_report(c, tenant, days);
+    });
+    auto report = co_await std::move(read);
+    body = {{"success", true},
+            {"startDate", p.days.front()},
+            {"endDate", p.days.back()},
+            {"totals", std::move(report["totals"])},
+            {"byDay", std::move(report["byDay"])}};
   } else {
     auto read = with_view<json>([tenant = key.tenant, p](read_model::redis_connection& c) {
       return read_model::usage_summary(c, tenant, "", p.days, p.model_id, p.context);
@@ -124,6 +134,18 @@ asio::awaitable<json> http_api::impl::account_report(std::string_view path, cons
                    {"accountId", id},
                    {"externalId", account.external_id},
                    {"transactions", std::move(page.items)},
+                   {"nextCursor", next_cursor(page)}};
+  }
+  if (path == "/v1/accounts/grants") {
+    auto read = with_view<read_model::page>([id, p, now = wall_clock_ms()](read_model::redis_connection& c) {
+      return read_model::list_grants(
+          c, id, p.query, now, [&](const json& g) { return p.status.empty() || g.value("status", "") == p.status; });
+    });
+    auto page = co_await std::move(read);
+    co_return json{{"success", true},
+                   {"accountId", id},
+                   {"externalId", account.external_id},
+                   {"grants", std::move(page.items)},
                    {"nextCursor", next_cursor(page)}};
   }
   if (path == "/v1/reservations") {
@@ -175,6 +197,20 @@ asio::awaitable<json> http_api::impl::account_body(std::string_view path, const 
     body["asOf"] = format_time(as_of);
     co_return body;
   }
+  if (path == "/v1/accounts/balance" && p.include_grants) {
+    // Now: the balance by grant category, and what of it expires within the window.
+    const auto now = wall_clock_ms();
+    const auto until = now + time_ms{p.expiring_within_days} * 86'400'000;
+    auto read_soon = with_view<amount_t>([account_id = view.id, now, until](read_model::redis_connection& c) {
+      return read_model::expiring_between(c, account_id, now, until);
+    });
+    const auto expiring = co_await std::move(read_soon);
+    auto body = balance_body(view, view.balance, view.reserved);
+    body["byCategory"] = {{"paid", view.balance - view.promotional}, {"promotional", view.promotional}};
+    body["expiringSoon"] = expiring;
+    body["expiringWithinDays"] = p.expiring_within_days;
+    co_return body;
+  }
   if (path == "/v1/accounts/balance") co_return balance_body(view, view.balance, view.reserved);
   if (path == "/v1/accounts/get") co_return account_get_body(view);
   co_return co_await account_report(path, p, view);
@@ -193,11 +229,11 @@ asio::awaitable<response> http_api::impl::query_route(const request& req, std::s
 asio::awaitable<response> http_api::impl::view_query(const request& req, std::string_view path, std::string_view query,
                                                      const api_key& key) {
   const auto params = query_params(query);
-  auto listing = parse_list_params(params, wall_clock_ms());
+  auto listing = parse_list_params(params, wall_clock_ms(), path == "/v1/reports/credits");
   if (auto* r = std::get_if<rejection>(&listing)) co_return reject(*r, req);
   const auto& p = std::get<list_params>(listing);
   const bool names_account = params.contains("accountId") || params.contains("externalId");
-  if (path == "/v1/accounts" || (path == "/v1/usage" && p.summary && !names_account))
+  if (path == "/v1/accounts" || path == "/v1/reports/credits" || (path == "/v1/usage" && p.summary && !names_account))
     co_return co_await tenant_route(req, path, p, key);
 
   auto resolved = resolve_account(key.tenant, params);

@@ -40,8 +40,9 @@ constexpr std::string_view operational_paths[] = {"/healthz", "/readyz", "/metri
 // accepting again rather than spinning.
 constexpr std::chrono::milliseconds accept_backoff_ms{50};
 
-constexpr std::string_view query_paths[] = {"/v1/accounts/get", "/v1/accounts/balance", "/v1/accounts",
-                                            "/v1/transactions", "/v1/reservations",     "/v1/usage"};
+constexpr std::string_view query_paths[] = {"/v1/accounts/get",    "/v1/accounts/balance", "/v1/accounts",
+                                            "/v1/transactions",    "/v1/reservations",     "/v1/usage",
+                                            "/v1/accounts/grants", "/v1/reports/credits"};
 
 std::string new_request_id(std::mt19937_64& rng) {
   char buf[24];

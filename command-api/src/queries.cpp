@@ -32,7 +32,7 @@ std::optional<bool> flag(const std::string& text) {
 
 }  // namespace
 
-std::variant<list_params, rejection> parse_list_params(const nlohmann::json& params, time_ms now) {
+std::variant<list_params, rejection> parse_list_params(const nlohmann::json& params, time_ms now, bool whole_days) {
   list_params out;
   out.query.limit = list_limit_default;
   if (const auto limit = param(params, "limit"); !limit.empty()) {
@@ -70,14 +70,28 @@ std::variant<list_params, rejection> parse_list_params(const nlohmann::json& par
   if (!summary) return bad("summary", "summary must be true or false");
   out.active_only = *active;
   out.summary = *summary;
+  const auto include = param(params, "include");
+  if (!include.empty() && include != "grants") return bad("include", "include must be \"grants\"");
+  out.include_grants = include == "grants";
+  if (const auto days = param(params, "expiringWithinDays"); !days.empty()) {
+    out.include_grants = true;
+    const auto [p, ec] = std::from_chars(days.data(), days.data() + days.size(), out.expiring_within_days);
+    if (ec != std::errc{} || p != days.data() + days.size() || out.expiring_within_days < 0 ||
+        out.expiring_within_days > expiring_within_days_max)
+      return bad("expiringWithinDays",
+                 "expiringWithinDays must be an integer from 0 to " + std::to_string(expiring_within_days_max));
+  }
+  out.status = param(params, "status");
+  if (!out.status.empty() && out.status != "active" && out.status != "expired" && out.status != "voided")
+    return bad("status", "status must be active, expired or voided");
 
-  if (out.summary) {
+  if (out.summary || whole_days) {
     // Whole UTC days: from startDate's day (default: 30 days before endDate) to endDate's (default: today).
     const time_ms last = end ? *end - 1 : now;
     const time_ms first = start ? *start : last - 29 * day_ms;
     const auto first_day = first - ((first % day_ms) + day_ms) % day_ms;
     if ((last - first_day) / day_ms + 1 > static_cast<time_ms>(summary_days_max))
-      return bad("startDate", "a summary covers at most " + std::to_string(summary_days_max) + " days");
+      return bad("startDate", "a summary or report covers at most " + std::to_string(summary_days_max) + " days");
     for (time_ms d = first_day; d <= last; d += day_ms) out.days.push_back(format_time(d).substr(0, 10));
     if (out.days.empty()) return bad("startDate", "startDate must not be later than endDate or now");
   }

@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "credits/common/domain.hpp"
+#include "credits/common/ids.hpp"
 #include "credits/common/overloaded.hpp"
 #include "credits/read_model/layout.hpp"
 
@@ -67,6 +68,21 @@ void take(command_list& out, const event& e, const fold_context& context, const 
     count(out, e, d.grant_id, into, d.amount);
     account_for(out, e, category_of(context, d.grant_id), -d.amount, metric, d.amount);
   }
+}
+
+// The grant side of an event written before grants, done by Redis (legacy_lua).
+std::vector<std::string> legacy(const event& e, const char* kind, amount_t amount, std::string id1,
+                                std::string id2 = {}, std::string given = {}) {
+  return {std::string(legacy_command),
+          grants_key(e.account_id),
+          kind,
+          grant_key(e.account_id, ""),
+          num(amount),
+          std::move(id1),
+          std::move(id2),
+          format_time(e.occurred_at),
+          std::move(given),
+          legacy_draws_key(e.account_id)};
 }
 
 // Credits move between a grant's `remaining` and `held` (a hold, or its release): the balance does not move.
@@ -156,6 +172,7 @@ command_list fold_payload(const event& e, std::int64_t offset, const fold_contex
   const char* into = expiry ? "expired" : void_ ? "voided" : "charged";
   const char* metric = expiry ? "expired" : void_ ? "voided" : "consumed";
   take(out, e, context, draws, p.amount, "remaining", into, metric);
+  if (!draws) out.push_back(legacy(e, "take-charge", p.amount, p.transaction_id));
   if ((expiry || void_) && !p.grant_id.empty()) {
     out.push_back({"HSET", grant_key(e.account_id, p.grant_id), "status", expiry ? "expired" : "voided"});
     out.push_back({"ZREM", grant_expiries_key(e.account_id), p.grant_id});
@@ -179,6 +196,7 @@ command_list fold_payload(const event& e, std::int64_t, const fold_context&, con
                    {"ZADD", reservations_key(e.account_id), num(e.occurred_at), p.reservation_id}};
   if (p.draws) out[1].insert(out[1].end(), {"draws", draws_json(*p.draws).dump()});
   shift(out, e, p.draws, "remaining", "held");
+  if (!p.draws) out.push_back(legacy(e, "take-hold", p.amount, reservation_key(e.account_id, p.reservation_id)));
   return out;
 }
 
@@ -192,10 +210,18 @@ command_list fold_payload(const event& e, std::int64_t offset, const fold_contex
       {"HINCRBY", key, "balance", num(-p.charged)},
       {"HSET", reservation_key(e.account_id, p.reservation_id), "status", "confirmed", "charged", num(p.charged),
        "released", num(p.released), "transactionId", p.transaction_id, "resolvedAt", format_time(e.occurred_at)}};
-  auto charged = p.draws;
-  if (!charged && context.hold) charged = first_of(*context.hold, p.charged);
-  take(out, e, context, charged, p.charged, "held", "charged", "consumed");
-  if (context.hold && charged) shift(out, e, rest_of(*context.hold, *charged), "held", "remaining");
+  if (!context.hold) {
+    // A hold made before grants: Redis knows what it took.
+    for (const auto& d : p.draws.value_or(grant_draws{}))
+      account_for(out, e, category_of(context, d.grant_id), -d.amount, "consumed", d.amount);
+    if (!p.draws) account_for(out, e, to_string(grant_category::paid), -p.charged, "consumed", p.charged);
+    out.push_back(legacy(e, "confirm", p.charged, reservation_key(e.account_id, p.reservation_id), p.transaction_id,
+                         p.draws ? draws_json(*p.draws).dump() : std::string()));
+  } else {
+    const auto charged = p.draws ? *p.draws : first_of(*context.hold, p.charged);
+    take(out, e, context, charged, p.charged, "held", "charged", "consumed");
+    shift(out, e, rest_of(*context.hold, charged), "held", "remaining");
+  }
   return out += transaction(e, offset, p.transaction_id, "charge", -p.charged, p.balance_after, "", nullptr,
                             p.reservation_id, {p.draws});
 }
@@ -206,6 +232,7 @@ command_list fold_release(const event& e, const std::string& reservation_id, amo
                    {"HSET", reservation_key(e.account_id, reservation_id), "status", status, "released", num(released),
                     "resolvedAt", format_time(e.occurred_at)}};
   shift(out, e, draws, "held", "remaining");
+  if (!draws) out.push_back(legacy(e, "release", released, reservation_key(e.account_id, reservation_id)));
   return out;
 }
 
@@ -270,8 +297,10 @@ command_list fold_payload(const event& e, std::int64_t offset, const fold_contex
   command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(balance_delta(p))}};
   if (balance_delta(p) < 0) {
     take(out, e, context, p.draws, p.amount, "remaining", "corrected", "corrected");
+    if (!p.draws) out.push_back(legacy(e, "correct", p.amount, grant_id_of(p.original_transaction_id)));
   } else if (!p.draws) {
     account_for(out, e, to_string(grant_category::paid), p.amount, "refunded", p.amount);
+    out.push_back(legacy(e, "refund", p.amount, p.original_transaction_id));
   } else {
     for (const auto& d : *p.draws) {
       count(out, e, d.grant_id, "remaining", d.amount);
@@ -390,6 +419,151 @@ guard_list guard_payload(const event&, const usage_recorded&) { return {}; }
 guard_list guard_payload(const event&, const event_voided&) { return {}; }
 
 }  // namespace
+
+// Lua 5.1 numbers are doubles, exact to 2^53 like every amount; '%d' writes them without the exponent that
+// tostring() would use above 10^14.
+const std::string_view legacy_lua = R"lua(
+local function legacy(w)
+  local grants, kind, prefix, amount, id1, id2, at, given, drawn = w[1], w[2], w[3], tonumber(w[4]), w[5], w[6],
+                                                                   w[7], w[8], w[9]
+  local function int(n) return string.format('%d', n) end
+  local function encode(draws)
+    local parts = {}
+    for _, d in ipairs(draws) do
+      parts[#parts + 1] = '{"amount":' .. int(d.amount) .. ',"grantId":' .. cjson.encode(d.grantId) .. '}'
+    end
+    return '[' .. table.concat(parts, ',') .. ']'
+  end
+  local function decode(text)
+    local out = {}
+    if not text or text == '' then return out end
+    local ok, list = pcall(cjson.decode, text)
+    if not ok or type(list) ~= 'table' then return out end
+    for _, d in ipairs(list) do
+      if type(d) == 'table' and type(d.grantId) == 'string' and type(d.amount) == 'number' then
+        out[#out + 1] = {grantId = d.grantId, amount = d.amount}
+      end
+    end
+    return out
+  end
+  local function move(draws, from, into)
+    for _, d in ipairs(draws) do
+      if from ~= '' then redis.call('HINCRBY', prefix .. d.grantId, from, int(-d.amount)) end
+      if into ~= '' then redis.call('HINCRBY', prefix .. d.grantId, into, int(d.amount)) end
+    end
+  end
+  -- The domain's legacy_take: the grants with something left in burn order (lower priority, sooner expiry, never
+  -- last, older), those unexpired at the event's time first, then the expired ones; `skip` is already taken.
+  local function burn(n, skip)
+    local list = {}
+    for _, member in ipairs(redis.call('ZRANGE', grants, 0, -1)) do
+      local id = string.sub(member, 21)
+      local g = redis.call('HMGET', prefix .. id, 'remaining', 'priority', 'expiresAt')
+      local left = tonumber(g[1] or '0') - (skip[id] or 0)
+      if left > 0 then
+        list[#list + 1] = {id = id, left = left, priority = tonumber(g[2] or '50'), expires = g[3] or '',
+                           seq = string.sub(member, 1, 19)}
+      end
+    end
+    table.sort(list, function(x, y)
+      if x.priority ~= y.priority then return x.priority < y.priority end
+      local xe, ye = x.expires == '' and '~' or x.expires, y.expires == '' and '~' or y.expires
+      if xe ~= ye then return xe < ye end
+      return x.seq < y.seq
+    end)
+    local out = {}
+    for pass = 1, 2 do
+      for _, g in ipairs(list) do
+        if n == 0 then return out end
+        local expired = g.expires ~= '' and g.expires <= at
+        if expired == (pass == 2) then
+          local part = math.min(n, g.left)
+          out[#out + 1] = {grantId = g.id, amount = part}
+          n = n - part
+        end
+      end
+    end
+    return out
+  end
+  -- The first n of a hold's draws (what a confirm charges), and the rest of each (what it returns).
+  local function split(held, n)
+    local first, rest = {}, {}
+    for _, d in ipairs(held) do
+      local part = math.min(n, d.amount)
+      if part > 0 then first[#first + 1] = {grantId = d.grantId, amount = part} end
+      if d.amount > part then rest[#rest + 1] = {grantId = d.grantId, amount = d.amount - part} end
+      n = n - part
+    end
+    return first, rest
+  end
+  if kind == 'take-charge' then
+    local draws = burn(amount, {})
+    move(draws, 'remaining', 'charged')
+    redis.call('HSET', drawn, id1, encode(draws))
+  elseif kind == 'take-hold' then
+    local draws = burn(amount, {})
+    move(draws, 'remaining', 'held')
+    redis.call('HSET', id1, 'draws', encode(draws))
+  elseif kind == 'confirm' then
+    local held = decode(redis.call('HGET', id1, 'draws'))
+    local charged, rest = split(held, amount)
+    if given ~= '' then
+      -- The charge names its draws (a writer of grants confirmed a hold made before them): the rest of the hold
+      -- per grant returns.
+      charged = decode(given)
+      local left = {}
+      for _, d in ipairs(held) do left[d.grantId] = (left[d.grantId] or 0) + d.amount end
+      for _, d in ipairs(charged) do left[d.grantId] = (left[d.grantId] or 0) - d.amount end
+      rest = {}
+      for _, d in ipairs(held) do
+        local part = math.min(left[d.grantId] or 0, d.amount)
+        if part > 0 then
+          rest[#rest + 1] = {grantId = d.grantId, amount = part}
+          left[d.grantId] = left[d.grantId] - part
+        end
+      end
+    end
+    move(charged, 'held', 'charged')
+    move(rest, 'held', 'remaining')
+    redis.call('HSET', drawn, id2, encode(charged))
+  elseif kind == 'release' then
+    move(decode(redis.call('HGET', id1, 'draws')), 'held', 'remaining')
+  elseif kind == 'refund' then
+    -- To the original's draws, last drawn first; what they cannot take goes to the newest grant.
+    local left = decode(redis.call('HGET', drawn, id1))
+    local back, n = {}, amount
+    for i = #left, 1, -1 do
+      if n == 0 then break end
+      local part = math.min(n, left[i].amount)
+      back[#back + 1] = {grantId = left[i].grantId, amount = part}
+      left[i].amount = left[i].amount - part
+      n = n - part
+    end
+    if n > 0 then
+      local newest = redis.call('ZRANGE', grants, -1, -1)[1]
+      if newest then back[#back + 1] = {grantId = string.sub(newest, 21), amount = n} end
+    end
+    local kept = {}
+    for _, d in ipairs(left) do if d.amount > 0 then kept[#kept + 1] = d end end
+    if #kept > 0 or redis.call('HEXISTS', drawn, id1) == 1 then redis.call('HSET', drawn, id1, encode(kept)) end
+    move(back, '', 'refunded')
+    move(back, '', 'remaining')
+  elseif kind == 'correct' then
+    -- From its grant first, then by burn order.
+    local draws = {}
+    local own = tonumber(redis.call('HGET', prefix .. id1, 'remaining') or '0')
+    if id1 ~= '' and own > 0 then draws[1] = {grantId = id1, amount = math.min(amount, own)} end
+    local skip = {}
+    if draws[1] then skip[id1] = draws[1].amount end
+    for _, d in ipairs(burn(amount - (draws[1] and draws[1].amount or 0), skip)) do draws[#draws + 1] = d end
+    move(draws, 'remaining', 'corrected')
+  end
+end
+)lua";
+
+std::string legacy_script() { return std::string(legacy_lua) + "legacy(ARGV)\nreturn 1\n"; }
+
+bool is_legacy(const std::vector<std::string>& command) { return !command.empty() && command[0] == legacy_command; }
 
 std::optional<std::string> guard_state::check(const std::vector<std::vector<std::string>>& guards) const {
   const auto field = [&](const std::string& key, const std::string& name) -> const std::string* {

@@ -229,11 +229,16 @@ for _ = 1, tonumber(ARGV[5]) do
 end
 )lua";
 
-// Runs the commands from ARGV[i] on, records the offset and answers 1.
+// Runs the commands from ARGV[i] on, records the offset and answers 1. A CREDITS.LEGACY command is the grant side
+// of an event written before grants (fold.hpp): `legacy`, defined at the top of the script, runs it.
 constexpr std::string_view run_commands_lua = R"lua(
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
+  if ARGV[i + 1] == 'CREDITS.LEGACY' then
+    legacy({unpack(ARGV, i + 2, i + n)})
+  else
+    redis.call(unpack(ARGV, i + 1, i + n))
+  end
   i = i + n + 1
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -266,7 +271,7 @@ std::vector<std::string> apply_args(const std::string& script_sha, const std::ve
 }  // namespace
 
 std::string_view guarded_apply_script() {
-  static const std::string script = R"lua(
+  static const std::string script = std::string(read_model::legacy_lua) + R"lua(
 local view = redis.call('HGET', KEYS[2], 'id')
 if view ~= ARGV[4] then
   return redis.error_reply('VIEW the view is ' .. (view or 'gone') .. ', not ' .. ARGV[4])
@@ -280,7 +285,7 @@ if stored >= offset then return 0 end
 }
 
 std::string_view cluster_apply_script() {
-  static const std::string script = R"lua(
+  static const std::string script = std::string(read_model::legacy_lua) + R"lua(
 local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 local offset = tonumber(ARGV[2])
 local poison_field = 'poison:' .. ARGV[1] .. ':' .. ARGV[2]

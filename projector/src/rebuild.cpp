@@ -82,6 +82,7 @@ class view_builder {
         consumer_(config.brokers, true, {{"fetch.wait.max.ms", std::to_string(config.fetch_wait_ms)}}),
         redis_(config.redis_host, config.redis_port, milliseconds(config.redis_timeout_ms)) {
     redis_.run({"CLIENT", "SETNAME", std::string(builder_client_name)});
+    legacy_sha_ = redis_.run({"SCRIPT", "LOAD", read_model::legacy_script()}).value.value_or("");
     redis_.run({"SELECT", std::to_string(config.redis_rebuild_db)});
     std::vector<store::start_point> from;
     std::vector<std::string> marker{"HSET",      std::string(read_model::view_key), "id", view_id,
@@ -156,8 +157,18 @@ class view_builder {
       commands.push_back(std::move(positions));
     }
     // Nothing reads the rebuild database until the swap, so a batch's writes to one key go as one command
-    // each (coalesce). Redis executes this batch while the next one is read and folded.
-    commands = read_model::coalesce(std::move(commands));
+    // each (coalesce). Redis executes this batch while the next one is read and folded. The grant side of an
+    // event written before grants reads what the commands before it wrote: such a batch goes in order, each of
+    // those as a script call.
+    if (std::any_of(commands.begin(), commands.end(), read_model::is_legacy)) {
+      for (auto& c : commands)
+        if (read_model::is_legacy(c)) {
+          c.erase(c.begin());
+          c.insert(c.begin(), {"EVALSHA", legacy_sha_, "0"});
+        }
+    } else {
+      commands = read_model::coalesce(std::move(commands));
+    }
     drain();
     redis_.send(commands);
     in_flight_ = commands.size();
@@ -201,6 +212,7 @@ class view_builder {
   read_model::fold_memory memory_{config_.fold_facts_max};
   projector_stats stats_;
   std::size_t in_flight_ = 0;  // commands sent whose replies are not read yet
+  std::string legacy_sha_;     // read_model::legacy_script()
 };
 
 // The lock lives in the view's database and names its holder by Redis client id, so a rebuild that died

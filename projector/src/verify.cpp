@@ -1,5 +1,7 @@
 #include <algorithm>
+#include <array>
 #include <charconv>
+#include <iterator>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -23,16 +25,26 @@ constexpr std::size_t snapshot_accounts_per_pipeline = 500;
 constexpr std::size_t scan_count = 1000;
 
 // One account as the view holds it, read in one script so that it and its partition's position belong
-// together: [id, balance, reserved, blocked, position, then (reservation id, status, amount, charged)...].
+// together: [id, balance, reserved, blocked, promotional, position, n, then n times (reservation id, status, amount,
+// charged), then (grant id, amount, remaining, held, charged, refunded, expired, voided, corrected)...].
 constexpr std::string_view account_snapshot_script = R"lua(
 local out = {}
-local a = redis.call('HMGET', KEYS[1], 'id', 'balance', 'reserved', 'blocked')
-for i = 1, 4 do out[#out + 1] = a[i] or '' end
+local a = redis.call('HMGET', KEYS[1], 'id', 'balance', 'reserved', 'blocked', 'promotional')
+for i = 1, 5 do out[#out + 1] = a[i] or '' end
 out[#out + 1] = redis.call('HGET', KEYS[3], ARGV[2]) or '-1'
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+local holds = redis.call('ZRANGE', KEYS[2], 0, -1)
+out[#out + 1] = tostring(#holds)
+for _, id in ipairs(holds) do
   local r = redis.call('HMGET', ARGV[1] .. id, 'status', 'amount', 'charged')
   out[#out + 1] = id
   for i = 1, 3 do out[#out + 1] = r[i] or '' end
+end
+for _, member in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  local id = string.sub(member, 21)
+  local g = redis.call('HMGET', ARGV[3] .. id, 'amount', 'remaining', 'held', 'charged', 'refunded', 'expired',
+                       'voided', 'corrected')
+  out[#out + 1] = id
+  for i = 1, 8 do out[#out + 1] = g[i] or '' end
 end
 return out
 )lua";
@@ -167,20 +179,41 @@ struct account_snapshot {
   std::string id;     // empty when the view has no such account
   std::optional<std::string> balance, reserved;
   bool blocked = false;
+  std::optional<std::string> promotional;
   std::int64_t position = -1;
   struct reservation {
     std::string status;
     std::optional<std::string> amount, charged;
   };
   std::map<std::string, reservation> reservations;
+  static constexpr const char* grant_fields[] = {"amount",   "remaining", "held",   "charged",
+                                                 "refunded", "expired",   "voided", "corrected"};
+  std::map<std::string, std::array<std::int64_t, std::size(grant_fields)>> grants;
 };
 
 account_snapshot parse_snapshot(std::string account_id, std::string field,
                                 const std::vector<std::optional<std::string>>& a) {
-  if (a.size() < 5 || (a.size() - 5) % 4 != 0) throw std::runtime_error("verify: malformed account snapshot");
-  account_snapshot s{std::move(account_id), std::move(field),         text(a[0]), a[1], a[2],
-                     text(a[3]) == "1",     to_int(a[4], "position"), {}};
-  for (std::size_t i = 5; i < a.size(); i += 4) s.reservations[text(a[i])] = {text(a[i + 1]), a[i + 2], a[i + 3]};
+  if (a.size() < 7) throw std::runtime_error("verify: malformed account snapshot");
+  account_snapshot s;
+  s.account_id = std::move(account_id);
+  s.field = std::move(field);
+  s.id = text(a[0]);
+  s.balance = a[1];
+  s.reserved = a[2];
+  s.blocked = text(a[3]) == "1";
+  s.promotional = a[4];
+  s.position = to_int(a[5], "position");
+  const auto holds = static_cast<std::size_t>(to_int(a[6], "count"));
+  const auto grants_at = 7 + 4 * holds;
+  constexpr auto per_grant = 1 + std::size(account_snapshot::grant_fields);
+  if (a.size() < grants_at || (a.size() - grants_at) % per_grant != 0)
+    throw std::runtime_error("verify: malformed account snapshot");
+  for (std::size_t i = 7; i < grants_at; i += 4) s.reservations[text(a[i])] = {text(a[i + 1]), a[i + 2], a[i + 3]};
+  for (std::size_t i = grants_at; i < a.size(); i += per_grant) {
+    auto& g = s.grants[text(a[i])];
+    for (std::size_t f = 0; f < g.size(); ++f)
+      g[f] = to_int(a[i + 1 + f], text(a[i]) + " " + account_snapshot::grant_fields[f]);
+  }
   return s;
 }
 
@@ -202,10 +235,39 @@ class report {
 struct tally {
   std::uint64_t accounts = 0;
   std::uint64_t reservations = 0;
+  std::uint64_t grants = 0;
   std::set<std::string> blocked;  // accounts the view marks blocked
 };
 
 std::string num(std::int64_t n) { return std::to_string(n); }
+
+// The grants: the promotional part of the balance, and each grant's counters (amount - corrected is what the fold
+// calls granted).
+void compare_grants(const account_snapshot& v, const account_state& a, report& r, tally& t, const std::string& at) {
+  const auto& id = v.account_id;
+  amount_t promotional = 0;
+  for (const auto& [gid, g] : a.grants)
+    if (g.category == grant_category::promotional) promotional += g.remaining + g.held;
+  if (const auto seen = to_int(v.promotional, id + " promotional"); seen != promotional)
+    r.mismatch("account " + id + " promotional: view " + num(seen) + ", log " + num(promotional) + at);
+  for (const auto& [gid, g] : a.grants) {
+    ++t.grants;
+    const auto found = v.grants.find(gid);
+    if (found == v.grants.end()) {
+      r.mismatch("grant " + gid + " of " + id + " is in the log but not in the view" + at);
+      continue;
+    }
+    const auto& f = found->second;  // in the order of account_snapshot::grant_fields
+    const std::int64_t log[] = {g.granted + f[7], g.remaining, g.held,   g.charged,
+                                g.refunded,       g.expired,   g.voided, f[7]};
+    for (std::size_t i = 0; i < f.size(); ++i)
+      if (f[i] != log[i])
+        r.mismatch("grant " + gid + " " + account_snapshot::grant_fields[i] + ": view " + num(f[i]) + ", log " +
+                   num(log[i]) + (i == 0 ? " (granted " + num(g.granted) + " + corrected)" : "") + at);
+  }
+  for (const auto& [gid, f] : v.grants)
+    if (!a.grants.contains(gid)) r.mismatch("grant " + gid + " of " + id + " is in the view but not in the log" + at);
+}
 
 void compare(const account_snapshot& v, const log_fold& fold, report& r, tally& t) {
   const auto& id = v.account_id;
@@ -245,6 +307,7 @@ void compare(const account_snapshot& v, const log_fold& fold, report& r, tally& 
   for (const auto& [rid, vr] : v.reservations)
     if (!a.reservations.contains(rid))
       r.mismatch("reservation " + rid + " of " + id + " is in the view but not in the log" + at);
+  compare_grants(v, a, r, t, at);
 }
 
 std::vector<std::string> scan_accounts(read_model::redis_connection& redis) {
@@ -380,8 +443,9 @@ bool compare_accounts(verify_run& v) {
     const auto field =
         read_model::position_field(v.config.ledger_topic, store::partition_of_key(id, ledger_partitions));
     const auto& index = v.cluster ? read_model::applied_key(id) : positions;
-    calls.push_back({"EVALSHA", sha, "3", read_model::account_key(id), read_model::reservations_key(id), index,
-                     read_model::reservation_key(id, ""), v.cluster ? "account:" + field : field});
+    calls.push_back({"EVALSHA", sha, "4", read_model::account_key(id), read_model::reservations_key(id), index,
+                     read_model::grants_key(id), read_model::reservation_key(id, ""),
+                     v.cluster ? "account:" + field : field, read_model::grant_key(id, "")});
     chunk_ids.push_back(id);
     if (calls.size() == snapshot_accounts_per_pipeline || &id == &*ids.rbegin()) {
       if (v.stop.load()) return false;
@@ -480,9 +544,9 @@ int verify(const projector_config& config, const std::atomic<bool>& stop, std::F
   if (!poison_events) return exit_stopped;
   check_blocked(v, seen.keys);
 
-  r.note("verify: " + std::to_string(fold.events) + " events folded; " + std::to_string(t.accounts) + " accounts and " +
-         std::to_string(t.reservations) + " reservations compared; " + std::to_string(r.mismatches()) +
-         " mismatches; " + "poison events: " + std::to_string(*poison_events) +
+  r.note("verify: " + std::to_string(fold.events) + " events folded; " + std::to_string(t.accounts) + " accounts, " +
+         std::to_string(t.reservations) + " reservations and " + std::to_string(t.grants) + " grants compared; " +
+         std::to_string(r.mismatches()) + " mismatches; " + "poison events: " + std::to_string(*poison_events) +
          ", blocked accounts: " + std::to_string(seen.keys.size()));
   std::fflush(out);
   if (r.mismatches() > 0) return 1;

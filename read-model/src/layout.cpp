@@ -56,6 +56,7 @@ std::string grant_key(std::string_view account_id, std::string_view grant_id) {
   return tagged("credits:grant:", account_id).append(":").append(grant_id);
 }
 std::string grants_key(std::string_view account_id) { return tagged("credits:grants:", account_id); }
+std::string legacy_draws_key(std::string_view account_id) { return tagged("credits:legacy-draws:", account_id); }
 std::string grant_expiries_key(std::string_view account_id) { return tagged("credits:grant-expiries:", account_id); }
 std::string grant_report_key(std::string_view tenant, std::string_view day) {
   return tagged("credits:grant-report:tenant:", tenant).append(":").append(day);

@@ -68,6 +68,7 @@ std::optional<account_view> get_account(redis_connection& redis, std::string_vie
                     text(h, "createdAt"),
                     integer(h, "balance", key),
                     integer(h, "reserved", key),
+                    integer(h, "promotional", key),
                     text(h, "blocked") == "1",
                     text(h, "blockedAt"),
                     {}};
@@ -349,6 +350,91 @@ page list_accounts(redis_connection& redis, std::string_view tenant, const list_
                               {"available", balance - reserved}};
       },
       {});
+}
+
+page list_grants(redis_connection& redis, std::string_view account_id, const list_query& q, time_ms now,
+                 const item_filter& keep) {
+  return scan_hashes(
+      redis, grants_key(account_id), q,
+      [&](const std::string& member) { return grant_key(account_id, sequenced_id(member)); },
+      [now](const hash_fields& h) {
+        const auto key = text(h, "id");
+        const auto expires_at = text(h, "expiresAt");
+        auto status = text(h, "status");
+        if (status == "active" && !expires_at.empty())
+          if (const auto t = parse_time(expires_at); t && *t <= now) status = "expired";
+        nlohmann::json cost = nullptr;
+        if (!text(h, "costCurrency").empty())
+          cost = {{"amount", integer(h, "costAmount", key)}, {"currency", text(h, "costCurrency")}};
+        return nlohmann::json{{"id", key},
+                              {"accountId", text(h, "accountId")},
+                              {"transactionId", text(h, "transactionId")},
+                              {"amount", integer(h, "amount", key)},
+                              {"remaining", integer(h, "remaining", key)},
+                              {"held", integer(h, "held", key)},
+                              {"charged", integer(h, "charged", key)},
+                              {"refunded", integer(h, "refunded", key)},
+                              {"expired", integer(h, "expired", key)},
+                              {"voided", integer(h, "voided", key)},
+                              {"corrected", integer(h, "corrected", key)},
+                              {"expiresAt", nullable(expires_at)},
+                              {"priority", integer(h, "priority", key)},
+                              {"category", text(h, "category")},
+                              {"costBasis", std::move(cost)},
+                              {"status", std::move(status)},
+                              {"createdAt", text(h, "createdAt")}};
+      },
+      keep);
+}
+
+amount_t expiring_between(redis_connection& redis, std::string_view account_id, time_ms now, time_ms until) {
+  if (until <= now) return 0;
+  const auto ids = redis.run({"ZRANGE", grant_expiries_key(account_id), "(" + num(now), num(until), "BYSCORE"});
+  std::vector<std::vector<std::string>> commands;
+  std::vector<std::string> keys;
+  for (const auto& id : ids.array)
+    if (id) {
+      keys.push_back(grant_key(account_id, *id));
+      commands.push_back({"HMGET", keys.back(), "remaining", "held", "status"});
+    }
+  if (commands.empty()) return 0;
+  amount_t sum = 0;
+  const auto replies = redis.pipeline(commands);
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    const auto& f = replies[i].array;
+    if (f.size() != 3 || !f[2] || *f[2] != "active") continue;
+    const hash_fields h{{"remaining", f[0].value_or("0")}, {"held", f[1].value_or("0")}};
+    sum += integer(h, "remaining", keys[i]) + integer(h, "held", keys[i]);
+  }
+  return sum;
+}
+
+nlohmann::json credits_report(redis_connection& redis, std::string_view tenant, const std::vector<std::string>& days) {
+  static constexpr const char* metrics[] = {"granted", "consumed", "refunded", "expired", "voided", "corrected"};
+  const auto zero = [] {
+    nlohmann::json figures = nlohmann::json::object();
+    for (const auto* metric : metrics) figures[metric] = {{"paid", 0}, {"promotional", 0}};
+    return figures;
+  };
+  std::vector<std::string> keys;
+  for (const auto& day : days) keys.push_back(grant_report_key(tenant, day));
+  auto totals = zero();
+  auto by_day = nlohmann::json::object();
+  const auto hashes = read_hashes(redis, keys);
+  for (std::size_t d = 0; d < hashes.size(); ++d) {
+    for (const auto& [field, value] : hashes[d]) {
+      const auto bar = field.find('|');
+      if (bar == std::string::npos) continue;
+      const auto metric = field.substr(0, bar), category = field.substr(bar + 1);
+      if (!totals.contains(metric) || (category != "paid" && category != "promotional")) continue;
+      const auto n = integer(hashes[d], field.c_str(), keys[d]);
+      auto& day = by_day[days[d]];
+      if (day.is_null()) day = zero();
+      for (auto* figures : {&totals, &day})
+        (*figures)[metric][category] = (*figures)[metric][category].get<std::int64_t>() + n;
+    }
+  }
+  return {{"totals", std::move(totals)}, {"byDay", std::move(by_day)}};
 }
 
 nlohmann::json usage_summary(redis_connection& redis, std::string_view tenant, std::string_view account_id,

@@ -58,6 +58,9 @@ REDIS_DBS = {
     "test_compose_env": (26, 27),
     "test_operations poison": (36, 37),
     "test_grants month end": (38, 39),
+    "test_grants_legacy": (40, 41),
+    "test_grants_legacy copy": (42, 43),
+    "test_grants_legacy live": (44, 45),
 }
 SHARED_DB, SHARED_REBUILD_DB = REDIS_DBS["shared stack"]
 

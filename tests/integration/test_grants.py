@@ -86,6 +86,48 @@ def fold_grants(events):
     return {g: (remaining[g], held[g]) for g in remaining}
 
 
+def grant_counters(events):
+    """Per grant, every counter the grants listing shows, and its category, folded here from the draws."""
+    grants, holds = {}, {}
+
+    def move(draws, frm, into, sign=1):
+        for d in draws:
+            g = grants[d["grantId"]]
+            if frm:
+                g[frm] -= sign * d["amount"]
+            if into:
+                g[into] += sign * d["amount"]
+    for e in events:
+        p, t = e["payload"], e["type"]
+        draws = p.get("draws", [])
+        if t == "CreditsAdded":
+            grants[p["grantId"]] = {"amount": p["amount"], "remaining": p["amount"], "held": 0, "charged": 0,
+                                    "refunded": 0, "expired": 0, "voided": 0, "corrected": 0,
+                                    "category": p.get("category", "paid"), "priority": p.get("priority", 50),
+                                    "expiresAt": p.get("expiresAt")}
+        elif t == "CreditsDeducted":
+            move(draws, "remaining", {"grant_expired": "expired", "grant_voided": "voided"}.get(p.get("reason"),
+                                                                                               "charged"))
+        elif t == "CreditsReserved":
+            holds[p["reservationId"]] = draws
+            move(draws, "remaining", "held")
+        elif t in ("ReservationConfirmed", "ReservationCancelled", "ReservationExpired"):
+            move(holds.pop(p["reservationId"]), "held", "remaining")
+            if t == "ReservationConfirmed":
+                move(draws, "remaining", "charged")
+        elif t == "TransactionReversed":
+            if p["originalType"] == "CreditsAdded":
+                move(draws, "remaining", "corrected")
+            else:
+                move(draws, None, "refunded")
+                move(draws, None, "remaining")
+    return grants
+
+
+def position_of(events):
+    return f"{LEDGER_TOPIC}:{events[-1]['_partition']}:{events[-1]['_offset']}"
+
+
 def deductions(events, reason):
     return [e["payload"] for e in events if e["type"] == "CreditsDeducted" and e["payload"].get("reason") == reason]
 
@@ -330,3 +372,106 @@ def test_a_grant_expires_once_across_a_restart_from_a_snapshot(stack, client):
     events = events_of(account_id)
     assert [d["amount"] for d in deductions(events, "grant_expired")] == [70, 10], "once, and the release at once"
     assert fold_balance(events) == (50, 0) and spendable(client, account_id) == 50
+
+
+def test_the_grants_view_is_the_fold_of_the_log(client):
+    """The grants listing, the balance by category and what expires soon, read from the Redis view, equal a fold of
+    the log done here: for a fresh account with every kind of movement, and for those the other tests made."""
+    account_id = new_account(client)
+    trial = add(client, account_id, 100, category="promotional", priority=10, expiresInSeconds=3 * 86400)
+    paid = add(client, account_id, 60, costBasis={"amount": 1299, "currency": "EUR"})
+    hold = ok(client.post("/v1/reservations/create", {"accountId": account_id, "amount": 50}))["reservation"]
+    taken = ok(client.post("/v1/accounts/credits/deduct", {"accountId": account_id, "amount": 70}))
+    ok(client.post("/v1/reservations/confirm", {"reservationId": hold["id"], "actualAmount": 20}))
+    ok(client.post("/v1/transactions/reverse", {"transactionId": taken["transactionId"], "amount": 15}))
+    ok(client.post("/v1/transactions/reverse", {"transactionId": paid["transactionId"], "amount": 5}))
+
+    for acc in ACCOUNTS:
+        events = events_of(acc)
+        expected = grant_counters(events)
+        at = {"Credits-Min-Position": position_of(events)}
+        listed, cursor = [], None
+        while True:  # one grant a page: the cursor walks them all, newest first
+            page = ok(client.get("/v1/accounts/grants", headers=at, accountId=acc, limit=1,
+                                 **({"cursor": cursor} if cursor else {})))
+            listed += page["grants"]
+            cursor = page["nextCursor"]
+            if not cursor:
+                break
+        assert [g["id"] for g in listed] == list(reversed(list(expected))), acc
+        for g in listed:
+            want = expected[g["id"]]
+            assert {k: g[k] for k in want} == want, (acc, g)
+            assert g["amount"] - g["corrected"] == g["remaining"] + g["held"] + g["charged"] - g["refunded"] + \
+                g["expired"] + g["voided"], g
+        balance = ok(client.get("/v1/accounts/balance", headers=at, accountId=acc, include="grants"))
+        promotional = sum(w["remaining"] + w["held"] for w in expected.values() if w["category"] == "promotional")
+        assert balance["byCategory"] == {"paid": balance["balance"] - promotional, "promotional": promotional}, acc
+        assert balance["balance"] == sum(w["remaining"] + w["held"] for w in expected.values()), acc
+
+    # The fresh account: the trial (3 days) is all that expires within a week, and nothing within a day.
+    at = {"Credits-Min-Position": position_of(events_of(account_id))}
+    grants = {g["id"]: g for g in ok(client.get("/v1/accounts/grants", headers=at, accountId=account_id))["grants"]}
+    assert grants[paid["grantId"]]["costBasis"] == {"amount": 1299, "currency": "EUR"}
+    assert grants[trial["grantId"]]["status"] == "active" and grants[trial["grantId"]]["expiresAt"] == trial["expiresAt"]
+    plain = ok(client.get("/v1/accounts/balance", headers=at, accountId=account_id))
+    assert set(plain) == {"success", "accountId", "externalId", "balance", "reserved", "available"}, \
+        "without include=grants the answer keeps the upstream shape"
+    week = ok(client.get("/v1/accounts/balance", headers=at, accountId=account_id, include="grants"))
+    day = ok(client.get("/v1/accounts/balance", headers=at, accountId=account_id, expiringWithinDays=1))
+    trial_left = grants[trial["grantId"]]["remaining"] + grants[trial["grantId"]]["held"]
+    assert trial_left > 0
+    assert (week["expiringSoon"], week["expiringWithinDays"]) == (trial_left, 7)
+    assert (day["expiringSoon"], day["expiringWithinDays"]) == (0, 1)
+    refused(client.get("/v1/accounts/balance", accountId=account_id, expiringWithinDays=3651), 400,
+            "invalid_request", "expiringWithinDays")
+    refused(client.get("/v1/accounts/balance", accountId=account_id, include="all"), 400, "invalid_request", "include")
+    voided = ok(client.get("/v1/accounts/grants", headers=at, accountId=account_id, status="voided"))["grants"]
+    assert voided == []
+    refused(client.get("/v1/accounts/grants", accountId=account_id, status="gone"), 400, "invalid_request", "status")
+
+
+def test_the_credits_report_counts_each_movement_by_day_and_category(client, other_tenant):
+    """The tenant's report before and after known movements of a fresh account: the differences are exactly those
+    movements. (Expiries of other tests' grants may land meanwhile, so `expired` is only checked not to fall.)"""
+    def report(at=None):
+        return ok(client.get("/v1/reports/credits", headers=at or {},
+                             startDate=time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(time.time() - 86400))))
+
+    before, theirs = report(), ok(other_tenant.get("/v1/reports/credits"))
+    account_id = new_account(client)
+    promo = add(client, account_id, 80, category="promotional")
+    add(client, account_id, 40)
+    taken = ok(client.post("/v1/accounts/credits/deduct", {"accountId": account_id, "amount": 90}))  # 80 promo, 10 paid
+    ok(client.post("/v1/transactions/reverse", {"transactionId": taken["transactionId"], "amount": 30}))  # 10, 20
+    ok(client.post("/v1/grants/void", {"grantId": promo["grantId"]}))  # the 20 refunded to it
+    after = report({"Credits-Min-Position": position_of(events_of(account_id))})
+    diff = {m: {c: after["totals"][m][c] - before["totals"][m][c] for c in ("paid", "promotional")}
+            for m in after["totals"]}
+    expired = diff.pop("expired")
+    assert diff == {"granted": {"paid": 40, "promotional": 80}, "consumed": {"paid": 10, "promotional": 80},
+                    "refunded": {"paid": 10, "promotional": 20}, "voided": {"paid": 0, "promotional": 20},
+                    "corrected": {"paid": 0, "promotional": 0}}
+    assert min(expired.values()) >= 0
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert today in after["byDay"] and after["endDate"] == today
+    assert sum(day["granted"]["promotional"] for day in after["byDay"].values()) == \
+        after["totals"]["granted"]["promotional"]
+    # Another tenant's report does not see these.
+    assert ok(other_tenant.get("/v1/reports/credits"))["totals"]["granted"] == theirs["totals"]["granted"]
+    refused(client.get("/v1/reports/credits", startDate="2020-01-01T00:00:00Z"), 400, "invalid_request", "startDate")
+
+
+def test_a_balance_as_of_a_time_before_an_expiry_still_has_the_expired_credits(client):
+    account_id = new_account(client)
+    add(client, account_id, 30, expiresInSeconds=2)
+    [expiry] = expiries_in_log(account_id, 1)
+    events = events_of(account_id)
+    expired_at = next(e for e in events if e["payload"].get("reason") == "grant_expired")["occurredAt"]
+    at = {"Credits-Min-Position": position_of(events)}
+    assert ok(client.get("/v1/accounts/balance", headers=at, accountId=account_id))["balance"] == 0
+    before = ok(client.get("/v1/accounts/balance", headers=at, accountId=account_id,
+                           asOf=events[1]["occurredAt"], include="grants"))
+    assert before["balance"] == 30 and "byCategory" not in before
+    assert ok(client.get("/v1/accounts/balance", headers=at, accountId=account_id, asOf=expired_at))["balance"] == 0
+    assert expiry["amount"] == 30

@@ -192,8 +192,12 @@ class Load(BackgroundLoad):
             account = rnd.choice(self.accounts)
             roll = rnd.random()
             try:
-                if roll < 0.3:
-                    self.post(client, "/v1/accounts/credits/add", {"accountId": account, "amount": rnd.randint(1, 100)})
+                if roll < 0.3:  # grants of every kind: categories, priorities, some that expire during the load
+                    terms = {"category": rnd.choice(["paid", "promotional"]), "priority": rnd.randint(0, 100)}
+                    if rnd.random() < 0.3:
+                        terms["expiresInSeconds"] = rnd.choice([2, 3600])
+                    self.post(client, "/v1/accounts/credits/add",
+                              {"accountId": account, "amount": rnd.randint(1, 100), **terms})
                 elif roll < 0.45:
                     self.post(client, "/v1/accounts/credits/deduct", {"accountId": account, "amount": rnd.randint(1, 50)})
                 elif roll < 0.85:
@@ -310,6 +314,23 @@ def test_verify_and_rebuild_while_commands_flow_end_with_every_event_in_the_view
     assert " 0 mismatches" in summary
 
 
+def test_verify_finds_a_grant_the_view_got_wrong(ops):
+    with Load(ops.url, ops.accounts, ops.positions):
+        time.sleep(2)
+    wait_view(ops.positions.snapshot())
+    [member] = redis(VIEW_DB, "ZRANGE", f"credits:grants:{{{ops.accounts[0]}}}", "0", "0").split()
+    grant = member.split(":", 1)[1]
+    key = f"credits:grant:{{{ops.accounts[0]}}}:{grant}"
+    redis(VIEW_DB, "HINCRBY", key, "remaining", "1")
+    try:
+        code, output, summary = verify()
+        assert code == 1 and f"mismatch: grant {grant} remaining: view" in output, output
+    finally:
+        redis(VIEW_DB, "HINCRBY", key, "remaining", "-1")
+    code, output, summary = verify()
+    assert code == 0 and " 0 mismatches" in summary and " grants compared" in summary, output
+
+
 def test_sigkill_mid_projection_and_mid_rebuild_then_verify(ops):
     rnd = random.Random(RUN)
     interrupted = 0
@@ -371,7 +392,7 @@ def test_export_then_import_into_fresh_topics_gives_the_same_view(ops, tmp_path)
     for view in (original, copy):
         view.pop("credits:positions")
         view.pop("credits:view")  # names the topics
-        for key in [k for k in view if k.startswith(("credits:transactions:", "credits:usage-records:"))]:
+        for key in [k for k in view if k.startswith(("credits:transactions:", "credits:usage-records:", "credits:grants:"))]:
             kind, value = view[key]
             view[key] = (kind, [re.sub(r"^[0-9]{19}:", "", v) for v in value])
     assert copy.keys() == original.keys()

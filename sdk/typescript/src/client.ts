@@ -167,8 +167,8 @@ export class CreditsClient {
 
   /**
    * `balance`, `reserved` and `available` (= balance - reserved), now or, with `asOf`, as they were at that time.
-   * Now, also the balance by grant category (`byCategory`) and what of it expires within `expiringWithinDays`
-   * days (`expiringSoon`). GET /v1/accounts/balance
+   * With `includeGrants` (or `expiringWithinDays`), and now, also the balance by grant category (`byCategory`) and
+   * what of it expires within `expiringWithinDays` days (`expiringSoon`). GET /v1/accounts/balance
    */
   getBalance(params: GetBalanceParams, options?: RequestOptions): Promise<Balance> {
     return this.#call({
@@ -178,6 +178,7 @@ export class CreditsClient {
         accountId: params.accountId,
         externalId: params.externalId,
         asOf: params.asOf,
+        include: params.includeGrants ? "grants" : undefined,
         expiringWithinDays: params.expiringWithinDays,
       },
       options,

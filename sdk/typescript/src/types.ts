@@ -117,7 +117,12 @@ export type GetBalanceParams = AccountRef & {
    * log up to it). Default: now.
    */
   asOf?: TimeParam;
-  /** The window of `expiringSoon`, in days from now, 0-3650; the server's default is 7. */
+  /**
+   * Also the balance's grant details: `byCategory`, `expiringSoon` and `expiringWithinDays` (include=grants).
+   * Without it (and without `expiringWithinDays`) the answer has the upstream shape only.
+   */
+  includeGrants?: boolean;
+  /** The window of `expiringSoon`, in days from now, 0-3650; the server's default is 7. Implies includeGrants. */
   expiringWithinDays?: number;
 };
 
@@ -133,7 +138,7 @@ export interface Balance {
   available: number;
   /**
    * The balance by the category of the grants that hold it, held credits included (`paid + promotional =
-   * balance`). Absent with `asOf`.
+   * balance`). Only with includeGrants (or expiringWithinDays), and never with `asOf`.
    */
   byCategory?: CategorySplit;
   /**

@@ -133,7 +133,9 @@ describe("reading grants", () => {
     used.grants.forEach(assertConserved);
 
     // The balance split by category, held credits included, and the grants' sums match the balance.
-    const balance = await c.getBalance({ externalId });
+    const plain = await c.getBalance({ externalId });
+    assert.deepEqual([plain.byCategory, plain.expiringSoon], [undefined, undefined], "the upstream shape by default");
+    const balance = await c.getBalance({ externalId, includeGrants: true });
     assert.deepEqual([balance.balance, balance.reserved], [1420, 50]);
     assert.deepEqual(balance.byCategory, { paid: 1000, promotional: 420 });
     assert.equal(balance.byCategory!.paid + balance.byCategory!.promotional, balance.balance);
@@ -142,13 +144,13 @@ describe("reading grants", () => {
     await c.cancelReservation(reservation.id);
 
     // The trial expires in 3 days: within 7 (the default), not within 1. A past balance has no outlook.
-    const week = await c.getBalance({ externalId });
+    const week = await c.getBalance({ externalId, includeGrants: true });
     assert.deepEqual([week.expiringSoon, week.expiringWithinDays], [420, 7]);
     const explicitWeek = await c.getBalance({ externalId, expiringWithinDays: 7 });
     assert.deepEqual([explicitWeek.expiringSoon, explicitWeek.expiringWithinDays], [420, 7]);
     const oneDay = await c.getBalance({ externalId, expiringWithinDays: 1 });
     assert.deepEqual([oneDay.expiringSoon, oneDay.expiringWithinDays], [0, 1]);
-    const past = await c.getBalance({ externalId, asOf: new Date() });
+    const past = await c.getBalance({ externalId, asOf: new Date(), includeGrants: true });
     assert.deepEqual([past.byCategory, past.expiringSoon, past.expiringWithinDays], [undefined, undefined, undefined]);
     const tooFar = await rejection(c.getBalance({ externalId, expiringWithinDays: 3651 }));
     assert.ok(tooFar instanceof ValidationError);

@@ -17,6 +17,9 @@ inline constexpr std::size_t list_limit_default = 50;
 inline constexpr std::size_t list_limit_max = 200;
 inline constexpr std::size_t summary_days_max = 366;  // a usage summary covers at most a year of days
 
+inline constexpr int expiring_within_days_default = 7;
+inline constexpr int expiring_within_days_max = 3650;
+
 struct list_params {
   read_model::list_query query;
   std::string type;               // transactions: credit, debit, charge, reversal
@@ -27,9 +30,16 @@ struct list_params {
   bool summary = false;           // usage: totals instead of records
   std::vector<std::string> days;  // usage summary: every UTC day from startDate to endDate
   std::optional<time_ms> as_of;   // balance
+  // balance: the grant details (byCategory, expiringSoon), asked for with include=grants or expiringWithinDays. Not
+  // by default: the Get Started answer keeps its exact upstream shape.
+  bool include_grants = false;
+  int expiring_within_days = expiring_within_days_default;  // balance: the window of expiringSoon
+  std::string status;                                       // grants: active, expired or voided
 };
 
-// `params` are the query parameters as strings. `now` bounds an open-ended summary range.
-std::variant<list_params, rejection> parse_list_params(const nlohmann::json& params, time_ms now);
+// `params` are the query parameters as strings. `now` bounds an open-ended summary range. `whole_days`: the
+// query covers whole UTC days (`days`), as a usage summary does (summary=true) and the credits report.
+std::variant<list_params, rejection> parse_list_params(const nlohmann::json& params, time_ms now,
+                                                       bool whole_days = false);
 
 }  // namespace credits::api

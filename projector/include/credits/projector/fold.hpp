@@ -67,6 +67,25 @@ class fold_memory {
   std::unordered_map<std::string, std::optional<grant_draws>> holds_;  // nullopt: a hold made before grants
 };
 
+// Events written before grants carry no draws, and which grants they took from (or returned to) depends on every
+// earlier event of the account: the burn order, what a hold took, what a charge has left to refund. fold() leaves
+// that part to Redis, which holds all of it, as one command of its own:
+//   {"CREDITS.LEGACY", <grants key>, kind, <grant key prefix>, amount, id1, id2, <event time (RFC 3339)>, draws,
+//    <legacy draws key>}
+// with kind take-charge (id1: transaction), take-hold (id1: reservation key), confirm (id1: reservation key, id2:
+// transaction, draws: the charge's draws when the event has them), release (id1: reservation key), refund (id1:
+// the original transaction) or correct (id1: the grant it corrects). legacy_lua defines `legacy(words)`, which
+// does what the domain's fold (credits::apply, domain.cpp legacy_take) does with such an event's grants: the same
+// burn order, the hold's draws, last drawn first for a refund. The apply scripts run it in place of redis.call for
+// these commands; a rebuild sends it with EVAL (legacy_script). The draws it computes for a charge are kept in
+// the legacy draws key (credits:legacy-draws:{<accountId>}, transaction id -> JSON) for a refund; a hold's in its
+// reservation hash's `draws`, as any hold's.
+inline constexpr std::string_view legacy_command = "CREDITS.LEGACY";
+extern const std::string_view legacy_lua;
+// A script that runs the one CREDITS.LEGACY command given as ARGV (without its first word).
+std::string legacy_script();
+bool is_legacy(const std::vector<std::string>& command);
+
 // The conditions under which fold(e) keeps the money invariants that credits::apply asserts; the guarded
 // script checks them before running any command, and refuses the event (a poison event) when one fails.
 // Pure, like fold. Each guard is one of

@@ -34,6 +34,8 @@
 //   credits:grants:{<accountId>}                   ZSET "<offset>:<grantId>" scored by creation time (ms)
 //   credits:grant-expiries:{<accountId>}           ZSET ids of the grants that expire and have not yet, scored by
 //                                                       expiresAt (ms)
+//   credits:legacy-draws:{<accountId>}            HASH transaction id -> the draws (JSON) the view computed for a
+//                                                       charge written before grants, less what refunds returned
 //   credits:grant-report:tenant:{<tenant>}:<day>   HASH "<metric>|<category>" credits moved that UTC day, metric one
 //                                                       of granted consumed refunded expired voided corrected
 //   credits:applied:{<tag>}                        HASH on a Redis Cluster only: the offsets of the events applied
@@ -90,6 +92,7 @@ std::string usage_summary_key(std::string_view account_id, std::string_view day)
 std::string grant_key(std::string_view account_id, std::string_view grant_id);
 std::string grants_key(std::string_view account_id);
 std::string grant_expiries_key(std::string_view account_id);
+std::string legacy_draws_key(std::string_view account_id);
 std::string grant_report_key(std::string_view tenant, std::string_view day);  // day: yyyy-mm-dd (UTC)
 // "<metric>|<category>", a field of grant_report_key.
 std::string grant_report_field(std::string_view metric, std::string_view category);

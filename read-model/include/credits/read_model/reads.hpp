@@ -29,6 +29,7 @@ struct account_view {
   std::string created_at;  // RFC 3339
   amount_t balance = 0;
   amount_t reserved = 0;
+  amount_t promotional = 0;    // the part of the balance in promotional grants; the rest is paid
   bool blocked = false;        // one of its events could not be applied: its balance may miss that event
   std::string blocked_at;      // when blocked: "<topic>:<partition>:<offset>" of the first such event
   std::string blocked_reason;  // when blocked: why it could not be applied, as the view recorded it
@@ -88,6 +89,18 @@ page list_usage(redis_connection& redis, std::string_view account_id, const list
 page list_reservations(redis_connection& redis, std::string_view account_id, const list_query& q,
                        const item_filter& keep);
 page list_accounts(redis_connection& redis, std::string_view tenant, const list_query& q);
+// An account's grants, newest first. A grant whose expiresAt is at or before `now` reads as expired, though its
+// expiry may not be written yet.
+page list_grants(redis_connection& redis, std::string_view account_id, const list_query& q, time_ms now,
+                 const item_filter& keep);
+
+// The credits of the balance (held ones included) in the account's grants that expire after `now` and at or
+// before `until`, and have not expired or been voided.
+amount_t expiring_between(redis_connection& redis, std::string_view account_id, time_ms now, time_ms until);
+
+// The tenant's credits report over `days` (yyyy-mm-dd, UTC): {totals, byDay}, each figure (granted, consumed,
+// refunded, expired, voided, corrected) split {paid, promotional}; byDay only has the days with activity.
+nlohmann::json credits_report(redis_connection& redis, std::string_view tenant, const std::vector<std::string>& days);
 
 // Usage totals per model, per context and per day over [from_day, to_day] (yyyy-mm-dd, UTC), from the daily
 // summary hashes of one account (or, with an empty account id, of the whole tenant). Empty model / context
