@@ -229,7 +229,7 @@ asio::awaitable<response> http_api::impl::query_route(const request& req, std::s
 asio::awaitable<response> http_api::impl::view_query(const request& req, std::string_view path, std::string_view query,
                                                      const api_key& key) {
   const auto params = query_params(query);
-  auto listing = parse_list_params(params, wall_clock_ms(), path == "/v1/reports/credits");
+  auto listing = parse_list_params(params, wall_clock_ms(), path);
   if (auto* r = std::get_if<rejection>(&listing)) co_return reject(*r, req);
   const auto& p = std::get<list_params>(listing);
   const bool names_account = params.contains("accountId") || params.contains("externalId");

@@ -32,7 +32,8 @@ std::optional<bool> flag(const std::string& text) {
 
 }  // namespace
 
-std::variant<list_params, rejection> parse_list_params(const nlohmann::json& params, time_ms now, bool whole_days) {
+std::variant<list_params, rejection> parse_list_params(const nlohmann::json& params, time_ms now,
+                                                       std::string_view path) {
   list_params out;
   out.query.limit = list_limit_default;
   if (const auto limit = param(params, "limit"); !limit.empty()) {
@@ -70,10 +71,11 @@ std::variant<list_params, rejection> parse_list_params(const nlohmann::json& par
   if (!summary) return bad("summary", "summary must be true or false");
   out.active_only = *active;
   out.summary = *summary;
-  const auto include = param(params, "include");
+  const bool balance = path == "/v1/accounts/balance";
+  const auto include = balance ? param(params, "include") : std::string();
   if (!include.empty() && include != "grants") return bad("include", "include must be \"grants\"");
   out.include_grants = include == "grants";
-  if (const auto days = param(params, "expiringWithinDays"); !days.empty()) {
+  if (const auto days = balance ? param(params, "expiringWithinDays") : std::string(); !days.empty()) {
     out.include_grants = true;
     const auto [p, ec] = std::from_chars(days.data(), days.data() + days.size(), out.expiring_within_days);
     if (ec != std::errc{} || p != days.data() + days.size() || out.expiring_within_days < 0 ||
@@ -81,11 +83,11 @@ std::variant<list_params, rejection> parse_list_params(const nlohmann::json& par
       return bad("expiringWithinDays",
                  "expiringWithinDays must be an integer from 0 to " + std::to_string(expiring_within_days_max));
   }
-  out.status = param(params, "status");
+  if (path == "/v1/accounts/grants") out.status = param(params, "status");
   if (!out.status.empty() && out.status != "active" && out.status != "expired" && out.status != "voided")
     return bad("status", "status must be active, expired or voided");
 
-  if (out.summary || whole_days) {
+  if (out.summary || path == "/v1/reports/credits") {
     // Whole UTC days: from startDate's day (default: 30 days before endDate) to endDate's (default: today).
     const time_ms last = end ? *end - 1 : now;
     const time_ms first = start ? *start : last - 29 * day_ms;

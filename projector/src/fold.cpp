@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <map>
 #include <optional>
 #include <unordered_map>
 
@@ -220,7 +221,17 @@ command_list fold_payload(const event& e, std::int64_t offset, const fold_contex
   } else {
     const auto charged = p.draws ? *p.draws : first_of(*context.hold, p.charged);
     take(out, e, context, charged, p.charged, "held", "charged", "consumed");
-    shift(out, e, rest_of(*context.hold, charged), "held", "remaining");
+    // What the hold returns, per grant (a hand-made hold may name a grant twice).
+    std::map<std::string, amount_t> rest;
+    for (const auto& d : *context.hold) rest[d.grant_id] += d.amount;
+    for (const auto& d : charged) rest[d.grant_id] -= d.amount;
+    for (const auto& [grant_id, amount] : rest)
+      if (amount > 0) {
+        count(out, e, grant_id, "held", -amount);
+        count(out, e, grant_id, "remaining", amount);
+      }
+    // A confirm written before grants is a charge a later refund written before grants returns, last drawn first.
+    if (!p.draws) out.push_back({"HSET", legacy_draws_key(e.account_id), p.transaction_id, draws_json(charged).dump()});
   }
   return out += transaction(e, offset, p.transaction_id, "charge", -p.charged, p.balance_after, "", nullptr,
                             p.reservation_id, {p.draws});
@@ -427,6 +438,10 @@ local function legacy(w)
   local grants, kind, prefix, amount, id1, id2, at, given, drawn = w[1], w[2], w[3], tonumber(w[4]), w[5], w[6],
                                                                    w[7], w[8], w[9]
   local function int(n) return string.format('%d', n) end
+  -- An RFC 3339 time of format_time's fixed width as its digits alone: strings of digits of one length compare
+  -- as their numbers under any collation (Lua compares strings with strcoll, which follows Redis's locale).
+  local function digits(text) return text and (string.gsub(text, '%D', '')) or '' end
+  local now = digits(at)
   local function encode(draws)
     local parts = {}
     for _, d in ipairs(draws) do
@@ -461,21 +476,23 @@ local function legacy(w)
       local g = redis.call('HMGET', prefix .. id, 'remaining', 'priority', 'expiresAt')
       local left = tonumber(g[1] or '0') - (skip[id] or 0)
       if left > 0 then
-        list[#list + 1] = {id = id, left = left, priority = tonumber(g[2] or '50'), expires = g[3] or '',
+        list[#list + 1] = {id = id, left = left, priority = tonumber(g[2] or '50'), expires = digits(g[3]),
                            seq = string.sub(member, 1, 19)}
       end
     end
     table.sort(list, function(x, y)
       if x.priority ~= y.priority then return x.priority < y.priority end
-      local xe, ye = x.expires == '' and '~' or x.expires, y.expires == '' and '~' or y.expires
-      if xe ~= ye then return xe < ye end
+      if x.expires ~= y.expires then
+        if x.expires == '' or y.expires == '' then return y.expires == '' end
+        return x.expires < y.expires
+      end
       return x.seq < y.seq
     end)
     local out = {}
     for pass = 1, 2 do
       for _, g in ipairs(list) do
         if n == 0 then return out end
-        local expired = g.expires ~= '' and g.expires <= at
+        local expired = g.expires ~= '' and g.expires <= now
         if expired == (pass == 2) then
           local part = math.min(n, g.left)
           out[#out + 1] = {grantId = g.id, amount = part}
@@ -540,7 +557,10 @@ local function legacy(w)
       n = n - part
     end
     if n > 0 then
-      local newest = redis.call('ZRANGE', grants, -1, -1)[1]
+      local newest = nil  -- the last created, by log order (the members' offsets), as the domain's sequence
+      for _, member in ipairs(redis.call('ZRANGE', grants, 0, -1)) do
+        if not newest or string.sub(member, 1, 19) > string.sub(newest, 1, 19) then newest = member end
+      end
       if newest then back[#back + 1] = {grantId = string.sub(newest, 21), amount = n} end
     end
     local kept = {}
@@ -802,10 +822,11 @@ fold_context fold_memory::context(const event& e, fold_facts& missing) const {
 
 void fold_memory::learn(const event& e) {
   const std::lock_guard lock(mutex_);
+  // Facts are written once: a hand-made duplicate (which the script refuses) must not replace the first.
   if (const auto* added = std::get_if<credits_added>(&e.payload))
-    categories_[grant_of(*added)] = added->category.value_or(grant_category::paid);
+    categories_.try_emplace(grant_of(*added), added->category.value_or(grant_category::paid));
   else if (const auto* held = std::get_if<credits_reserved>(&e.payload))
-    holds_[held->reservation_id] = held->draws;
+    holds_.try_emplace(held->reservation_id, held->draws);
   else if (const auto* confirmed = std::get_if<reservation_confirmed>(&e.payload))
     holds_.erase(confirmed->reservation_id);
 }
@@ -852,9 +873,18 @@ void fold_memory::complete(fold_context& context, const fold_facts& missing,
           context.hold->push_back({d["grantId"].get<std::string>(), d["amount"].get<amount_t>()});
     }
   }
+  // Only what the view held is remembered: a default read from a view that lost its data would outlive its rebuild.
   const std::lock_guard lock(mutex_);
-  for (const auto& id : missing.grants) categories_[id] = context.categories.at(id);
-  if (!missing.reservation.empty()) holds_[missing.reservation] = context.hold;
+  for (std::size_t k = 0; k < missing.grants.size(); ++k)
+    if (k < replies.size() && replies[k]) categories_[missing.grants[k]] = context.categories.at(missing.grants[k]);
+  if (!missing.reservation.empty() && missing.grants.size() < replies.size() && replies[missing.grants.size()])
+    holds_[missing.reservation] = context.hold;
+}
+
+void fold_memory::clear() {
+  const std::lock_guard lock(mutex_);
+  categories_.clear();
+  holds_.clear();
 }
 
 }  // namespace credits::read_model

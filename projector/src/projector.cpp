@@ -896,6 +896,7 @@ void projector::view_not_ready(const std::string& why) {
   log(log_level::warn, "the view changed under the projector (" + why + "); inspecting it", {{"reason", why}});
   view_ready_ = false;
   drop_prefetched();
+  fold_memory_.clear();
 }
 
 projector::prepared_batch projector::poll_and_prepare() {

@@ -568,9 +568,11 @@ TEST(projector_config, every_variable_is_read) {
                                                      {"CREDITS_LEDGER_TOPIC", "l"},
                                                      {"CREDITS_USAGE_TOPIC", "u"},
                                                      {"CREDITS_PROJECTOR_BATCH_EVENTS_MAX", "50"},
-                                                     {"CREDITS_PROJECTOR_FETCH_WAIT_MS", "0"}}));
+                                                     {"CREDITS_PROJECTOR_FETCH_WAIT_MS", "0"},
+                                                     {"CREDITS_PROJECTOR_FOLD_FACTS_MAX", "1000"}}));
   ASSERT_TRUE(std::holds_alternative<projector_config>(parsed)) << std::get<std::string>(parsed);
   const auto& c = std::get<projector_config>(parsed);
+  EXPECT_EQ(c.fold_facts_max, 1000u);
   EXPECT_EQ(c.brokers, "k:1");
   EXPECT_EQ(c.redis_host, "r");
   EXPECT_EQ(c.redis_port, 7000);
@@ -593,6 +595,8 @@ TEST(projector_config, bad_values_are_rejected_with_the_variable_named) {
       {"CREDITS_PROJECTOR_FETCH_WAIT_MS", "-1"},
       {"CREDITS_PROJECTOR_FETCH_WAIT_MS", "10ms"},
       {"CREDITS_PROJECTOR_FETCH_WAIT_MS", ""},
+      {"CREDITS_PROJECTOR_FOLD_FACTS_MAX", "0"},
+      {"CREDITS_PROJECTOR_FOLD_FACTS_MAX", "100000001"},
       {"CREDITS_KAFKA_BROKERS", ""},
   };
   for (const auto& [name, value] : bad) {

@@ -20,6 +20,32 @@ std::string refused_field(const nlohmann::json& params) {
   return std::holds_alternative<rejection>(r) ? std::get<rejection>(r).field : "";
 }
 
+TEST(list_params, the_grant_parameters_are_read_by_their_own_endpoints_only) {
+  const auto on = [](const char* path, const nlohmann::json& params) { return parse_list_params(params, now, path); };
+  const auto field = [](const std::variant<list_params, rejection>& r) {
+    return std::holds_alternative<rejection>(r) ? std::get<rejection>(r).field : std::string();
+  };
+  // The balance: include=grants, or a window (which implies it), 0..3650 days.
+  EXPECT_FALSE(std::get<list_params>(on("/v1/accounts/balance", nlohmann::json::object())).include_grants);
+  const auto week = std::get<list_params>(on("/v1/accounts/balance", {{"include", "grants"}}));
+  EXPECT_TRUE(week.include_grants);
+  EXPECT_EQ(week.expiring_within_days, 7);
+  const auto month = std::get<list_params>(on("/v1/accounts/balance", {{"expiringWithinDays", "30"}}));
+  EXPECT_TRUE(month.include_grants);
+  EXPECT_EQ(month.expiring_within_days, 30);
+  EXPECT_EQ(field(on("/v1/accounts/balance", {{"include", "all"}})), "include");
+  for (const char* bad : {"-1", "3651", "7d"})
+    EXPECT_EQ(field(on("/v1/accounts/balance", {{"expiringWithinDays", bad}})), "expiringWithinDays") << bad;
+  // The grants: a status filter.
+  EXPECT_EQ(std::get<list_params>(on("/v1/accounts/grants", {{"status", "expired"}})).status, "expired");
+  EXPECT_EQ(field(on("/v1/accounts/grants", {{"status", "pending"}})), "status");
+  // Elsewhere they are not parameters at all, as before grants: a reservation listing's `status` is ignored.
+  EXPECT_EQ(field(on("/v1/reservations", {{"status", "pending"}, {"include", "x"}})), "");
+  // The credits report covers whole days, like a usage summary.
+  EXPECT_EQ(std::get<list_params>(on("/v1/reports/credits", {{"startDate", "2025-11-28T00:00:00Z"}})).days,
+            (std::vector<std::string>{"2025-11-28", "2025-11-29"}));
+}
+
 TEST(list_params, defaults_and_bounds) {
   const auto p = accepted(nlohmann::json::object());
   EXPECT_EQ(p.query.limit, list_limit_default);

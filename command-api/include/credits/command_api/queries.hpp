@@ -2,6 +2,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -37,9 +38,10 @@ struct list_params {
   std::string status;                                       // grants: active, expired or voided
 };
 
-// `params` are the query parameters as strings. `now` bounds an open-ended summary range. `whole_days`: the
-// query covers whole UTC days (`days`), as a usage summary does (summary=true) and the credits report.
+// `params` are the query parameters as strings, of a query to `path`. `now` bounds an open-ended summary range. A
+// usage summary (summary=true) and the credits report cover whole UTC days (`days`). The parameters of one endpoint
+// alone (a grant's `status`, the balance's `include`) are read for that endpoint only.
 std::variant<list_params, rejection> parse_list_params(const nlohmann::json& params, time_ms now,
-                                                       bool whole_days = false);
+                                                       std::string_view path = {});
 
 }  // namespace credits::api

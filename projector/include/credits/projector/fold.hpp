@@ -51,6 +51,7 @@ class fold_memory {
   // The facts `e` creates: the grant of a CreditsAdded, the hold of a CreditsReserved.
   void learn(const event& e);
   void trim();
+  void clear();  // when the view changed under the projector: what it held may be gone
   std::size_t size() const;
 
   // The Redis reads that answer `missing` (one HGET each, in its order: grants, then the hold), and how their
