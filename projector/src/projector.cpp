@@ -716,6 +716,15 @@ projector::view_inspection projector::inspect_view() {
       if (had_view_ && id != view_id_)
         log(log_level::info, "the view " + view_id_ + " was replaced by view " + id + " (a rebuild); folding into it",
             {{"viewId", id}});
+      if (!marker.contains(std::string(read_model::view_fold_field)) && warned_old_fold_ != id) {
+        warned_old_fold_ = id;
+        log(log_level::warn,
+            "view " + id +
+                " was made by a projector older than credit grants: it has no grants for the events folded before "
+                "(the grants listing, the balance by category and the credits report miss them); run "
+                "`credits-projector rebuild` once to fold them",
+            {{"viewId", id}});
+      }
       view_id_ = id;
       had_view_ = true;
       return {view_found::intact, ""};
@@ -736,7 +745,9 @@ projector::view_inspection projector::inspect_view() {
                                     std::string(read_model::rebuild_lock_key),
                                     fresh,
                                     format_time(wall_clock_ms()),
-                                    std::to_string(partition_counts_.size())};
+                                    std::to_string(partition_counts_.size() + 1),
+                                    std::string(read_model::view_fold_field),
+                                    std::string(read_model::view_fold_grants)};
     for (const auto& [topic, count] : partition_counts_)
       create.insert(create.end(), {read_model::view_topic_field(topic), std::to_string(count)});
     create.insert(create.end(), fields.begin(), fields.end());
@@ -775,8 +786,14 @@ projector::view_inspection projector::inspect_clustered_view() {
               "the view's marker changed from " + old + " to " + id + " (another projector found the view lost)"};
     }
     const auto fresh = new_view_id();
-    std::vector<std::string> create{
-        "EVAL", std::string(create_cluster_view_script), "1", view, fresh, format_time(wall_clock_ms())};
+    std::vector<std::string> create{"EVAL",
+                                    std::string(create_cluster_view_script),
+                                    "1",
+                                    view,
+                                    fresh,
+                                    format_time(wall_clock_ms()),
+                                    std::string(read_model::view_fold_field),
+                                    std::string(read_model::view_fold_grants)};
     for (const auto& [topic, count] : partition_counts_)
       create.insert(create.end(), {read_model::view_topic_field(topic), std::to_string(count)});
     if (redis_->run(create).value != "CREATED") continue;

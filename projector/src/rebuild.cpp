@@ -85,8 +85,14 @@ class view_builder {
     legacy_sha_ = redis_.run({"SCRIPT", "LOAD", read_model::legacy_script()}).value.value_or("");
     redis_.run({"SELECT", std::to_string(config.redis_rebuild_db)});
     std::vector<store::start_point> from;
-    std::vector<std::string> marker{"HSET",      std::string(read_model::view_key), "id", view_id,
-                                    "createdAt", format_time(wall_clock_ms())};
+    std::vector<std::string> marker{"HSET",
+                                    std::string(read_model::view_key),
+                                    "id",
+                                    view_id,
+                                    "createdAt",
+                                    format_time(wall_clock_ms()),
+                                    std::string(read_model::view_fold_field),
+                                    std::string(read_model::view_fold_grants)};
     std::vector<std::string> positions{"HSET", std::string(read_model::positions_key)};
     for (const auto& topic : {config.ledger_topic, config.usage_topic}) {
       counts_[topic] = consumer_.partition_count(topic, metadata_timeout_ms);

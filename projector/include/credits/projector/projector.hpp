@@ -327,10 +327,11 @@ class projector {
   std::unordered_map<std::string, std::int64_t> previous_offset_;
   std::vector<store::start_point> resume_points_;
   projector_stats stats_;
-  std::string view_id_;        // the view this projector folds into
-  bool view_ready_ = false;    // view_id_ is that of the live view, and the owned partitions are assigned
-  bool had_view_ = false;      // it has folded into a view: an empty database is then a loss, not a first start
-  std::string last_view_log_;  // the last line about waiting for a rebuild, so it is not repeated every check
+  std::string view_id_;          // the view this projector folds into
+  bool view_ready_ = false;      // view_id_ is that of the live view, and the owned partitions are assigned
+  bool had_view_ = false;        // it has folded into a view: an empty database is then a loss, not a first start
+  std::string last_view_log_;    // the last line about waiting for a rebuild, so it is not repeated every check
+  std::string warned_old_fold_;  // the view said to predate grants, so that it is said once
   std::chrono::steady_clock::time_point next_view_attempt_{};
   std::atomic<bool> rebuild_stop_{false};
   // The rebuild of a lost view, running on a thread of its own (ops::rebuild_view). Joined before the members

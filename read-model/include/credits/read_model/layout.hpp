@@ -45,7 +45,8 @@
 //                                                       has its field from the start)
 //   credits:view                                   HASH the view's marker: id (16 hex digits, new for every view
 //                                                       built: the first start on an empty database and every
-//                                                       rebuild), createdAt, and "topic:<name>" -> partition count
+//                                                       rebuild), createdAt, fold ("grants": made by a projector
+//                                                       that folds grants), and "topic:<name>" -> partition count
 //                                                       for each topic folded into it. While a projector rebuilds a
 //                                                       view that lost its data: no id, but rebuildingSince (RFC
 //                                                       3339), reason and by (the projector's instance id)
@@ -74,6 +75,10 @@ inline constexpr std::string_view positions_key = "credits:positions";
 // that merely has not applied an event yet.
 inline constexpr std::string_view view_key = "credits:view";
 std::string view_topic_field(std::string_view topic);  // "topic:<name>"
+// The marker's field that says what the view's fold holds: "grants" for a view made by a projector that folds
+// credit grants. A view made before has no such field, and no grants for the events it folded then.
+inline constexpr std::string_view view_fold_field = "fold";
+inline constexpr std::string_view view_fold_grants = "grants";
 inline constexpr std::string_view poison_key = "credits:poison";
 inline constexpr std::string_view blocked_key = "credits:blocked";
 // Held by a running rebuild (its Redis client id) so that two never build into the same database.
