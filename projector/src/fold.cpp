@@ -59,14 +59,23 @@ void count(command_list& out, const event& e, const std::string& grant_id, const
   out.push_back({"HINCRBY", grant_key(e.account_id, grant_id), field, num(delta)});
 }
 
+// `amount` of a grant moves from one counter to another. The view keeps no `remaining`: it is what the other
+// counters leave of the amount (layout.hpp), so a move from or into it is one increment.
+constexpr std::string_view remaining = "remaining";
+void move(command_list& out, const event& e, const std::string& grant_id, std::string_view from, std::string_view into,
+          amount_t amount) {
+  for (const auto& [field, delta] : {std::pair{from, -amount}, std::pair{into, amount}})
+    if (field != remaining)
+      out.push_back({"HINCRBY", grant_key(e.account_id, grant_id), std::string(field), num(delta)});
+}
+
 // Credits leave the balance: from each draw's `remaining` (or, for a charge of a hold, `held`) into `into`; the
 // report counts them under `metric`. Without draws (an event written before grants) they were paid credits.
 void take(command_list& out, const event& e, const fold_context& context, const std::optional<grant_draws>& draws,
           amount_t amount, const char* from, const char* into, const char* metric) {
   if (!draws) return account_for(out, e, to_string(grant_category::paid), -amount, metric, amount);
   for (const auto& d : *draws) {
-    count(out, e, d.grant_id, from, -d.amount);
-    count(out, e, d.grant_id, into, d.amount);
+    move(out, e, d.grant_id, from, into, d.amount);
     account_for(out, e, category_of(context, d.grant_id), -d.amount, metric, d.amount);
   }
 }
@@ -89,10 +98,7 @@ std::vector<std::string> legacy(const event& e, const char* kind, amount_t amoun
 // Credits move between a grant's `remaining` and `held` (a hold, or its release): the balance does not move.
 void shift(command_list& out, const event& e, const std::optional<grant_draws>& draws, const char* from,
            const char* into) {
-  for (const auto& d : draws.value_or(grant_draws{})) {
-    count(out, e, d.grant_id, from, -d.amount);
-    count(out, e, d.grant_id, into, d.amount);
-  }
+  for (const auto& d : draws.value_or(grant_draws{})) move(out, e, d.grant_id, from, into, d.amount);
 }
 
 // What an entry says of credit grants: the grant it created, expired or voided, why a deduction was made, and
@@ -132,32 +138,27 @@ command_list& operator+=(command_list& a, command_list b) {
 command_list fold_payload(const event& e, std::int64_t offset, const fold_context&, const credits_added& p) {
   const auto grant_id = grant_of(p);
   const auto category = to_string(p.category.value_or(grant_category::paid));
+  // The terms a grant does not have (an expiry, a cost basis) are absent rather than empty.
+  std::vector<std::string> terms{"HSET",
+                                 grant_key(e.account_id, grant_id),
+                                 "id",
+                                 grant_id,
+                                 "transactionId",
+                                 p.transaction_id,
+                                 "amount",
+                                 num(p.amount),
+                                 "priority",
+                                 num(p.priority.value_or(grant_priority_default)),
+                                 "category",
+                                 std::string(category),
+                                 "createdAt",
+                                 format_time(e.occurred_at),
+                                 "status",
+                                 "active"};
+  if (p.expires_at) terms.insert(terms.end(), {"expiresAt", format_time(*p.expires_at)});
+  if (p.cost) terms.insert(terms.end(), {"costAmount", num(p.cost->amount), "costCurrency", p.cost->currency});
   command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(p.amount)},
-                   {"HSET",
-                    grant_key(e.account_id, grant_id),
-                    "id",
-                    grant_id,
-                    "accountId",
-                    e.account_id,
-                    "transactionId",
-                    p.transaction_id,
-                    "amount",
-                    num(p.amount),
-                    "expiresAt",
-                    p.expires_at ? format_time(*p.expires_at) : std::string(),
-                    "priority",
-                    num(p.priority.value_or(grant_priority_default)),
-                    "category",
-                    std::string(category),
-                    "costAmount",
-                    p.cost ? num(p.cost->amount) : std::string(),
-                    "costCurrency",
-                    p.cost ? p.cost->currency : "",
-                    "createdAt",
-                    format_time(e.occurred_at),
-                    "status",
-                    "active"},
-                   {"HINCRBY", grant_key(e.account_id, grant_id), "remaining", num(p.amount)},
+                   std::move(terms),
                    {"ZADD", grants_key(e.account_id), num(e.occurred_at), sequenced(offset, grant_id)}};
   if (p.expires_at) out.push_back({"ZADD", grant_expiries_key(e.account_id), num(*p.expires_at), grant_id});
   account_for(out, e, category, p.amount, "granted", p.amount);
@@ -226,10 +227,7 @@ command_list fold_payload(const event& e, std::int64_t offset, const fold_contex
     for (const auto& d : *context.hold) rest[d.grant_id] += d.amount;
     for (const auto& d : charged) rest[d.grant_id] -= d.amount;
     for (const auto& [grant_id, amount] : rest)
-      if (amount > 0) {
-        count(out, e, grant_id, "held", -amount);
-        count(out, e, grant_id, "remaining", amount);
-      }
+      if (amount > 0) move(out, e, grant_id, "held", remaining, amount);
     // A confirm written before grants is a charge a later refund written before grants returns, last drawn first.
     if (!p.draws) out.push_back({"HSET", legacy_draws_key(e.account_id), p.transaction_id, draws_json(charged).dump()});
   }
@@ -314,7 +312,6 @@ command_list fold_payload(const event& e, std::int64_t offset, const fold_contex
     out.push_back(legacy(e, "refund", p.amount, p.original_transaction_id));
   } else {
     for (const auto& d : *p.draws) {
-      count(out, e, d.grant_id, "remaining", d.amount);
       count(out, e, d.grant_id, "refunded", d.amount);
       account_for(out, e, category_of(context, d.grant_id), d.amount, "refunded", d.amount);
     }
@@ -461,11 +458,20 @@ local function legacy(w)
     end
     return out
   end
+  -- The view keeps no `remaining` (layout.hpp): a move from or into it is one increment ('' is no counter).
   local function move(draws, from, into)
     for _, d in ipairs(draws) do
-      if from ~= '' then redis.call('HINCRBY', prefix .. d.grantId, from, int(-d.amount)) end
-      if into ~= '' then redis.call('HINCRBY', prefix .. d.grantId, into, int(d.amount)) end
+      if from ~= '' and from ~= 'remaining' then redis.call('HINCRBY', prefix .. d.grantId, from, int(-d.amount)) end
+      if into ~= 'remaining' then redis.call('HINCRBY', prefix .. d.grantId, into, int(d.amount)) end
     end
+  end
+  -- A grant's terms and what it has left: amount + refunded - held - charged - expired - voided - corrected.
+  local function grant(id)
+    local g = redis.call('HMGET', prefix .. id, 'priority', 'expiresAt', 'amount', 'refunded', 'held', 'charged',
+                         'expired', 'voided', 'corrected')
+    local left = tonumber(g[3] or '0') + tonumber(g[4] or '0')
+    for i = 5, 9 do left = left - tonumber(g[i] or '0') end
+    return left, tonumber(g[1] or '50'), g[2]
   end
   -- The domain's legacy_take: the grants with something left in burn order (lower priority, sooner expiry, never
   -- last, older), those unexpired at the event's time first, then the expired ones; `skip` is already taken.
@@ -473,10 +479,10 @@ local function legacy(w)
     local list = {}
     for _, member in ipairs(redis.call('ZRANGE', grants, 0, -1)) do
       local id = string.sub(member, 21)
-      local g = redis.call('HMGET', prefix .. id, 'remaining', 'priority', 'expiresAt')
-      local left = tonumber(g[1] or '0') - (skip[id] or 0)
+      local left, priority, expires = grant(id)
+      left = left - (skip[id] or 0)
       if left > 0 then
-        list[#list + 1] = {id = id, left = left, priority = tonumber(g[2] or '50'), expires = digits(g[3]),
+        list[#list + 1] = {id = id, left = left, priority = priority, expires = digits(expires),
                            seq = string.sub(member, 1, 19)}
       end
     end
@@ -567,11 +573,10 @@ local function legacy(w)
     for _, d in ipairs(left) do if d.amount > 0 then kept[#kept + 1] = d end end
     if #kept > 0 or redis.call('HEXISTS', drawn, id1) == 1 then redis.call('HSET', drawn, id1, encode(kept)) end
     move(back, '', 'refunded')
-    move(back, '', 'remaining')
   elseif kind == 'correct' then
     -- From its grant first, then by burn order.
     local draws = {}
-    local own = tonumber(redis.call('HGET', prefix .. id1, 'remaining') or '0')
+    local own = id1 ~= '' and grant(id1) or 0
     if id1 ~= '' and own > 0 then draws[1] = {grantId = id1, amount = math.min(amount, own)} end
     local skip = {}
     if draws[1] then skip[id1] = draws[1].amount end
@@ -642,6 +647,13 @@ void guard_state::apply(const std::vector<std::vector<std::string>>& commands) {
       }
     }
   }
+}
+
+bool is_tally(const std::vector<std::string>& command) {
+  if (command.size() != 4 || command[0] != "HINCRBY") return false;
+  const std::string_view key = command[1];
+  return key.starts_with(usage_summary_prefix) || key.starts_with(usage_daily_prefix) ||
+         key.starts_with(grant_report_prefix);
 }
 
 namespace {

@@ -191,101 +191,163 @@ std::string dead_letter_topic(const projector_config& config) {
 
 namespace {
 
-// The two apply scripts share their argument layout after KEYS (ARGV[1] the offset field, ARGV[2] the event's
-// offset, ARGV[3] the offset it follows, ARGV[4] the view's id, ARGV[5] the number of guards, then the guards and
-// the commands) and this middle part: it checks the guards, leaving `refused` nil or why, then `i` at the first
-// command.
-constexpr std::string_view check_guards_lua = R"lua(
-local refused = nil
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
-  local n = tonumber(ARGV[i])
-  local kind, key, reason = ARGV[i + 1], ARGV[i + 2], ARGV[i + n]
-  local ok
-  if kind == 'absent' then
-    ok = redis.call('HEXISTS', key, ARGV[i + 3]) == 0
-  elseif kind == 'present' then
-    ok = redis.call('HEXISTS', key, ARGV[i + 3]) == 1
-  elseif kind == 'equals' then
-    ok = redis.call('HGET', key, ARGV[i + 3]) == ARGV[i + 4]
-  elseif kind == 'money' then
-    local v = redis.call('HMGET', key, 'balance', 'reserved')
-    local balance = tonumber(v[1] or '0') + tonumber(ARGV[i + 3])
-    local reserved = tonumber(v[2] or '0') + tonumber(ARGV[i + 4])
-    ok = reserved >= 0 and reserved <= balance and balance <= 9007199254740991 and
-         (ARGV[i + 5] == '' or balance == tonumber(ARGV[i + 5]))
-    if not ok then
-      reason = reason .. string.format(' (balance %.0f, reserved %.0f after it)', balance, reserved)
+// Both apply scripts (after read_model::legacy_lua) define these two functions.
+//   check_guards(j, count): checks the `count` guards from ARGV[j] on (each its word count, then its words: see
+//     read_model::guards); returns why the first one that fails refuses, or nil and the index after them.
+//   run_commands(j, stop, tallies): runs the commands from ARGV[j] up to ARGV[stop] (each its word count, then
+//     its words). A CREDITS.LEGACY command is the grant side of an event written before grants (fold.hpp):
+//     `legacy` runs it. A negative count marks a tally (read_model::is_tally; then key, field, delta): its index
+//     goes into `tallies`, for the caller to add up.
+constexpr std::string_view guard_and_run_lua = R"lua(
+local function check_guards(j, count)
+  local money = {}  -- key -> its balance and reserved, read with its id (nothing is written between the guards)
+  for _ = 1, count do
+    local n = tonumber(ARGV[j])
+    local kind, key, reason = ARGV[j + 1], ARGV[j + 2], ARGV[j + n]
+    local ok
+    if kind == 'absent' then
+      ok = redis.call('HEXISTS', key, ARGV[j + 3]) == 0
+    elseif kind == 'present' and ARGV[j + 3] == 'id' then
+      local v = redis.call('HMGET', key, 'id', 'balance', 'reserved')
+      ok = v[1] ~= false
+      money[key] = {v[2], v[3]}
+    elseif kind == 'present' then
+      ok = redis.call('HEXISTS', key, ARGV[j + 3]) == 1
+    elseif kind == 'equals' then
+      ok = redis.call('HGET', key, ARGV[j + 3]) == ARGV[j + 4]
+    elseif kind == 'money' then
+      local v = money[key] or redis.call('HMGET', key, 'balance', 'reserved')
+      local balance = tonumber(v[1] or '0') + tonumber(ARGV[j + 3])
+      local reserved = tonumber(v[2] or '0') + tonumber(ARGV[j + 4])
+      ok = reserved >= 0 and reserved <= balance and balance <= 9007199254740991 and
+           (ARGV[j + 5] == '' or balance == tonumber(ARGV[j + 5]))
+      if not ok then
+        reason = reason .. string.format(' (balance %.0f, reserved %.0f after it)', balance, reserved)
+      end
+    else
+      ok = false
+      reason = 'unknown guard ' .. kind
     end
-  else
-    ok = false
-    reason = 'unknown guard ' .. kind
+    if not ok then return reason, nil end
+    j = j + n + 1
   end
-  if not ok then
-    refused = reason
-    break
+  return nil, j
+end
+
+local function run_commands(j, stop, tallies)
+  while j < stop do
+    local n = tonumber(ARGV[j])
+    if n < 0 then
+      tallies[#tallies + 1] = j
+      j = j + 4
+    else
+      if ARGV[j + 1] == 'CREDITS.LEGACY' then
+        legacy({unpack(ARGV, j + 2, j + n)})
+      else
+        redis.call(unpack(ARGV, j + 1, j + n))
+      end
+      j = j + n + 1
+    end
   end
-  i = i + n + 1
 end
 )lua";
 
-// Runs the commands from ARGV[i] on, records the offset and answers 1. A CREDITS.LEGACY command is the grant side
-// of an event written before grants (fold.hpp): `legacy`, defined at the top of the script, runs it.
-constexpr std::string_view run_commands_lua = R"lua(
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  if ARGV[i + 1] == 'CREDITS.LEGACY' then
-    legacy({unpack(ARGV, i + 2, i + n)})
-  else
-    redis.call(unpack(ARGV, i + 1, i + n))
-  end
-  i = i + n + 1
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-)lua";
-
-std::string gap_check_lua(std::string_view previous_may_be_unknown) {
-  return std::string(previous_may_be_unknown) + R"lua(stored ~= tonumber(ARGV[3]) then
-  return redis.error_reply('GAP ' .. ARGV[1] .. ' is at ' .. stored .. ' but event ' .. ARGV[2] ..
-                           ' follows ' .. ARGV[3])
-end
-)lua";
-}
-
-std::vector<std::string> apply_args(const std::string& script_sha, const std::vector<std::string>& keys,
-                                    const std::string& view_id, const std::string& field, std::int64_t offset,
-                                    std::string previous, const std::vector<std::vector<std::string>>& commands,
-                                    const std::vector<std::vector<std::string>>& guards) {
-  std::vector<std::string> args{"EVALSHA", script_sha, std::to_string(keys.size())};
-  args.insert(args.end(), keys.begin(), keys.end());
-  args.insert(args.end(), {field, std::to_string(offset), std::move(previous), view_id, std::to_string(guards.size())});
-  for (const auto* list : {&guards, &commands})
-    for (const auto& words : *list) {
-      args.push_back(std::to_string(words.size()));
-      args.insert(args.end(), words.begin(), words.end());
-    }
-  return args;
+// Writes guarded_apply_script's call for a run of events, word by word, into `word` (a callable taking a
+// std::string_view): the EVALSHA arguments, or their wire form.
+template <class Word>
+void write_guarded_apply(Word&& word, const std::string& script_sha, const std::string& view_id,
+                         const std::string& position_field, const std::vector<guarded_event>& events) {
+  const auto number = [&](std::int64_t n) {
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
+    word(std::string_view(digits, static_cast<std::size_t>(end - digits)));
+  };
+  for (const std::string_view w :
+       {std::string_view("EVALSHA"), std::string_view(script_sha), std::string_view("2"), read_model::positions_key,
+        read_model::view_key, std::string_view(position_field), std::string_view(view_id)})
+    word(w);
+  number(static_cast<std::int64_t>(events.size()));
+  for (const auto& e : events) {
+    const auto lists = {&e.guards, &e.commands, &e.marks};
+    std::size_t span = 0;  // the words after the guard count; a tally goes without its verb
+    for (const auto* list : lists)
+      for (const auto& words : *list) span += 1 + words.size() - (read_model::is_tally(words) ? 1 : 0);
+    number(e.offset);
+    number(e.previous_offset);
+    number(static_cast<std::int64_t>(span));
+    number(static_cast<std::int64_t>(e.guards.size()));
+    for (const auto* list : lists)
+      for (const auto& words : *list) {
+        // The script adds up the run's tallies and increments each counter once (guarded_apply_script).
+        const bool tally = read_model::is_tally(words);
+        number(tally ? -3 : static_cast<std::int64_t>(words.size()));
+        for (auto w = words.begin() + (tally ? 1 : 0); w != words.end(); ++w) word(*w);
+      }
+  }
 }
 
 }  // namespace
 
 std::string_view guarded_apply_script() {
-  static const std::string script = std::string(read_model::legacy_lua) + R"lua(
+  static const std::string script = std::string(read_model::legacy_lua) + std::string(guard_and_run_lua) + R"lua(
 local view = redis.call('HGET', KEYS[2], 'id')
-if view ~= ARGV[4] then
-  return redis.error_reply('VIEW the view is ' .. (view or 'gone') .. ', not ' .. ARGV[4])
+if view ~= ARGV[2] then
+  return redis.error_reply('VIEW the view is ' .. (view or 'gone') .. ', not ' .. ARGV[2])
 end
-local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
-local offset = tonumber(ARGV[2])
-if stored >= offset then return 0 end
-)lua" + gap_check_lua("if ") + std::string(check_guards_lua) +
-                                    "if refused then return 'POISON ' .. refused end\n" + std::string(run_commands_lua);
+local field = ARGV[1]
+local stored = tonumber(redis.call('HGET', KEYS[1], field) or '-1')
+local recorded = nil   -- the offset (as sent) of the last event applied, once one is
+local applied, replayed = 0, 0
+local totals = {}      -- key -> field -> the sum of the applied events' tallies
+local refused, gap     -- why the next event was refused, or the GAP error
+local ok, err = pcall(function()
+  local i = 4
+  for _ = 1, tonumber(ARGV[3]) do
+    local offset, stop = tonumber(ARGV[i]), i + 4 + tonumber(ARGV[i + 2])
+    if stored >= offset then
+      replayed = replayed + 1
+    elseif stored ~= tonumber(ARGV[i + 1]) then
+      gap = 'GAP ' .. field .. ' is at ' .. stored .. ' but event ' .. ARGV[i] .. ' follows ' .. ARGV[i + 1]
+      return
+    else
+      local why, j = check_guards(i + 4, tonumber(ARGV[i + 3]))
+      if why then
+        refused = why
+        return
+      end
+      local tallies = {}
+      run_commands(j, stop, tallies)
+      for _, t in ipairs(tallies) do
+        local key, f, delta = ARGV[t + 1], ARGV[t + 2], tonumber(ARGV[t + 3])
+        local sums = totals[key] or {}
+        totals[key] = sums
+        local sum = (sums[f] or 0) + delta
+        if math.abs(sum) > 9007199254740991 then  -- past what a Lua number holds exactly: add what it has
+          redis.call('HINCRBY', key, f, string.format('%d', sums[f]))
+          sum = delta
+        end
+        sums[f] = sum
+      end
+      stored, recorded, applied = offset, ARGV[i], applied + 1
+    end
+    i = stop
+  end
+end)
+for key, sums in pairs(totals) do
+  for f, n in pairs(sums) do redis.call('HINCRBY', key, f, string.format('%d', n)) end
+end
+if recorded then redis.call('HSET', KEYS[1], field, recorded) end
+if not ok then
+  return redis.error_reply(type(err) == 'table' and (err.err or 'ERR in a command') or tostring(err))
+end
+if gap then return redis.error_reply(gap) end
+return {tostring(applied), tostring(replayed), refused}
+)lua";
   return script;
 }
 
 std::string_view cluster_apply_script() {
-  static const std::string script = std::string(read_model::legacy_lua) + R"lua(
+  static const std::string script = std::string(read_model::legacy_lua) + std::string(guard_and_run_lua) + R"lua(
 local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 local offset = tonumber(ARGV[2])
 local poison_field = 'poison:' .. ARGV[1] .. ':' .. ARGV[2]
@@ -294,13 +356,19 @@ if stored >= offset then
   if refused then return 'POISON ' .. refused end
   return 0
 end
-)lua" + gap_check_lua("if ARGV[3] ~= '' and ") +
-                                    std::string(check_guards_lua) +
-                                    R"lua(if refused then
+if ARGV[3] ~= '' and stored ~= tonumber(ARGV[3]) then
+  return redis.error_reply('GAP ' .. ARGV[1] .. ' is at ' .. stored .. ' but event ' .. ARGV[2] ..
+                           ' follows ' .. ARGV[3])
+end
+local refused, i = check_guards(6, tonumber(ARGV[5]))
+if refused then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], poison_field, refused)
   return 'POISON ' .. refused
 end
-)lua" + std::string(run_commands_lua);
+run_commands(i, #ARGV + 1, {})
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+)lua";
   return script;
 }
 
@@ -316,19 +384,33 @@ return 1
 }
 
 std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& view_id,
-                                            const std::string& position_field, std::int64_t offset,
-                                            std::int64_t previous_offset,
-                                            const std::vector<std::vector<std::string>>& commands,
-                                            const std::vector<std::vector<std::string>>& guards) {
-  return apply_args(script_sha, {std::string(read_model::positions_key), std::string(read_model::view_key)}, view_id,
-                    position_field, offset, std::to_string(previous_offset), commands, guards);
+                                            const std::string& position_field,
+                                            const std::vector<guarded_event>& events) {
+  std::vector<std::string> args;
+  write_guarded_apply([&](std::string_view w) { args.emplace_back(w); }, script_sha, view_id, position_field, events);
+  return args;
+}
+
+std::string guarded_apply_command(const std::string& script_sha, const std::string& view_id,
+                                  const std::string& position_field, const std::vector<guarded_event>& events) {
+  read_model::resp_writer out;
+  write_guarded_apply([&](std::string_view w) { out.word(w); }, script_sha, view_id, position_field, events);
+  return std::move(out).finish();
 }
 
 std::vector<std::string> guarded_apply_args(const std::string& script_sha, const std::string& view_id,
                                             const std::string& position_field, std::int64_t offset,
                                             std::int64_t previous_offset,
-                                            const std::vector<std::vector<std::string>>& commands) {
-  return guarded_apply_args(script_sha, view_id, position_field, offset, previous_offset, commands, {});
+                                            const std::vector<std::vector<std::string>>& commands,
+                                            const std::vector<std::vector<std::string>>& guards) {
+  static const std::vector<std::vector<std::string>> none;
+  return guarded_apply_args(script_sha, view_id, position_field, {{offset, previous_offset, commands, guards, none}});
+}
+
+guarded_reply read_guarded_reply(const read_model::redis_connection::reply& r) {
+  if (r.array.size() < 2 || !r.array[0] || !r.array[1])
+    throw std::runtime_error("redis: unexpected apply script reply " + r.value.value_or("(an array)"));
+  return {std::stoul(*r.array[0]), std::stoul(*r.array[1]), r.array.size() > 2 ? r.array[2] : std::nullopt};
 }
 
 std::vector<std::string> cluster_apply_args(const std::string& script_sha, const tag_part& part,
@@ -338,10 +420,18 @@ std::vector<std::string> cluster_apply_args(const std::string& script_sha, const
   for (const auto* list : {&part.guards, &part.commands})
     for (const auto& words : *list)
       if (std::find(keys.begin(), keys.end(), words.at(1)) == keys.end()) keys.push_back(words.at(1));
+  std::vector<std::string> args{"EVALSHA", script_sha, std::to_string(keys.size())};
+  args.insert(args.end(), keys.begin(), keys.end());
   // A script may touch keys of one slot only, so on a cluster the view's marker is checked between batches
-  // (projector::check_view) rather than by each part.
-  return apply_args(script_sha, keys, "", field, offset, previous_offset ? std::to_string(*previous_offset) : "",
-                    part.commands, part.guards);
+  // (projector::check_view) rather than by each part: ARGV[4] is unused.
+  args.insert(args.end(), {field, std::to_string(offset), previous_offset ? std::to_string(*previous_offset) : "", "",
+                           std::to_string(part.guards.size())});
+  for (const auto* list : {&part.guards, &part.commands})
+    for (const auto& words : *list) {
+      args.push_back(std::to_string(words.size()));
+      args.insert(args.end(), words.begin(), words.end());
+    }
+  return args;
 }
 
 std::vector<tag_part> split_by_tag(const std::vector<std::vector<std::string>>& commands,
@@ -1027,19 +1117,24 @@ void projector::load_script() {
   script_sha_ = *sha.value;
 }
 
-std::vector<read_model::redis_connection::outcome> projector::run_scripts(
-    std::vector<std::vector<std::string>>& calls) {
-  auto outcomes = redis_->pipeline_each(calls);
+template <class Calls>
+std::vector<read_model::redis_connection::outcome> projector::run_scripts(const Calls& calls) {
+  const auto send = [&] {
+    if constexpr (std::is_same_v<Calls, std::vector<std::string>>)
+      return redis_->pipeline_each_resp(calls);
+    else
+      return redis_->pipeline_each(calls);
+  };
+  auto outcomes = send();
   const bool lost_script = std::any_of(outcomes.begin(), outcomes.end(), [](const auto& o) {
     return o.error && std::string_view(*o.error).starts_with("NOSCRIPT");
   });
   if (!lost_script) return outcomes;
   // Redis forgets scripts on restart or SCRIPT FLUSH. Re-sending the whole pipeline is safe: the script makes
-  // every event that did apply a no-op (and the other commands sent with it are idempotent).
+  // every event that did apply a no-op (and the other commands sent with it are idempotent). A script's digest
+  // is the SHA-1 of its text, so the calls name it still.
   load_script();
-  for (auto& call : calls)
-    if (call[0] == "EVALSHA") call[1] = script_sha_;
-  return redis_->pipeline_each(calls);
+  return send();
 }
 
 std::optional<std::string> projector::tally(const read_model::redis_connection::outcome& o) {
@@ -1155,13 +1250,17 @@ void projector::apply(const prepared_batch& prepared) {
   const auto& batch = prepared.messages;
   auto pending = unapplied(batch);
 
+  // The events of a partition go in runs, one script call each (guarded_apply_script).
+  struct run {
+    std::string field;
+    std::vector<std::size_t> events;  // batch indices
+    std::vector<std::int64_t> after;  // the position each event follows
+  };
   while (!pending.empty()) {
-    std::vector<std::vector<std::string>> calls;
-    std::vector<std::size_t> sent;                  // batch index of each call
-    std::vector<std::int64_t> sent_after;           // the position each call follows
-    std::unordered_map<std::string, poison> found;  // field -> its first poison event this round
-    std::vector<std::size_t> later;                 // batch indices for the next round
-    calls.reserve(pending.size());
+    std::vector<run> runs;
+    std::unordered_map<std::string, std::size_t> open;  // field -> its run being filled
+    std::unordered_map<std::string, poison> found;      // field -> its first poison event this round
+    std::vector<std::size_t> later;                     // batch indices for the next round
     for (const auto i : pending) {
       const auto& m = batch[i];
       auto field = read_model::position_field(m.topic, m.partition);
@@ -1170,41 +1269,54 @@ void projector::apply(const prepared_batch& prepared) {
         continue;
       }
       auto& previous = previous_offset_.at(field);
-      const auto& event = prepared.events[i];
-      if (event.refused) {
-        found.emplace(std::move(field), poison{i, *event.refused, previous});
+      if (prepared.events[i].refused) {
+        found.emplace(std::move(field), poison{i, *prepared.events[i].refused, previous});
         continue;
       }
-      if (event.marks.empty()) {
-        calls.push_back(
-            guarded_apply_args(script_sha_, view_id_, field, m.offset, previous, event.commands, event.guards));
-      } else {  // one server: the view-wide marks run in the same script, exactly once with the event
-        auto commands = event.commands;
-        commands.insert(commands.end(), event.marks.begin(), event.marks.end());
-        calls.push_back(guarded_apply_args(script_sha_, view_id_, field, m.offset, previous, commands, event.guards));
+      auto slot = open.find(field);
+      if (slot == open.end() || runs[slot->second].events.size() == apply_run_events_max) {
+        runs.push_back({field, {}, {}});
+        slot = open.insert_or_assign(field, runs.size() - 1).first;
       }
-      sent.push_back(i);
-      sent_after.push_back(previous);
+      runs[slot->second].events.push_back(i);
+      runs[slot->second].after.push_back(previous);
       previous = m.offset;
+    }
+
+    std::vector<std::string> calls;  // in wire form: no copy of the events' words but the one hiredis sends
+    calls.reserve(runs.size());
+    for (const auto& r : runs) {
+      std::vector<guarded_event> events;
+      events.reserve(r.events.size());
+      for (std::size_t k = 0; k < r.events.size(); ++k) {
+        const auto& e = prepared.events[r.events[k]];
+        events.push_back({batch[r.events[k]].offset, r.after[k], e.commands, e.guards, e.marks});
+      }
+      calls.push_back(guarded_apply_command(script_sha_, view_id_, r.field, events));
     }
 
     const auto outcomes = calls.empty() ? std::vector<read_model::redis_connection::outcome>{} : run_scripts(calls);
     std::unordered_set<std::string> refused_by_script;
     for (std::size_t k = 0; k < outcomes.size(); ++k) {
-      const auto& m = batch[sent[k]];
-      const auto field = read_model::position_field(m.topic, m.partition);
+      const auto& r = runs[k];
       // Events after a refused one on its partition were sent following it, so the script answered GAP.
-      if (refused_by_script.contains(field)) {
-        later.push_back(sent[k]);
+      if (refused_by_script.contains(r.field)) {
+        later.insert(later.end(), r.events.begin(), r.events.end());
         continue;
       }
-      if (auto refused = tally(outcomes[k])) {
-        refused_by_script.insert(field);
-        // A record-level poison event of this partition comes after this one: it waits for the next round.
-        if (const auto it = found.find(field); it != found.end()) later.push_back(it->second.index);
-        found.insert_or_assign(field, poison{sent[k], std::move(*refused), sent_after[k]});
-        previous_offset_.at(field) = sent_after[k];
-      }
+      if (outcomes[k].error) throw std::runtime_error("redis: " + *outcomes[k].error);
+      auto reply = read_guarded_reply(outcomes[k].value);
+      stats_.applied += reply.applied;
+      stats_.replayed += reply.replayed;
+      if (!reply.refused) continue;
+      const auto at = reply.applied + reply.replayed;
+      CREDITS_ASSERT(at < r.events.size(), "the apply script refused an event it was not sent");
+      refused_by_script.insert(r.field);
+      later.insert(later.end(), r.events.begin() + static_cast<std::ptrdiff_t>(at + 1), r.events.end());
+      // A record-level poison event of this partition comes after this one: it waits for the next round.
+      if (const auto it = found.find(r.field); it != found.end()) later.push_back(it->second.index);
+      found.insert_or_assign(r.field, poison{r.events[at], std::move(*reply.refused), r.after[at]});
+      previous_offset_.at(r.field) = r.after[at];
     }
 
     std::vector<poison> round;
@@ -1235,7 +1347,7 @@ void projector::record_poison(const std::vector<store::message>& batch, const st
     if (outcomes[k].error) throw std::runtime_error("redis: " + *outcomes[k].error);
     previous_offset_.at(read_model::position_field(m.topic, m.partition)) = m.offset;
     // Counted and logged only when this call recorded it, so a re-read poison event is not reported twice.
-    if (outcomes[k].value.value == "1") report_poison(m, found[k].reason);
+    if (read_guarded_reply(outcomes[k].value).applied == 1) report_poison(m, found[k].reason);
   }
 }
 

@@ -26,7 +26,8 @@ constexpr std::size_t scan_count = 1000;
 
 // One account as the view holds it, read in one script so that it and its partition's position belong
 // together: [id, balance, reserved, blocked, promotional, position, n, then n times (reservation id, status, amount,
-// charged), then (grant id, amount, remaining, held, charged, refunded, expired, voided, corrected)...].
+// charged), then (grant id, amount, held, charged, refunded, expired, voided, corrected)...]. (What is left of a
+// grant is not kept: parse_snapshot computes it, as the API does.)
 constexpr std::string_view account_snapshot_script = R"lua(
 local out = {}
 local a = redis.call('HMGET', KEYS[1], 'id', 'balance', 'reserved', 'blocked', 'promotional')
@@ -41,10 +42,10 @@ for _, id in ipairs(holds) do
 end
 for _, member in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   local id = string.sub(member, 21)
-  local g = redis.call('HMGET', ARGV[3] .. id, 'amount', 'remaining', 'held', 'charged', 'refunded', 'expired',
-                       'voided', 'corrected')
+  local g = redis.call('HMGET', ARGV[3] .. id, 'amount', 'held', 'charged', 'refunded', 'expired', 'voided',
+                       'corrected')
   out[#out + 1] = id
-  for i = 1, 8 do out[#out + 1] = g[i] or '' end
+  for i = 1, 7 do out[#out + 1] = g[i] or '' end
 end
 return out
 )lua";
@@ -205,14 +206,15 @@ account_snapshot parse_snapshot(std::string account_id, std::string field,
   s.position = to_int(a[5], "position");
   const auto holds = static_cast<std::size_t>(to_int(a[6], "count"));
   const auto grants_at = 7 + 4 * holds;
-  constexpr auto per_grant = 1 + std::size(account_snapshot::grant_fields);
+  constexpr auto per_grant = std::size(account_snapshot::grant_fields);  // the id, and every field but remaining
   if (a.size() < grants_at || (a.size() - grants_at) % per_grant != 0)
     throw std::runtime_error("verify: malformed account snapshot");
   for (std::size_t i = 7; i < grants_at; i += 4) s.reservations[text(a[i])] = {text(a[i + 1]), a[i + 2], a[i + 3]};
   for (std::size_t i = grants_at; i < a.size(); i += per_grant) {
     auto& g = s.grants[text(a[i])];
-    for (std::size_t f = 0; f < g.size(); ++f)
-      g[f] = to_int(a[i + 1 + f], text(a[i]) + " " + account_snapshot::grant_fields[f]);
+    for (std::size_t f = 0, k = i + 1; f < g.size(); ++f)
+      if (f != 1) g[f] = to_int(a[k++], text(a[i]) + " " + account_snapshot::grant_fields[f]);
+    g[1] = g[0] + g[4] - g[2] - g[3] - g[5] - g[6] - g[7];  // remaining: amount + refunded - the rest
   }
   return s;
 }

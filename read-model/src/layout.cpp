@@ -39,7 +39,7 @@ std::string usage_key(std::string_view account_id, std::string_view usage_id) {
 }
 
 std::string usage_daily_key(std::string_view account_id, std::string_view day) {
-  return tagged("credits:usage-daily:", account_id).append(":").append(day);
+  return tagged(usage_daily_prefix, account_id).append(":").append(day);
 }
 
 std::string accounts_key(std::string_view tenant) { return tagged("credits:accounts:", tenant); }
@@ -47,10 +47,10 @@ std::string transactions_key(std::string_view account_id) { return tagged("credi
 std::string transaction_entries_key(std::string_view account_id) { return tagged("credits:transaction:", account_id); }
 std::string usage_records_key(std::string_view account_id) { return tagged("credits:usage-records:", account_id); }
 std::string usage_summary_key(std::string_view account_id, std::string_view day) {
-  return tagged("credits:usage-summary:", account_id).append(":").append(day);
+  return tagged(usage_summary_prefix, account_id).append(":").append(day);
 }
 std::string tenant_usage_summary_key(std::string_view tenant, std::string_view day) {
-  return tagged("credits:usage-summary:tenant:", tenant).append(":").append(day);
+  return tagged(std::string(usage_summary_prefix) + "tenant:", tenant).append(":").append(day);
 }
 std::string grant_key(std::string_view account_id, std::string_view grant_id) {
   return tagged("credits:grant:", account_id).append(":").append(grant_id);
@@ -59,7 +59,7 @@ std::string grants_key(std::string_view account_id) { return tagged("credits:gra
 std::string legacy_draws_key(std::string_view account_id) { return tagged("credits:legacy-draws:", account_id); }
 std::string grant_expiries_key(std::string_view account_id) { return tagged("credits:grant-expiries:", account_id); }
 std::string grant_report_key(std::string_view tenant, std::string_view day) {
-  return tagged("credits:grant-report:tenant:", tenant).append(":").append(day);
+  return tagged(std::string(grant_report_prefix) + "tenant:", tenant).append(":").append(day);
 }
 std::string grant_report_field(std::string_view metric, std::string_view category) {
   return std::string(metric).append("|").append(category);

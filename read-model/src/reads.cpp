@@ -47,6 +47,13 @@ std::int64_t integer(const hash_fields& h, const char* field, const std::string&
   return n;
 }
 
+// The view keeps no `remaining` for a grant (layout.hpp): it is what the other counters leave of the amount.
+std::int64_t grant_remaining(const hash_fields& h, const std::string& key) {
+  std::int64_t n = integer(h, "amount", key) + integer(h, "refunded", key);
+  for (const auto* field : {"held", "charged", "expired", "voided", "corrected"}) n -= integer(h, field, key);
+  return n;
+}
+
 nlohmann::json json_field(const hash_fields& h, const char* field) {
   auto j = nlohmann::json::parse(text(h, field), nullptr, false);
   return j.is_object() ? j : nlohmann::json::object();
@@ -357,7 +364,7 @@ page list_grants(redis_connection& redis, std::string_view account_id, const lis
   return scan_hashes(
       redis, grants_key(account_id), q,
       [&](const std::string& member) { return grant_key(account_id, sequenced_id(member)); },
-      [now](const hash_fields& h) {
+      [now, account_id](const hash_fields& h) {
         const auto key = text(h, "id");
         const auto expires_at = text(h, "expiresAt");
         auto status = text(h, "status");
@@ -367,10 +374,10 @@ page list_grants(redis_connection& redis, std::string_view account_id, const lis
         if (!text(h, "costCurrency").empty())
           cost = {{"amount", integer(h, "costAmount", key)}, {"currency", text(h, "costCurrency")}};
         return nlohmann::json{{"id", key},
-                              {"accountId", text(h, "accountId")},
+                              {"accountId", account_id},
                               {"transactionId", text(h, "transactionId")},
                               {"amount", integer(h, "amount", key)},
-                              {"remaining", integer(h, "remaining", key)},
+                              {"remaining", grant_remaining(h, key)},
                               {"held", integer(h, "held", key)},
                               {"charged", integer(h, "charged", key)},
                               {"refunded", integer(h, "refunded", key)},
@@ -395,16 +402,18 @@ amount_t expiring_between(redis_connection& redis, std::string_view account_id, 
   for (const auto& id : ids.array)
     if (id) {
       keys.push_back(grant_key(account_id, *id));
-      commands.push_back({"HMGET", keys.back(), "remaining", "held", "status"});
+      commands.push_back(
+          {"HMGET", keys.back(), "status", "amount", "refunded", "held", "charged", "expired", "voided", "corrected"});
     }
   if (commands.empty()) return 0;
   amount_t sum = 0;
   const auto replies = redis.pipeline(commands);
   for (std::size_t i = 0; i < replies.size(); ++i) {
     const auto& f = replies[i].array;
-    if (f.size() != 3 || !f[2] || *f[2] != "active") continue;
-    const hash_fields h{{"remaining", f[0].value_or("0")}, {"held", f[1].value_or("0")}};
-    sum += integer(h, "remaining", keys[i]) + integer(h, "held", keys[i]);
+    if (f.size() != 8 || !f[0] || *f[0] != "active") continue;
+    hash_fields h;
+    for (std::size_t k = 1; k < f.size(); ++k) h.emplace(commands[i][2 + k], f[k].value_or("0"));
+    sum += grant_remaining(h, keys[i]) + integer(h, "held", keys[i]);  // what is left of it, held or not
   }
   return sum;
 }

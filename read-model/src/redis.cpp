@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <deque>
 #include <map>
 #include <thread>
@@ -29,22 +30,6 @@ timeval to_timeval(std::chrono::milliseconds t) {
   tv.tv_usec = static_cast<decltype(tv.tv_usec)>(t.count() % 1000 * 1000);
   return tv;
 }
-
-// hiredis takes argv as parallel arrays of pointers and lengths; the strings stay owned by the caller.
-struct argv_view {
-  std::vector<const char*> data;
-  std::vector<std::size_t> sizes;
-
-  explicit argv_view(const std::vector<std::string>& args) {
-    data.reserve(args.size());
-    sizes.reserve(args.size());
-    for (const auto& a : args) {
-      data.push_back(a.data());
-      sizes.push_back(a.size());
-    }
-  }
-  int count() const { return static_cast<int>(data.size()); }
-};
 
 // The first error reply anywhere in `r` (nested ones come from EXEC), or nullptr.
 const redisReply* find_error(const redisReply* r) {
@@ -139,9 +124,10 @@ struct node {
     throw std::runtime_error("redis " + where + ": " + (context->err ? context->errstr : "no reply"));
   }
 
-  void append(const std::vector<std::string>& args) {
-    argv_view argv(args);
-    if (redisAppendCommandArgv(context.get(), argv.count(), argv.data.data(), argv.sizes.data()) != REDIS_OK) fail_io();
+  void append(const std::vector<std::string>& args) { append_resp(resp(args)); }
+
+  void append_resp(const std::string& command) {
+    if (redisAppendFormattedCommand(context.get(), command.data(), command.size()) != REDIS_OK) fail_io();
   }
 
   void flush() {
@@ -427,6 +413,54 @@ std::vector<redis_connection::outcome> redis_connection::pipeline_each(
     const std::vector<std::vector<std::string>>& commands) {
   send(commands);
   return receive(commands.size());
+}
+
+std::vector<redis_connection::outcome> redis_connection::pipeline_each_resp(const std::vector<std::string>& commands) {
+  if (impl_->cluster) throw std::logic_error("redis: commands in wire form cannot be routed on a cluster");
+  impl_->guarded([&] {
+    auto& to = *impl_->nodes.at(impl_->seed);
+    for (const auto& c : commands) {
+      to.append_resp(c);
+      impl_->in_flight.push_back({&to, {}});
+    }
+    to.flush();
+  });
+  return receive(commands.size());
+}
+
+void resp_writer::word(std::string_view w) {
+  char digits[24];
+  body_.push_back('$');
+  body_.append(digits, std::to_chars(digits, digits + sizeof digits, w.size()).ptr).append("\r\n");
+  body_.append(w).append("\r\n");
+  ++words_;
+}
+
+std::string resp_writer::finish() && {
+  char digits[24];
+  std::string command;
+  command.reserve(body_.size() + 24);
+  command.push_back('*');
+  command.append(digits, std::to_chars(digits, digits + sizeof digits, words_).ptr).append("\r\n").append(body_);
+  return command;
+}
+
+std::string resp(const std::vector<std::string>& args) {
+  std::size_t size = 16;
+  for (const auto& a : args) size += a.size() + 24;
+  std::string command;
+  command.reserve(size);
+  char digits[24];
+  const auto count = [&](char kind, std::size_t n) {
+    command.push_back(kind);
+    command.append(digits, std::to_chars(digits, digits + sizeof digits, n).ptr).append("\r\n");
+  };
+  count('*', args.size());
+  for (const auto& a : args) {
+    count('$', a.size());
+    command.append(a).append("\r\n");
+  }
+  return command;
 }
 
 void redis_connection::send(const std::vector<std::vector<std::string>>& commands) {

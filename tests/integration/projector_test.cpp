@@ -244,7 +244,8 @@ TEST_F(projector_test, replaying_applied_events_changes_nothing) {
   const auto reply = redis_->run(
       guarded_apply_args(*redis_->run({"SCRIPT", "LOAD", std::string(guarded_apply_script())}).value, view_id(), field,
                          old_offset, old_offset - 1, {{"HINCRBY", read_model::account_key(acc), "balance", "1000"}}));
-  EXPECT_EQ(reply.value, "0");
+  EXPECT_EQ(read_guarded_reply(reply).replayed, 1u);
+  EXPECT_EQ(read_guarded_reply(reply).applied, 0u);
   EXPECT_EQ(balance(acc), 500);
   EXPECT_GE(read_model::applied_offset(*redis_, config_.ledger_topic, partition), old_offset);
 }
@@ -256,10 +257,14 @@ TEST_F(projector_test, the_script_refuses_an_event_that_would_skip_an_unapplied_
   const auto key = "credits:test-gap:" + hex_suffix();
   const auto sha = *redis_->run({"SCRIPT", "LOAD", std::string(guarded_apply_script())}).value;
   const auto view = view_id();
-  EXPECT_EQ(redis_->run(guarded_apply_args(sha, view, field, 10, -1, {{"INCRBY", key, "1"}})).value, "1");
+  EXPECT_EQ(
+      read_guarded_reply(redis_->run(guarded_apply_args(sha, view, field, 10, -1, {{"INCRBY", key, "1"}}))).applied,
+      1u);
   EXPECT_THROW(redis_->run(guarded_apply_args(sha, view, field, 20, 15, {{"INCRBY", key, "1"}})),
                read_model::reply_error);
-  EXPECT_EQ(redis_->run(guarded_apply_args(sha, view, field, 20, 10, {{"INCRBY", key, "1"}})).value, "1");
+  EXPECT_EQ(
+      read_guarded_reply(redis_->run(guarded_apply_args(sha, view, field, 20, 10, {{"INCRBY", key, "1"}}))).applied,
+      1u);
   EXPECT_EQ(redis_->run({"GET", key}).value, "2");
   // Into a view that is not the one the projector folds into (it lost its data, or a rebuild replaced it) the
   // script writes nothing, whatever the position says.
@@ -271,6 +276,59 @@ TEST_F(projector_test, the_script_refuses_an_event_that_would_skip_an_unapplied_
   }
   EXPECT_EQ(redis_->run({"GET", key}).value, "2");
   redis_->run({"DEL", key});
+  redis_->run({"HDEL", std::string(read_model::positions_key), field});
+}
+
+TEST_F(projector_test, a_run_of_events_applies_each_in_order_stops_at_a_refusal_and_adds_up_its_tallies) {
+  const auto field = "credits.test-run-" + hex_suffix() + ":0";
+  const auto account = "credits:test-run:{" + hex_suffix() + "}";
+  const auto report = std::string(read_model::grant_report_prefix) + "test-run:" + hex_suffix();
+  const auto sha = *redis_->run({"SCRIPT", "LOAD", std::string(guarded_apply_script())}).value;
+  const auto view = view_id();
+  const auto spend = [&](amount_t n) {
+    return std::vector<std::vector<std::string>>{{"HINCRBY", account, "balance", std::to_string(-n)},
+                                                 {"HINCRBY", report, "consumed|paid", std::to_string(n)}};
+  };
+  const auto covered = [&](amount_t n) {
+    return std::vector<std::vector<std::string>>{{"money", account, std::to_string(-n), "0", "", "overdraft"}};
+  };
+  const std::vector<std::vector<std::string>> none, top_up{{"HINCRBY", account, "balance", "10"}};
+  const auto s3 = spend(3), s4 = spend(4), s20 = spend(20), s1 = spend(1);
+  const auto g3 = covered(3), g4 = covered(4), g20 = covered(20), g1 = covered(1);
+  // 10 credits; spend 3, then 4, then 20 (refused: only 3 are left), then 1.
+  const auto reply = read_guarded_reply(redis_->run(guarded_apply_args(sha, view, field,
+                                                                       {{0, -1, top_up, none, none},
+                                                                        {1, 0, s3, g3, none},
+                                                                        {2, 1, s4, g4, none},
+                                                                        {3, 2, s20, g20, none},
+                                                                        {4, 3, s1, g1, none}})));
+  EXPECT_EQ(reply.applied, 3u);
+  EXPECT_EQ(reply.replayed, 0u);
+  ASSERT_TRUE(reply.refused);
+  EXPECT_TRUE(reply.refused->starts_with("overdraft")) << *reply.refused;
+  EXPECT_EQ(redis_->run({"HGET", account, "balance"}).value, "3");
+  // The tallies of the applied events only, added up.
+  EXPECT_EQ(redis_->run({"HGET", report, "consumed|paid"}).value, "7");
+  EXPECT_EQ(redis_->run({"HGET", std::string(read_model::positions_key), field}).value, "2");
+
+  // The rest goes again after the refused one is recorded (here: as if it were); what applied is replayed.
+  const auto again = read_guarded_reply(redis_->run(
+      guarded_apply_args(sha, view, field, {{2, 1, s4, g4, none}, {3, 2, none, none, none}, {4, 3, s1, g1, none}})));
+  EXPECT_EQ(again.replayed, 1u);
+  EXPECT_EQ(again.applied, 2u);
+  EXPECT_FALSE(again.refused);
+  EXPECT_EQ(redis_->run({"HGET", account, "balance"}).value, "2");
+  EXPECT_EQ(redis_->run({"HGET", report, "consumed|paid"}).value, "8");
+
+  // A command that fails stops the run there; the events before it stay applied and recorded.
+  const std::vector<std::vector<std::string>> broken{{"HINCRBY", account, "balance", "not a number"}};
+  EXPECT_THROW(redis_->run(guarded_apply_args(
+                   sha, view, field, {{5, 4, s1, g1, none}, {6, 5, broken, none, none}, {7, 6, s1, g1, none}})),
+               read_model::reply_error);
+  EXPECT_EQ(redis_->run({"HGET", account, "balance"}).value, "1");
+  EXPECT_EQ(redis_->run({"HGET", report, "consumed|paid"}).value, "9");
+  EXPECT_EQ(redis_->run({"HGET", std::string(read_model::positions_key), field}).value, "5");
+  redis_->run({"DEL", account, report});
   redis_->run({"HDEL", std::string(read_model::positions_key), field});
 }
 

@@ -78,7 +78,7 @@ TEST(fold, account_created_sets_the_profile_and_creates_zero_balances_by_increme
 
 TEST(fold, credits_added_increments_the_balance) {
   const auto cs = read_model::fold(sample(credits_added{"txn_1", 1000, 1000, "d", "card", {}}), 42);
-  ASSERT_EQ(cs.size(), 7u);  // the balance, the grant (hash, remaining, listing), the day's report, the entry
+  ASSERT_EQ(cs.size(), 6u);  // the balance, the grant (hash, listing), the day's report, the entry (index, body)
   EXPECT_EQ(delta(cs, account_hash, "balance"), "1000");
   // Listed under the account, ordered by time and then by log offset.
   EXPECT_EQ(*find(cs, "ZADD", "credits:transactions:{acc_0123456789abcdef01234567}"),
@@ -335,9 +335,9 @@ TEST(coalesce, an_accounts_events_in_one_batch_share_their_commands) {
   EXPECT_EQ(delta(coalesced, account_hash, "balance"), "730");
   EXPECT_EQ(delta(coalesced, account_hash, "reserved"), "0");
   // Each key keeps one HSET, one ZADD and one HINCRBY per field: the account (4), the tenant's accounts (1), the
-  // grant held and charged (4) and the other (2), the account's grants (1), the day's report (2), the
+  // grant held and charged (3) and the other (1), the account's grants (1), the day's report (2), the
   // reservation and its index (2), the transactions and their entries (2).
-  EXPECT_EQ(coalesced.size(), 18u) << cs.size() << " commands became " << coalesced.size();
+  EXPECT_EQ(coalesced.size(), 16u) << cs.size() << " commands became " << coalesced.size();
 }
 
 // A grant's life folded as the projector folds it (contexts from a fold_memory that learns as it goes), checked
@@ -376,8 +376,14 @@ TEST(fold_grants, every_movement_lands_on_its_grant_its_category_and_the_days_re
   const auto grant = [&](const std::string& id, const char* name) {
     return view.field(read_model::grant_key(account, id), name);
   };
+  // What is left is not kept (layout.hpp): amount + refunded - held - charged - expired - voided - corrected.
+  const auto left = [&](const std::string& id) {
+    const auto n = [&](const char* name) { return grant(id, name).empty() ? 0 : std::stoll(grant(id, name)); };
+    EXPECT_EQ(grant(id, "remaining"), "");
+    return n("amount") + n("refunded") - n("held") - n("charged") - n("expired") - n("voided") - n("corrected");
+  };
   // g1 (promotional, 100): 60 held, of which 20 charged and 40 returned; 40 deducted; the 40 returned expired.
-  EXPECT_EQ(grant(g1, "remaining"), "0");
+  EXPECT_EQ(left(g1), 0);
   EXPECT_EQ(grant(g1, "held"), "0");
   EXPECT_EQ(grant(g1, "charged"), "60");
   EXPECT_EQ(grant(g1, "expired"), "40");
@@ -387,7 +393,7 @@ TEST(fold_grants, every_movement_lands_on_its_grant_its_category_and_the_days_re
   EXPECT_EQ(grant(g1, "expiresAt"), format_time(expires));
   EXPECT_FALSE(view.in_zset(read_model::grant_expiries_key(account), g1)) << "an expired grant expires no more";
   // g2 (paid, 50): 10 deducted and refunded, 5 corrected.
-  EXPECT_EQ(grant(g2, "remaining"), "45");
+  EXPECT_EQ(left(g2), 45);
   EXPECT_EQ(grant(g2, "charged"), "10");
   EXPECT_EQ(grant(g2, "refunded"), "10");
   EXPECT_EQ(grant(g2, "corrected"), "5");
@@ -431,8 +437,9 @@ TEST(fold_grants, the_memory_names_what_it_lacks_and_a_lookup_completes_the_cont
   const auto cs = read_model::fold(confirm, 0, context);
   write_model view;
   view.run(cs);
+  // (What is left of the grant, not kept, grows by the 40 returned: 60 less held, 20 more charged.)
   EXPECT_EQ(view.field(read_model::grant_key(account, g1), "held"), "-60");
-  EXPECT_EQ(view.field(read_model::grant_key(account, g1), "remaining"), "40");
+  EXPECT_EQ(view.field(read_model::grant_key(account, g1), "charged"), "20");
   EXPECT_EQ(view.field(account_hash, "promotional"), "-20");
   // Remembered: the next look needs no lookup. Past its size, trim() forgets everything.
   EXPECT_EQ(memory.size(), 2u);
@@ -460,12 +467,15 @@ TEST(coalesce, a_field_both_set_and_incremented_keeps_its_keys_commands_in_order
 TEST(guarded_apply, arguments_carry_the_position_then_each_command_prefixed_by_its_length) {
   const auto args = read_model::fold(sample(reservation_cancelled{"rsv_1", 500}), 0);
   const auto call = guarded_apply_args("sha1", "v1", "credits.ledger:3", 42, 40, args);
-  // "v1" is the view's id; the "0" is the number of guards: none here.
-  const words head{"EVALSHA", "sha1", "2", "credits:positions", "credits:view", "credits.ledger:3", "42",
-                   "40",      "v1",   "0"};
-  ASSERT_GE(call.size(), head.size());
+  // "v1" is the view's id and "1" the number of events; then the event's offset, the offset it follows, the number
+  // of words after the next one, and the number of guards: none here.
+  const words head{"EVALSHA", "sha1", "2", "credits:positions", "credits:view", "credits.ledger:3", "v1",
+                   "1",       "42",   "40"};
+  ASSERT_GE(call.size(), head.size() + 2);
   EXPECT_EQ(words(call.begin(), call.begin() + static_cast<std::ptrdiff_t>(head.size())), head);
-  std::size_t i = head.size();
+  EXPECT_EQ(call[head.size()], std::to_string(call.size() - head.size() - 2));
+  EXPECT_EQ(call[head.size() + 1], "0");
+  std::size_t i = head.size() + 2;
   for (const auto& c : args) {
     ASSERT_LT(i, call.size());
     EXPECT_EQ(call[i], std::to_string(c.size()));
@@ -478,9 +488,49 @@ TEST(guarded_apply, arguments_carry_the_position_then_each_command_prefixed_by_i
 }
 
 TEST(guarded_apply, a_call_with_no_guards_and_no_commands_only_advances_the_position) {
-  EXPECT_EQ(
-      guarded_apply_args("sha1", "v1", "credits.usage:0", 7, -1, {}),
-      (words{"EVALSHA", "sha1", "2", "credits:positions", "credits:view", "credits.usage:0", "7", "-1", "v1", "0"}));
+  EXPECT_EQ(guarded_apply_args("sha1", "v1", "credits.usage:0", 7, -1, {}),
+            (words{"EVALSHA", "sha1", "2", "credits:positions", "credits:view", "credits.usage:0", "v1", "1", "7", "-1",
+                   "0", "0"}));
+}
+
+TEST(guarded_apply, a_run_carries_each_event_after_the_one_before_it_and_tallies_lose_their_verb) {
+  const commands first{{"HINCRBY", "credits:account:{a}", "balance", "5"}};
+  const commands second{
+      {"HINCRBY", std::string(read_model::grant_report_prefix) + "tenant:{t}:2026-12-05", "granted|paid", "5"}};
+  const commands none;
+  const auto call =
+      guarded_apply_args("sha1", "v1", "credits.ledger:3", {{42, 40, first, none, none}, {43, 42, second, none, none}});
+  const words expected{"EVALSHA", "sha1", "2", "credits:positions", "credits:view", "credits.ledger:3", "v1", "2",
+                       // the first event: a command of 4 words
+                       "42", "40", "5", "0", "4", "HINCRBY", "credits:account:{a}", "balance", "5",
+                       // the second: a tally, -3 then its key, field and delta
+                       "43", "42", "4", "0", "-3", second[0][1], "granted|paid", "5"};
+  EXPECT_EQ(call, expected);
+}
+
+TEST(guarded_apply, the_wire_form_is_the_arguments_in_resp) {
+  EXPECT_EQ(read_model::resp({"HGET", "k", ""}), "*3\r\n$4\r\nHGET\r\n$1\r\nk\r\n$0\r\n\r\n");
+  const auto first = read_model::fold(sample(credits_added{"txn_1", 1000, 1000, "d", "card", {}}), 41);
+  const auto second =
+      read_model::fold(sample(usage_recorded{"use_1", "customer", "txn_3", "gpt-4o", "text", 1000, 320, 7, {}}), 42);
+  const commands none, guards{{"present", "k", "id", "why"}};
+  const std::vector<guarded_event> run{{41, 40, first, guards, none}, {42, 41, second, none, none}};
+  EXPECT_EQ(guarded_apply_command("sha1", "v1", "credits.ledger:3", run),
+            read_model::resp(guarded_apply_args("sha1", "v1", "credits.ledger:3", run)));
+}
+
+TEST(guarded_apply, tallies_are_the_report_counters_only) {
+  const auto e = sample(usage_recorded{"use_1", "customer", "txn_3", "gpt-4o", "text", 1000, 320, 7, {}});
+  std::size_t tallies = 0;
+  for (const auto& c : read_model::fold(e, 5))
+    if (read_model::is_tally(c)) {
+      ++tallies;
+      EXPECT_EQ(c[0], "HINCRBY");
+    }
+  EXPECT_EQ(tallies, 12u);  // daily usage (4) and the account's and the tenant's summaries (4 each)
+  EXPECT_FALSE(read_model::is_tally({"HINCRBY", read_model::account_key("a"), "balance", "1"}));
+  EXPECT_FALSE(read_model::is_tally({"HINCRBY", read_model::grant_key("a", "grt_1"), "held", "1"}));
+  EXPECT_FALSE(read_model::is_tally({"HSET", read_model::usage_daily_key("a", "2026-12-05"), "f", "1"}));
 }
 
 // ---- Redis Cluster ----------------------------------------------------------------------------------------

@@ -98,9 +98,10 @@ TEST(guards, every_guard_ends_with_a_reason) {
 TEST(guarded_apply, guards_come_before_the_commands_and_are_counted) {
   const word_lists guards{{"present", "k", "id", "why"}};
   const word_lists commands{{"HINCRBY", "k", "balance", "5"}};
-  // The keys, the position, the view's id and the guard count; then each guard and command after its length.
-  words expected{"EVALSHA", "sha1", "2", "credits:positions", "credits:view", "credits.ledger:3", "42",
-                 "40",      "v1",   "1"};
+  // The keys, the position, the view's id, one event: its offset, the one it follows, its length and its guard
+  // count; then each guard and command after its length.
+  words expected{"EVALSHA", "sha1", "2", "credits:positions", "credits:view", "credits.ledger:3", "v1", "1", "42",
+                 "40",      "10",   "1"};
   for (const auto* w : {"4", "present", "k", "id", "why", "4", "HINCRBY", "k", "balance", "5"}) expected.push_back(w);
   EXPECT_EQ(guarded_apply_args("sha1", "v1", "credits.ledger:3", 42, 40, commands, guards), expected);
 }

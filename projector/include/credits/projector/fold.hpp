@@ -114,6 +114,11 @@ class guard_state {
   std::unordered_map<std::string, std::unordered_map<std::string, std::string>> hashes_;
 };
 
+// Whether a fold command is a tally: an HINCRBY of a report counter (the usage summaries and daily usage, the
+// tenant's credits report) that no guard and no CREDITS.LEGACY command reads. The projector adds up a run of
+// events' tallies and increments each counter once (guarded_apply_script).
+bool is_tally(const std::vector<std::string>& command);
+
 // The same writes as running `commands` in order, in fewer commands, for a writer that sends them in one
 // pipeline and reads nothing in between (a rebuild). Per key: its HSETs become one HSET (the last value of a
 // field wins), its HINCRBYs one per field (deltas summed, so a field still comes into being at 0), its ZADDs

@@ -26,11 +26,15 @@
 //   credits:transactions:{<accountId>}             ZSET "<offset>:<transactionId>" scored by time (ms)
 //   credits:transaction:{<accountId>}              HASH transaction id -> its list entry (JSON)
 //   credits:accounts:{<tenant>}                    ZSET account ids scored by creation time (ms)
-//   credits:grant:{<accountId>}:<grantId>          HASH id accountId transactionId amount expiresAt priority category
-//                                                       costAmount costCurrency createdAt status (active, expired,
-//                                                       voided) and the counters remaining held charged refunded
-//                                                       expired voided corrected (credits; amount - corrected ==
-//                                                       remaining + held + charged - refunded + expired + voided)
+//   credits:grant:{<accountId>}:<grantId>          HASH id transactionId amount priority category createdAt status
+//                                                       (active, expired, voided), expiresAt and costAmount
+//                                                       costCurrency when it has them (views made before 2026-12-06
+//                                                       also have accountId, and these terms empty when it has not),
+//                                                       and the counters held charged refunded expired voided
+//                                                       corrected (credits). What is left of it is not kept:
+//                                                       amount + refunded - held - charged - expired - voided -
+//                                                       corrected (a view made before 2026-12-06 also has it as
+//                                                       `remaining`, which nothing reads)
 //   credits:grants:{<accountId>}                   ZSET "<offset>:<grantId>" scored by creation time (ms)
 //   credits:grant-expiries:{<accountId>}           ZSET ids of the grants that expire and have not yet, scored by
 //                                                       expiresAt (ms)
@@ -87,6 +91,11 @@ std::string poison_field(std::string_view topic, std::int32_t partition, std::in
 // On a Redis Cluster: the offsets of the events applied to the keys of hash tag `tag` (projector.hpp).
 std::string applied_key(std::string_view tag);
 std::string position_field(std::string_view topic, std::int32_t partition);
+// The prefixes of the report counters' keys (usage_daily_key, usage_summary_key and tenant_usage_summary_key,
+// grant_report_key): hashes of counters that only ever grow by HINCRBY.
+inline constexpr std::string_view usage_daily_prefix = "credits:usage-daily:";
+inline constexpr std::string_view usage_summary_prefix = "credits:usage-summary:";
+inline constexpr std::string_view grant_report_prefix = "credits:grant-report:";
 std::string usage_key(std::string_view account_id, std::string_view usage_id);
 std::string usage_daily_key(std::string_view account_id, std::string_view day);  // day: yyyy-mm-dd (UTC)
 std::string accounts_key(std::string_view tenant);

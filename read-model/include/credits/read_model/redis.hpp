@@ -17,6 +17,21 @@ namespace credits::read_model {
 // The highest database number CREDITS_REDIS_DB may name: the view owns a whole database (layout.hpp).
 inline constexpr int redis_db_max = 1023;
 
+// A command in Redis's wire form (RESP: an array of bulk strings), written word by word, for a writer of long
+// commands that would rather not gather their words first: the header (the word count) goes in front at the end.
+class resp_writer {
+ public:
+  void word(std::string_view w);
+  std::size_t words() const { return words_; }
+  std::string finish() &&;  // the whole command
+
+ private:
+  std::string body_;
+  std::size_t words_ = 0;
+};
+// The same for a command given as its words.
+std::string resp(const std::vector<std::string>& args);
+
 // One synchronous connection to a Redis server or a Redis Cluster, whichever `host:port` turns out to be
 // (INFO cluster). On a cluster it holds a hiredis connection per master it has used, sends each command to the
 // master of its key's slot (keyless commands to the configured node), and follows MOVED, ASK and TRYAGAIN
@@ -49,6 +64,9 @@ class redis_connection {
     std::optional<std::string> error;  // Redis's error reply, e.g. "GAP ..."
   };
   std::vector<outcome> pipeline_each(const std::vector<std::vector<std::string>>& commands);
+  // The same for commands already in their wire form (resp_writer). One server only: on a cluster, where each
+  // command goes by its key, it throws std::logic_error.
+  std::vector<outcome> pipeline_each_resp(const std::vector<std::string>& commands);
 
   // pipeline_each in two halves, so the caller can work while Redis executes: send() writes the commands,
   // receive() reads the replies of the `count` oldest commands not yet received.
