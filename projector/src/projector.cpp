@@ -1119,13 +1119,15 @@ void projector::load_script() {
 
 template <class Calls>
 std::vector<read_model::redis_connection::outcome> projector::run_scripts(const Calls& calls) {
-  const auto send = [&] {
-    if constexpr (std::is_same_v<Calls, std::vector<std::string>>)
-      return redis_->pipeline_each_resp(calls);
-    else
-      return redis_->pipeline_each(calls);
-  };
-  auto outcomes = send();
+  if constexpr (std::is_same_v<Calls, std::vector<std::string>>)
+    return scripts_answered(calls, redis_->pipeline_each_resp(calls));
+  else
+    return scripts_answered(calls, redis_->pipeline_each(calls));
+}
+
+template <class Calls>
+std::vector<read_model::redis_connection::outcome> projector::scripts_answered(
+    const Calls& calls, std::vector<read_model::redis_connection::outcome> outcomes) {
   const bool lost_script = std::any_of(outcomes.begin(), outcomes.end(), [](const auto& o) {
     return o.error && std::string_view(*o.error).starts_with("NOSCRIPT");
   });
@@ -1134,7 +1136,7 @@ std::vector<read_model::redis_connection::outcome> projector::run_scripts(const 
   // every event that did apply a no-op (and the other commands sent with it are idempotent). A script's digest
   // is the SHA-1 of its text, so the calls name it still.
   load_script();
-  return send();
+  return run_scripts(calls);
 }
 
 std::optional<std::string> projector::tally(const read_model::redis_connection::outcome& o) {
@@ -1293,9 +1295,10 @@ void projector::apply(const prepared_batch& prepared) {
         events.push_back({batch[r.events[k]].offset, r.after[k], e.commands, e.guards, e.marks});
       }
       calls.push_back(guarded_apply_command(script_sha_, view_id_, r.field, events));
+      redis_->send_resp(calls.back());  // Redis runs it while the next one is written
     }
 
-    const auto outcomes = calls.empty() ? std::vector<read_model::redis_connection::outcome>{} : run_scripts(calls);
+    const auto outcomes = scripts_answered(calls, redis_->receive(calls.size()));
     std::unordered_set<std::string> refused_by_script;
     for (std::size_t k = 0; k < outcomes.size(); ++k) {
       const auto& r = runs[k];

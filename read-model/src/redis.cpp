@@ -126,7 +126,7 @@ struct node {
 
   void append(const std::vector<std::string>& args) { append_resp(resp(args)); }
 
-  void append_resp(const std::string& command) {
+  void append_resp(std::string_view command) {
     if (redisAppendFormattedCommand(context.get(), command.data(), command.size()) != REDIS_OK) fail_io();
   }
 
@@ -416,16 +416,18 @@ std::vector<redis_connection::outcome> redis_connection::pipeline_each(
 }
 
 std::vector<redis_connection::outcome> redis_connection::pipeline_each_resp(const std::vector<std::string>& commands) {
+  for (const auto& c : commands) send_resp(c);
+  return receive(commands.size());
+}
+
+void redis_connection::send_resp(std::string_view command) {
   if (impl_->cluster) throw std::logic_error("redis: commands in wire form cannot be routed on a cluster");
   impl_->guarded([&] {
     auto& to = *impl_->nodes.at(impl_->seed);
-    for (const auto& c : commands) {
-      to.append_resp(c);
-      impl_->in_flight.push_back({&to, {}});
-    }
+    to.append_resp(command);
+    impl_->in_flight.push_back({&to, {}});
     to.flush();
   });
-  return receive(commands.size());
 }
 
 void resp_writer::word(std::string_view w) {

@@ -325,6 +325,11 @@ class projector {
   // The calls are EVALSHA arguments, or commands in wire form (a std::vector<std::string>).
   template <class Calls>
   std::vector<read_model::redis_connection::outcome> run_scripts(const Calls& calls);
+  // The replies to `calls`, already sent: `outcomes`, or, when Redis had lost the script, those of sending them
+  // again after loading it.
+  template <class Calls>
+  std::vector<read_model::redis_connection::outcome> scripts_answered(
+      const Calls& calls, std::vector<read_model::redis_connection::outcome> outcomes);
   // Counts the cluster apply script's answer for one part as applied or replayed, or returns the reason it refused
   // the event; throws on an error or an answer of another kind.
   std::optional<std::string> tally(const read_model::redis_connection::outcome& o);

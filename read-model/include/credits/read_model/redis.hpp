@@ -67,6 +67,9 @@ class redis_connection {
   // The same for commands already in their wire form (resp_writer). One server only: on a cluster, where each
   // command goes by its key, it throws std::logic_error.
   std::vector<outcome> pipeline_each_resp(const std::vector<std::string>& commands);
+  // Writes one command in wire form to the socket at once, so Redis can run it while the caller prepares the
+  // next; receive() reads its reply. One server only, as pipeline_each_resp.
+  void send_resp(std::string_view command);
 
   // pipeline_each in two halves, so the caller can work while Redis executes: send() writes the commands,
   // receive() reads the replies of the `count` oldest commands not yet received.
