@@ -18,9 +18,6 @@ using command_list = std::vector<std::vector<std::string>>;
 
 std::string num(std::int64_t n) { return std::to_string(n); }
 
-// An empty id is no id: null in JSON.
-nlohmann::json nullable(const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); }
-
 std::string meta(const nlohmann::json& m) { return m.is_null() ? std::string("{}") : m.dump(); }
 
 // Creating the balance fields with a zero increment, rather than setting them, keeps the fold a pure sum of
@@ -109,23 +106,25 @@ struct grant_facts {
   std::string reason = {};
 };
 
-// One entry of the account's transaction list: the index (by time) and the entry itself.
+// One entry of the account's transaction list: the index (by time) and the entry itself. What an entry does not
+// have (no metadata, no reservation, no reversal, no grant, no reason, no draws) is absent rather than null or
+// empty: read_model::list_transactions puts it back. Every byte here is written for each event, also to the AOF.
 command_list transaction(const event& e, std::int64_t offset, const std::string& id, const char* type, amount_t amount,
                          amount_t balance_after, const std::string& description, const nlohmann::json& metadata,
                          const std::string& reservation_id, const grant_facts& grants,
                          const std::string& reversal_of = {}) {
-  const nlohmann::json entry{{"id", id},
-                             {"type", type},
-                             {"amount", amount},
-                             {"balanceAfter", balance_after},
-                             {"description", description},
-                             {"metadata", metadata.is_null() ? nlohmann::json::object() : metadata},
-                             {"reservationId", nullable(reservation_id)},
-                             {"reversalOf", nullable(reversal_of)},
-                             {"grantId", nullable(grants.grant_id)},
-                             {"reason", nullable(grants.reason)},
-                             {"draws", draws_json(grants.draws.value_or(grant_draws{}))},
-                             {"createdAt", format_time(e.occurred_at)}};
+  nlohmann::json entry{{"id", id},
+                       {"type", type},
+                       {"amount", amount},
+                       {"balanceAfter", balance_after},
+                       {"description", description},
+                       {"createdAt", format_time(e.occurred_at)}};
+  if (!metadata.is_null() && metadata != nlohmann::json::object()) entry["metadata"] = metadata;
+  for (const auto& [field, value] :
+       {std::pair{"reservationId", &reservation_id}, {"reversalOf", &reversal_of}, {"grantId", &grants.grant_id},
+        {"reason", &grants.reason}})
+    if (!value->empty()) entry[field] = *value;
+  if (grants.draws && !grants.draws->empty()) entry["draws"] = draws_json(*grants.draws);
   return {{"ZADD", transactions_key(e.account_id), num(e.occurred_at), sequenced(offset, id)},
           {"HSET", transaction_entries_key(e.account_id), id, entry.dump()}};
 }

@@ -279,9 +279,9 @@ page list_transactions(redis_connection& redis, std::string_view account_id, con
         for (const auto& m : batch) args.emplace_back(sequenced_id(m.member));
         for (const auto& v : r.run(args).array) {
           auto j = v ? nlohmann::json::parse(*v, nullptr, false) : nlohmann::json();
-          if (j.is_object()) {  // entries folded before grants lack these
-            j.emplace("grantId", nullptr);
-            j.emplace("reason", nullptr);
+          if (j.is_object()) {  // the fold leaves out what an entry does not have (and before grants, these)
+            for (const char* field : {"reservationId", "reversalOf", "grantId", "reason"}) j.emplace(field, nullptr);
+            j.emplace("metadata", nlohmann::json::object());
             j.emplace("draws", nlohmann::json::array());
           }
           out.push_back(j.is_object() ? std::optional(std::move(j)) : std::nullopt);

@@ -92,8 +92,11 @@ TEST(fold, credits_added_increments_the_balance) {
   EXPECT_EQ(j["amount"], 1000);
   EXPECT_EQ(j["balanceAfter"], 1000);
   EXPECT_EQ(j["description"], "d");
-  EXPECT_EQ(j["reservationId"], nullptr);
   EXPECT_EQ(j["createdAt"], "2025-11-29T16:01:22.123Z");
+  EXPECT_EQ(j["grantId"], grant_of(credits_added{"txn_1", 1000, 1000, "d", "card", {}}));
+  // What the entry does not have is absent, not null or empty (the reads put it back).
+  for (const char* absent : {"reservationId", "reversalOf", "reason", "draws", "metadata"})
+    EXPECT_FALSE(j.contains(absent)) << absent;
 }
 
 TEST(fold, credits_deducted_decrements_the_balance) {

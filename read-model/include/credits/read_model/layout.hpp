@@ -24,7 +24,9 @@
 //                                                       inputTokens outputTokens cachedTokens records costCredits
 //   credits:usage-summary:tenant:{<tenant>}:<day>  HASH the same, over all the tenant's accounts
 //   credits:transactions:{<accountId>}             ZSET "<offset>:<transactionId>" scored by time (ms)
-//   credits:transaction:{<accountId>}              HASH transaction id -> its list entry (JSON)
+//   credits:transaction:{<accountId>}              HASH transaction id -> its list entry (JSON; what it does not
+//                                                       have is absent: metadata, reservationId, reversalOf,
+//                                                       grantId, reason, draws; list_transactions puts it back)
 //   credits:accounts:{<tenant>}                    ZSET account ids scored by creation time (ms)
 //   credits:grant:{<accountId>}:<grantId>          HASH id transactionId amount priority category createdAt status
 //                                                       (active, expired, voided), expiresAt and costAmount
