@@ -53,7 +53,7 @@ void account_for(command_list& out, const event& e, std::string_view category, a
 }
 
 void count(command_list& out, const event& e, const std::string& grant_id, const char* field, amount_t delta) {
-  out.push_back({"HINCRBY", grant_key(e.account_id, grant_id), field, num(delta)});
+  out.push_back({"HINCRBY", grant_key(e.account_id), grant_field(grant_id, field), num(delta)});
 }
 
 // `amount` of a grant moves from one counter to another. The view keeps no `remaining`: it is what the other
@@ -63,7 +63,7 @@ void move(command_list& out, const event& e, const std::string& grant_id, std::s
           amount_t amount) {
   for (const auto& [field, delta] : {std::pair{from, -amount}, std::pair{into, amount}})
     if (field != remaining)
-      out.push_back({"HINCRBY", grant_key(e.account_id, grant_id), std::string(field), num(delta)});
+      out.push_back({"HINCRBY", grant_key(e.account_id), grant_field(grant_id, field), num(delta)});
 }
 
 // Credits leave the balance: from each draw's `remaining` (or, for a charge of a hold, `held`) into `into`; the
@@ -83,7 +83,7 @@ std::vector<std::string> legacy(const event& e, const char* kind, amount_t amoun
   return {std::string(legacy_command),
           grants_key(e.account_id),
           kind,
-          grant_key(e.account_id, ""),
+          grant_key(e.account_id),
           num(amount),
           std::move(id1),
           std::move(id2),
@@ -120,9 +120,10 @@ command_list transaction(const event& e, std::int64_t offset, const std::string&
                        {"description", description},
                        {"createdAt", format_time(e.occurred_at)}};
   if (!metadata.is_null() && metadata != nlohmann::json::object()) entry["metadata"] = metadata;
-  for (const auto& [field, value] :
-       {std::pair{"reservationId", &reservation_id}, {"reversalOf", &reversal_of}, {"grantId", &grants.grant_id},
-        {"reason", &grants.reason}})
+  for (const auto& [field, value] : {std::pair{"reservationId", &reservation_id},
+                                     {"reversalOf", &reversal_of},
+                                     {"grantId", &grants.grant_id},
+                                     {"reason", &grants.reason}})
     if (!value->empty()) entry[field] = *value;
   if (grants.draws && !grants.draws->empty()) entry["draws"] = draws_json(*grants.draws);
   return {{"ZADD", transactions_key(e.account_id), num(e.occurred_at), sequenced(offset, id)},
@@ -137,27 +138,20 @@ command_list& operator+=(command_list& a, command_list b) {
 command_list fold_payload(const event& e, std::int64_t offset, const fold_context&, const credits_added& p) {
   const auto grant_id = grant_of(p);
   const auto category = to_string(p.category.value_or(grant_category::paid));
-  // The terms a grant does not have (an expiry, a cost basis) are absent rather than empty.
-  std::vector<std::string> terms{"HSET",
-                                 grant_key(e.account_id, grant_id),
-                                 "id",
-                                 grant_id,
-                                 "transactionId",
-                                 p.transaction_id,
-                                 "amount",
-                                 num(p.amount),
-                                 "priority",
-                                 num(p.priority.value_or(grant_priority_default)),
-                                 "category",
-                                 std::string(category),
-                                 "createdAt",
-                                 format_time(e.occurred_at),
-                                 "status",
-                                 "active"};
-  if (p.expires_at) terms.insert(terms.end(), {"expiresAt", format_time(*p.expires_at)});
-  if (p.cost) terms.insert(terms.end(), {"costAmount", num(p.cost->amount), "costCurrency", p.cost->currency});
+  // The terms, in one field of the account's grants. Only what the reads cannot know is written (layout.hpp): no
+  // default (priority, category), no transaction id that follows from the grant's id, no creation time (the
+  // listing's score), no expiry or cost basis it does not have. Every add writes them, also to the AOF.
+  nlohmann::json terms{{"amount", p.amount}};
+  if (p.priority && *p.priority != grant_priority_default) terms["priority"] = *p.priority;
+  if (p.category && *p.category != grant_category::paid) terms["category"] = category;
+  if (grant_id_of(p.transaction_id) != grant_id) terms["transactionId"] = p.transaction_id;
+  if (p.expires_at) terms["expiresAt"] = format_time(*p.expires_at);
+  if (p.cost) {
+    terms["costAmount"] = p.cost->amount;
+    terms["costCurrency"] = p.cost->currency;
+  }
   command_list out{{"HINCRBY", account_key(e.account_id), "balance", num(p.amount)},
-                   std::move(terms),
+                   {"HSET", grant_key(e.account_id), grant_id, terms.dump()},
                    {"ZADD", grants_key(e.account_id), num(e.occurred_at), sequenced(offset, grant_id)}};
   if (p.expires_at) out.push_back({"ZADD", grant_expiries_key(e.account_id), num(*p.expires_at), grant_id});
   account_for(out, e, category, p.amount, "granted", p.amount);
@@ -175,7 +169,7 @@ command_list fold_payload(const event& e, std::int64_t offset, const fold_contex
   take(out, e, context, draws, p.amount, "remaining", into, metric);
   if (!draws) out.push_back(legacy(e, "take-charge", p.amount, p.transaction_id));
   if ((expiry || void_) && !p.grant_id.empty()) {
-    out.push_back({"HSET", grant_key(e.account_id, p.grant_id), "status", expiry ? "expired" : "voided"});
+    out.push_back({"HSET", grant_key(e.account_id), grant_field(p.grant_id, "status"), expiry ? "expired" : "voided"});
     out.push_back({"ZREM", grant_expiries_key(e.account_id), p.grant_id});
   }
   return out += transaction(e, offset, p.transaction_id, "debit", -p.amount, p.balance_after, p.description, p.metadata,
@@ -431,7 +425,7 @@ guard_list guard_payload(const event&, const event_voided&) { return {}; }
 // tostring() would use above 10^14.
 const std::string_view legacy_lua = R"lua(
 local function legacy(w)
-  local grants, kind, prefix, amount, id1, id2, at, given, drawn = w[1], w[2], w[3], tonumber(w[4]), w[5], w[6],
+  local grants, kind, book, amount, id1, id2, at, given, drawn = w[1], w[2], w[3], tonumber(w[4]), w[5], w[6],
                                                                    w[7], w[8], w[9]
   local function int(n) return string.format('%d', n) end
   -- An RFC 3339 time of format_time's fixed width as its digits alone: strings of digits of one length compare
@@ -460,17 +454,22 @@ local function legacy(w)
   -- The view keeps no `remaining` (layout.hpp): a move from or into it is one increment ('' is no counter).
   local function move(draws, from, into)
     for _, d in ipairs(draws) do
-      if from ~= '' and from ~= 'remaining' then redis.call('HINCRBY', prefix .. d.grantId, from, int(-d.amount)) end
-      if into ~= 'remaining' then redis.call('HINCRBY', prefix .. d.grantId, into, int(d.amount)) end
+      if from ~= '' and from ~= 'remaining' then
+        redis.call('HINCRBY', book, d.grantId .. '|' .. from, int(-d.amount))
+      end
+      if into ~= 'remaining' then redis.call('HINCRBY', book, d.grantId .. '|' .. into, int(d.amount)) end
     end
   end
   -- A grant's terms and what it has left: amount + refunded - held - charged - expired - voided - corrected.
   local function grant(id)
-    local g = redis.call('HMGET', prefix .. id, 'priority', 'expiresAt', 'amount', 'refunded', 'held', 'charged',
-                         'expired', 'voided', 'corrected')
-    local left = tonumber(g[3] or '0') + tonumber(g[4] or '0')
-    for i = 5, 9 do left = left - tonumber(g[i] or '0') end
-    return left, tonumber(g[1] or '50'), g[2]
+    local g = redis.call('HMGET', book, id, id .. '|refunded', id .. '|held', id .. '|charged', id .. '|expired',
+                         id .. '|voided', id .. '|corrected')
+    local ok, terms = pcall(cjson.decode, g[1] or '{}')
+    if not ok or type(terms) ~= 'table' then terms = {} end
+    local left = (tonumber(terms.amount) or 0) + tonumber(g[2] or '0')
+    for i = 3, 7 do left = left - tonumber(g[i] or '0') end
+    local expires = type(terms.expiresAt) == 'string' and terms.expiresAt or nil
+    return left, tonumber(terms.priority) or 50, expires
   end
   -- The domain's legacy_take: the grants with something left in burn order (lower priority, sooner expiry, never
   -- last, older), those unexpired at the event's time first, then the expired ones; `skip` is already taken.
@@ -856,7 +855,7 @@ std::size_t fold_memory::size() const {
 
 std::vector<std::vector<std::string>> fold_memory::lookups(const std::string& account_id, const fold_facts& missing) {
   std::vector<std::vector<std::string>> out;
-  for (const auto& id : missing.grants) out.push_back({"HGET", grant_key(account_id, id), "category"});
+  for (const auto& id : missing.grants) out.push_back({"HGET", grant_key(account_id), id});
   if (!missing.reservation.empty()) out.push_back({"HGET", reservation_key(account_id, missing.reservation), "draws"});
   return out;
 }
@@ -870,7 +869,13 @@ void fold_memory::complete(fold_context& context, const fold_facts& missing,
   };
   for (const auto& id : missing.grants) {
     const auto& r = reply();
-    context.categories[id] = r ? grant_category_from(*r).value_or(grant_category::paid) : grant_category::paid;
+    // The grant's terms (layout.hpp); a view without them (or with damaged ones) gives the default.
+    const auto terms = r ? nlohmann::json::parse(*r, nullptr, false) : nlohmann::json();
+    const auto* category = terms.is_object() && terms.contains("category") && terms["category"].is_string()
+                               ? terms["category"].get_ptr<const std::string*>()
+                               : nullptr;
+    context.categories[id] =
+        category ? grant_category_from(*category).value_or(grant_category::paid) : grant_category::paid;
   }
   if (!missing.reservation.empty()) {
     const auto& r = reply();

@@ -6,6 +6,8 @@
 #include <set>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "credits/common/overloaded.hpp"
 #include "credits/common/replay.hpp"
 #include "credits/event_store/partition_reader.hpp"
@@ -26,8 +28,8 @@ constexpr std::size_t scan_count = 1000;
 
 // One account as the view holds it, read in one script so that it and its partition's position belong
 // together: [id, balance, reserved, blocked, promotional, position, n, then n times (reservation id, status, amount,
-// charged), then (grant id, amount, held, charged, refunded, expired, voided, corrected)...]. (What is left of a
-// grant is not kept: parse_snapshot computes it, as the API does.)
+// charged), then (grant id, terms (JSON), held, charged, refunded, expired, voided, corrected)...]. (What is left of
+// a grant is not kept: parse_snapshot computes it, as the API does.)
 constexpr std::string_view account_snapshot_script = R"lua(
 local out = {}
 local a = redis.call('HMGET', KEYS[1], 'id', 'balance', 'reserved', 'blocked', 'promotional')
@@ -42,8 +44,8 @@ for _, id in ipairs(holds) do
 end
 for _, member in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   local id = string.sub(member, 21)
-  local g = redis.call('HMGET', ARGV[3] .. id, 'amount', 'held', 'charged', 'refunded', 'expired', 'voided',
-                       'corrected')
+  local g = redis.call('HMGET', ARGV[3], id, id .. '|held', id .. '|charged', id .. '|refunded', id .. '|expired',
+                       id .. '|voided', id .. '|corrected')
   out[#out + 1] = id
   for i = 1, 7 do out[#out + 1] = g[i] or '' end
 end
@@ -212,8 +214,14 @@ account_snapshot parse_snapshot(std::string account_id, std::string field,
   for (std::size_t i = 7; i < grants_at; i += 4) s.reservations[text(a[i])] = {text(a[i + 1]), a[i + 2], a[i + 3]};
   for (std::size_t i = grants_at; i < a.size(); i += per_grant) {
     auto& g = s.grants[text(a[i])];
-    for (std::size_t f = 0, k = i + 1; f < g.size(); ++f)
-      if (f != 1) g[f] = to_int(a[k++], text(a[i]) + " " + account_snapshot::grant_fields[f]);
+    // The amount is a term (layout.hpp); terms that are not there or damaged count as 0, which the comparison
+    // then reports.
+    const auto terms = a[i + 1] ? nlohmann::json::parse(*a[i + 1], nullptr, false) : nlohmann::json();
+    g[0] = terms.is_object() && terms.contains("amount") && terms["amount"].is_number_integer()
+               ? terms["amount"].get<std::int64_t>()
+               : 0;
+    for (std::size_t f = 2, k = i + 2; f < g.size(); ++f)
+      g[f] = to_int(a[k++], text(a[i]) + " " + account_snapshot::grant_fields[f]);
     g[1] = g[0] + g[4] - g[2] - g[3] - g[5] - g[6] - g[7];  // remaining: amount + refunded - the rest
   }
   return s;
@@ -447,7 +455,7 @@ bool compare_accounts(verify_run& v) {
     const auto& index = v.cluster ? read_model::applied_key(id) : positions;
     calls.push_back({"EVALSHA", sha, "4", read_model::account_key(id), read_model::reservations_key(id), index,
                      read_model::grants_key(id), read_model::reservation_key(id, ""),
-                     v.cluster ? "account:" + field : field, read_model::grant_key(id, "")});
+                     v.cluster ? "account:" + field : field, read_model::grant_key(id)});
     chunk_ids.push_back(id);
     if (calls.size() == snapshot_accounts_per_pipeline || &id == &*ids.rbegin()) {
       if (v.stop.load()) return false;

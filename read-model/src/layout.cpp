@@ -1,6 +1,11 @@
 #include "credits/read_model/layout.hpp"
 
 #include <cstdio>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+#include "credits/common/events.hpp"
 
 namespace credits::read_model {
 namespace {
@@ -52,8 +57,35 @@ std::string usage_summary_key(std::string_view account_id, std::string_view day)
 std::string tenant_usage_summary_key(std::string_view tenant, std::string_view day) {
   return tagged(std::string(usage_summary_prefix) + "tenant:", tenant).append(":").append(day);
 }
-std::string grant_key(std::string_view account_id, std::string_view grant_id) {
-  return tagged("credits:grant:", account_id).append(":").append(grant_id);
+std::string grant_key(std::string_view account_id) { return tagged("credits:grant:", account_id); }
+std::string grant_field(std::string_view grant_id, std::string_view counter) {
+  return std::string(grant_id).append("|").append(counter);
+}
+std::vector<std::string> grant_fields(std::string_view grant_id) {
+  std::vector<std::string> out{std::string(grant_id)};
+  for (const auto counter : grant_counters) out.push_back(grant_field(grant_id, counter));
+  out.push_back(grant_field(grant_id, "status"));
+  return out;
+}
+std::unordered_map<std::string, std::string> grant_hash(std::string_view grant_id,
+                                                        const std::vector<std::optional<std::string>>& values) {
+  std::unordered_map<std::string, std::string> h;
+  if (values.empty() || !values[0]) return h;
+  const auto terms = nlohmann::json::parse(*values[0], nullptr, false);
+  if (!terms.is_object())
+    throw std::runtime_error("read model: the terms of grant " + std::string(grant_id) + " are damaged");
+  for (const auto& [name, value] : terms.items())
+    h.emplace(name, value.is_string() ? value.get<std::string>() : value.dump());
+  // The terms left out (fold.cpp): the defaults, and the transaction id of the grant's own id.
+  h.emplace("priority", std::to_string(grant_priority_default));
+  h.emplace("category", "paid");
+  if (grant_id.starts_with("grt_")) h.emplace("transactionId", "txn_" + std::string(grant_id.substr(4)));
+  h["id"] = grant_id;
+  for (std::size_t i = 0; i < std::size(grant_counters); ++i)
+    if (i + 1 < values.size() && values[i + 1]) h[std::string(grant_counters[i])] = *values[i + 1];
+  const auto status = std::size(grant_counters) + 1;
+  h["status"] = status < values.size() && values[status] ? *values[status] : "active";
+  return h;
 }
 std::string grants_key(std::string_view account_id) { return tagged("credits:grants:", account_id); }
 std::string legacy_draws_key(std::string_view account_id) { return tagged("credits:legacy-draws:", account_id); }

@@ -359,62 +359,88 @@ page list_accounts(redis_connection& redis, std::string_view tenant, const list_
       {});
 }
 
+namespace {
+
+// The grants named by `ids`, read from the account's grants hash in one HMGET (layout.hpp): for each, its fields
+// by name (grant_hash), empty when the view has no such grant.
+std::vector<hash_fields> read_grants(redis_connection& redis, std::string_view account_id,
+                                     const std::vector<std::string>& ids) {
+  std::vector<hash_fields> out;
+  if (ids.empty()) return out;
+  std::vector<std::string> args{"HMGET", grant_key(account_id)};
+  for (const auto& id : ids)
+    for (auto& f : grant_fields(id)) args.push_back(std::move(f));
+  const auto values = redis.run(args).array;
+  const auto per_grant = (args.size() - 2) / ids.size();
+  if (values.size() != ids.size() * per_grant) throw std::runtime_error("read model: malformed reply to HMGET");
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const auto first = values.begin() + static_cast<std::ptrdiff_t>(i * per_grant);
+    const auto h = grant_hash(ids[i], {first, first + static_cast<std::ptrdiff_t>(per_grant)});
+    out.emplace_back(h.begin(), h.end());
+  }
+  return out;
+}
+
+}  // namespace
+
 page list_grants(redis_connection& redis, std::string_view account_id, const list_query& q, time_ms now,
                  const item_filter& keep) {
-  return scan_hashes(
+  const auto render = [now, account_id](const hash_fields& h) {
+    const auto key = text(h, "id");
+    const auto expires_at = text(h, "expiresAt");
+    auto status = text(h, "status");
+    if (status == "active" && !expires_at.empty())
+      if (const auto t = parse_time(expires_at); t && *t <= now) status = "expired";
+    nlohmann::json cost = nullptr;
+    if (!text(h, "costCurrency").empty())
+      cost = {{"amount", integer(h, "costAmount", key)}, {"currency", text(h, "costCurrency")}};
+    return nlohmann::json{{"id", key},
+                          {"accountId", account_id},
+                          {"transactionId", text(h, "transactionId")},
+                          {"amount", integer(h, "amount", key)},
+                          {"remaining", grant_remaining(h, key)},
+                          {"held", integer(h, "held", key)},
+                          {"charged", integer(h, "charged", key)},
+                          {"refunded", integer(h, "refunded", key)},
+                          {"expired", integer(h, "expired", key)},
+                          {"voided", integer(h, "voided", key)},
+                          {"corrected", integer(h, "corrected", key)},
+                          {"expiresAt", nullable(expires_at)},
+                          {"priority", integer(h, "priority", key)},
+                          {"category", text(h, "category")},
+                          {"costBasis", std::move(cost)},
+                          {"status", std::move(status)},
+                          {"createdAt", text(h, "createdAt")}};
+  };
+  return scan(
       redis, grants_key(account_id), q,
-      [&](const std::string& member) { return grant_key(account_id, sequenced_id(member)); },
-      [now, account_id](const hash_fields& h) {
-        const auto key = text(h, "id");
-        const auto expires_at = text(h, "expiresAt");
-        auto status = text(h, "status");
-        if (status == "active" && !expires_at.empty())
-          if (const auto t = parse_time(expires_at); t && *t <= now) status = "expired";
-        nlohmann::json cost = nullptr;
-        if (!text(h, "costCurrency").empty())
-          cost = {{"amount", integer(h, "costAmount", key)}, {"currency", text(h, "costCurrency")}};
-        return nlohmann::json{{"id", key},
-                              {"accountId", account_id},
-                              {"transactionId", text(h, "transactionId")},
-                              {"amount", integer(h, "amount", key)},
-                              {"remaining", grant_remaining(h, key)},
-                              {"held", integer(h, "held", key)},
-                              {"charged", integer(h, "charged", key)},
-                              {"refunded", integer(h, "refunded", key)},
-                              {"expired", integer(h, "expired", key)},
-                              {"voided", integer(h, "voided", key)},
-                              {"corrected", integer(h, "corrected", key)},
-                              {"expiresAt", nullable(expires_at)},
-                              {"priority", integer(h, "priority", key)},
-                              {"category", text(h, "category")},
-                              {"costBasis", std::move(cost)},
-                              {"status", std::move(status)},
-                              {"createdAt", text(h, "createdAt")}};
+      [&](redis_connection& r, const std::vector<scored_member>& batch) {
+        std::vector<std::string> ids;
+        for (const auto& m : batch) ids.emplace_back(sequenced_id(m.member));
+        std::vector<std::optional<nlohmann::json>> out;
+        auto grants = read_grants(r, account_id, ids);
+        for (std::size_t i = 0; i < grants.size(); ++i) {
+          auto& h = grants[i];
+          h.emplace("createdAt", format_time(batch[i].score));  // a grant's score is its creation time
+          out.push_back(h.contains("id") ? std::optional(render(h)) : std::nullopt);
+        }
+        return out;
       },
       keep);
 }
 
 amount_t expiring_between(redis_connection& redis, std::string_view account_id, time_ms now, time_ms until) {
   if (until <= now) return 0;
-  const auto ids = redis.run({"ZRANGE", grant_expiries_key(account_id), "(" + num(now), num(until), "BYSCORE"});
-  std::vector<std::vector<std::string>> commands;
-  std::vector<std::string> keys;
-  for (const auto& id : ids.array)
-    if (id) {
-      keys.push_back(grant_key(account_id, *id));
-      commands.push_back(
-          {"HMGET", keys.back(), "status", "amount", "refunded", "held", "charged", "expired", "voided", "corrected"});
-    }
-  if (commands.empty()) return 0;
+  const auto listed = redis.run({"ZRANGE", grant_expiries_key(account_id), "(" + num(now), num(until), "BYSCORE"});
+  std::vector<std::string> ids;
+  for (const auto& id : listed.array)
+    if (id) ids.push_back(*id);
   amount_t sum = 0;
-  const auto replies = redis.pipeline(commands);
-  for (std::size_t i = 0; i < replies.size(); ++i) {
-    const auto& f = replies[i].array;
-    if (f.size() != 8 || !f[0] || *f[0] != "active") continue;
-    hash_fields h;
-    for (std::size_t k = 1; k < f.size(); ++k) h.emplace(commands[i][2 + k], f[k].value_or("0"));
-    sum += grant_remaining(h, keys[i]) + integer(h, "held", keys[i]);  // what is left of it, held or not
-  }
+  for (const auto& h : read_grants(redis, account_id, ids))
+    if (text(h, "status") == "active") {
+      const auto key = text(h, "id");
+      sum += grant_remaining(h, key) + integer(h, "held", key);  // what is left of it, held or not
+    }
   return sum;
 }
 

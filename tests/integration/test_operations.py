@@ -320,15 +320,15 @@ def test_verify_finds_a_grant_the_view_got_wrong(ops):
     wait_view(ops.positions.snapshot())
     [member] = redis(VIEW_DB, "ZRANGE", f"credits:grants:{{{ops.accounts[0]}}}", "0", "0").split()
     grant = member.split(":", 1)[1]
-    key = f"credits:grant:{{{ops.accounts[0]}}}:{grant}"
-    redis(VIEW_DB, "HINCRBY", key, "charged", "1")
+    key, counter = f"credits:grant:{{{ops.accounts[0]}}}", f"{grant}|charged"  # the account's grants (layout.hpp)
+    redis(VIEW_DB, "HINCRBY", key, counter, "1")
     try:
         code, output, summary = verify()
         # What is left of a grant follows from its other counters (layout.hpp), so it is wrong too.
         assert code == 1 and f"mismatch: grant {grant} charged: view" in output, output
         assert f"mismatch: grant {grant} remaining: view" in output, output
     finally:
-        redis(VIEW_DB, "HINCRBY", key, "charged", "-1")
+        redis(VIEW_DB, "HINCRBY", key, counter, "-1")
     code, output, summary = verify()
     assert code == 0 and " 0 mismatches" in summary and " grants compared" in summary, output
 

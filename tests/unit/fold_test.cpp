@@ -5,6 +5,7 @@
 #include <random>
 #include <set>
 
+#include "credits/common/ids.hpp"
 #include "credits/projector/fold.hpp"
 #include "credits/projector/projector.hpp"
 #include "credits/read_model/layout.hpp"
@@ -97,6 +98,36 @@ TEST(fold, credits_added_increments_the_balance) {
   // What the entry does not have is absent, not null or empty (the reads put it back).
   for (const char* absent : {"reservationId", "reversalOf", "reason", "draws", "metadata"})
     EXPECT_FALSE(j.contains(absent)) << absent;
+  // The grant: one field of the account's grants hash, its terms; its counters come with the first draw. Only
+  // what the reads cannot know: no default, no creation time (the listing's score). The transaction id is there
+  // because "txn_1" names no grant id of its own.
+  const auto* grant = find(cs, "HSET", "credits:grant:{acc_0123456789abcdef01234567}");
+  ASSERT_NE(grant, nullptr);
+  ASSERT_EQ(grant->size(), 4u);
+  EXPECT_EQ(grant->at(2), j["grantId"]);
+  EXPECT_EQ(nlohmann::json::parse(grant->at(3)), (nlohmann::json{{"amount", 1000}, {"transactionId", "txn_1"}}));
+  const auto read = read_model::grant_hash(grant->at(2), {grant->at(3)});
+  EXPECT_EQ(read.at("priority"), "50");
+  EXPECT_EQ(read.at("category"), "paid");
+  EXPECT_EQ(read.at("status"), "active");
+  EXPECT_EQ(read.at("transactionId"), "txn_1");
+}
+
+TEST(fold, a_grant_named_after_its_transaction_does_not_repeat_it) {
+  const std::string txn = "txn_0123456789abcdef01234567_00000000000000a1";
+  credits_added p{txn, 5, 5, "", "", {}};
+  p.priority = 7;
+  p.category = grant_category::promotional;
+  const auto cs = read_model::fold(sample(p), 0);
+  const auto* grant = find(cs, "HSET", "credits:grant:{acc_0123456789abcdef01234567}");
+  ASSERT_NE(grant, nullptr);
+  EXPECT_EQ(grant->at(2), grant_id_of(txn));
+  EXPECT_EQ(nlohmann::json::parse(grant->at(3)),
+            (nlohmann::json{{"amount", 5}, {"priority", 7}, {"category", "promotional"}}));
+  const auto read = read_model::grant_hash(grant->at(2), {grant->at(3)});
+  EXPECT_EQ(read.at("transactionId"), txn);
+  EXPECT_EQ(read.at("priority"), "7");
+  EXPECT_EQ(read.at("category"), "promotional");
 }
 
 TEST(fold, credits_deducted_decrements_the_balance) {
@@ -107,7 +138,7 @@ TEST(fold, credits_deducted_decrements_the_balance) {
   ASSERT_NE(grant_side, nullptr);
   EXPECT_EQ(*grant_side,
             (words{"CREDITS.LEGACY", "credits:grants:{acc_0123456789abcdef01234567}", "take-charge",
-                   "credits:grant:{acc_0123456789abcdef01234567}:", "5", "txn_2", "", "2025-11-29T16:01:22.123Z", "",
+                   "credits:grant:{acc_0123456789abcdef01234567}", "5", "txn_2", "", "2025-11-29T16:01:22.123Z", "",
                    "credits:legacy-draws:{acc_0123456789abcdef01234567}"}));
   const auto j = nlohmann::json::parse(find(cs, "HSET", "credits:transaction:{acc_0123456789abcdef01234567}")->at(3));
   EXPECT_EQ(j["type"], "debit");
@@ -338,9 +369,9 @@ TEST(coalesce, an_accounts_events_in_one_batch_share_their_commands) {
   EXPECT_EQ(delta(coalesced, account_hash, "balance"), "730");
   EXPECT_EQ(delta(coalesced, account_hash, "reserved"), "0");
   // Each key keeps one HSET, one ZADD and one HINCRBY per field: the account (4), the tenant's accounts (1), the
-  // grant held and charged (3) and the other (1), the account's grants (1), the day's report (2), the
-  // reservation and its index (2), the transactions and their entries (2).
-  EXPECT_EQ(coalesced.size(), 16u) << cs.size() << " commands became " << coalesced.size();
+  // account's grants hash (both grants' terms in one HSET, g1's held and charged: 3), the grants listing (1), the
+  // day's report (2), the reservation and its index (2), the transactions and their entries (2).
+  EXPECT_EQ(coalesced.size(), 15u) << cs.size() << " commands became " << coalesced.size();
 }
 
 // A grant's life folded as the projector folds it (contexts from a fold_memory that learns as it goes), checked
@@ -376,8 +407,16 @@ TEST(fold_grants, every_movement_lands_on_its_grant_its_category_and_the_days_re
     view.run(read_model::fold(e, offset++, context));
     memory.learn(e);
   }
+  // A grant as the reads see it: its terms, counters and status from the account's grants hash (layout.hpp).
   const auto grant = [&](const std::string& id, const char* name) {
-    return view.field(read_model::grant_key(account, id), name);
+    std::vector<std::optional<std::string>> values;
+    for (const auto& f : read_model::grant_fields(id)) {
+      auto v = view.field(read_model::grant_key(account), f);
+      values.push_back(v.empty() ? std::nullopt : std::optional(std::move(v)));
+    }
+    const auto h = read_model::grant_hash(id, values);
+    const auto it = h.find(name);
+    return it == h.end() ? std::string() : it->second;
   };
   // What is left is not kept (layout.hpp): amount + refunded - held - charged - expired - voided - corrected.
   const auto left = [&](const std::string& id) {
@@ -430,9 +469,10 @@ TEST(fold_grants, the_memory_names_what_it_lacks_and_a_lookup_completes_the_cont
   EXPECT_EQ(missing.reservation, "rsv_1");
   const auto reads = read_model::fold_memory::lookups(account, missing);
   ASSERT_EQ(reads.size(), 2u);
-  EXPECT_EQ(reads[0], (words{"HGET", read_model::grant_key(account, g1), "category"}));
+  EXPECT_EQ(reads[0], (words{"HGET", read_model::grant_key(account), g1}));  // its terms
   EXPECT_EQ(reads[1], (words{"HGET", rsv_hash, "draws"}));
-  memory.complete(context, missing, {"promotional", R"([{"grantId":")" + g1 + R"(","amount":60}])"});
+  memory.complete(context, missing,
+                  {R"({"amount":100,"category":"promotional"})", R"([{"grantId":")" + g1 + R"(","amount":60}])"});
   EXPECT_EQ(context.categories.at(g1), grant_category::promotional);
   ASSERT_TRUE(context.hold);
   EXPECT_EQ(*context.hold, (grant_draws{{g1, 60}}));
@@ -441,8 +481,8 @@ TEST(fold_grants, the_memory_names_what_it_lacks_and_a_lookup_completes_the_cont
   write_model view;
   view.run(cs);
   // (What is left of the grant, not kept, grows by the 40 returned: 60 less held, 20 more charged.)
-  EXPECT_EQ(view.field(read_model::grant_key(account, g1), "held"), "-60");
-  EXPECT_EQ(view.field(read_model::grant_key(account, g1), "charged"), "20");
+  EXPECT_EQ(view.field(read_model::grant_key(account), read_model::grant_field(g1, "held")), "-60");
+  EXPECT_EQ(view.field(read_model::grant_key(account), read_model::grant_field(g1, "charged")), "20");
   EXPECT_EQ(view.field(account_hash, "promotional"), "-20");
   // Remembered: the next look needs no lookup. Past its size, trim() forgets everything.
   EXPECT_EQ(memory.size(), 2u);
@@ -532,7 +572,7 @@ TEST(guarded_apply, tallies_are_the_report_counters_only) {
     }
   EXPECT_EQ(tallies, 12u);  // daily usage (4) and the account's and the tenant's summaries (4 each)
   EXPECT_FALSE(read_model::is_tally({"HINCRBY", read_model::account_key("a"), "balance", "1"}));
-  EXPECT_FALSE(read_model::is_tally({"HINCRBY", read_model::grant_key("a", "grt_1"), "held", "1"}));
+  EXPECT_FALSE(read_model::is_tally({"HINCRBY", read_model::grant_key("a"), "grt_1|held", "1"}));
   EXPECT_FALSE(read_model::is_tally({"HSET", read_model::usage_daily_key("a", "2026-12-05"), "f", "1"}));
 }
 

@@ -71,8 +71,8 @@ class fold_memory {
 // Events written before grants carry no draws, and which grants they took from (or returned to) depends on every
 // earlier event of the account: the burn order, what a hold took, what a charge has left to refund. fold() leaves
 // that part to Redis, which holds all of it, as one command of its own:
-//   {"CREDITS.LEGACY", <grants key>, kind, <grant key prefix>, amount, id1, id2, <event time (RFC 3339)>, draws,
-//    <legacy draws key>}
+//   {"CREDITS.LEGACY", <grants listing key>, kind, <grant key>, amount, id1, id2, <event time (RFC 3339)>,
+//    draws, <legacy draws key>}
 // with kind take-charge (id1: transaction), take-hold (id1: reservation key), confirm (id1: reservation key, id2:
 // transaction, draws: the charge's draws when the event has them), release (id1: reservation key), refund (id1:
 // the original transaction) or correct (id1: the grant it corrects). legacy_lua defines `legacy(words)`, which

@@ -1,8 +1,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 // The Redis read model's key layout: what its writer (the projector's fold, credits/projector/fold.hpp) writes
 // and its readers (reads.hpp) read.
@@ -28,15 +31,17 @@
 //                                                       have is absent: metadata, reservationId, reversalOf,
 //                                                       grantId, reason, draws; list_transactions puts it back)
 //   credits:accounts:{<tenant>}                    ZSET account ids scored by creation time (ms)
-//   credits:grant:{<accountId>}:<grantId>          HASH id transactionId amount priority category createdAt status
-//                                                       (active, expired, voided), expiresAt and costAmount
-//                                                       costCurrency when it has them (views made before 2026-12-06
-//                                                       also have accountId, and these terms empty when it has not),
-//                                                       and the counters held charged refunded expired voided
-//                                                       corrected (credits). What is left of it is not kept:
-//                                                       amount + refunded - held - charged - expired - voided -
-//                                                       corrected (a view made before 2026-12-06 also has it as
-//                                                       `remaining`, which nothing reads)
+//   credits:grant:{<accountId>}                    HASH the account's grants, one hash for all of them (a key per
+//                                                       grant cost Redis a key's creation for every addCredits):
+//                                                       <grantId> -> its terms (JSON: amount; priority, category
+//                                                       when not the default; transactionId when not the grant's
+//                                                       id with the prefix txn; expiresAt, costAmount costCurrency
+//                                                       when it has them; its creation time is its score in
+//                                                       credits:grants); <grantId>|<counter> -> the counters
+//                                                       held charged refunded expired voided corrected (credits,
+//                                                       absent while 0); <grantId>|status -> expired or voided
+//                                                       (absent: active). What is left of it is not kept: amount +
+//                                                       refunded - held - charged - expired - voided - corrected
 //   credits:grants:{<accountId>}                   ZSET "<offset>:<grantId>" scored by creation time (ms)
 //   credits:grant-expiries:{<accountId>}           ZSET ids of the grants that expire and have not yet, scored by
 //                                                       expiresAt (ms)
@@ -105,7 +110,19 @@ std::string transactions_key(std::string_view account_id);
 std::string transaction_entries_key(std::string_view account_id);
 std::string usage_records_key(std::string_view account_id);
 std::string usage_summary_key(std::string_view account_id, std::string_view day);
-std::string grant_key(std::string_view account_id, std::string_view grant_id);
+std::string grant_key(std::string_view account_id);
+// "<grantId>|<counter>": a field of grant_key. The writer's grant ids hold no '|' (ids.hpp); one in a hand-made
+// record could at worst share fields with another grant of the same account.
+std::string grant_field(std::string_view grant_id, std::string_view counter);
+// What the view keeps of a grant besides its terms, in this order: the counters, then the status.
+inline constexpr std::string_view grant_counters[] = {"held", "charged", "refunded", "expired", "voided", "corrected"};
+// The HMGET fields of one grant: its terms, its counters, its status.
+std::vector<std::string> grant_fields(std::string_view grant_id);
+// One grant as grant_fields read it, by name: "id", every term (as text; those left out put back), every counter
+// present and "status" ("active" when absent); not "createdAt", which is its score in the listing. Empty when the view
+// has no such grant; throws std::runtime_error when its terms are not a JSON object.
+std::unordered_map<std::string, std::string> grant_hash(std::string_view grant_id,
+                                                        const std::vector<std::optional<std::string>>& values);
 std::string grants_key(std::string_view account_id);
 std::string grant_expiries_key(std::string_view account_id);
 std::string legacy_draws_key(std::string_view account_id);
