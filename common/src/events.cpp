@@ -362,6 +362,21 @@ std::string format_time(time_ms t) {
   const unsigned d = doy - (153 * mp + 2) / 5 + 1;
   const unsigned m = mp < 10 ? mp + 3 : mp - 9;
   const std::int64_t y = static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2);
+  if (y >= 0 && y <= 9999) {  // every time a request can name (parse_time): digits written by hand, no printf
+    std::string out = "0000-00-00T00:00:00.000Z";
+    const auto put = [&](std::size_t end, std::int64_t n, int width) {
+      for (int i = 1; i <= width; ++i, n /= 10)
+        out[end - static_cast<std::size_t>(i)] = static_cast<char>('0' + n % 10);
+    };
+    put(4, y, 4);
+    put(7, m, 2);
+    put(10, d, 2);
+    put(13, ms_of_day / 3'600'000, 2);
+    put(16, ms_of_day / 60'000 % 60, 2);
+    put(19, ms_of_day / 1000 % 60, 2);
+    put(23, ms_of_day % 1000, 3);
+    return out;
+  }
   std::array<char, 64> buf{};
   std::snprintf(buf.data(), buf.size(), "%04lld-%02u-%02uT%02lld:%02lld:%02lld.%03lldZ", static_cast<long long>(y), m,
                 d, static_cast<long long>(ms_of_day / 3'600'000), static_cast<long long>(ms_of_day / 60'000 % 60),

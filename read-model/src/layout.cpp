@@ -97,9 +97,15 @@ std::string grant_report_field(std::string_view metric, std::string_view categor
   return std::string(metric).append("|").append(category);
 }
 std::string sequenced(std::int64_t offset, std::string_view id) {
-  char digits[24];
-  std::snprintf(digits, sizeof digits, "%019lld:", static_cast<long long>(offset));
-  return std::string(digits).append(id);
+  if (offset < 0) {  // no log offset is; kept printable all the same
+    char digits[24];
+    std::snprintf(digits, sizeof digits, "%019lld:", static_cast<long long>(offset));
+    return std::string(digits).append(id);
+  }
+  std::string out(20, '0');
+  out[19] = ':';
+  for (std::size_t i = 19; i-- > 0 && offset > 0; offset /= 10) out[i] = static_cast<char>('0' + offset % 10);
+  return out.append(id);
 }
 
 std::string_view sequenced_id(std::string_view member) {

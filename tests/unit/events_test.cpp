@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "credits/common/events.hpp"
 #include "credits/common/ids.hpp"
 
@@ -110,6 +112,22 @@ TEST(time, formats_rfc3339_utc_with_milliseconds) {
   EXPECT_EQ(format_time(0), "1970-01-01T00:00:00.000Z");
   EXPECT_EQ(format_time(951'782'400'000), "2000-02-29T00:00:00.000Z");
   EXPECT_EQ(format_time(-1), "1969-12-31T23:59:59.999Z");
+}
+
+TEST(time, format_agrees_with_the_calendar_across_years) {
+  // From year 0 to 9999 (digits written by hand) and past either end (printf), every sampled time reads back.
+  std::mt19937_64 rng(7);
+  std::uniform_int_distribution<time_ms> any(-62'200'000'000'000LL, 253'500'000'000'000LL);
+  for (int i = 0; i < 20'000; ++i) {
+    const auto t = any(rng);
+    const auto text = format_time(t);
+    if (t >= -62'167'219'200'000LL && t <= 253'402'300'799'999LL) {
+      EXPECT_EQ(parse_time(text), t) << text;
+    }
+  }
+  EXPECT_EQ(format_time(-62'167'219'200'000LL), "0000-01-01T00:00:00.000Z");
+  EXPECT_EQ(format_time(253'402'300'799'999LL), "9999-12-31T23:59:59.999Z");
+  EXPECT_EQ(format_time(253'402'300'800'000LL), "10000-01-01T00:00:00.000Z");
 }
 
 TEST(time, parse_inverts_format) {
