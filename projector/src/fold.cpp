@@ -214,13 +214,19 @@ command_list fold_payload(const event& e, std::int64_t offset, const fold_contex
                          p.draws ? draws_json(*p.draws).dump() : std::string()));
   } else {
     const auto charged = p.draws ? *p.draws : first_of(*context.hold, p.charged);
-    take(out, e, context, charged, p.charged, "held", "charged", "consumed");
-    // What the hold returns, per grant (a hand-made hold may name a grant twice).
-    std::map<std::string, amount_t> rest;
-    for (const auto& d : *context.hold) rest[d.grant_id] += d.amount;
-    for (const auto& d : charged) rest[d.grant_id] -= d.amount;
-    for (const auto& [grant_id, amount] : rest)
-      if (amount > 0) move(out, e, grant_id, "held", remaining, amount);
+    // One increment per counter and grant: the whole hold leaves `held` (or the charge, where a hand-made one
+    // takes more from a grant than the hold did), the charge goes to `charged`, and the rest of the hold returns
+    // to what is left of its grant, which is not kept. A hand-made hold may name a grant twice.
+    std::map<std::string, std::pair<amount_t, amount_t>> per_grant;  // grant -> (held by the hold, charged)
+    for (const auto& d : *context.hold) per_grant[d.grant_id].first += d.amount;
+    for (const auto& d : charged) per_grant[d.grant_id].second += d.amount;
+    for (const auto& [grant_id, amounts] : per_grant) {
+      const auto [held, into] = amounts;
+      if (const auto leaves = std::max(held, into); leaves != 0) count(out, e, grant_id, "held", -leaves);
+      if (into != 0) count(out, e, grant_id, "charged", into);
+    }
+    for (const auto& d : charged)
+      account_for(out, e, category_of(context, d.grant_id), -d.amount, "consumed", d.amount);
     // A confirm written before grants is a charge a later refund written before grants returns, last drawn first.
     if (!p.draws) out.push_back({"HSET", legacy_draws_key(e.account_id), p.transaction_id, draws_json(charged).dump()});
   }

@@ -483,6 +483,13 @@ TEST(fold_grants, the_memory_names_what_it_lacks_and_a_lookup_completes_the_cont
   // (What is left of the grant, not kept, grows by the 40 returned: 60 less held, 20 more charged.)
   EXPECT_EQ(view.field(read_model::grant_key(account), read_model::grant_field(g1, "held")), "-60");
   EXPECT_EQ(view.field(read_model::grant_key(account), read_model::grant_field(g1, "charged")), "20");
+  // One increment of each: the charged part and the rest leave `held` together.
+  for (const char* counter : {"held", "charged"})
+    EXPECT_EQ(
+        std::count_if(cs.begin(), cs.end(),
+                      [&](const words& c) { return c.size() > 2 && c[2] == read_model::grant_field(g1, counter); }),
+        1)
+        << counter;
   EXPECT_EQ(view.field(account_hash, "promotional"), "-20");
   // Remembered: the next look needs no lookup. Past its size, trim() forgets everything.
   EXPECT_EQ(memory.size(), 2u);
