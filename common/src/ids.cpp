@@ -69,6 +69,11 @@ std::string grant_id_of(std::string_view transaction_id) {
   return "grt" + std::string(transaction_id.substr(3));
 }
 
+std::string transaction_id_of_grant(std::string_view grant_id) {
+  if (!account_of("grt", grant_id)) return {};
+  return "txn" + std::string(grant_id.substr(3));
+}
+
 std::string derived_transaction_id(std::string_view account_id, std::string_view cause, std::string_view grant_id) {
   std::string material("credits/derived-transaction/");
   material.append(cause).push_back('\0');

@@ -52,7 +52,7 @@ void account_for(command_list& out, const event& e, std::string_view category, a
                  grant_report_field(metric, category), num(reported)});
 }
 
-void count(command_list& out, const event& e, const std::string& grant_id, const char* field, amount_t delta) {
+void count(command_list& out, const event& e, const std::string& grant_id, std::string_view field, amount_t delta) {
   out.push_back({"HINCRBY", grant_key(e.account_id), grant_field(grant_id, field), num(delta)});
 }
 
@@ -62,8 +62,7 @@ constexpr std::string_view remaining = "remaining";
 void move(command_list& out, const event& e, const std::string& grant_id, std::string_view from, std::string_view into,
           amount_t amount) {
   for (const auto& [field, delta] : {std::pair{from, -amount}, std::pair{into, amount}})
-    if (field != remaining)
-      out.push_back({"HINCRBY", grant_key(e.account_id), grant_field(grant_id, field), num(delta)});
+    if (field != remaining) count(out, e, grant_id, field, delta);
 }
 
 // Credits leave the balance: from each draw's `remaining` (or, for a charge of a hold, `held`) into `into`; the

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "credits/common/events.hpp"
+#include "credits/common/ids.hpp"
 
 namespace credits::read_model {
 namespace {
@@ -78,8 +79,9 @@ std::unordered_map<std::string, std::string> grant_hash(std::string_view grant_i
     h.emplace(name, value.is_string() ? value.get<std::string>() : value.dump());
   // The terms left out (fold.cpp): the defaults, and the transaction id of the grant's own id.
   h.emplace("priority", std::to_string(grant_priority_default));
-  h.emplace("category", "paid");
-  if (grant_id.starts_with("grt_")) h.emplace("transactionId", "txn_" + std::string(grant_id.substr(4)));
+  h.emplace("category", to_string(grant_category::paid));
+  if (auto transaction_id = transaction_id_of_grant(grant_id); !transaction_id.empty())
+    h.emplace("transactionId", std::move(transaction_id));
   h["id"] = grant_id;
   for (std::size_t i = 0; i < std::size(grant_counters); ++i)
     if (i + 1 < values.size() && values[i + 1]) h[std::string(grant_counters[i])] = *values[i + 1];

@@ -122,6 +122,8 @@ TEST(fold, a_grant_named_after_its_transaction_does_not_repeat_it) {
   const auto* grant = find(cs, "HSET", "credits:grant:{acc_0123456789abcdef01234567}");
   ASSERT_NE(grant, nullptr);
   EXPECT_EQ(grant->at(2), grant_id_of(txn));
+  EXPECT_EQ(transaction_id_of_grant(grant_id_of(txn)), txn);
+  EXPECT_EQ(transaction_id_of_grant("grt:txn_1"), "");  // a legacy grant's id names no transaction of its own
   EXPECT_EQ(nlohmann::json::parse(grant->at(3)),
             (nlohmann::json{{"amount", 5}, {"priority", 7}, {"category", "promotional"}}));
   const auto read = read_model::grant_hash(grant->at(2), {grant->at(3)});

@@ -38,6 +38,9 @@ std::optional<std::string> account_of(std::string_view prefix, std::string_view 
 // The grant a CreditsAdded creates: its transaction id "txn_<account>_<bits>" with the prefix "grt", so events
 // written before grants name the same grant when folded. Empty if transaction_id is malformed.
 std::string grant_id_of(std::string_view transaction_id);
+// Its inverse: the transaction id "txn_<account>_<bits>" of the grant "grt_<account>_<bits>". Empty if grant_id
+// is malformed.
+std::string transaction_id_of_grant(std::string_view grant_id);
 
 // A ledger transaction id derived from what caused it, for the events a decision emits in numbers the command
 // cannot know beforehand (the expiry of a grant, the expiry of what a release or a refund returned to an expired
